@@ -1,0 +1,160 @@
+-- postage database, schema version 1.
+--
+-- Create a fresh database with:   sqlite3 /var/lib/postage/postage.db < schema/schema.sql
+-- Upgrade an older one with the files in schema/migrations/, in order.
+--
+-- The first group of tables is the administrator's interface (see README.md):
+-- keep their names and meanings. The second group is internal to postage.
+
+PRAGMA journal_mode = WAL;
+PRAGMA foreign_keys = ON;
+
+BEGIN;
+
+-- ------------------------------------------------------------------------
+-- User-facing tables
+-- ------------------------------------------------------------------------
+
+-- Server-wide settings, read afresh by every process. Known keys and their
+-- defaults (a missing row means the default):
+--   hostname                 the machine's FQDN (greeting, Received, bounces)
+--   mail_root                /var/mail/postage     (Maildir of mailbox L is mail_root/L/)
+--   spool_dir                /var/spool/postage    (staging and outbound queue)
+--   tls_cert, tls_key        none (then no STARTTLS/STLS is offered)
+--   tls_priority             NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2
+--   max_message_bytes        26214400
+--   pop_before_smtp_minutes  30
+--   relayhost                none ([host]:port as given, host:port via MX)
+--   relayhost_login, relayhost_password   none
+--   queue_lifetime_hours     120
+--   received_show_login      0
+--   max_messages_per_hour_per_login  500
+--   srs_secret, dmarc_reject (1), spf_reject_fail (0)
+CREATE TABLE settings (
+    key   TEXT PRIMARY KEY NOT NULL,
+    value TEXT
+);
+
+-- Domains this server receives mail for. Compared case-insensitively.
+CREATE TABLE domains (
+    name TEXT PRIMARY KEY NOT NULL COLLATE NOCASE
+        CHECK (length(name) BETWEEN 1 AND 253 AND name NOT LIKE '%@%')
+);
+
+-- One Maildir each (mail_root/<login>/). The password is a crypt(3) string;
+-- the CHECK keeps plaintext out of the table.
+CREATE TABLE mailboxes (
+    login       TEXT PRIMARY KEY NOT NULL
+        CHECK (length(login) BETWEEN 1 AND 64
+               AND login NOT GLOB '*[/]*' AND login NOT IN ('.', '..')
+               AND substr(login, 1, 1) <> '.'),
+    password    TEXT NOT NULL
+        CHECK (password GLOB '$y$*' OR password GLOB '$6$*'
+               OR password GLOB '$2b$*' OR password GLOB '$2y$*'),
+    quota_bytes INTEGER DEFAULT NULL CHECK (quota_bytes IS NULL OR quota_bytes >= 0),
+    enabled     INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1))
+);
+
+-- user@domain delivered to a mailbox; '@domain' is the domain's catch-all.
+-- The domain part compares case-insensitively (so does the whole address).
+CREATE TABLE addresses (
+    address TEXT PRIMARY KEY NOT NULL COLLATE NOCASE
+        CHECK (instr(address, '@') > 0),
+    mailbox TEXT NOT NULL REFERENCES mailboxes(login)
+        ON UPDATE CASCADE ON DELETE CASCADE
+);
+CREATE INDEX addresses_mailbox ON addresses(mailbox);
+
+-- address expands to each target, local or remote: forwarding and simple
+-- mailing lists. Targets may be further forwards (depth-limited, loops
+-- detected).
+CREATE TABLE forwards (
+    address TEXT NOT NULL COLLATE NOCASE CHECK (instr(address, '@') > 0),
+    target  TEXT NOT NULL COLLATE NOCASE CHECK (instr(target, '@') > 1),
+    PRIMARY KEY (address, target)
+);
+
+-- CIDR blocks (IPv4, IPv6) allowed to relay without logging in. Empty by
+-- default: not even loopback is trusted.
+CREATE TABLE relay_networks (
+    network TEXT PRIMARY KEY NOT NULL
+);
+
+-- Written on each POP3 login (IPv4-mapped IPv6 stored as IPv4): the record
+-- POP-before-SMTP relies on. at = unix seconds.
+CREATE TABLE pop_logins (
+    ip    TEXT PRIMARY KEY NOT NULL,
+    login TEXT NOT NULL,
+    at    INTEGER NOT NULL
+);
+
+-- DKIM signing keys, one row per (domain, selector).
+CREATE TABLE dkim_keys (
+    domain           TEXT NOT NULL COLLATE NOCASE,
+    selector         TEXT NOT NULL,
+    algorithm        TEXT NOT NULL DEFAULT 'rsa-sha256'
+        CHECK (algorithm IN ('rsa-sha256', 'ed25519-sha256')),
+    private_key_path TEXT NOT NULL,
+    enabled          INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),
+    PRIMARY KEY (domain, selector)
+);
+
+-- ------------------------------------------------------------------------
+-- Internal tables (postage's own; read them, but let postage write them)
+-- ------------------------------------------------------------------------
+
+-- One row per message in the outbound queue. The message itself is the
+-- file spool_dir/queue/<id> (LF line endings, our Received header on top).
+CREATE TABLE queue_messages (
+    id          TEXT PRIMARY KEY NOT NULL,
+    sender      TEXT NOT NULL,            -- envelope sender, '' for <>
+    size        INTEGER NOT NULL,         -- bytes of the spool file
+    body_8bit   INTEGER NOT NULL DEFAULT 0,
+    smtputf8    INTEGER NOT NULL DEFAULT 0,
+    created_at  INTEGER NOT NULL,         -- unix seconds
+    client_ip   TEXT,
+    auth_login  TEXT,
+    warned      INTEGER NOT NULL DEFAULT 0 -- delay warning sent
+);
+
+-- One row per remote recipient of a queued message.
+-- state: 'queued' (waiting or due), 'sent', 'bounced' (final).
+CREATE TABLE queue_recipients (
+    message_id   TEXT NOT NULL REFERENCES queue_messages(id) ON DELETE CASCADE,
+    recipient    TEXT NOT NULL,
+    orig_rcpt    TEXT,                    -- the RCPT address it came from
+    state        TEXT NOT NULL DEFAULT 'queued'
+        CHECK (state IN ('queued', 'sent', 'bounced')),
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_attempt INTEGER NOT NULL DEFAULT 0,
+    last_error   TEXT,
+    PRIMARY KEY (message_id, recipient)
+);
+CREATE INDEX queue_recipients_due ON queue_recipients(state, next_attempt);
+
+-- Failed logins (POP3 and SMTP AUTH) per client IP (IPv6 per /64), for the
+-- throttle. Rows older than the window are pruned on write.
+CREATE TABLE auth_failures (
+    ip_key   TEXT PRIMARY KEY NOT NULL,
+    failures INTEGER NOT NULL,
+    first_at INTEGER NOT NULL,
+    last_at  INTEGER NOT NULL
+);
+
+-- Messages sent per authenticated login, for max_messages_per_hour_per_login.
+CREATE TABLE send_counts (
+    login  TEXT NOT NULL,
+    hour   INTEGER NOT NULL,              -- unix seconds / 3600
+    count  INTEGER NOT NULL,
+    PRIMARY KEY (login, hour)
+);
+
+-- TLS session-ticket keys shared by all handler processes, rotated daily.
+CREATE TABLE tls_ticket_keys (
+    created_at INTEGER PRIMARY KEY NOT NULL,
+    key        BLOB NOT NULL
+);
+
+PRAGMA user_version = 1;
+
+COMMIT;

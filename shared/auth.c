@@ -1,0 +1,259 @@
+#include "auth.h"
+
+#include <crypt.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "db.h"
+#include "limits.h"
+#include "log.h"
+#include "net.h"
+
+/* yescrypt of a random phrase: the dummy when no mailbox row exists. */
+static const char dummy_hash[] =
+	"$y$j9T$oeNL16GiCdvac12IRjG7Q/$o9jxahD6c2TL0jif24B5VZzfBplqgX.9eVnJxFHM7U5";
+
+int auth_equal(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	volatile unsigned char diff = (unsigned char)(la != lb);
+	size_t n = la < lb ? la : lb;
+
+	for (size_t i = 0; i < n; i++)
+		diff |= (unsigned char)(a[i] ^ b[i]);
+	return diff == 0;
+}
+
+static int failures_recent(const char *key, time_t now)
+{
+	sqlite3_stmt *st = db_stmt("SELECT failures FROM auth_failures WHERE ip_key = ?1 AND last_at >= ?2");
+	int rc, n = 0;
+
+	if (!st)
+		return -1;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)(now - THROTTLE_WINDOW_SECONDS));
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		n = sqlite3_column_int(st, 0);
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return -1;
+	return n;
+}
+
+int auth_throttle_delay(const char *ip)
+{
+	char key[80];
+	int n;
+
+	ip_throttle_key(ip, key, sizeof(key));
+	n = failures_recent(key, time(NULL));
+	if (n < 0)
+		return 0; /* the check itself will report the trouble */
+	if (n >= THROTTLE_REFUSE_AT)
+		return -1;
+	if (n >= THROTTLE_DELAY_AFTER) {
+		int d = 1 << ((n - THROTTLE_DELAY_AFTER) / 5);
+		return d > THROTTLE_DELAY_MAX_SECONDS ? THROTTLE_DELAY_MAX_SECONDS : d;
+	}
+	return 0;
+}
+
+static void record(const char *key, int failed, time_t now)
+{
+	sqlite3_stmt *st;
+
+	if (db_begin() < 0)
+		return;
+	if (failed) {
+		st = db_stmt("DELETE FROM auth_failures WHERE last_at < ?1");
+		if (st) {
+			sqlite3_bind_int64(st, 1, (sqlite3_int64)(now - THROTTLE_WINDOW_SECONDS));
+			sqlite3_step(st);
+			sqlite3_reset(st);
+		}
+		st = db_stmt("INSERT INTO auth_failures (ip_key, failures, first_at, last_at) "
+			     "VALUES (?1, 1, ?2, ?2) ON CONFLICT(ip_key) DO UPDATE SET "
+			     "failures = failures + 1, last_at = excluded.last_at");
+	} else {
+		st = db_stmt("DELETE FROM auth_failures WHERE ip_key = ?1");
+	}
+	if (st) {
+		sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+		if (failed)
+			sqlite3_bind_int64(st, 2, (sqlite3_int64)now);
+		sqlite3_step(st);
+		sqlite3_reset(st);
+	}
+	db_commit();
+}
+
+/* Hashes password with the setting of hash; 1 when it matches. */
+static int crypt_matches(const char *password, const char *hash)
+{
+	static struct crypt_data data;
+	const char *out;
+
+	memset(&data, 0, sizeof(data));
+	out = crypt_rn(password, hash, &data, (int)sizeof(data));
+	return out && out[0] != '*' && auth_equal(out, hash);
+}
+
+enum auth_result auth_check(const char *ip, const char *login, const char *password)
+{
+	char key[80], hash[256] = "";
+	sqlite3_stmt *st;
+	time_t now = time(NULL);
+	int rc, enabled = 0, found = 0, delay, ok;
+
+	ip_throttle_key(ip, key, sizeof(key));
+	delay = auth_throttle_delay(ip);
+	if (delay < 0) {
+		log_event(LOG_NOTICE, "event=auth result=throttled ip=%s", ip[0] ? ip : "local");
+		return AUTH_THROTTLED;
+	}
+	if (delay > 0)
+		sleep((unsigned)delay);
+
+	st = db_stmt("SELECT password, enabled FROM mailboxes WHERE login = ?1");
+	if (!st)
+		return AUTH_TEMPFAIL;
+	sqlite3_bind_text(st, 1, login, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		const char *h = (const char *)sqlite3_column_text(st, 0);
+		snprintf(hash, sizeof(hash), "%s", h ? h : "");
+		enabled = sqlite3_column_int(st, 1);
+		found = 1;
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return AUTH_TEMPFAIL;
+
+	if (!found) {
+		/* Same cost as a real check: hash against some mailbox's
+		 * password, so time does not tell which logins exist. */
+		st = db_stmt("SELECT password FROM mailboxes LIMIT 1");
+		if (st && sqlite3_step(st) == SQLITE_ROW) {
+			const char *h = (const char *)sqlite3_column_text(st, 0);
+			snprintf(hash, sizeof(hash), "%s", h ? h : dummy_hash);
+		} else {
+			snprintf(hash, sizeof(hash), "%s", dummy_hash);
+		}
+		if (st)
+			sqlite3_reset(st);
+		crypt_matches(password, hash);
+		ok = 0;
+	} else {
+		ok = crypt_matches(password, hash);
+	}
+
+	if (ok && enabled) {
+		record(key, 0, now);
+		return AUTH_OK;
+	}
+	record(key, 1, now);
+	if (ok && !enabled)
+		return AUTH_DISABLED;
+	if (found && !enabled)
+		return AUTH_DISABLED;
+	return AUTH_FAIL;
+}
+
+static int b64_value(unsigned char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+')
+		return 62;
+	if (c == '/')
+		return 63;
+	return -1;
+}
+
+long base64_decode(const char *in, char *out, size_t cap)
+{
+	size_t len = strlen(in), o = 0;
+	unsigned int acc = 0;
+	int bits = 0, pad = 0;
+
+	if (len % 4 != 0)
+		return -1;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)in[i];
+		int v;
+
+		if (c == '=') {
+			/* only at the end, at most two */
+			if (i < len - 2 || (i == len - 2 && in[len - 1] != '='))
+				return -1;
+			pad++;
+			continue;
+		}
+		if (pad)
+			return -1;
+		v = b64_value(c);
+		if (v < 0)
+			return -1;
+		acc = (acc << 6) | (unsigned)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			if (o + 1 >= cap)
+				return -1;
+			out[o++] = (char)((acc >> bits) & 0xff);
+		}
+	}
+	if (pad > 2)
+		return -1;
+	out[o] = '\0';
+	return (long)o;
+}
+
+size_t base64_encode(const void *in, size_t len, char *out, size_t cap)
+{
+	static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	const unsigned char *p = in;
+	size_t o = 0;
+
+	for (size_t i = 0; i < len && o + 5 <= cap; i += 3) {
+		unsigned v = (unsigned)p[i] << 16;
+		if (i + 1 < len)
+			v |= (unsigned)p[i + 1] << 8;
+		if (i + 2 < len)
+			v |= p[i + 2];
+		out[o++] = tab[(v >> 18) & 63];
+		out[o++] = tab[(v >> 12) & 63];
+		out[o++] = i + 1 < len ? tab[(v >> 6) & 63] : '=';
+		out[o++] = i + 2 < len ? tab[v & 63] : '=';
+	}
+	if (cap)
+		out[o < cap ? o : cap - 1] = '\0';
+	return o;
+}
+
+int sasl_plain_split(const char *msg, size_t len, const char **authcid, const char **passwd)
+{
+	const char *nul1 = memchr(msg, '\0', len), *nul2;
+
+	if (!nul1)
+		return -1;
+	nul2 = memchr(nul1 + 1, '\0', len - (size_t)(nul1 + 1 - msg));
+	if (!nul2 || memchr(nul2 + 1, '\0', len - (size_t)(nul2 + 1 - msg)))
+		return -1;
+	*authcid = nul1 + 1;
+	*passwd = nul2 + 1;
+	if (!**authcid)
+		return -1;
+	/* We act for nobody else: an authzid must name the login itself. */
+	if (nul1 != msg && strcmp(msg, *authcid) != 0)
+		return -1;
+	return 0;
+}

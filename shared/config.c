@@ -1,0 +1,106 @@
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "db.h"
+#include "limits.h"
+#include "log.h"
+
+static const struct {
+	const char *key;
+	const char *fallback;
+} settings_known[SET_COUNT] = {
+	[SET_HOSTNAME] = { "hostname", NULL },
+	[SET_MAIL_ROOT] = { "mail_root", "/var/mail/postage" },
+	[SET_SPOOL_DIR] = { "spool_dir", "/var/spool/postage" },
+	[SET_TLS_CERT] = { "tls_cert", "" },
+	[SET_TLS_KEY] = { "tls_key", "" },
+	[SET_TLS_PRIORITY] = { "tls_priority", "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2" },
+	[SET_MAX_MESSAGE_BYTES] = { "max_message_bytes", "26214400" },
+	[SET_POP_BEFORE_SMTP_MINUTES] = { "pop_before_smtp_minutes", "30" },
+	[SET_RELAYHOST] = { "relayhost", "" },
+	[SET_RELAYHOST_LOGIN] = { "relayhost_login", "" },
+	[SET_RELAYHOST_PASSWORD] = { "relayhost_password", "" },
+	[SET_QUEUE_LIFETIME_HOURS] = { "queue_lifetime_hours", "120" },
+	[SET_RECEIVED_SHOW_LOGIN] = { "received_show_login", "0" },
+	[SET_MAX_MESSAGES_PER_HOUR_PER_LOGIN] = { "max_messages_per_hour_per_login", "500" },
+	[SET_SRS_SECRET] = { "srs_secret", "" },
+	[SET_DMARC_REJECT] = { "dmarc_reject", "1" },
+	[SET_SPF_REJECT_FAIL] = { "spf_reject_fail", "0" },
+};
+
+static char values[SET_COUNT][SETTING_VALUE_MAX];
+static unsigned char present[SET_COUNT];
+static char hostname_fallback[256];
+
+int config_load(void)
+{
+	sqlite3_stmt *st = db_stmt("SELECT key, value FROM settings");
+	int rc;
+
+	if (!st)
+		return -1;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *key = (const char *)sqlite3_column_text(st, 0);
+		const char *value = (const char *)sqlite3_column_text(st, 1);
+		int found = 0;
+
+		if (!key)
+			continue;
+		for (int i = 0; i < SET_COUNT; i++) {
+			if (strcmp(key, settings_known[i].key) == 0) {
+				size_t len = value ? strlen(value) : 0;
+				found = 1;
+				if (len >= SETTING_VALUE_MAX) {
+					log_event(LOG_WARNING, "event=setting result=ignored key=%s reason=too_long", key);
+					break;
+				}
+				memcpy(values[i], value ? value : "", len + 1);
+				present[i] = 1;
+				break;
+			}
+		}
+		if (!found) {
+			char safe[128];
+			log_event(LOG_NOTICE, "event=setting result=unknown key=\"%s\"",
+				  log_printable(safe, sizeof(safe), key, strlen(key)));
+		}
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		log_event(LOG_ERR, "event=settings result=error error=\"%s\"", sqlite3_errmsg(db_handle()));
+		return -1;
+	}
+	return 0;
+}
+
+const char *setting(enum setting id)
+{
+	if (present[id] && values[id][0])
+		return values[id];
+	if (id == SET_HOSTNAME) {
+		if (!hostname_fallback[0] &&
+		    gethostname(hostname_fallback, sizeof(hostname_fallback) - 1) < 0)
+			strcpy(hostname_fallback, "localhost");
+		return hostname_fallback;
+	}
+	return settings_known[id].fallback;
+}
+
+long long setting_int(enum setting id)
+{
+	const char *v = setting(id);
+	char *end;
+	long long n;
+
+	errno = 0;
+	n = strtoll(v, &end, 10);
+	if (errno || end == v || *end || n < 0) {
+		log_event(LOG_WARNING, "event=setting result=bad_number key=%s", settings_known[id].key);
+		n = strtoll(settings_known[id].fallback, NULL, 10);
+	}
+	return n;
+}

@@ -1,0 +1,33 @@
+/* Settings from the settings table, with the defaults of DESIGN.md. Read
+ * afresh by every process, so a change needs no restart. */
+#ifndef POSTAGE_CONFIG_H
+#define POSTAGE_CONFIG_H
+
+enum setting {
+	SET_HOSTNAME,
+	SET_MAIL_ROOT,
+	SET_SPOOL_DIR,
+	SET_TLS_CERT,
+	SET_TLS_KEY,
+	SET_TLS_PRIORITY,
+	SET_MAX_MESSAGE_BYTES,
+	SET_POP_BEFORE_SMTP_MINUTES,
+	SET_RELAYHOST,
+	SET_RELAYHOST_LOGIN,
+	SET_RELAYHOST_PASSWORD,
+	SET_QUEUE_LIFETIME_HOURS,
+	SET_RECEIVED_SHOW_LOGIN,
+	SET_MAX_MESSAGES_PER_HOUR_PER_LOGIN,
+	SET_SRS_SECRET,
+	SET_DMARC_REJECT,
+	SET_SPF_REJECT_FAIL,
+	SET_COUNT
+};
+
+/* Reads every row of settings (called by db_open). 0 or -1. */
+int config_load(void);
+/* The value, or the default; "" for an unset optional one. */
+const char *setting(enum setting id);
+long long setting_int(enum setting id);
+
+#endif

@@ -1,0 +1,167 @@
+#include "db.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "limits.h"
+#include "log.h"
+
+#define DB_STMT_CACHE 48
+
+static const char *path_override;
+static sqlite3 *db;
+static int db_state = -1; /* -1 not tried, else enum db_status */
+
+static struct {
+	const char *sql;
+	sqlite3_stmt *stmt;
+} cache[DB_STMT_CACHE];
+
+void db_set_path(const char *path)
+{
+	path_override = path;
+}
+
+const char *db_path(void)
+{
+	const char *env;
+
+	if (path_override && *path_override)
+		return path_override;
+	env = getenv("POSTAGE_DB");
+	if (env && *env)
+		return env;
+	return DB_DEFAULT_PATH;
+}
+
+sqlite3 *db_handle(void)
+{
+	return db_state == DB_OK ? db : NULL;
+}
+
+int db_is_temporary(int rc)
+{
+	rc &= 0xff;
+	return rc == SQLITE_BUSY || rc == SQLITE_LOCKED || rc == SQLITE_IOERR ||
+	       rc == SQLITE_FULL || rc == SQLITE_CANTOPEN || rc == SQLITE_PROTOCOL ||
+	       rc == SQLITE_NOMEM;
+}
+
+enum db_status db_open(void)
+{
+	sqlite3_stmt *st = NULL;
+	int rc, version;
+
+	if (db_state >= 0)
+		return (enum db_status)db_state;
+
+	rc = sqlite3_open_v2(db_path(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK) {
+		log_event(LOG_ERR, "event=db_open result=error db=%s error=\"%s\"", db_path(),
+			  db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+		sqlite3_close(db);
+		db = NULL;
+		db_state = DB_TEMPFAIL;
+		return DB_TEMPFAIL;
+	}
+	sqlite3_busy_timeout(db, DB_BUSY_TIMEOUT_MS);
+
+	rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW) {
+		log_event(LOG_ERR, "event=db_open result=error db=%s error=\"%s\"", db_path(),
+			  sqlite3_errmsg(db));
+		sqlite3_finalize(st);
+		db_state = DB_TEMPFAIL;
+		return DB_TEMPFAIL;
+	}
+	version = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	if (version != DB_SCHEMA_VERSION) {
+		if (version < DB_SCHEMA_VERSION)
+			log_event(LOG_ERR,
+				  "event=db_open result=version db=%s user_version=%d wanted=%d "
+				  "action=\"run: sqlite3 %s < schema/schema.sql (new database) or apply "
+				  "schema/migrations/ in order\"",
+				  db_path(), version, DB_SCHEMA_VERSION, db_path());
+		else
+			log_event(LOG_ERR,
+				  "event=db_open result=version db=%s user_version=%d wanted=%d "
+				  "action=\"the database is newer than this program: install the "
+				  "postage that made it\"",
+				  db_path(), version, DB_SCHEMA_VERSION);
+		db_state = DB_VERSION;
+		return DB_VERSION;
+	}
+	db_state = DB_OK;
+	if (config_load() < 0) {
+		db_state = DB_TEMPFAIL;
+		return DB_TEMPFAIL;
+	}
+	return DB_OK;
+}
+
+sqlite3_stmt *db_stmt(const char *sql)
+{
+	size_t i;
+
+	if (db_open() != DB_OK)
+		return NULL;
+	for (i = 0; i < DB_STMT_CACHE && cache[i].sql; i++) {
+		if (cache[i].sql == sql) {
+			sqlite3_reset(cache[i].stmt);
+			sqlite3_clear_bindings(cache[i].stmt);
+			return cache[i].stmt;
+		}
+	}
+	if (i == DB_STMT_CACHE) {
+		log_event(LOG_ERR, "event=db_prepare result=error error=\"statement cache full\"");
+		return NULL;
+	}
+	if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &cache[i].stmt, NULL) !=
+	    SQLITE_OK) {
+		log_event(LOG_ERR, "event=db_prepare result=error error=\"%s\"", sqlite3_errmsg(db));
+		return NULL;
+	}
+	cache[i].sql = sql;
+	return cache[i].stmt;
+}
+
+static int exec_simple(const char *sql)
+{
+	sqlite3_stmt *st = db_stmt(sql);
+	int rc;
+
+	if (!st)
+		return -1;
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		log_event(LOG_WARNING, "event=db_exec result=error sql=\"%s\" error=\"%s\"", sql,
+			  sqlite3_errmsg(db));
+		return -1;
+	}
+	return 0;
+}
+
+int db_begin(void)
+{
+	return exec_simple("BEGIN IMMEDIATE");
+}
+
+int db_commit(void)
+{
+	if (exec_simple("COMMIT") < 0) {
+		db_rollback();
+		return -1;
+	}
+	return 0;
+}
+
+void db_rollback(void)
+{
+	if (db && !sqlite3_get_autocommit(db))
+		exec_simple("ROLLBACK");
+}

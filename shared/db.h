@@ -1,0 +1,38 @@
+/* The one SQLite database: opened on first use, version-checked, with a busy
+ * timeout so an administrator's open sqlite3 session costs the client a 4xx,
+ * never a 5xx. Statements are prepared on first use and kept. */
+#ifndef POSTAGE_DB_H
+#define POSTAGE_DB_H
+
+#include <sqlite3.h>
+
+#define DB_SCHEMA_VERSION 1
+#define DB_DEFAULT_PATH "/var/lib/postage/postage.db"
+
+enum db_status {
+	DB_OK = 0,
+	DB_TEMPFAIL,  /* busy, locked, cannot open: try again later */
+	DB_VERSION,   /* a user_version this program does not know */
+};
+
+/* --db PATH, else $POSTAGE_DB, else the default. */
+void db_set_path(const char *path);
+const char *db_path(void);
+
+/* Opens (once) and checks the version; loads the settings. */
+enum db_status db_open(void);
+sqlite3 *db_handle(void);
+
+/* A prepared statement for this SQL text (a string literal: the pointer is
+ * the cache key), reset and unbound. NULL on error (logged). */
+sqlite3_stmt *db_stmt(const char *sql);
+
+/* Short write transactions. */
+int db_begin(void);   /* BEGIN IMMEDIATE; 0 or -1 */
+int db_commit(void);  /* 0 or -1 (and rolled back) */
+void db_rollback(void);
+
+/* A step result that means "try later" (busy, locked, I/O). */
+int db_is_temporary(int rc);
+
+#endif

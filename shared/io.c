@@ -1,0 +1,261 @@
+#include "io.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+void io_init(struct io *io, int rfd, int wfd, int timeout_ms)
+{
+	io->rfd = rfd;
+	io->wfd = wfd;
+	io->timeout_ms = timeout_ms;
+	io->transport = NULL;
+	io->rstart = io->rend = io->wlen = 0;
+	io->bytes_in = io->bytes_out = 0;
+}
+
+void io_set_transport(struct io *io, const struct io_transport *t)
+{
+	io->transport = t;
+}
+
+size_t io_pending(const struct io *io)
+{
+	size_t n = io->rend - io->rstart;
+
+	if (io->transport && io->transport->pending)
+		n += io->transport->pending(io->transport->ctx);
+	return n;
+}
+
+void io_discard_input(struct io *io)
+{
+	io->rstart = io->rend = 0;
+}
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+enum io_result io_wait_readable(struct io *io, int fd, int timeout_ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	long long deadline = now_ms() + timeout_ms;
+
+	(void)io;
+	for (;;) {
+		long long left = deadline - now_ms();
+		int r;
+
+		if (left <= 0)
+			return IO_TIMEOUT;
+		r = poll(&p, 1, (int)left);
+		if (r > 0)
+			return IO_OK;
+		if (r == 0)
+			return IO_TIMEOUT;
+		if (errno != EINTR)
+			return IO_ERROR;
+	}
+}
+
+static int wait_writable(int fd, long long deadline)
+{
+	struct pollfd p = { .fd = fd, .events = POLLOUT };
+
+	for (;;) {
+		long long left = deadline - now_ms();
+		int r;
+
+		if (left <= 0)
+			return -1;
+		r = poll(&p, 1, (int)left);
+		if (r > 0)
+			return 0;
+		if (r == 0 || errno != EINTR)
+			return -1;
+	}
+}
+
+int io_flush(struct io *io)
+{
+	size_t off = 0;
+	long long deadline = now_ms() + io->timeout_ms;
+
+	while (off < io->wlen) {
+		ssize_t n;
+
+		if (io->transport)
+			n = io->transport->write(io->transport->ctx, io->wbuf + off, io->wlen - off);
+		else
+			n = write(io->wfd, io->wbuf + off, io->wlen - off);
+		if (n > 0) {
+			off += (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN && wait_writable(io->wfd, deadline) == 0)
+			continue;
+		io->wlen = 0;
+		return -1;
+	}
+	io->bytes_out += io->wlen;
+	io->wlen = 0;
+	return 0;
+}
+
+int io_write(struct io *io, const void *data, size_t len)
+{
+	const char *p = data;
+
+	while (len > 0) {
+		size_t room = sizeof(io->wbuf) - io->wlen;
+		size_t n = len < room ? len : room;
+
+		memcpy(io->wbuf + io->wlen, p, n);
+		io->wlen += n;
+		p += n;
+		len -= n;
+		if (io->wlen == sizeof(io->wbuf) && io_flush(io) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+int io_puts(struct io *io, const char *s)
+{
+	return io_write(io, s, strlen(s));
+}
+
+int io_printf(struct io *io, const char *fmt, ...)
+{
+	char buf[2048];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return -1;
+	if ((size_t)n >= sizeof(buf))
+		n = sizeof(buf) - 1;
+	return io_write(io, buf, (size_t)n);
+}
+
+/* Refills rbuf (after moving what is left to the front). Flushes pending
+ * output first when it must wait, so pipelined replies go out together. */
+static enum io_result fill(struct io *io)
+{
+	long long deadline = now_ms() + io->timeout_ms;
+
+	if (io->rstart > 0) {
+		memmove(io->rbuf, io->rbuf + io->rstart, io->rend - io->rstart);
+		io->rend -= io->rstart;
+		io->rstart = 0;
+	}
+	if (io->rend == sizeof(io->rbuf))
+		return IO_OK;
+	for (;;) {
+		ssize_t n;
+		int ready = io->transport && io->transport->pending &&
+			    io->transport->pending(io->transport->ctx) > 0;
+
+		if (!ready) {
+			enum io_result w;
+
+			if (io->wlen > 0 && io_flush(io) < 0)
+				return IO_ERROR;
+			w = io_wait_readable(io, io->rfd, (int)(deadline - now_ms()));
+			if (w != IO_OK)
+				return w;
+		}
+		if (io->transport)
+			n = io->transport->read(io->transport->ctx, io->rbuf + io->rend,
+						sizeof(io->rbuf) - io->rend);
+		else
+			n = read(io->rfd, io->rbuf + io->rend, sizeof(io->rbuf) - io->rend);
+		if (n > 0) {
+			io->rend += (size_t)n;
+			io->bytes_in += (unsigned long long)n;
+			return IO_OK;
+		}
+		if (n == 0)
+			return IO_EOF;
+		if (errno == EINTR || errno == EAGAIN)
+			continue;
+		return IO_ERROR;
+	}
+}
+
+enum io_result io_read_chunk(struct io *io, char *buf, size_t cap, size_t *len)
+{
+	*len = 0;
+	for (;;) {
+		size_t avail = io->rend - io->rstart;
+		char *start = io->rbuf + io->rstart;
+		char *lf = memchr(start, '\n', avail);
+		size_t take = lf ? (size_t)(lf - start) + 1 : avail;
+		enum io_result r;
+
+		if (take > cap - *len)
+			take = cap - *len;
+		if (lf || take == cap - *len) {
+			memcpy(buf + *len, start, take);
+			*len += take;
+			io->rstart += take;
+			return IO_OK;
+		}
+		/* No LF yet: keep what we have and read more. */
+		memcpy(buf + *len, start, take);
+		*len += take;
+		io->rstart += take;
+		r = fill(io);
+		if (r != IO_OK) {
+			if (r == IO_EOF && *len > 0)
+				return IO_OK;
+			return r;
+		}
+	}
+}
+
+enum io_result io_read_line(struct io *io, char *buf, size_t cap, size_t *len)
+{
+	size_t n = 0;
+	int toolong = 0;
+
+	for (;;) {
+		size_t got;
+		enum io_result r = io_read_chunk(io, buf + n, cap - 1 - n, &got);
+
+		if (r != IO_OK)
+			return r;
+		n += got;
+		if (n > 0 && buf[n - 1] == '\n')
+			break;
+		if (got == 0 && n < cap - 1)
+			return IO_EOF;
+		/* Full and no LF: discard until the end of this line. */
+		toolong = 1;
+		n = 0;
+	}
+	if (toolong) {
+		*len = 0;
+		buf[0] = '\0';
+		return IO_TOOLONG;
+	}
+	n--;
+	if (n > 0 && buf[n - 1] == '\r')
+		n--;
+	buf[n] = '\0';
+	*len = n;
+	return IO_OK;
+}

@@ -1,0 +1,66 @@
+/* Bounded line reader and buffered writer over a pair of fds, or over a
+ * transport (TLS) that sits on them. Every read has a length cap and a
+ * timeout; the commands above never see which transport is in use. */
+#ifndef POSTAGE_IO_H
+#define POSTAGE_IO_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#define IO_BUFFER_SIZE 16384
+
+enum io_result {
+	IO_OK = 0,
+	IO_TOOLONG, /* line over the cap: the rest of it was read and dropped */
+	IO_EOF,
+	IO_TIMEOUT,
+	IO_ERROR,
+};
+
+/* A transport over the fds (TLS). read/write return bytes, 0 at EOF, -1
+ * with errno (EAGAIN: call again after poll); pending says how many
+ * decrypted bytes wait inside the transport. */
+struct io_transport {
+	ssize_t (*read)(void *ctx, void *buf, size_t len);
+	ssize_t (*write)(void *ctx, const void *buf, size_t len);
+	size_t (*pending)(void *ctx);
+	void *ctx;
+};
+
+struct io {
+	int rfd, wfd;
+	int timeout_ms;
+	const struct io_transport *transport; /* NULL: plain fds */
+	size_t rstart, rend, wlen;
+	unsigned long long bytes_in, bytes_out;
+	char rbuf[IO_BUFFER_SIZE];
+	char wbuf[IO_BUFFER_SIZE];
+};
+
+void io_init(struct io *io, int rfd, int wfd, int timeout_ms);
+void io_set_transport(struct io *io, const struct io_transport *t);
+
+/* One line, without its CRLF (or bare LF), NUL-terminated, at most cap-1
+ * octets. A longer line is consumed to its end and IO_TOOLONG returned.
+ * Output is flushed before the reader blocks. */
+enum io_result io_read_line(struct io *io, char *buf, size_t cap, size_t *len);
+
+/* Raw bytes up to and including the next LF, or cap bytes when no LF comes
+ * first. Not NUL-terminated. */
+enum io_result io_read_chunk(struct io *io, char *buf, size_t cap, size_t *len);
+
+/* Bytes already received and not yet read (pipelined input). */
+size_t io_pending(const struct io *io);
+/* Drops everything received and not yet read (before a TLS handshake). */
+void io_discard_input(struct io *io);
+/* Waits until input is readable; for the TLS handshake. */
+enum io_result io_wait_readable(struct io *io, int fd, int timeout_ms);
+
+int io_write(struct io *io, const void *data, size_t len);
+int io_puts(struct io *io, const char *s);
+int io_printf(struct io *io, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+int io_flush(struct io *io);
+
+#endif

@@ -1,0 +1,60 @@
+/* Every bound postage enforces, in one place, with the RFC that sets it. */
+#ifndef POSTAGE_LIMITS_H
+#define POSTAGE_LIMITS_H
+
+/* RFC 5321 4.5.3.1.4: a command line is at most 512 octets with CRLF. */
+#define SMTP_COMMAND_LINE_MAX 512
+/* RFC 5321 4.5.3.1.6: a text line is 1000 octets; we accept longer lines in
+ * DATA (stored faithfully), read in chunks of this size. */
+#define SMTP_DATA_CHUNK_MAX 4096
+/* RFC 5321 4.5.3.1.8: at least 100 recipients must be accepted. */
+#define SMTP_RECIPIENTS_MAX 100
+/* Unknown or malformed commands before we hang up with 421. */
+#define SMTP_BAD_COMMANDS_MAX 20
+/* RFC 5321 4.5.3.2.7: server timeout waiting for a command, 5 minutes. */
+#define SMTP_COMMAND_TIMEOUT_MS (5 * 60 * 1000)
+/* RFC 5321 4.5.3.2.5/6: data block and termination, 3 and 10 minutes. */
+#define SMTP_DATA_TIMEOUT_MS (3 * 60 * 1000)
+/* RFC 5321 6.3: more Received headers than this is a mail loop. */
+#define SMTP_RECEIVED_MAX 100
+/* Forward expansion: depth and total destinations of one RCPT. */
+#define FORWARD_DEPTH_MAX 8
+#define FORWARD_TARGETS_MAX 100
+/* RFC 5321 4.5.3.1.1-3: local part 64, domain 255, path 256 octets. */
+#define ADDRESS_LOCAL_MAX 64
+#define ADDRESS_DOMAIN_MAX 255
+#define ADDRESS_PATH_MAX 256
+/* RFC 5321 4.1.1.1: the EHLO argument is a domain or address literal. */
+#define SMTP_HELO_MAX 255
+/* Failed AUTH attempts in one SMTP session before we hang up. */
+#define SMTP_AUTH_FAILURES_MAX 3
+/* RFC 4954 4: a SASL exchange line may be up to 12288 octets. */
+#define SMTP_AUTH_LINE_MAX 12288
+
+/* RFC 2449 4: a POP3 command line is at most 255 octets with CRLF. */
+#define POP3_COMMAND_LINE_MAX 255
+/* RFC 1939 3: the autologout timer is at least 10 minutes. */
+#define POP3_IDLE_TIMEOUT_MS (10 * 60 * 1000)
+#define POP3_BAD_COMMANDS_MAX 20
+#define POP3_AUTH_FAILURES_MAX 3
+/* Messages in one POP3 snapshot: a bound on the session's memory. */
+#define POP3_MESSAGES_MAX 100000
+
+/* Failed logins per IP (DESIGN.md): delay after 5, refuse at 20, 15 min. */
+#define THROTTLE_WINDOW_SECONDS (15 * 60)
+#define THROTTLE_DELAY_AFTER 5
+#define THROTTLE_REFUSE_AT 20
+#define THROTTLE_DELAY_MAX_SECONDS 16
+
+/* SQLite busy timeout: an administrator's open transaction gets this long,
+ * then the client gets a 4xx. */
+#define DB_BUSY_TIMEOUT_MS 5000
+
+/* TLS handshake bound, then hang up. */
+#define TLS_HANDSHAKE_TIMEOUT_MS (60 * 1000)
+
+/* Settings values and file paths. */
+#define SETTING_VALUE_MAX 1024
+#define PATH_MAX_POSTAGE 4096
+
+#endif

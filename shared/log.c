@@ -1,0 +1,173 @@
+#include "log.h"
+
+#include <ctype.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <systemd/sd-journal.h>
+
+#define LOG_LINE_MAX 2048
+#define LOG_FIELDS_MAX 24
+
+static const char *log_program = "postage";
+static char log_session[40];
+static int syslog_opened;
+
+void log_init(const char *program)
+{
+	log_program = program;
+}
+
+void log_set_session(const char *session_id)
+{
+	snprintf(log_session, sizeof(log_session), "%s", session_id);
+}
+
+const char *log_printable(char *out, size_t cap, const char *in, size_t len)
+{
+	size_t o = 0;
+
+	if (cap == 0)
+		return out;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)in[i];
+		char tmp[5];
+		size_t n;
+
+		if (c >= 0x20 && c < 0x7f && c != '\\' && c != '"') {
+			tmp[0] = (char)c;
+			n = 1;
+		} else {
+			snprintf(tmp, sizeof(tmp), "\\x%02x", c);
+			n = 4;
+		}
+		if (o + n + 4 > cap) {
+			if (cap >= 4) {
+				o = o + 3 < cap ? o : cap - 4;
+				memcpy(out + o, "...", 3);
+				o += 3;
+			}
+			break;
+		}
+		memcpy(out + o, tmp, n);
+		o += n;
+	}
+	out[o] = '\0';
+	return out;
+}
+
+/* Turns "key=value key2=value2" into journal fields POSTAGE_KEY=value. A
+ * value runs to the next " word=" so values may hold spaces only when quoted
+ * by the caller; keys are upper-cased ASCII letters, digits and '_'. */
+static size_t log_fields(char *line, char store[][LOG_LINE_MAX / 8],
+			 struct iovec *iov, size_t max)
+{
+	size_t n = 0;
+	char *p = line;
+
+	while (*p && n < max) {
+		char *eq, *end;
+		size_t k = 0, o;
+		char *f = store[n];
+
+		while (*p == ' ')
+			p++;
+		eq = strchr(p, '=');
+		if (!eq)
+			break;
+		end = strchr(eq, ' ');
+		if (eq[1] == '"') {
+			char *q = strchr(eq + 2, '"');
+			end = q ? q + 1 : NULL;
+		}
+		if (!end)
+			end = p + strlen(p);
+		o = (size_t)snprintf(f, LOG_LINE_MAX / 8, "POSTAGE_");
+		for (char *c = p; c < eq && o + k < 40; c++, k++) {
+			if (!isalnum((unsigned char)*c) && *c != '_')
+				break;
+			f[o + k] = (char)toupper((unsigned char)*c);
+		}
+		if (k == 0 || p + k != eq) {
+			p = end;
+			continue;
+		}
+		o += k;
+		{
+			size_t vlen = (size_t)(end - eq);
+			if (o + vlen >= LOG_LINE_MAX / 8)
+				vlen = LOG_LINE_MAX / 8 - o - 1;
+			memcpy(f + o, eq, vlen);
+			o += vlen;
+		}
+		f[o] = '\0';
+		iov[n].iov_base = f;
+		iov[n].iov_len = o;
+		n++;
+		p = end;
+	}
+	return n;
+}
+
+void log_event(int priority, const char *fmt, ...)
+{
+	char line[LOG_LINE_MAX];
+	char msg[LOG_LINE_MAX + 64];
+	char prio[32], ident[64];
+	static char store[LOG_FIELDS_MAX][LOG_LINE_MAX / 8];
+	struct iovec iov[LOG_FIELDS_MAX + 3];
+	va_list ap;
+	size_t n;
+	int len;
+
+	va_start(ap, fmt);
+	len = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (len < 0)
+		return;
+
+	if (log_session[0])
+		snprintf(msg, sizeof(msg), "MESSAGE=session=%s %s", log_session, line);
+	else
+		snprintf(msg, sizeof(msg), "MESSAGE=%s", line);
+	snprintf(prio, sizeof(prio), "PRIORITY=%d", priority);
+	snprintf(ident, sizeof(ident), "SYSLOG_IDENTIFIER=%s", log_program);
+
+	iov[0].iov_base = msg;
+	iov[0].iov_len = strlen(msg);
+	iov[1].iov_base = prio;
+	iov[1].iov_len = strlen(prio);
+	iov[2].iov_base = ident;
+	iov[2].iov_len = strlen(ident);
+	n = log_fields(line, store, iov + 3, LOG_FIELDS_MAX);
+	/* $POSTAGE_LOG_FILE: append plain lines to a file instead, for hosts
+	 * with neither journal nor syslog (tcpserver setups, tests). */
+	{
+		const char *path = getenv("POSTAGE_LOG_FILE");
+		if (path && *path) {
+			char out[LOG_LINE_MAX + 160];
+			int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+			int m = snprintf(out, sizeof(out), "%s[%d]: <%d> %s\n", log_program,
+					 (int)getpid(), priority, msg + strlen("MESSAGE="));
+			if (fd >= 0) {
+				if (m > 0 && write(fd, out, (size_t)m < sizeof(out) ? (size_t)m : sizeof(out) - 1) < 0) {
+					/* nowhere left to report it */
+				}
+				close(fd);
+			}
+			return;
+		}
+	}
+	if (sd_journal_sendv(iov, (int)(n + 3)) >= 0)
+		return;
+
+	if (!syslog_opened) {
+		openlog(log_program, LOG_PID | LOG_NDELAY, LOG_MAIL);
+		syslog_opened = 1;
+	}
+	syslog(priority, "%s", msg + strlen("MESSAGE="));
+}

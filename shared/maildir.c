@@ -1,0 +1,246 @@
+#include "maildir.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+int fsync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int r;
+
+	if (fd < 0)
+		return -1;
+	r = fsync(fd);
+	close(fd);
+	return r;
+}
+
+static int mkdir_durable(const char *path, const char *parent)
+{
+	if (mkdir(path, 0700) == 0)
+		return fsync_dir(parent);
+	return errno == EEXIST ? 0 : -1;
+}
+
+int maildir_path(const char *mail_root, const char *login, char *dir, size_t cap, int create)
+{
+	char sub[4096];
+	static const char *const subs[] = { "tmp", "new", "cur" };
+	int n = snprintf(dir, cap, "%s/%s", mail_root, login);
+	struct stat st;
+
+	if (n < 0 || (size_t)n >= cap || strchr(login, '/') || login[0] == '.' || !login[0]) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (!create)
+		return 0;
+	/* Fast path: an existing Maildir needs one stat. */
+	snprintf(sub, sizeof(sub), "%s/cur", dir);
+	if (stat(sub, &st) == 0)
+		return 0;
+	if (mkdir(mail_root, 0700) < 0 && errno != EEXIST)
+		return -1;
+	if (mkdir_durable(dir, mail_root) < 0)
+		return -1;
+	for (size_t i = 0; i < 3; i++) {
+		snprintf(sub, sizeof(sub), "%s/%s", dir, subs[i]);
+		if (mkdir_durable(sub, dir) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+void maildir_unique_name(char *buf, size_t cap)
+{
+	static char host[256];
+	static unsigned long seq;
+	struct timeval tv;
+
+	if (!host[0]) {
+		char raw[200];
+		size_t o = 0;
+
+		if (gethostname(raw, sizeof(raw) - 1) < 0)
+			strcpy(raw, "localhost");
+		raw[sizeof(raw) - 1] = '\0';
+		/* Dovecot's escapes for the two characters a name cannot hold. */
+		for (char *c = raw; *c && o + 5 < sizeof(host); c++) {
+			if (*c == '/') {
+				memcpy(host + o, "\\057", 4);
+				o += 4;
+			} else if (*c == ':') {
+				memcpy(host + o, "\\072", 4);
+				o += 4;
+			} else {
+				host[o++] = *c;
+			}
+		}
+		host[o] = '\0';
+	}
+	gettimeofday(&tv, NULL);
+	/* Q<seq> keeps names unique within one process and microsecond. */
+	if (seq++ == 0)
+		snprintf(buf, cap, "%lld.M%ldP%d.%s", (long long)tv.tv_sec, (long)tv.tv_usec,
+			 (int)getpid(), host);
+	else
+		snprintf(buf, cap, "%lld.M%ldP%dQ%lu.%s", (long long)tv.tv_sec, (long)tv.tv_usec,
+			 (int)getpid(), seq, host);
+}
+
+static int write_all(int fd, const char *p, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int copy_range(int out, int in, off_t len)
+{
+	char buf[65536];
+	off_t off = 0;
+
+	while (off < len) {
+		size_t want = (size_t)(len - off) < sizeof(buf) ? (size_t)(len - off) : sizeof(buf);
+		ssize_t n = pread(in, buf, want, off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (n == 0) {
+			errno = EIO;
+			return -1;
+		}
+		if (write_all(out, buf, (size_t)n) < 0)
+			return -1;
+		off += n;
+	}
+	return 0;
+}
+
+int maildir_deliver(const char *maildir, const char *prefix, size_t prefix_len, int src_fd,
+		    off_t src_len, unsigned long long lf_count, char *name_out, size_t name_cap)
+{
+	char base[256], tmp[4096], dst[4096], newdir[4096];
+	unsigned long long size = (unsigned long long)prefix_len + (unsigned long long)src_len;
+	int fd, saved;
+
+	maildir_unique_name(base, sizeof(base));
+	snprintf(tmp, sizeof(tmp), "%s/tmp/%s", maildir, base);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -1;
+	if (write_all(fd, prefix, prefix_len) < 0 || copy_range(fd, src_fd, src_len) < 0 ||
+	    fsync(fd) < 0)
+		goto fail;
+	if (close(fd) < 0) {
+		fd = -1;
+		goto fail;
+	}
+	fd = -1;
+	snprintf(name_out, name_cap, "%s,S=%llu,W=%llu", base, size, size + lf_count);
+	snprintf(dst, sizeof(dst), "%s/new/%s", maildir, name_out);
+	/* link() refuses to replace: a clash can never overwrite a message. */
+	if (link(tmp, dst) < 0)
+		goto fail;
+	unlink(tmp);
+	snprintf(newdir, sizeof(newdir), "%s/new", maildir);
+	if (fsync_dir(newdir) < 0) {
+		saved = errno;
+		unlink(dst);
+		errno = saved;
+		return -1;
+	}
+	return 0;
+fail:
+	saved = errno;
+	if (fd >= 0)
+		close(fd);
+	unlink(tmp);
+	errno = saved;
+	return -1;
+}
+
+int maildir_name_size(const char *name, char tag, unsigned long long *value)
+{
+	const char *colon = strchr(name, ':');
+	char pat[4] = { ',', tag, '=', '\0' };
+	const char *p = name;
+
+	while ((p = strstr(p, pat)) != NULL) {
+		char *end;
+		unsigned long long v;
+
+		if (colon && p > colon)
+			return 0;
+		p += 3;
+		if (*p < '0' || *p > '9')
+			continue;
+		v = strtoull(p, &end, 10);
+		if (*end == '\0' || *end == ',' || *end == ':') {
+			*value = v;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+size_t maildir_name_uid(const char *name, char *buf, size_t cap)
+{
+	size_t n = strcspn(name, ":,");
+
+	if (cap == 0)
+		return 0;
+	if (n >= cap)
+		n = cap - 1;
+	memcpy(buf, name, n);
+	buf[n] = '\0';
+	return n;
+}
+
+long long maildir_usage(const char *maildir)
+{
+	static const char *const subs[] = { "new", "cur" };
+	long long total = 0;
+
+	for (size_t i = 0; i < 2; i++) {
+		char dir[4096];
+		DIR *d;
+		struct dirent *e;
+
+		snprintf(dir, sizeof(dir), "%s/%s", maildir, subs[i]);
+		d = opendir(dir);
+		if (!d)
+			continue;
+		while ((e = readdir(d)) != NULL) {
+			unsigned long long s;
+			struct stat st;
+
+			if (e->d_name[0] == '.')
+				continue;
+			if (maildir_name_size(e->d_name, 'S', &s)) {
+				total += (long long)s;
+			} else if (fstatat(dirfd(d), e->d_name, &st, 0) == 0) {
+				total += st.st_size;
+			}
+		}
+		closedir(d);
+	}
+	return total;
+}

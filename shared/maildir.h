@@ -1,0 +1,37 @@
+/* Maildir delivery and names, compatible with Dovecot and Courier:
+ * <time>.M<usec>P<pid>.<host>,S=<bytes>,W=<crlf bytes>[:2,<flags>] */
+#ifndef POSTAGE_MAILDIR_H
+#define POSTAGE_MAILDIR_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* mail_root/login into dir; creates the Maildir (cur new tmp, mode 0700)
+ * when create is set. 0, or -1 with errno. */
+int maildir_path(const char *mail_root, const char *login, char *dir, size_t cap, int create);
+
+/* A new unique base name (no sizes, no flags). */
+void maildir_unique_name(char *buf, size_t cap);
+
+/* Delivers prefix (headers) + the first src_len bytes of src_fd into
+ * maildir/new: written in tmp/, fsynced, renamed into new/ with ,S= and ,W=
+ * (lf_count is the number of LFs in prefix and source, so W = S + LFs),
+ * then new/ fsynced. The file name goes to name_out. 0, or -1 with errno
+ * and nothing left behind. */
+int maildir_deliver(const char *maildir, const char *prefix, size_t prefix_len, int src_fd,
+		    off_t src_len, unsigned long long lf_count, char *name_out, size_t name_cap);
+
+/* Bytes used by the messages in new/ and cur/ (from ,S= when present). */
+long long maildir_usage(const char *maildir);
+
+/* The number after ",<tag>=" in a file name (tag 'S' or 'W'); 1 found. */
+int maildir_name_size(const char *name, char tag, unsigned long long *value);
+
+/* The unique part of a name: up to the first ':' or ','. Stays the same
+ * when the file moves from new/ to cur/. */
+size_t maildir_name_uid(const char *name, char *buf, size_t cap);
+
+/* fsync a directory by path. */
+int fsync_dir(const char *dir);
+
+#endif

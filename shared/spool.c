@@ -1,0 +1,129 @@
+#include "spool.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "db.h"
+#include "log.h"
+#include "maildir.h"
+
+void queue_new_id(char *id, size_t cap)
+{
+	struct timespec ts;
+	unsigned int rnd = 0;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd))
+		rnd = (unsigned int)ts.tv_nsec ^ (unsigned int)getpid();
+	snprintf(id, cap, "%08llX%08X", (unsigned long long)ts.tv_sec & 0xffffffffULL, rnd);
+}
+
+static int ensure_dir(const char *path)
+{
+	if (mkdir(path, 0700) == 0 || errno == EEXIST)
+		return 0;
+	return -1;
+}
+
+int spool_staging_open(const char *id, char *path, size_t cap)
+{
+	const char *spool = setting(SET_SPOOL_DIR);
+	int fd;
+
+	snprintf(path, cap, "%s/tmp/%s", spool, id);
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd >= 0 || errno != ENOENT)
+		return fd;
+	/* First use: make the spool. */
+	{
+		char dir[4096];
+		if (ensure_dir(spool) < 0)
+			return -1;
+		snprintf(dir, sizeof(dir), "%s/tmp", spool);
+		if (ensure_dir(dir) < 0)
+			return -1;
+		snprintf(dir, sizeof(dir), "%s/queue", spool);
+		if (ensure_dir(dir) < 0)
+			return -1;
+	}
+	return open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+}
+
+void queue_path(const char *id, char *path, size_t cap)
+{
+	snprintf(path, cap, "%s/queue/%s", setting(SET_SPOOL_DIR), id);
+}
+
+int queue_enqueue(int fd, const char *path, const char *id, const char *sender,
+		  unsigned long long size, int body_8bit, int smtputf8, const char *client_ip,
+		  const char *auth_login, const struct queue_rcpt *rcpts, size_t n)
+{
+	char qpath[4096], qdir[4096];
+	sqlite3_stmt *st;
+	time_t now = time(NULL);
+	int saved;
+
+	queue_path(id, qpath, sizeof(qpath));
+	snprintf(qdir, sizeof(qdir), "%s/queue", setting(SET_SPOOL_DIR));
+	if (ensure_dir(qdir) < 0)
+		return -1;
+	if (fsync(fd) < 0 || link(path, qpath) < 0)
+		return -1;
+	if (fsync_dir(qdir) < 0)
+		goto fail;
+
+	if (db_begin() < 0)
+		goto fail;
+	st = db_stmt("INSERT INTO queue_messages (id, sender, size, body_8bit, smtputf8, "
+		     "created_at, client_ip, auth_login) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+	if (!st)
+		goto fail_db;
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, sender, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)size);
+	sqlite3_bind_int(st, 4, body_8bit);
+	sqlite3_bind_int(st, 5, smtputf8);
+	sqlite3_bind_int64(st, 6, (sqlite3_int64)now);
+	sqlite3_bind_text(st, 7, client_ip, -1, SQLITE_STATIC);
+	if (auth_login && *auth_login)
+		sqlite3_bind_text(st, 8, auth_login, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) != SQLITE_DONE)
+		goto fail_db;
+	st = db_stmt("INSERT OR IGNORE INTO queue_recipients (message_id, recipient, orig_rcpt, "
+		     "next_attempt) VALUES (?1, ?2, ?3, ?4)");
+	if (!st)
+		goto fail_db;
+	for (size_t i = 0; i < n; i++) {
+		sqlite3_reset(st);
+		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, rcpts[i].recipient, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 3, rcpts[i].orig_rcpt, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 4, (sqlite3_int64)now);
+		if (sqlite3_step(st) != SQLITE_DONE)
+			goto fail_db;
+	}
+	sqlite3_reset(st);
+	if (db_commit() < 0)
+		goto fail;
+	return 0;
+
+fail_db:
+	log_event(LOG_WARNING, "event=enqueue result=db_error id=%s error=\"%s\"", id,
+		  sqlite3_errmsg(db_handle()));
+	if (st)
+		sqlite3_reset(st);
+	db_rollback();
+fail:
+	saved = errno;
+	unlink(qpath);
+	fsync_dir(qdir);
+	errno = saved;
+	return -1;
+}

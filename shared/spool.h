@@ -1,0 +1,33 @@
+/* The spool: staging files for messages being received, and the outbound
+ * queue (spool_dir/queue/<id> plus rows in queue_messages and
+ * queue_recipients), written durably before any 250. */
+#ifndef POSTAGE_SPOOL_H
+#define POSTAGE_SPOOL_H
+
+#include <stddef.h>
+
+#define QUEUE_ID_LEN 16
+
+/* A fresh queue id: 16 hex digits, time-ordered with random low bits. */
+void queue_new_id(char *id, size_t cap);
+
+/* Creates spool_dir/tmp/<id> (mode 0600) for the message being received;
+ * its path goes to path. Returns the fd (read-write) or -1 with errno. */
+int spool_staging_open(const char *id, char *path, size_t cap);
+
+struct queue_rcpt {
+	const char *recipient; /* where it goes */
+	const char *orig_rcpt; /* the RCPT address it came from */
+};
+
+/* Queues staging (fd, at path, size bytes) for the recipients: fsync,
+ * link into spool_dir/queue/<id>, fsync the directory, insert the rows
+ * and commit. 0, or -1 with nothing queued. */
+int queue_enqueue(int fd, const char *path, const char *id, const char *sender,
+		  unsigned long long size, int body_8bit, int smtputf8, const char *client_ip,
+		  const char *auth_login, const struct queue_rcpt *rcpts, size_t n);
+
+/* Path of a queued message's file. */
+void queue_path(const char *id, char *path, size_t cap);
+
+#endif

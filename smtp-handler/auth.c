@@ -1,0 +1,209 @@
+/* SMTP AUTH (RFC 4954: PLAIN and LOGIN), and which senders a client that
+ * may relay is allowed to use. */
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "auth.h"
+#include "config.h"
+#include "log.h"
+#include "session.h"
+
+/* Reads one SASL response line; 0, or -1 after replying (cancel, bad
+ * base64, connection trouble). */
+static int sasl_read(struct session *s, char *out, size_t cap, long *len)
+{
+	static char line[SMTP_AUTH_LINE_MAX + 1];
+	size_t n;
+	enum io_result r = io_read_line(&s->io, line, sizeof(line), &n);
+
+	if (r == IO_TOOLONG) {
+		reply(s, "500 5.5.6 Error: authentication exchange line too long");
+		return -1;
+	}
+	if (r != IO_OK) {
+		s->quit = 1;
+		return -1;
+	}
+	return sasl_decode(s, line, out, cap, len);
+}
+
+int sasl_decode(struct session *s, const char *in, char *out, size_t cap, long *len)
+{
+	if (strcmp(in, "*") == 0) {
+		reply(s, "501 5.7.0 Authentication cancelled");
+		return -1;
+	}
+	if (strcmp(in, "=") == 0) {
+		out[0] = '\0';
+		*len = 0;
+		return 0;
+	}
+	*len = base64_decode(in, out, cap);
+	if (*len < 0) {
+		reply(s, "501 5.5.2 Error: invalid base64 data");
+		return -1;
+	}
+	return 0;
+}
+
+static void auth_finish(struct session *s, const char *mech, const char *login, const char *password)
+{
+	char safe[ADDRESS_LOCAL_MAX * 4 + 8];
+	enum auth_result r;
+
+	log_printable(safe, sizeof(safe), login, strlen(login));
+	if (strlen(login) > ADDRESS_LOCAL_MAX)
+		r = auth_check(s->peer.ip, "", password);
+	else
+		r = auth_check(s->peer.ip, login, password);
+	switch (r) {
+	case AUTH_OK:
+		snprintf(s->auth_login, sizeof(s->auth_login), "%s", login);
+		log_event(LOG_INFO, "event=auth result=ok mech=%s login=\"%s\" ip=%s", mech, safe,
+			  s->peer.ip[0] ? s->peer.ip : "local");
+		reply(s, "235 2.7.0 Authentication successful");
+		return;
+	case AUTH_TEMPFAIL:
+		reply(s, "454 4.7.0 Temporary authentication failure, try again later");
+		return;
+	case AUTH_THROTTLED:
+		log_event(LOG_NOTICE, "event=auth result=throttled mech=%s login=\"%s\" ip=%s", mech, safe,
+			  s->peer.ip[0] ? s->peer.ip : "local");
+		reply(s, "421 4.7.0 %s Error: too many failed logins, try again later",
+		      setting(SET_HOSTNAME));
+		s->quit = 1;
+		return;
+	case AUTH_DISABLED:
+	case AUTH_FAIL:
+		break;
+	}
+	log_event(LOG_NOTICE, "event=auth result=%s mech=%s login=\"%s\" ip=%s",
+		  r == AUTH_DISABLED ? "disabled" : "failed", mech, safe,
+		  s->peer.ip[0] ? s->peer.ip : "local");
+	s->auth_failures++;
+	reply(s, "535 5.7.8 Error: authentication credentials invalid");
+	if (s->auth_failures >= SMTP_AUTH_FAILURES_MAX) {
+		reply(s, "421 4.7.0 %s Error: too many failed logins", setting(SET_HOSTNAME));
+		s->quit = 1;
+	}
+}
+
+void cmd_auth(struct session *s, const char *arg)
+{
+	static char msg[SMTP_AUTH_LINE_MAX], user[SMTP_AUTH_LINE_MAX];
+	char mech[16];
+	const char *initial = NULL, *authcid, *passwd;
+	size_t mlen = strcspn(arg, " ");
+	long len;
+
+	if (s->auth_login[0]) {
+		reply(s, "503 5.5.1 Error: already authenticated");
+		return;
+	}
+	if (s->has_sender) {
+		reply(s, "503 5.5.1 Error: AUTH not permitted during a mail transaction");
+		return;
+	}
+	if (!s->tls_active && session_may_relay(s) != 1) {
+		reply(s, "538 5.7.11 Encryption required for requested authentication mechanism");
+		return;
+	}
+	if (mlen == 0 || mlen >= sizeof(mech)) {
+		s->bad_commands++;
+		reply(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
+		return;
+	}
+	memcpy(mech, arg, mlen);
+	mech[mlen] = '\0';
+	if (arg[mlen] == ' ')
+		initial = arg + mlen + 1;
+	if (auth_throttle_delay(s->peer.ip) < 0) {
+		log_event(LOG_NOTICE, "event=auth result=throttled ip=%s", s->peer.ip[0] ? s->peer.ip : "local");
+		reply(s, "421 4.7.0 %s Error: too many failed logins, try again later",
+		      setting(SET_HOSTNAME));
+		s->quit = 1;
+		return;
+	}
+
+	if (strcasecmp(mech, "PLAIN") == 0) {
+		if (initial) {
+			if (sasl_decode(s, initial, msg, sizeof(msg), &len) < 0)
+				return;
+		} else {
+			reply(s, "334 ");
+			if (sasl_read(s, msg, sizeof(msg), &len) < 0)
+				return;
+		}
+		if (sasl_plain_split(msg, (size_t)len, &authcid, &passwd) < 0) {
+			s->auth_failures++;
+			reply(s, "535 5.7.8 Error: authentication credentials invalid");
+			return;
+		}
+		auth_finish(s, "PLAIN", authcid, passwd);
+	} else if (strcasecmp(mech, "LOGIN") == 0) {
+		if (initial) {
+			if (sasl_decode(s, initial, user, sizeof(user), &len) < 0)
+				return;
+		} else {
+			reply(s, "334 VXNlcm5hbWU6");
+			if (sasl_read(s, user, sizeof(user), &len) < 0)
+				return;
+		}
+		if ((size_t)len != strlen(user)) {
+			reply(s, "501 5.5.2 Error: invalid user name");
+			return;
+		}
+		reply(s, "334 UGFzc3dvcmQ6");
+		if (sasl_read(s, msg, sizeof(msg), &len) < 0)
+			return;
+		if ((size_t)len != strlen(msg)) {
+			reply(s, "535 5.7.8 Error: authentication credentials invalid");
+			return;
+		}
+		auth_finish(s, "LOGIN", user, msg);
+	} else {
+		reply(s, "504 5.5.4 Error: unrecognized authentication mechanism");
+	}
+	memset(msg, 0, sizeof(msg));
+}
+
+static int sender_owned(struct session *s, const struct address *sender, const char *login)
+{
+	char owner[ADDRESS_LOCAL_MAX + 1], addr[ADDRESS_PATH_MAX + 1], safe[ADDRESS_PATH_MAX * 4 + 8];
+	int r;
+
+	if (sender->is_null || sender->is_postmaster)
+		r = 0;
+	else
+		r = address_owner(sender, owner, sizeof(owner));
+	if (r < 0) {
+		reply(s, "451 4.3.0 Temporary lookup failure, try again later");
+		return -1;
+	}
+	address_format(sender, addr, sizeof(addr));
+	log_printable(safe, sizeof(safe), addr, strlen(addr));
+	if (r == 0 || strcmp(owner, login) != 0) {
+		log_event(LOG_NOTICE, "event=mail result=sender_not_owned login=%s sender=\"%s\"", login, safe);
+		reply(s, "553 5.7.1 <%s>: Sender address rejected: not owned by %s", safe, login);
+		return -1;
+	}
+	return 0;
+}
+
+int session_check_sender(struct session *s, const struct address *sender)
+{
+	if (!s->auth_login[0])
+		return 0;
+	return sender_owned(s, sender, s->auth_login);
+}
+
+int session_check_relay_sender(struct session *s)
+{
+	if (s->auth_login[0] || strcmp(s->relay_reason, "pop_before_smtp") != 0)
+		return 0;
+	if (sender_owned(s, &s->sender, s->pop_login) < 0)
+		return -1;
+	log_event(LOG_INFO, "event=relay result=pop_before_smtp login=%s", s->pop_login);
+	return 0;
+}

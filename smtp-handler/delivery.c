@@ -1,0 +1,258 @@
+/* DATA: read the message into a staging file, check it, deliver it to
+ * every local Maildir and queue it for remote recipients, and only then
+ * answer 250. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "maildir.h"
+#include "message.h"
+#include "session.h"
+#include "spool.h"
+
+static void rfc5322_date(char *buf, size_t cap)
+{
+	time_t now = time(NULL);
+	struct tm tm;
+
+	localtime_r(&now, &tm);
+	strftime(buf, cap, "%a, %d %b %Y %H:%M:%S %z", &tm);
+}
+
+static const char *protocol_name(const struct session *s)
+{
+	/* RFC 3848 / RFC 6531 "with" values. */
+	static const char *const names[2][2][2] = {
+		{ { "ESMTP", "ESMTPA" }, { "ESMTPS", "ESMTPSA" } },
+		{ { "UTF8SMTP", "UTF8SMTPA" }, { "UTF8SMTPS", "UTF8SMTPSA" } },
+	};
+
+	if (!s->esmtp)
+		return "SMTP";
+	return names[s->smtputf8 ? 1 : 0][s->tls_active ? 1 : 0][s->auth_login[0] ? 1 : 0];
+}
+
+static int received_header(const struct session *s, const char *qid, char *buf, size_t cap)
+{
+	char date[64], auth[128] = "", tls[200] = "", for_clause[ADDRESS_PATH_MAX + 16] = "";
+	const char *ip = s->peer.ip[0] ? s->peer.ip : NULL;
+	int n;
+
+	rfc5322_date(date, sizeof(date));
+	if (s->tls_active)
+		snprintf(tls, sizeof(tls), "\n\t(using %s)", s->tls_info);
+	if (s->auth_login[0]) {
+		if (setting_int(SET_RECEIVED_SHOW_LOGIN))
+			snprintf(auth, sizeof(auth), "\n\t(authenticated as %s)", s->auth_login);
+		else
+			snprintf(auth, sizeof(auth), "\n\t(authenticated)");
+	}
+	if (s->nrcpts == 1) {
+		char safe[ADDRESS_PATH_MAX * 4 + 8];
+		log_printable(safe, sizeof(safe), s->rcpts[0], strlen(s->rcpts[0]));
+		/* UTF-8 addresses stay as they are in an SMTPUTF8 message. */
+		snprintf(for_clause, sizeof(for_clause), "\n\tfor <%s>",
+			 s->smtputf8 ? s->rcpts[0] : safe);
+	}
+	n = snprintf(buf, cap, "Received: from %s (%s%s%s)%s%s\n\tby %s (postage) with %s id %s%s; %s\n",
+		     s->helo[0] ? s->helo : "unknown", ip ? "[" : "", ip ? ip : "local",
+		     ip ? "]" : "", tls, auth, setting(SET_HOSTNAME), protocol_name(s), qid,
+		     for_clause, date);
+	return n < 0 || (size_t)n >= cap ? -1 : n;
+}
+
+/* Reads DATA to its end. Returns 0 when the terminator came (the verdict
+ * in r), -1 when the connection failed (nothing to answer). */
+static int read_data(struct session *s, int fd, struct data_reader *r, unsigned long long max,
+		     int *write_error)
+{
+	static char chunk[SMTP_DATA_CHUNK_MAX], out[SMTP_DATA_CHUNK_MAX];
+	int saved_timeout = s->io.timeout_ms;
+
+	s->io.timeout_ms = SMTP_DATA_TIMEOUT_MS;
+	while (!r->ended) {
+		size_t len, n;
+		enum io_result res = io_read_chunk(&s->io, chunk, sizeof(chunk), &len);
+
+		if (res != IO_OK) {
+			s->io.timeout_ms = saved_timeout;
+			if (res == IO_TIMEOUT) {
+				reply(s, "421 4.4.2 %s Error: timeout exceeded", setting(SET_HOSTNAME));
+				io_flush(&s->io);
+			}
+			log_event(LOG_NOTICE, "event=data result=%s bytes=%llu",
+				  res == IO_TIMEOUT ? "timeout" : "connection_lost", r->wire_bytes);
+			return -1;
+		}
+		n = data_feed(r, chunk, len, out);
+		/* Stop writing once the message is refused anyway. */
+		if (n > 0 && !r->bare && r->wire_bytes <= max && !*write_error) {
+			const char *p = out;
+			while (n > 0) {
+				ssize_t w = write(fd, p, n);
+				if (w < 0 && errno == EINTR)
+					continue;
+				if (w < 0) {
+					*write_error = errno;
+					break;
+				}
+				p += w;
+				n -= (size_t)w;
+			}
+		}
+	}
+	s->io.timeout_ms = saved_timeout;
+	return 0;
+}
+
+/* Undoes the Maildir copies made so far. */
+static void undo_deliveries(char (*paths)[4096], size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		char dir[4096];
+		char *slash;
+
+		unlink(paths[i]);
+		snprintf(dir, sizeof(dir), "%s", paths[i]);
+		slash = strrchr(dir, '/');
+		if (slash) {
+			*slash = '\0';
+			fsync_dir(dir);
+		}
+	}
+}
+
+static void deliver(struct session *s, const char *qid, int fd, const char *staging,
+		    const struct data_reader *r, off_t size)
+{
+	static char delivered[MESSAGE_DESTINATIONS_MAX][4096];
+	static struct queue_rcpt remote[MESSAGE_DESTINATIONS_MAX];
+	char sender[ADDRESS_PATH_MAX + 1], prefix[2 * ADDRESS_PATH_MAX + 64];
+	size_t ndelivered = 0, nremote = 0, nlocal = 0;
+
+	address_format(&s->sender, sender, sizeof(sender));
+	for (size_t i = 0; i < s->ndests; i++) {
+		const struct txn_destination *d = &s->dests[i];
+		char dir[4096], name[512];
+		int plen;
+
+		if (d->dest.kind == DEST_REMOTE) {
+			remote[nremote].recipient = d->dest.address;
+			remote[nremote].orig_rcpt = s->rcpts[d->rcpt];
+			nremote++;
+			continue;
+		}
+		plen = snprintf(prefix, sizeof(prefix), "Return-Path: <%s>\nDelivered-To: %s\n", sender,
+				s->rcpts[d->rcpt]);
+		if (plen < 0 || (size_t)plen >= sizeof(prefix) ||
+		    maildir_path(setting(SET_MAIL_ROOT), d->dest.mailbox, dir, sizeof(dir), 1) < 0 ||
+		    maildir_deliver(dir, prefix, (size_t)plen, fd, size, r->lf_count + 2, name,
+				    sizeof(name)) < 0) {
+			int e = errno;
+			log_event(LOG_ERR, "event=deliver result=error id=%s mailbox=%s error=\"%s\"", qid,
+				  d->dest.mailbox, strerror(e));
+			undo_deliveries(delivered, ndelivered);
+			if (e == ENOSPC || e == EDQUOT)
+				reply(s, "452 4.3.1 Error: insufficient system storage");
+			else
+				reply(s, "451 4.3.0 Error: local delivery failed, try again later");
+			return;
+		}
+		snprintf(delivered[ndelivered++], sizeof(delivered[0]), "%s/new/%s", dir, name);
+		log_event(LOG_INFO, "event=deliver result=ok id=%s mailbox=%s rcpt=\"%s\" file=%s", qid,
+			  d->dest.mailbox, s->rcpts[d->rcpt], name);
+		nlocal++;
+	}
+	if (nremote > 0 &&
+	    queue_enqueue(fd, staging, qid, sender, (unsigned long long)size, s->body_8bit || r->eight_bit,
+			  s->smtputf8, s->peer.ip, s->auth_login, remote, nremote) < 0) {
+		int e = errno;
+		log_event(LOG_ERR, "event=enqueue result=error id=%s error=\"%s\"", qid, strerror(e));
+		undo_deliveries(delivered, ndelivered);
+		if (e == ENOSPC || e == EDQUOT)
+			reply(s, "452 4.3.1 Error: insufficient system storage");
+		else
+			reply(s, "451 4.3.0 Error: queue file write error, try again later");
+		return;
+	}
+	for (size_t i = 0; i < nremote; i++)
+		log_event(LOG_INFO, "event=queue result=ok id=%s rcpt=\"%s\"", qid, remote[i].recipient);
+	s->messages++;
+	log_event(LOG_INFO,
+		  "event=message result=accepted id=%s ip=%s from=\"%s\" size=%lld rcpts=%zu local=%zu "
+		  "remote=%zu login=%s tls=%d",
+		  qid, s->peer.ip[0] ? s->peer.ip : "local", sender, (long long)size, s->nrcpts, nlocal,
+		  nremote, s->auth_login[0] ? s->auth_login : "-", s->tls_active);
+	reply(s, "250 2.0.0 Ok: queued as %s", qid);
+}
+
+void receive_message(struct session *s)
+{
+	char qid[QUEUE_ID_LEN + 8], staging[4096], header[2048];
+	unsigned long long max = (unsigned long long)setting_int(SET_MAX_MESSAGE_BYTES);
+	struct data_reader r;
+	int fd, hlen, write_error = 0;
+	struct stat st;
+
+	queue_new_id(qid, sizeof(qid));
+	fd = spool_staging_open(qid, staging, sizeof(staging));
+	if (fd < 0) {
+		int e = errno;
+		log_event(LOG_ERR, "event=data result=spool_error error=\"%s\"", strerror(e));
+		reply(s, e == ENOSPC || e == EDQUOT ? "452 4.3.1 Error: insufficient system storage" :
+						      "451 4.3.0 Error: cannot store message, try again later");
+		return;
+	}
+	hlen = received_header(s, qid, header, sizeof(header));
+	if (hlen < 0 || write(fd, header, (size_t)hlen) != hlen) {
+		log_event(LOG_ERR, "event=data result=spool_error error=\"%s\"", strerror(errno));
+		reply(s, "451 4.3.0 Error: cannot store message, try again later");
+		goto done;
+	}
+
+	reply(s, "354 End data with <CR><LF>.<CR><LF>");
+	io_flush(&s->io);
+	data_reader_init(&r);
+	if (read_data(s, fd, &r, max, &write_error) < 0) {
+		s->quit = 1;
+		goto done;
+	}
+
+	if (r.bare) {
+		log_event(LOG_NOTICE, "event=data result=refused reason=bare_cr_lf id=%s", qid);
+		reply(s, "550 5.6.0 Error: bare CR or LF in message data is not allowed");
+	} else if (r.wire_bytes > max) {
+		log_event(LOG_NOTICE, "event=data result=refused reason=too_big id=%s bytes=%llu", qid,
+			  r.wire_bytes);
+		reply(s, "552 5.3.4 Error: message size exceeds fixed limit");
+	} else if (r.received > SMTP_RECEIVED_MAX) {
+		log_event(LOG_NOTICE, "event=data result=refused reason=loop id=%s received=%d", qid,
+			  r.received);
+		reply(s, "554 5.4.6 Error: too many hops (Received headers), mail loop");
+	} else if (write_error) {
+		log_event(LOG_ERR, "event=data result=spool_error id=%s error=\"%s\"", qid,
+			  strerror(write_error));
+		reply(s, write_error == ENOSPC || write_error == EDQUOT ?
+				 "452 4.3.1 Error: insufficient system storage" :
+				 "451 4.3.0 Error: cannot store message, try again later");
+	} else if (fstat(fd, &st) < 0) {
+		reply(s, "451 4.3.0 Error: cannot store message, try again later");
+	} else {
+		/* The Received line's LFs count for W= too: the prefix's two
+		 * are added in deliver(). */
+		unsigned long long header_lfs = 0;
+		for (int i = 0; i < hlen; i++)
+			header_lfs += header[i] == '\n';
+		r.lf_count += header_lfs;
+		deliver(s, qid, fd, staging, &r, st.st_size);
+	}
+done:
+	close(fd);
+	unlink(staging);
+	session_reset_transaction(s);
+}

@@ -1,0 +1,258 @@
+/* The SMTP session: greeting, the command loop, and who may relay. */
+#include "session.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "db.h"
+#include "log.h"
+#include "message.h"
+#include "spool.h"
+#include "tls.h"
+
+void reply(struct session *s, const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof(buf) - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if ((size_t)n > sizeof(buf) - 3)
+		n = (int)sizeof(buf) - 3;
+	buf[n++] = '\r';
+	buf[n++] = '\n';
+	io_write(&s->io, buf, (size_t)n);
+}
+
+void session_reset_transaction(struct session *s)
+{
+	s->has_sender = 0;
+	memset(&s->sender, 0, sizeof(s->sender));
+	s->body_8bit = 0;
+	s->smtputf8 = 0;
+	s->declared_size = 0;
+	s->nrcpts = 0;
+	s->ndests = 0;
+}
+
+/* relay_networks holds the client's address. 1 yes, 0 no, -1 trouble. */
+static int in_relay_networks(const char *ip)
+{
+	sqlite3_stmt *st = db_stmt("SELECT network FROM relay_networks");
+	int rc, found = 0;
+
+	if (!st)
+		return -1;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *net = (const char *)sqlite3_column_text(st, 0);
+		int m = net ? cidr_match(ip, net) : -1;
+
+		if (m < 0) {
+			char safe[80];
+			log_event(LOG_WARNING, "event=relay_networks result=malformed network=\"%s\"",
+				  log_printable(safe, sizeof(safe), net ? net : "", net ? strlen(net) : 0));
+		} else if (m) {
+			found = 1;
+			break;
+		}
+	}
+	sqlite3_reset(st);
+	if (!found && rc != SQLITE_DONE)
+		return -1;
+	return found;
+}
+
+/* A POP3 login from this IP within pop_before_smtp_minutes. */
+static int pop_login_recent(struct session *s)
+{
+	sqlite3_stmt *st = db_stmt("SELECT login FROM pop_logins WHERE ip = ?1 AND at >= ?2");
+	long long window = setting_int(SET_POP_BEFORE_SMTP_MINUTES) * 60;
+	int rc;
+
+	if (!st)
+		return -1;
+	sqlite3_bind_text(st, 1, s->peer.ip, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)(time(NULL) - window));
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		const char *login = (const char *)sqlite3_column_text(st, 0);
+		snprintf(s->pop_login, sizeof(s->pop_login), "%s", login ? login : "");
+	}
+	sqlite3_reset(st);
+	if (rc == SQLITE_ROW)
+		return window > 0;
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+int session_may_relay(struct session *s)
+{
+	int r;
+
+	if (s->auth_login[0])
+		return 1;
+	if (s->relay_checked)
+		return s->relay_allowed;
+	if (!s->peer.ip[0]) {
+		s->relay_checked = 1;
+		return 0;
+	}
+	r = in_relay_networks(s->peer.ip);
+	if (r < 0)
+		return -1;
+	if (r) {
+		snprintf(s->relay_reason, sizeof(s->relay_reason), "relay_networks");
+	} else {
+		r = pop_login_recent(s);
+		if (r < 0)
+			return -1;
+		if (r)
+			snprintf(s->relay_reason, sizeof(s->relay_reason), "pop_before_smtp");
+	}
+	s->relay_checked = 1;
+	s->relay_allowed = r;
+	return r;
+}
+
+void session_starttls(struct session *s)
+{
+	reply(s, "220 2.0.0 Ready to start TLS");
+	io_flush(&s->io);
+	/* Whatever the client pipelined after STARTTLS is dropped unread
+	 * (tls_server_start discards it): RFC 3207 4.2, CVE-2011-0411. */
+	if (tls_server_start(&s->io, s->tls_info, sizeof(s->tls_info)) < 0) {
+		log_event(LOG_NOTICE, "event=disconnect result=tls_failed");
+		s->quit = 1;
+		return;
+	}
+	s->tls_active = 1;
+	/* RFC 3207 4.2: forget everything learned before TLS. */
+	s->greeted = 0;
+	s->esmtp = 0;
+	s->helo[0] = '\0';
+	session_reset_transaction(s);
+}
+
+int session_start_implicit_tls(struct session *s)
+{
+	if (!tls_available()) {
+		log_event(LOG_ERR, "event=tls result=unavailable reason=\"tls_cert and tls_key must be set "
+			  "and readable for --mode=submissions\"");
+		return -1;
+	}
+	if (tls_server_start(&s->io, s->tls_info, sizeof(s->tls_info)) < 0)
+		return -1;
+	s->tls_active = 1;
+	return 0;
+}
+
+void session_end_tls(struct session *s)
+{
+	if (s->tls_active)
+		tls_end(&s->io);
+}
+
+static const struct command *find_command(const char *verb)
+{
+	for (const struct command *c = smtp_commands; c->verb; c++)
+		if (strcmp(c->verb, verb) == 0)
+			return c;
+	return NULL;
+}
+
+static void dispatch(struct session *s, const char *line, size_t len)
+{
+	char verb[16];
+	const char *arg;
+	const struct command *c;
+
+	if (strlen(line) != len || command_split(line, verb, sizeof(verb), &arg) < 0 ||
+	    !(c = find_command(verb))) {
+		s->bad_commands++;
+		reply(s, "500 5.5.2 Error: command not recognized");
+		return;
+	}
+	if ((c->flags & CMD_NEED_HELO) && !s->greeted) {
+		s->bad_commands++;
+		reply(s, "503 5.5.1 Error: send HELO/EHLO first");
+		return;
+	}
+	if ((c->flags & CMD_NEED_MAIL) && !s->has_sender) {
+		s->bad_commands++;
+		reply(s, "503 5.5.1 Error: need MAIL command");
+		return;
+	}
+	if ((c->flags & CMD_NEED_RCPT) && s->nrcpts == 0) {
+		s->bad_commands++;
+		reply(s, "554 5.5.1 Error: no valid recipients");
+		return;
+	}
+	c->run(s, arg);
+}
+
+int session_run(struct session *s)
+{
+	char line[SMTP_COMMAND_LINE_MAX + 1];
+	enum db_status st;
+	char host[256];
+
+	peer_from_fd(0, &s->peer);
+	queue_new_id(s->id, sizeof(s->id));
+	log_set_session(s->id);
+	io_init(&s->io, 0, 1, SMTP_COMMAND_TIMEOUT_MS);
+	log_event(LOG_INFO, "event=connect ip=%s port=%d mode=%s", s->peer.ip[0] ? s->peer.ip : "local",
+		  s->peer.port,
+		  s->mode == MODE_MX ? "mx" : s->mode == MODE_SUBMISSION ? "submission" : "submissions");
+
+	st = db_open();
+	if (st != DB_OK) {
+		if (gethostname(host, sizeof(host) - 1) < 0)
+			strcpy(host, "localhost");
+		host[sizeof(host) - 1] = '\0';
+		reply(s, "421 4.3.0 %s Service not available, try again later", host);
+		io_flush(&s->io);
+		log_event(LOG_ERR, "event=disconnect result=%s", st == DB_VERSION ? "db_version" : "db_error");
+		return 0;
+	}
+
+	if (s->mode == MODE_SUBMISSIONS && session_start_implicit_tls(s) < 0) {
+		log_event(LOG_ERR, "event=disconnect result=tls_unavailable");
+		return 0;
+	}
+
+	reply(s, "220 %s ESMTP postage", setting(SET_HOSTNAME));
+	while (!s->quit) {
+		size_t len;
+		enum io_result r = io_read_line(&s->io, line, sizeof(line), &len);
+
+		if (r == IO_TOOLONG) {
+			s->bad_commands++;
+			reply(s, "500 5.5.2 Error: line too long");
+		} else if (r == IO_TIMEOUT) {
+			reply(s, "421 4.4.2 %s Error: timeout exceeded", setting(SET_HOSTNAME));
+			log_event(LOG_INFO, "event=disconnect result=timeout");
+			break;
+		} else if (r != IO_OK) {
+			log_event(LOG_INFO, "event=disconnect result=%s messages=%u",
+				  r == IO_EOF ? "eof" : "error", s->messages);
+			break;
+		} else {
+			dispatch(s, line, len);
+		}
+		if (s->bad_commands >= SMTP_BAD_COMMANDS_MAX) {
+			reply(s, "421 4.7.0 %s Error: too many errors", setting(SET_HOSTNAME));
+			log_event(LOG_NOTICE, "event=disconnect result=too_many_errors");
+			break;
+		}
+	}
+	io_flush(&s->io);
+	session_end_tls(s);
+	return 0;
+}

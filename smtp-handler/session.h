@@ -1,0 +1,96 @@
+/* One SMTP session: its state, and the verbs that move it. */
+#ifndef POSTAGE_SMTP_SESSION_H
+#define POSTAGE_SMTP_SESSION_H
+
+#include "address.h"
+#include "io.h"
+#include "limits.h"
+#include "net.h"
+
+enum smtp_mode { MODE_MX, MODE_SUBMISSION, MODE_SUBMISSIONS };
+
+/* Destinations one message may fan out to (recipients x forwards). */
+#define MESSAGE_DESTINATIONS_MAX 1000
+
+struct txn_destination {
+	struct destination dest;
+	int rcpt; /* index into rcpts: the RCPT address it came from */
+};
+
+struct session {
+	enum smtp_mode mode;
+	struct io io;
+	struct peer peer;
+	char id[24];
+
+	/* HELO/EHLO */
+	int greeted;
+	int esmtp;
+	char helo[SMTP_HELO_MAX + 1];
+
+	/* TLS and the right to send */
+	int tls_active;
+	char tls_info[128];     /* "TLSv1.3 with cipher ..." for Received */
+	char auth_login[ADDRESS_LOCAL_MAX + 1];
+	int relay_checked;      /* relay_networks / POP-before-SMTP looked up */
+	int relay_allowed;
+	char relay_reason[32];
+	char pop_login[ADDRESS_LOCAL_MAX + 1]; /* POP-before-SMTP login */
+	int auth_failures;
+
+	/* the transaction */
+	int has_sender;
+	struct address sender;
+	int body_8bit;
+	int smtputf8;
+	unsigned long long declared_size;
+	char rcpts[SMTP_RECIPIENTS_MAX][ADDRESS_PATH_MAX + 1];
+	size_t nrcpts;
+	struct txn_destination dests[MESSAGE_DESTINATIONS_MAX];
+	size_t ndests;
+
+	int bad_commands;
+	int quit;
+	unsigned messages;
+};
+
+enum cmd_flags {
+	CMD_ANY_STATE = 0,
+	CMD_NEED_HELO = 1 << 0,
+	CMD_NEED_MAIL = 1 << 1,
+	CMD_NEED_RCPT = 1 << 2,
+};
+
+struct command {
+	const char *verb;
+	void (*run)(struct session *s, const char *arg);
+	unsigned flags;
+};
+
+extern const struct command smtp_commands[];
+
+/* Writes one reply line (text ends without CRLF). */
+void reply(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void session_reset_transaction(struct session *s);
+int session_run(struct session *s);
+/* May this client send to domains we do not host? */
+int session_may_relay(struct session *s);
+
+/* TLS (session.c): STARTTLS, implicit TLS on 465, close. */
+void session_starttls(struct session *s);
+int session_start_implicit_tls(struct session *s);
+void session_end_tls(struct session *s);
+
+/* auth.c: AUTH, and who may use which sender. */
+void cmd_auth(struct session *s, const char *arg);
+int sasl_decode(struct session *s, const char *in, char *out, size_t cap, long *len);
+/* MAIL FROM on submission: the sender must belong to the login; replies
+ * and returns -1 when it does not. */
+int session_check_sender(struct session *s, const struct address *sender);
+/* Relaying by POP-before-SMTP: the sender must belong to that login. */
+int session_check_relay_sender(struct session *s);
+
+/* delivery.c */
+void receive_message(struct session *s);
+
+#endif
