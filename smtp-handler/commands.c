@@ -195,7 +195,7 @@ static void cmd_mail(struct session *s, const char *arg)
 		reply(s, "552 5.3.4 Error: message size exceeds fixed limit");
 		return;
 	}
-	if (session_check_sender(s, &sender) < 0) {
+	if (session_check_sender(s, &sender) < 0 || rate_limit_check(s, 1) < 0) {
 		s->body_8bit = s->smtputf8 = 0;
 		return;
 	}
@@ -278,6 +278,8 @@ static void cmd_rcpt(struct session *s, const char *arg)
 		reply(s, "452 4.5.3 Error: too many recipients");
 		return;
 	}
+	if (rate_limit_check(s, s->nrcpts + 1) < 0)
+		return;
 	address_format(&rcpt, addr, sizeof(addr));
 	log_printable(safe, sizeof(safe), addr, strlen(addr));
 

@@ -90,6 +90,14 @@ int session_check_sender(struct session *s, const struct address *sender);
 /* Relaying by POP-before-SMTP: the sender must belong to that login. */
 int session_check_relay_sender(struct session *s);
 
+/* ratelimit.c: max_messages_per_hour_per_login. Each recipient counts as
+ * one message. check: would wanted more keep the login within its hourly
+ * limit? 0 yes, -1 after replying (450 4.7.1, or 451 on database trouble).
+ * charge: adds count after a message was accepted. Both do nothing unless
+ * the session is authenticated. */
+int rate_limit_check(struct session *s, size_t wanted);
+void rate_limit_charge(struct session *s, size_t count);
+
 /* delivery.c */
 void receive_message(struct session *s);
 
