@@ -1,0 +1,458 @@
+"""Test harness for postage's protocol tests.
+
+    from harness import Postage
+    with Postage() as p:
+        p.add_domain('example.test')
+        p.add_mailbox('alice', 'secret')
+        p.add_address('alice@example.test', 'alice')
+        srv = p.serve('smtp-handler/smtp-handler', ['--mode=mx'])
+        ... talk to srv.host:srv.port ...
+        p.check_sanitizers()
+
+Postage() makes a temporary directory holding a fresh database (made from
+schema/schema.sql), the mail root, the spool, the handlers' log file
+($POSTAGE_LOG_FILE) and the sanitizer logs. serve() starts a built program
+the way production does: under `systemd-socket-activate --inetd --accept`
+or under a real xinetd with a generated config, on a free loopback port.
+
+Environment:
+  POSTAGE_BUILD   the meson build dir (default: <repo>/build)
+  POSTAGE_SOURCE  the source tree (default: the repo holding this file)
+  POSTAGE_KEEP    if set, the temporary directory is kept (path printed)
+
+Everything stays on loopback (127.0.0.1 or ::1).
+"""
+import atexit
+import glob
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import warnings
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE = os.environ.get('POSTAGE_SOURCE') or os.path.dirname(os.path.dirname(HERE))
+BUILD = os.environ.get('POSTAGE_BUILD') or os.path.join(SOURCE, 'build')
+SCHEMA = os.path.join(SOURCE, 'schema', 'schema.sql')
+
+HOSTNAME = 'mx.test.example'
+
+_live_servers = []
+
+
+def _stop_all():
+    for srv in list(_live_servers):
+        srv.stop()
+
+
+atexit.register(_stop_all)
+
+
+def binary(program):
+    """Path of a built program, e.g. binary('smtp-handler/smtp-handler')."""
+    path = os.path.join(BUILD, program)
+    if not os.access(path, os.X_OK):
+        raise FileNotFoundError(f'{path} is not built (POSTAGE_BUILD={BUILD})')
+    return path
+
+
+def main():
+    """unittest.main(), but exits 77 (meson's "skipped") when every test
+    that ran was skipped, e.g. because xinetd is not installed."""
+    prog = unittest.main(exit=False)
+    r = prog.result
+    if not r.wasSuccessful():
+        sys.exit(1)
+    if r.testsRun > 0 and len(r.skipped) == r.testsRun:
+        sys.exit(77)
+    sys.exit(0)
+
+
+def crypt_password(password, scheme='sha512crypt'):
+    """A crypt(3) string for password: mkpasswd (package whois) if present,
+    else Python's crypt module."""
+    methods = {'sha512crypt': 'sha512crypt', 'yescrypt': 'yescrypt',
+               'bcrypt': 'bcrypt', 'sha-512': 'sha512crypt'}
+    if scheme not in methods:
+        raise ValueError(f'unknown scheme {scheme}')
+    if shutil.which('mkpasswd'):
+        r = subprocess.run(['mkpasswd', '-m', methods[scheme], '--stdin'],
+                           input=password.encode(), capture_output=True)
+        out = r.stdout.decode().strip()
+        if r.returncode == 0 and out.startswith('$'):
+            return out
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', DeprecationWarning)
+        import crypt
+    method = {'sha512crypt': crypt.METHOD_SHA512,
+              'bcrypt': getattr(crypt, 'METHOD_BLOWFISH', None),
+              'yescrypt': None, 'sha-512': crypt.METHOD_SHA512}[scheme]
+    if method is None:
+        raise unittest.SkipTest(f'cannot make a {scheme} hash (install whois)')
+    return crypt.crypt(password, crypt.mksalt(method))
+
+
+def _free_port(host):
+    family = socket.AF_INET6 if ':' in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _listening(host, port):
+    """True when something listens on host:port (read from /proc, so no
+    connection is made and no handler is started by the check)."""
+    v6 = ':' in host
+    want_port = '%04X' % port
+    for name in (['/proc/net/tcp6'] if v6 else ['/proc/net/tcp', '/proc/net/tcp6']):
+        try:
+            with open(name) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    _addr, lport = fields[1].rsplit(':', 1)
+                    if lport == want_port and fields[3] == '0A':
+                        return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
+def _children(pid):
+    """Pids whose parent is pid."""
+    out = []
+    for d in os.listdir('/proc'):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f'/proc/{d}/stat') as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...; comm may hold spaces and parentheses
+        rest = stat[stat.rfind(')') + 2:].split()
+        if len(rest) > 1 and int(rest[1]) == pid:
+            out.append(int(d))
+    return out
+
+
+def _is_zombie(pid):
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            stat = f.read()
+    except OSError:
+        return True
+    return stat[stat.rfind(')') + 2:].split()[0] in ('Z', 'X')
+
+
+class Server:
+    """A running supervisor (systemd-socket-activate or xinetd) listening
+    on host:port and starting one handler process per connection."""
+
+    def __init__(self, postage, program, args, host, supervisor):
+        self.postage = postage
+        self.program = program
+        self.args = list(args)
+        self.host = host
+        self.supervisor = supervisor
+        self.port = None
+        self.proc = None
+        self._start()
+
+    def _start(self):
+        path = binary(self.program)
+        env_items = self.postage.env_items()
+        last_error = None
+        for _attempt in range(5):
+            self.port = _free_port(self.host)
+            if self.supervisor == 'socket-activate':
+                cmd = self._socket_activate_cmd(path, env_items)
+            elif self.supervisor == 'xinetd':
+                cmd = self._xinetd_cmd(path, env_items)
+            else:
+                raise ValueError(f'unknown supervisor {self.supervisor}')
+            log = open(os.path.join(self.postage.dir, f'{self.supervisor}-{self.port}.log'), 'ab')
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True,
+                                         env=self._supervisor_env())
+            log.close()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    break
+                if _listening(self.host, self.port):
+                    _live_servers.append(self)
+                    return
+                time.sleep(0.02)
+            last_error = f'{self.supervisor} did not listen on {self.host}:{self.port}'
+            self._kill()
+        raise RuntimeError(last_error + '; see ' + self.postage.dir)
+
+    @staticmethod
+    def _supervisor_env():
+        env = {k: v for k, v in os.environ.items()
+               if k in ('PATH', 'LANG', 'LC_ALL', 'TZ')}
+        env.setdefault('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')
+        return env
+
+    def _listen_addr(self):
+        return f'[{self.host}]:{self.port}' if ':' in self.host else f'{self.host}:{self.port}'
+
+    def _socket_activate_cmd(self, path, env_items):
+        exe = shutil.which('systemd-socket-activate') or '/lib/systemd/systemd-socket-activate'
+        if not os.access(exe, os.X_OK):
+            raise unittest.SkipTest('systemd-socket-activate is not installed (package systemd)')
+        cmd = [exe, '--inetd', '-a', '-l', self._listen_addr()]
+        for k, v in env_items:
+            cmd += ['-E', f'{k}={v}']
+        return cmd + [path, '--db', self.postage.db] + self.args
+
+    def _xinetd_cmd(self, path, env_items):
+        exe = shutil.which('xinetd') or '/usr/sbin/xinetd'
+        if not os.access(exe, os.X_OK):
+            raise unittest.SkipTest('xinetd is not installed (package xinetd)')
+        d = self.postage.dir
+        conf = os.path.join(d, f'xinetd-{self.port}.conf')
+        self.pidfile = os.path.join(d, f'xinetd-{self.port}.pid')
+        for arg in self.args + [path, self.postage.db]:
+            if any(c.isspace() for c in arg):
+                raise ValueError('xinetd server_args cannot hold spaces: ' + arg)
+        lines = [
+            'defaults',
+            '{',
+            f'\tlog_type = FILE {os.path.join(d, "xinetd-service.log")}',
+            '}',
+            'service postage-test',
+            '{',
+            '\ttype = UNLISTED',
+            '\tsocket_type = stream',
+            '\tprotocol = tcp',
+            '\twait = no',
+        ]
+        if os.geteuid() == 0:
+            lines.append('\tuser = root')
+        lines += [
+            f'\tbind = {self.host}',
+            f'\tport = {self.port}',
+            f'\tserver = {path}',
+            '\tserver_args = ' + ' '.join(['--db', self.postage.db] + self.args),
+            '\tpassenv = PATH',
+            '\tenv = ' + ' '.join(f'{k}={v}' for k, v in env_items),
+            '\tinstances = 30',
+            '\tper_source = 20',
+        ]
+        if ':' in self.host:
+            lines.append('\tflags = IPv6')
+        lines.append('}')
+        with open(conf, 'w') as f:
+            f.write('\n'.join(lines) + '\n')
+        return [exe, '-dontfork', '-f', conf, '-pidfile', self.pidfile]
+
+    # -- use --------------------------------------------------------------
+
+    def connect(self, timeout=10):
+        """A connected socket to the server."""
+        return socket.create_connection((self.host, self.port), timeout=timeout)
+
+    def smtp(self, timeout=30, **kw):
+        import smtplib
+        return smtplib.SMTP(self.host, self.port, timeout=timeout, **kw)
+
+    def handler_pids(self):
+        """Pids of the handler processes running now."""
+        if not self.proc or self.proc.poll() is not None:
+            return []
+        return [c for c in _children(self.proc.pid) if not _is_zombie(c)]
+
+    def wait_handlers(self, timeout=15):
+        """Waits until no handler process is running; True if none is."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.handler_pids():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self):
+        if self in _live_servers:
+            _live_servers.remove(self)
+        self._kill()
+
+    def _kill(self):
+        if not self.proc:
+            return
+        if self.proc.poll() is None:
+            # Let running handlers finish first, briefly.
+            self.wait_handlers(timeout=5)
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(timeout=5)
+        self.proc = None
+
+
+class Postage:
+    """A temporary postage installation: database, mail root, spool, logs."""
+
+    def __init__(self, hostname=HOSTNAME):
+        self.hostname = hostname
+        self.dir = None
+        self.servers = []
+
+    # -- lifecycle --------------------------------------------------------
+
+    def __enter__(self):
+        self.dir = tempfile.mkdtemp(prefix='postage-test-')
+        os.chmod(self.dir, 0o755)
+        self.db = os.path.join(self.dir, 'postage.db')
+        self.mail_root = os.path.join(self.dir, 'mail')
+        self.spool_dir = os.path.join(self.dir, 'spool')
+        self.log_file = os.path.join(self.dir, 'postage.log')
+        self.san_dir = os.path.join(self.dir, 'sanitizers')
+        for d in (self.mail_root, self.spool_dir, self.san_dir):
+            os.makedirs(d)
+        with open(SCHEMA) as f:
+            schema = f.read()
+        con = sqlite3.connect(self.db, isolation_level=None)
+        try:
+            con.executescript(schema)
+        finally:
+            con.close()
+        self.set('hostname', self.hostname)
+        self.set('mail_root', self.mail_root)
+        self.set('spool_dir', self.spool_dir)
+        return self
+
+    def __exit__(self, *exc):
+        for srv in self.servers:
+            srv.stop()
+        self.servers = []
+        if os.environ.get('POSTAGE_KEEP'):
+            print(f'postage test dir kept: {self.dir}', file=sys.stderr)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        return False
+
+    # -- database ---------------------------------------------------------
+
+    def sql(self, query, *params):
+        """Runs one statement, commits, returns all rows."""
+        con = sqlite3.connect(self.db, timeout=30, isolation_level=None)
+        try:
+            con.execute('PRAGMA foreign_keys = ON')
+            return con.execute(query, params).fetchall()
+        finally:
+            con.close()
+
+    def set(self, key, value):
+        self.sql('INSERT OR REPLACE INTO settings(key, value) VALUES(?, ?)',
+                 key, None if value is None else str(value))
+
+    def add_domain(self, name):
+        self.sql('INSERT INTO domains(name) VALUES(?)', name)
+
+    def add_mailbox(self, login, password, scheme='sha512crypt', quota=None, enabled=1):
+        self.sql('INSERT INTO mailboxes(login, password, quota_bytes, enabled) VALUES(?, ?, ?, ?)',
+                 login, crypt_password(password, scheme), quota, enabled)
+
+    def add_address(self, address, mailbox):
+        self.sql('INSERT INTO addresses(address, mailbox) VALUES(?, ?)', address, mailbox)
+
+    def add_forward(self, address, target):
+        self.sql('INSERT INTO forwards(address, target) VALUES(?, ?)', address, target)
+
+    # -- files ------------------------------------------------------------
+
+    def maildir(self, login):
+        return os.path.join(self.mail_root, login)
+
+    def messages(self, login):
+        """Sorted paths of the messages in the Maildir's new/ and cur/."""
+        out = []
+        for sub in ('new', 'cur'):
+            d = os.path.join(self.maildir(login), sub)
+            if os.path.isdir(d):
+                out += [os.path.join(d, n) for n in os.listdir(d) if not n.startswith('.')]
+        return sorted(out)
+
+    def log_text(self):
+        try:
+            with open(self.log_file, encoding='utf-8', errors='replace') as f:
+                return f.read()
+        except FileNotFoundError:
+            return ''
+
+    def sanitizer_reports(self):
+        """{path: text} of every ASan/UBSan report written so far."""
+        out = {}
+        for path in sorted(glob.glob(os.path.join(self.san_dir, '*'))):
+            with open(path, errors='replace') as f:
+                out[path] = f.read()
+        return out
+
+    def check_sanitizers(self):
+        """Waits for running handlers to end, then fails if any sanitizer
+        report was written."""
+        for srv in self.servers:
+            srv.wait_handlers(timeout=10)
+        reports = self.sanitizer_reports()
+        if reports:
+            text = '\n'.join(f'== {p}\n{t}' for p, t in reports.items())
+            raise AssertionError('sanitizer reports:\n' + text[:20000])
+
+    # -- processes --------------------------------------------------------
+
+    def env_items(self):
+        """The environment every handler gets, as (name, value) pairs."""
+        return [
+            ('POSTAGE_DB', self.db),
+            ('POSTAGE_LOG_FILE', self.log_file),
+            ('ASAN_OPTIONS', 'detect_leaks=0:abort_on_error=1:log_path='
+             + os.path.join(self.san_dir, 'asan')),
+            ('UBSAN_OPTIONS', 'halt_on_error=1:print_stacktrace=1:log_path='
+             + os.path.join(self.san_dir, 'ubsan')),
+        ]
+
+    def env(self):
+        """A full environment for running a program directly."""
+        env = dict(os.environ)
+        env.update(self.env_items())
+        return env
+
+    def binary(self, program):
+        return binary(program)
+
+    def serve(self, program, args=(), host='127.0.0.1', supervisor='socket-activate'):
+        srv = Server(self, program, args, host, supervisor)
+        self.servers.append(srv)
+        return srv
+
+    def spawn(self, program, args=(), **kw):
+        """Starts program on two pipes (stdin/stdout), like tcpserver or a
+        test would: the handler sees no socket and treats the peer as
+        local. Returns the Popen."""
+        kw.setdefault('stdin', subprocess.PIPE)
+        kw.setdefault('stdout', subprocess.PIPE)
+        kw.setdefault('stderr', subprocess.PIPE)
+        return subprocess.Popen([binary(program), '--db', self.db] + list(args),
+                                env=self.env(), **kw)
+
+    def run(self, program, args=(), input=b'', timeout=60):
+        """Runs program on pipes with input; returns CompletedProcess."""
+        return subprocess.run([binary(program), '--db', self.db] + list(args),
+                              input=input, capture_output=True, env=self.env(),
+                              timeout=timeout)
