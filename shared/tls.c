@@ -1,5 +1,6 @@
 #include "tls.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
@@ -12,6 +13,28 @@
 #include "db.h"
 #include "limits.h"
 #include "log.h"
+
+/* GnuTLS is loaded with dlopen when a session first needs TLS: linked in,
+ * its libraries and its load-time constructor (which initialises the whole
+ * library) would cost every plain session about as much as the rest of
+ * the handler's start-up together (see bench/README.md). */
+#define GNUTLS_SONAME "libgnutls.so.30"
+#define GNUTLS_FUNCS(X)                                                                       \
+	X(gnutls_global_init) X(gnutls_record_recv) X(gnutls_record_send)                      \
+	X(gnutls_record_check_pending) X(gnutls_session_ticket_key_generate)                   \
+	X(gnutls_protocol_get_name) X(gnutls_protocol_get_version) X(gnutls_ciphersuite_get)   \
+	X(gnutls_cipher_get_key_size) X(gnutls_cipher_get) X(gnutls_transport_set_int2)        \
+	X(gnutls_handshake_set_timeout) X(gnutls_handshake) X(gnutls_error_is_fatal)           \
+	X(gnutls_strerror) X(gnutls_deinit) X(gnutls_session_is_resumed)                       \
+	X(gnutls_certificate_allocate_credentials) X(gnutls_certificate_set_x509_key_file2)    \
+	X(gnutls_certificate_free_credentials) X(gnutls_init) X(gnutls_priority_set_direct)    \
+	X(gnutls_credentials_set) X(gnutls_certificate_server_set_request)                     \
+	X(gnutls_session_ticket_enable_server) X(gnutls_certificate_set_x509_system_trust)     \
+	X(gnutls_set_default_priority) X(gnutls_server_name_set)                               \
+	X(gnutls_certificate_verify_peers3) X(gnutls_bye)
+
+#define TLS_DECLARE(f) static __typeof__(f) *dl_##f;
+GNUTLS_FUNCS(TLS_DECLARE)
 
 static gnutls_session_t session;
 static gnutls_certificate_credentials_t creds;
@@ -31,7 +54,7 @@ static ssize_t tls_read(void *ctx, void *buf, size_t len)
 	ssize_t n;
 
 	(void)ctx;
-	n = gnutls_record_recv(session, buf, len);
+	n = dl_gnutls_record_recv(session, buf, len);
 	if (n >= 0)
 		return n;
 	if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) {
@@ -49,7 +72,7 @@ static ssize_t tls_write(void *ctx, const void *buf, size_t len)
 	ssize_t n;
 
 	(void)ctx;
-	n = gnutls_record_send(session, buf, len);
+	n = dl_gnutls_record_send(session, buf, len);
 	if (n >= 0)
 		return n;
 	errno = (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) ? EAGAIN : EIO;
@@ -59,7 +82,26 @@ static ssize_t tls_write(void *ctx, const void *buf, size_t len)
 static size_t tls_pending(void *ctx)
 {
 	(void)ctx;
-	return gnutls_record_check_pending(session);
+	return dl_gnutls_record_check_pending(session);
+}
+
+static int load_gnutls(void)
+{
+	void *h = dlopen(GNUTLS_SONAME, RTLD_NOW | RTLD_LOCAL);
+
+	if (!h) {
+		log_event(LOG_ERR, "event=tls result=error error=\"cannot load %s: %s\"", GNUTLS_SONAME,
+			  dlerror());
+		return -1;
+	}
+#define TLS_LOAD(f)                                                                         \
+	*(void **)(&dl_##f) = dlsym(h, #f);                                                 \
+	if (!dl_##f) {                                                                      \
+		log_event(LOG_ERR, "event=tls result=error error=\"%s lacks %s\"", GNUTLS_SONAME, #f); \
+		return -1;                                                                  \
+	}
+	GNUTLS_FUNCS(TLS_LOAD)
+	return 0;
 }
 
 static int init_once(void)
@@ -68,9 +110,11 @@ static int init_once(void)
 
 	if (initialised)
 		return 0;
-	r = gnutls_global_init();
+	if (load_gnutls() < 0)
+		return -1;
+	r = dl_gnutls_global_init();
 	if (r < 0) {
-		log_event(LOG_ERR, "event=tls result=error error=\"%s\"", gnutls_strerror(r));
+		log_event(LOG_ERR, "event=tls result=error error=\"%s\"", dl_gnutls_strerror(r));
 		return -1;
 	}
 	initialised = 1;
@@ -97,9 +141,10 @@ static int ticket_key_load(void)
 		int len = sqlite3_column_bytes(st, 0);
 		const void *blob = sqlite3_column_blob(st, 0);
 		if (len > 0 && blob) {
-			ticket_key.data = gnutls_malloc((size_t)len);
-			if (ticket_key.data) {
-				memcpy(ticket_key.data, blob, (size_t)len);
+			static unsigned char stored[256];
+			if ((size_t)len <= sizeof(stored)) {
+				memcpy(stored, blob, (size_t)len);
+				ticket_key.data = stored;
 				ticket_key.size = (unsigned)len;
 				have = 1;
 			}
@@ -109,7 +154,7 @@ static int ticket_key_load(void)
 	if (have)
 		return 0;
 
-	if (gnutls_session_ticket_key_generate(&ticket_key) < 0)
+	if (dl_gnutls_session_ticket_key_generate(&ticket_key) < 0)
 		return -1;
 	if (db_begin() < 0)
 		return 0; /* this process still has a working key */
@@ -132,9 +177,9 @@ static int ticket_key_load(void)
 
 static void describe(char *info, size_t cap)
 {
-	const char *version = gnutls_protocol_get_name(gnutls_protocol_get_version(session));
-	const char *suite = gnutls_ciphersuite_get(session);
-	size_t bits = gnutls_cipher_get_key_size(gnutls_cipher_get(session)) * 8;
+	const char *version = dl_gnutls_protocol_get_name(dl_gnutls_protocol_get_version(session));
+	const char *suite = dl_gnutls_ciphersuite_get(session);
+	size_t bits = dl_gnutls_cipher_get_key_size(dl_gnutls_cipher_get(session)) * 8;
 
 	if (version && strncmp(version, "TLS", 3) == 0)
 		snprintf(info, cap, "TLSv%s with cipher %s (%zu/%zu bits)", version + 3,
@@ -148,14 +193,14 @@ static int handshake(struct io *io, char *info, size_t cap)
 {
 	int r;
 
-	gnutls_transport_set_int2(session, io->rfd, io->wfd);
-	gnutls_handshake_set_timeout(session, TLS_HANDSHAKE_TIMEOUT_MS);
+	dl_gnutls_transport_set_int2(session, io->rfd, io->wfd);
+	dl_gnutls_handshake_set_timeout(session, TLS_HANDSHAKE_TIMEOUT_MS);
 	do {
-		r = gnutls_handshake(session);
-	} while (r < 0 && !gnutls_error_is_fatal(r));
+		r = dl_gnutls_handshake(session);
+	} while (r < 0 && !dl_gnutls_error_is_fatal(r));
 	if (r < 0) {
-		log_event(LOG_NOTICE, "event=tls result=handshake_failed error=\"%s\"", gnutls_strerror(r));
-		gnutls_deinit(session);
+		log_event(LOG_NOTICE, "event=tls result=handshake_failed error=\"%s\"", dl_gnutls_strerror(r));
+		dl_gnutls_deinit(session);
 		session = NULL;
 		return -1;
 	}
@@ -166,7 +211,7 @@ static int handshake(struct io *io, char *info, size_t cap)
 	io_set_transport(io, &transport);
 	describe(info, cap);
 	log_event(LOG_INFO, "event=tls result=ok tls=\"%s\" resumed=%d", info,
-		  gnutls_session_is_resumed(session) ? 1 : 0);
+		  dl_gnutls_session_is_resumed(session) ? 1 : 0);
 	return 0;
 }
 
@@ -179,32 +224,32 @@ int tls_server_start(struct io *io, char *info, size_t cap)
 	if (init_once() < 0)
 		return -1;
 	if (!creds) {
-		if (gnutls_certificate_allocate_credentials(&creds) < 0)
+		if (dl_gnutls_certificate_allocate_credentials(&creds) < 0)
 			return -1;
-		r = gnutls_certificate_set_x509_key_file2(creds, setting(SET_TLS_CERT),
+		r = dl_gnutls_certificate_set_x509_key_file2(creds, setting(SET_TLS_CERT),
 							  setting(SET_TLS_KEY), GNUTLS_X509_FMT_PEM, NULL, 0);
 		if (r < 0) {
 			log_event(LOG_ERR, "event=tls result=bad_certificate cert=%s key=%s error=\"%s\"",
-				  setting(SET_TLS_CERT), setting(SET_TLS_KEY), gnutls_strerror(r));
-			gnutls_certificate_free_credentials(creds);
+				  setting(SET_TLS_CERT), setting(SET_TLS_KEY), dl_gnutls_strerror(r));
+			dl_gnutls_certificate_free_credentials(creds);
 			creds = NULL;
 			return -1;
 		}
 	}
-	if (gnutls_init(&session, GNUTLS_SERVER | GNUTLS_NO_SIGNAL) < 0)
+	if (dl_gnutls_init(&session, GNUTLS_SERVER | GNUTLS_NO_SIGNAL) < 0)
 		return -1;
-	r = gnutls_priority_set_direct(session, setting(SET_TLS_PRIORITY), &err_pos);
+	r = dl_gnutls_priority_set_direct(session, setting(SET_TLS_PRIORITY), &err_pos);
 	if (r < 0) {
 		log_event(LOG_ERR, "event=tls result=bad_priority tls_priority=\"%s\" error=\"%s\"",
-			  setting(SET_TLS_PRIORITY), gnutls_strerror(r));
-		gnutls_deinit(session);
+			  setting(SET_TLS_PRIORITY), dl_gnutls_strerror(r));
+		dl_gnutls_deinit(session);
 		session = NULL;
 		return -1;
 	}
-	gnutls_credentials_set(session, GNUTLS_CRD_CERTIFICATE, creds);
-	gnutls_certificate_server_set_request(session, GNUTLS_CERT_IGNORE);
+	dl_gnutls_credentials_set(session, GNUTLS_CRD_CERTIFICATE, creds);
+	dl_gnutls_certificate_server_set_request(session, GNUTLS_CERT_IGNORE);
 	if (ticket_key.size || ticket_key_load() == 0)
-		gnutls_session_ticket_enable_server(session, &ticket_key);
+		dl_gnutls_session_ticket_enable_server(session, &ticket_key);
 	return handshake(io, info, cap);
 }
 
@@ -219,22 +264,22 @@ int tls_client_start(struct io *io, const char *servername, int *verified, char 
 	if (init_once() < 0)
 		return -1;
 	if (!creds) {
-		if (gnutls_certificate_allocate_credentials(&creds) < 0)
+		if (dl_gnutls_certificate_allocate_credentials(&creds) < 0)
 			return -1;
-		gnutls_certificate_set_x509_system_trust(creds);
+		dl_gnutls_certificate_set_x509_system_trust(creds);
 	}
-	if (gnutls_init(&session, GNUTLS_CLIENT | GNUTLS_NO_SIGNAL) < 0)
+	if (dl_gnutls_init(&session, GNUTLS_CLIENT | GNUTLS_NO_SIGNAL) < 0)
 		return -1;
-	if (gnutls_priority_set_direct(session, setting(SET_TLS_PRIORITY), NULL) < 0)
-		gnutls_set_default_priority(session);
-	gnutls_credentials_set(session, GNUTLS_CRD_CERTIFICATE, creds);
+	if (dl_gnutls_priority_set_direct(session, setting(SET_TLS_PRIORITY), NULL) < 0)
+		dl_gnutls_set_default_priority(session);
+	dl_gnutls_credentials_set(session, GNUTLS_CRD_CERTIFICATE, creds);
 	if (servername && *servername)
-		gnutls_server_name_set(session, GNUTLS_NAME_DNS, servername, strlen(servername));
+		dl_gnutls_server_name_set(session, GNUTLS_NAME_DNS, servername, strlen(servername));
 	r = handshake(io, info, cap);
 	if (r < 0)
 		return -1;
 	if (servername && *servername &&
-	    gnutls_certificate_verify_peers3(session, servername, &status) == 0 && status == 0)
+	    dl_gnutls_certificate_verify_peers3(session, servername, &status) == 0 && status == 0)
 		*verified = 1;
 	return 0;
 }
@@ -244,8 +289,8 @@ void tls_end(struct io *io)
 	if (!session)
 		return;
 	io_flush(io);
-	gnutls_bye(session, GNUTLS_SHUT_WR);
-	gnutls_deinit(session);
+	dl_gnutls_bye(session, GNUTLS_SHUT_WR);
+	dl_gnutls_deinit(session);
 	session = NULL;
 	io_set_transport(io, NULL);
 }
