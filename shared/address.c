@@ -521,12 +521,42 @@ enum resolve_result resolve_recipient(const struct address *rcpt, struct destina
 	*n = 0;
 
 	if (rcpt->is_postmaster && !rcpt->domain[0]) {
-		/* RFC 5321 4.5.1: <postmaster> without a domain is ours. */
+		/* RFC 5321 4.5.1: <postmaster> without a domain must be
+		 * accepted: postmaster@hostname when we host that domain, else
+		 * the postmaster of the first hosted domain that has one. */
+		sqlite3_stmt *st;
+		enum resolve_result res = RESOLVE_UNKNOWN;
+
 		pm = *rcpt;
 		snprintf(pm.domain, sizeof(pm.domain), "%s", setting(SET_HOSTNAME));
 		for (char *c = pm.domain; *c; c++)
 			*c = (char)tolower((unsigned char)*c);
-		rcpt = &pm;
+		local = domain_is_local(pm.domain);
+		if (local < 0)
+			return RESOLVE_TEMPFAIL;
+		if (local)
+			return resolve_recipient(&pm, out, max, n);
+		st = db_stmt("SELECT name FROM domains ORDER BY name LIMIT 50");
+		if (!st)
+			return RESOLVE_TEMPFAIL;
+		{
+			char names[50][ADDRESS_DOMAIN_MAX + 1];
+			size_t count = 0;
+			while (count < 50 && sqlite3_step(st) == SQLITE_ROW) {
+				const char *d = (const char *)sqlite3_column_text(st, 0);
+				snprintf(names[count++], ADDRESS_DOMAIN_MAX + 1, "%s", d ? d : "");
+			}
+			sqlite3_reset(st);
+			for (size_t i = 0; i < count && res != RESOLVE_OK; i++) {
+				snprintf(pm.domain, sizeof(pm.domain), "%s", names[i]);
+				for (char *c = pm.domain; *c; c++)
+					*c = (char)tolower((unsigned char)*c);
+				res = resolve_recipient(&pm, out, max, n);
+				if (res == RESOLVE_TEMPFAIL)
+					return res;
+			}
+		}
+		return res;
 	}
 	local = rcpt->is_literal ? 0 : domain_is_local(rcpt->domain);
 	if (local < 0)
