@@ -37,6 +37,9 @@
 #define POP3_IDLE_TIMEOUT_MS (10 * 60 * 1000)
 #define POP3_BAD_COMMANDS_MAX 20
 #define POP3_AUTH_FAILURES_MAX 3
+/* RFC 5034 4: a SASL response line is not held to the 255 octets of a
+ * command line. */
+#define POP3_AUTH_LINE_MAX 12288
 /* Messages in one POP3 snapshot: a bound on the session's memory. */
 #define POP3_MESSAGES_MAX 100000
 
