@@ -310,6 +310,9 @@ enum address_parse address_parse_path(const char *arg, int allow_null, int allow
 				comma = colon;
 			if (!address_domain_valid(q, (size_t)(comma - q), allow_utf8))
 				return ADDRESS_SYNTAX;
+			/* "@a,:" -- a comma must be followed by another At-domain */
+			if (comma + 1 == colon)
+				return ADDRESS_SYNTAX;
 			q = comma < colon ? comma + 1 : colon;
 		}
 		p = colon + 1;
