@@ -56,6 +56,12 @@
 /* TLS handshake bound, then hang up. */
 #define TLS_HANDSHAKE_TIMEOUT_MS (60 * 1000)
 
+/* After the last reply, how long and how much we read (and drop) of what
+ * the client still sends before closing, so unread input does not turn
+ * the close into a reset that destroys the last reply (lingering close). */
+#define LINGER_CLOSE_MS 1000
+#define LINGER_CLOSE_BYTES_MAX 65536
+
 /* Settings values and file paths. */
 #define SETTING_VALUE_MAX 1024
 #define PATH_MAX_POSTAGE 4096

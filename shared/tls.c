@@ -121,15 +121,11 @@ static int init_once(void)
 	return 0;
 }
 
-/* The session-ticket master key shared by every handler process, kept in
- * the database and made on first use. GnuTLS derives rotating keys from it
- * by time, so tickets from any process of the last rotation periods are
- * accepted. A new master key is made once a day; the previous one is kept
- * for a day so tickets issued just before the switch still resume. */
-static int ticket_key_load(void)
+/* The newest ticket master key made within the last day, into ticket_key.
+ * 1 found, 0 none, -1 trouble. */
+static int ticket_key_fresh(time_t now)
 {
 	sqlite3_stmt *st;
-	time_t now = time(NULL);
 	int rc, have = 0;
 
 	st = db_stmt("SELECT key FROM tls_ticket_keys WHERE created_at > ?1 ORDER BY created_at DESC LIMIT 1");
@@ -151,27 +147,54 @@ static int ticket_key_load(void)
 		}
 	}
 	sqlite3_reset(st);
-	if (have)
-		return 0;
-
-	if (dl_gnutls_session_ticket_key_generate(&ticket_key) < 0)
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
 		return -1;
+	return have;
+}
+
+/* The session-ticket master key shared by every handler process, kept in
+ * the database and made on first use. GnuTLS derives the keys that
+ * encrypt tickets from it, rotating them by time, so a ticket issued by one
+ * process resumes at any other. A new master key is made once a day (the
+ * rotation); tickets made with the old one then get a full handshake.
+ * Keys are made under the write lock, so processes starting together
+ * agree on one. */
+static int ticket_key_load(void)
+{
+	sqlite3_stmt *st;
+	time_t now = time(NULL);
+	int r;
+
+	r = ticket_key_fresh(now);
+	if (r != 0)
+		return r > 0 ? 0 : -1;
 	if (db_begin() < 0)
-		return 0; /* this process still has a working key */
-	st = db_stmt("INSERT OR IGNORE INTO tls_ticket_keys (created_at, key) VALUES (?1, ?2)");
+		return -1; /* no key: this session gets no tickets */
+	r = ticket_key_fresh(now);
+	if (r != 0) {
+		db_rollback();
+		return r > 0 ? 0 : -1;
+	}
+	if (dl_gnutls_session_ticket_key_generate(&ticket_key) < 0) {
+		db_rollback();
+		return -1;
+	}
+	st = db_stmt("INSERT OR REPLACE INTO tls_ticket_keys (created_at, key) VALUES (?1, ?2)");
 	if (st) {
 		sqlite3_bind_int64(st, 1, (sqlite3_int64)now);
 		sqlite3_bind_blob(st, 2, ticket_key.data, (int)ticket_key.size, SQLITE_STATIC);
 		sqlite3_step(st);
 		sqlite3_reset(st);
 	}
+	/* Pruned on write: the table never grows. */
 	st = db_stmt("DELETE FROM tls_ticket_keys WHERE created_at < ?1");
 	if (st) {
 		sqlite3_bind_int64(st, 1, (sqlite3_int64)(now - 2 * 86400));
 		sqlite3_step(st);
 		sqlite3_reset(st);
 	}
-	db_commit();
+	if (db_commit() < 0)
+		log_event(LOG_WARNING, "event=tls result=ticket_key_not_stored");
 	return 0;
 }
 
