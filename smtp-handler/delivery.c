@@ -60,7 +60,9 @@ static int received_header(const struct session *s, const char *qid, char *buf, 
 			 s->smtputf8 ? s->rcpts[0] : safe);
 	}
 	n = snprintf(buf, cap, "Received: from %s (%s%s%s)%s%s\n\tby %s (postage) with %s id %s%s; %s\n",
-		     s->helo[0] ? s->helo : "unknown", ip ? "[" : "", ip ? ip : "local",
+		     s->helo[0] ? s->helo : "unknown",
+		     /* RFC 5321 4.1.3 address literal: [192.0.2.1], [IPv6:2001:db8::1] */
+		     !ip ? "" : strchr(ip, ':') ? "[IPv6:" : "[", ip ? ip : "local",
 		     ip ? "]" : "", tls, auth, setting(SET_HOSTNAME), protocol_name(s), qid,
 		     for_clause, date);
 	return n < 0 || (size_t)n >= cap ? -1 : n;

@@ -1,0 +1,272 @@
+"""Shared fixture and a raw SMTP client for the test_smtp_*.py files.
+
+The fixture (SmtpTestCase.setUp) hosts three domains:
+
+  example.test   alice@ -> alice, bob@ -> bob, special@catch.test -> bob,
+                 list@ forwards to alice@ and bob@,
+                 loop1@ <-> loop2@ forward to each other, self@ to itself
+  other.test     alice@ -> alice too, info@ -> alice (one mailbox, two domains)
+  catch.test     @catch.test -> carol (catch-all)
+
+and a mailbox dave (quota 3000 bytes) at dave@example.test. Nothing may
+relay (relay_networks stays empty, as in a fresh schema).
+"""
+import os
+import re
+import sys
+import time
+import unittest
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Postage  # noqa: E402
+
+SMTP = 'smtp-handler/smtp-handler'
+PASSWORD = 'Pw-never-in-logs-7f3a'
+# Bodies of test messages carry this, so the logs can be searched for it.
+BODY_MARKER = 'body-never-in-logs-Q9z'
+
+MAILDIR_NAME = re.compile(
+    r'^(?P<sec>\d+)\.M(?P<usec>\d+)P(?P<pid>\d+)(?:Q\d+)?\.(?P<host>[^,/:]+)'
+    r',S=(?P<S>\d+),W=(?P<W>\d+)$')
+
+
+class Raw:
+    """A line-oriented SMTP client on a socket (or a pair of pipes)."""
+
+    def __init__(self, sock=None, rfile=None, wfile=None, timeout=20):
+        self.sock = sock
+        self.rfile = rfile
+        self.wfile = wfile
+        self.buf = b''
+        self.timeout = timeout
+        if sock is not None:
+            sock.settimeout(timeout)
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        if self.sock is not None:
+            self.sock.sendall(data)
+        else:
+            self.wfile.write(data)
+            self.wfile.flush()
+
+    def _recv(self):
+        if self.sock is not None:
+            return self.sock.recv(65536)
+        return os.read(self.rfile.fileno(), 65536)
+
+    def line(self):
+        """One reply line without CRLF, or None at EOF."""
+        while b'\r\n' not in self.buf:
+            chunk = self._recv()
+            if not chunk:
+                if self.buf:
+                    raise AssertionError(f'reply line without CRLF at EOF: {self.buf!r}')
+                return None
+            self.buf += chunk
+        line, self.buf = self.buf.split(b'\r\n', 1)
+        return line.decode('utf-8', 'replace')
+
+    def reply(self):
+        """(code, [text lines]) of one possibly multi-line reply."""
+        lines = []
+        while True:
+            line = self.line()
+            if line is None:
+                raise EOFError('connection closed; got so far: %r' % lines)
+            if not re.match(r'^\d{3}[ -]', line) and not re.match(r'^\d{3}$', line):
+                raise AssertionError(f'malformed reply line {line!r}')
+            lines.append(line[4:])
+            if len(line) == 3 or line[3] == ' ':
+                return int(line[:3]), lines
+
+    def cmd(self, line):
+        self.send(line + '\r\n')
+        return self.reply()
+
+    def closed(self, wait=10):
+        """True when the server closed the connection (nothing more comes)."""
+        if self.buf:
+            return False
+        if self.sock is not None:
+            self.sock.settimeout(wait)
+        try:
+            data = self._recv()
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        finally:
+            if self.sock is not None:
+                self.sock.settimeout(self.timeout)
+        self.buf += data
+        return data == b''
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+
+
+def wire(message):
+    """bytes with LF or CRLF line ends -> SMTP DATA wire form (CRLF,
+    dot-stuffed) followed by the terminator."""
+    if isinstance(message, str):
+        message = message.encode()
+    lines = message.replace(b'\r\n', b'\n').split(b'\n')
+    if lines and lines[-1] == b'':
+        lines.pop()
+    out = b''.join((b'.' + l if l.startswith(b'.') else l) + b'\r\n' for l in lines)
+    return out + b'.\r\n'
+
+
+def stored(message):
+    """What a Maildir file holds of message: LF line ends."""
+    if isinstance(message, str):
+        message = message.encode()
+    m = message.replace(b'\r\n', b'\n')
+    return m if m.endswith(b'\n') else m + b'\n'
+
+
+def new_message(subject='test', body=None, extra_headers=''):
+    tag = uuid.uuid4().hex
+    if body is None:
+        body = f'Hello {tag}\n{BODY_MARKER}\n'
+    return (f'From: sender@remote.example\nTo: someone@example.test\n'
+            f'Subject: {subject} {tag}\nMessage-ID: <{tag}@remote.example>\n'
+            f'{extra_headers}\n{body}').encode()
+
+
+class SmtpTestCase(unittest.TestCase):
+    supervisor = 'socket-activate'
+    host = '127.0.0.1'
+    start_server = True
+
+    def setUp(self):
+        self.p = Postage()
+        self.p.__enter__()
+        self.addCleanup(self.p.__exit__, None, None, None)
+        p = self.p
+        for d in ('example.test', 'other.test', 'catch.test'):
+            p.add_domain(d)
+        for login in ('alice', 'bob', 'carol'):
+            p.add_mailbox(login, PASSWORD)
+        p.add_mailbox('dave', PASSWORD, quota=3000)
+        p.add_address('alice@example.test', 'alice')
+        p.add_address('alice@other.test', 'alice')
+        p.add_address('info@other.test', 'alice')
+        p.add_address('bob@example.test', 'bob')
+        p.add_address('special@catch.test', 'bob')
+        p.add_address('@catch.test', 'carol')
+        p.add_address('dave@example.test', 'dave')
+        p.add_forward('list@example.test', 'alice@example.test')
+        p.add_forward('list@example.test', 'bob@example.test')
+        p.add_forward('loop1@example.test', 'loop2@example.test')
+        p.add_forward('loop2@example.test', 'loop1@example.test')
+        p.add_forward('self@example.test', 'self@example.test')
+        self.srv = None
+        self.clients = []
+        if self.start_server:
+            self.srv = p.serve(SMTP, ['--mode=mx'], host=self.host, supervisor=self.supervisor)
+
+    def tearDown(self):
+        # Hang up first: check_sanitizers waits for every handler to end.
+        for c in self.clients:
+            try:
+                c.close()
+            except OSError:
+                pass
+        self.p.check_sanitizers()
+        log = self.p.log_text()
+        self.assertNotIn(PASSWORD, log)
+        self.assertNotIn(BODY_MARKER, log)
+        for line in log.splitlines():
+            self.assertNotIn('Subject:', line)
+
+    # -- helpers ----------------------------------------------------------
+
+    def connect(self, greet=True):
+        c = Raw(self.srv.connect())
+        self.clients.append(c)
+        if greet:
+            code, text = c.reply()
+            self.assertEqual(code, 220, text)
+        return c
+
+    def smtp(self):
+        """An smtplib client connected to the server."""
+        s = self.srv.smtp()
+        self.clients.append(s)
+        return s
+
+    def session(self, helo='client.example'):
+        """A connected client that has said EHLO."""
+        c = self.connect()
+        code, _ = c.cmd(f'EHLO {helo}')
+        self.assertEqual(code, 250)
+        return c
+
+    def send_data(self, c, message, expect=250):
+        """DATA, the message (dot-stuffed), the terminator: the final reply."""
+        code, text = c.cmd('DATA')
+        self.assertEqual(code, 354, text)
+        c.send(wire(message))
+        code, text = c.reply()
+        if expect is not None:
+            self.assertEqual(code, expect, text)
+        return code, text
+
+    def transaction(self, c, sender, rcpts, message, expect=250):
+        code, text = c.cmd(f'MAIL FROM:<{sender}>')
+        self.assertEqual(code, 250, text)
+        for r in rcpts:
+            code, text = c.cmd(f'RCPT TO:<{r}>')
+            self.assertEqual(code, 250, (r, text))
+        return self.send_data(c, message, expect)
+
+    def read(self, path):
+        with open(path, 'rb') as f:
+            return f.read()
+
+    def only_message(self, login):
+        msgs = self.p.messages(login)
+        self.assertEqual(len(msgs), 1, f'{login}: {msgs}')
+        return self.read(msgs[0])
+
+    def all_messages(self):
+        out = []
+        root = self.p.mail_root
+        for login in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+            out += self.p.messages(login)
+        return out
+
+    def assert_no_mail(self):
+        self.assertEqual(self.all_messages(), [])
+
+    def assert_nothing_queued(self):
+        self.assertEqual(self.p.sql('SELECT count(*) FROM queue_messages')[0][0], 0)
+        self.assertEqual(self.p.sql('SELECT count(*) FROM queue_recipients')[0][0], 0)
+        qdir = os.path.join(self.p.spool_dir, 'queue')
+        if os.path.isdir(qdir):
+            self.assertEqual(os.listdir(qdir), [])
+
+    def split_prefix(self, data, n=3):
+        """The file's first n header fields (with folded lines) and the rest."""
+        lines = data.split(b'\n')
+        fields = []
+        i = 0
+        while len(fields) < n:
+            field = lines[i]
+            i += 1
+            while lines[i].startswith((b' ', b'\t')):
+                field += b'\n' + lines[i]
+                i += 1
+            fields.append(field)
+        return fields, b'\n'.join(lines[i:])
+
+    def wait_for(self, pred, timeout=10):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pred():
+                return True
+            time.sleep(0.05)
+        return pred()
