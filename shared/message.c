@@ -53,9 +53,11 @@ size_t data_feed(struct data_reader *r, const char *chunk, size_t len, char *out
 			r->ended = 1;
 			return 0;
 		}
-		scan_header_line(r, chunk, len);
 		if (chunk[0] == '.')
 			i = 1; /* RFC 5321 4.5.2: drop the stuffed dot */
+		/* Scan the line as it is stored: ".Received:" is a Received
+		 * header once unstuffed. */
+		scan_header_line(r, chunk + i, len - i);
 	}
 	for (; i < len; i++) {
 		unsigned char c = (unsigned char)chunk[i];
