@@ -1,0 +1,139 @@
+"""smtp-handler --mode=mx: size, recipient and quota limits."""
+import unittest
+
+from smtp_base import SmtpTestCase, new_message, wire
+
+
+class Size(SmtpTestCase):
+    def setUp(self):
+        super().setUp()
+        self.p.set('max_message_bytes', 10000)
+
+    def test_declared_size_too_big(self):
+        c = self.session()
+        code, text = c.cmd('MAIL FROM:<s@remote.example> SIZE=10001')
+        self.assertEqual(code, 552, text)
+        self.assertTrue(text[0].startswith('5.3.4'), text)
+        # no transaction was opened
+        self.assertEqual(c.cmd('RCPT TO:<alice@example.test>')[0], 503)
+        # the session goes on; a size within the limit is fine
+        self.assertEqual(c.cmd('MAIL FROM:<s@remote.example> SIZE=9000')[0], 250)
+        self.assertEqual(c.cmd('RCPT TO:<alice@example.test>')[0], 250)
+        self.send_data(c, new_message())
+        self.assertEqual(len(self.p.messages('alice')), 1)
+
+    def test_huge_declared_size(self):
+        c = self.session()
+        for size in ('99999999999999999999', '18446744073709551616'):
+            code, text = c.cmd(f'MAIL FROM:<s@remote.example> SIZE={size}')
+            self.assertIn(code, (501, 552), text)
+        self.assertEqual(c.cmd('NOOP')[0], 250)
+
+    def test_actual_size_too_big(self):
+        c = self.session()
+        big = new_message(body=('z' * 70 + '\n') * 200)   # about 14 kB
+        self.assertEqual(c.cmd('MAIL FROM:<s@remote.example>')[0], 250)
+        self.assertEqual(c.cmd('RCPT TO:<alice@example.test>')[0], 250)
+        code, text = self.send_data(c, big, expect=None)
+        self.assertEqual(code, 552, text)
+        self.assertTrue(text[0].startswith('5.3.4'), text)
+        self.assert_no_mail()
+        # the session goes on and the next message fits
+        small = new_message()
+        self.transaction(c, 's@remote.example', ['alice@example.test'], small)
+        self.assertEqual(len(self.p.messages('alice')), 1)
+        self.assertTrue(self.read(self.p.messages('alice')[0]).endswith(small.split(b'\n\n', 1)[1]))
+
+    def test_lying_declared_size(self):
+        # SIZE=100 declared, 14 kB sent: the limit holds while reading.
+        c = self.session()
+        self.assertEqual(c.cmd('MAIL FROM:<s@remote.example> SIZE=100')[0], 250)
+        self.assertEqual(c.cmd('RCPT TO:<alice@example.test>')[0], 250)
+        code, text = self.send_data(c, new_message(body='w' * 14000 + '\n'), expect=None)
+        self.assertEqual(code, 552, text)
+        self.assert_no_mail()
+        self.assertEqual(c.cmd('NOOP')[0], 250)
+
+    def test_message_just_under_limit(self):
+        c = self.session()
+        msg = new_message(body='')
+        msg += b'v' * (9000 - len(msg)) + b'\n'
+        self.transaction(c, 's@remote.example', ['alice@example.test'], msg)
+        self.assertEqual(len(self.p.messages('alice')), 1)
+
+
+class Recipients(SmtpTestCase):
+    def test_recipient_limit(self):
+        c = self.session()
+        self.assertEqual(c.cmd('MAIL FROM:<s@remote.example>')[0], 250)
+        rcpts = ['alice@example.test', 'bob@example.test'] + [f'r{i}@catch.test' for i in range(98)]
+        c.send(''.join(f'RCPT TO:<{r}>\r\n' for r in rcpts))
+        for r in rcpts:
+            code, text = c.reply()
+            self.assertEqual(code, 250, (r, text))
+        code, text = c.cmd('RCPT TO:<r100@catch.test>')
+        self.assertEqual(code, 452, text)
+        self.assertTrue(text[0].startswith('4.5.3'), text)
+        # the first 100 still get the message
+        self.send_data(c, new_message())
+        self.assertEqual(len(self.p.messages('alice')), 1)
+        self.assertEqual(len(self.p.messages('bob')), 1)
+        self.assertEqual(len(self.p.messages('carol')), 1)  # one copy for 98 catch-all addresses
+        # and the limit is per message
+        self.transaction(c, 's@remote.example', ['bob@example.test'], new_message())
+        self.assertEqual(len(self.p.messages('bob')), 2)
+
+
+class Quota(SmtpTestCase):
+    # dave's quota is 3000 bytes (smtp_base)
+
+    def test_full_mailbox_is_a_temporary_failure(self):
+        c = self.session()
+        first = new_message(body='q' * 3200 + '\n')  # over, but it was empty
+        self.transaction(c, 's@remote.example', ['dave@example.test'], first)
+        self.assertEqual(len(self.p.messages('dave')), 1)
+        # now over quota: 452 4.2.2 for dave, alice still gets hers
+        self.assertEqual(c.cmd('MAIL FROM:<s@remote.example>')[0], 250)
+        code, text = c.cmd('RCPT TO:<dave@example.test>')
+        self.assertEqual(code, 452, text)
+        self.assertTrue(text[0].startswith('4.2.2'), text)
+        self.assertEqual(c.cmd('RCPT TO:<alice@example.test>')[0], 250)
+        self.send_data(c, new_message())
+        self.assertEqual(len(self.p.messages('dave')), 1)
+        self.assertEqual(len(self.p.messages('alice')), 1)
+        # when room is made, dave takes mail again
+        self.p.sql("UPDATE mailboxes SET quota_bytes = 100000 WHERE login = 'dave'")
+        self.transaction(c, 's@remote.example', ['dave@example.test'], new_message())
+        self.assertEqual(len(self.p.messages('dave')), 2)
+
+    def test_forward_into_full_mailbox(self):
+        self.p.add_forward('team@example.test', 'dave@example.test')
+        self.p.add_forward('team@example.test', 'bob@example.test')
+        c = self.session()
+        self.transaction(c, 's@remote.example', ['dave@example.test'],
+                         new_message(body='q' * 3500 + '\n'))
+        self.transaction(c, 's@remote.example', ['team@example.test'], new_message())
+        self.assertEqual(len(self.p.messages('dave')), 1)
+        self.assertEqual(len(self.p.messages('bob')), 1)
+
+    def test_declared_size_over_quota_is_permanent(self):
+        c = self.session()
+        self.assertEqual(c.cmd('MAIL FROM:<s@remote.example> SIZE=5000')[0], 250)
+        code, text = c.cmd('RCPT TO:<dave@example.test>')
+        self.assertEqual(code, 552, text)
+        self.assertTrue(text[0].startswith('5.2.2'), text)
+        self.assertEqual(c.cmd('RCPT TO:<alice@example.test>')[0], 250)
+        self.send_data(c, new_message())
+        self.assertEqual(self.p.messages('dave'), [])
+        self.assertEqual(len(self.p.messages('alice')), 1)
+
+    def test_mailbox_without_quota_takes_big_mail(self):
+        c = self.session()
+        for _ in range(3):
+            self.transaction(c, 's@remote.example', ['bob@example.test'],
+                             new_message(body='b' * 20000 + '\n'))
+        self.assertEqual(len(self.p.messages('bob')), 3)
+
+
+if __name__ == '__main__':
+    unittest.main()
