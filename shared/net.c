@@ -67,10 +67,11 @@ int cidr_match(const char *ip, const char *network)
 		char *end;
 		memcpy(net, network, (size_t)(slash - network));
 		net[slash - network] = '\0';
-		if (!slash[1])
+		/* digits only: strtol would also take " 8", "+8", "-1" */
+		if (slash[1] < '0' || slash[1] > '9')
 			return -1;
 		bits = strtol(slash + 1, &end, 10);
-		if (*end || slash[1] == '-' || slash[1] == '+')
+		if (*end)
 			return -1;
 	} else {
 		snprintf(net, sizeof(net), "%s", network);
