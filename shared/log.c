@@ -177,7 +177,14 @@ void log_event(int priority, const char *fmt, ...)
 	iov[1].iov_len = strlen(prio);
 	iov[2].iov_base = ident;
 	iov[2].iov_len = strlen(ident);
-	n = log_fields(line, store, iov + 3, LOG_FIELDS_MAX);
+	n = log_fields(line, store, iov + 3, LOG_FIELDS_MAX - 1);
+	if (log_session[0]) {
+		static char sess[64];
+		snprintf(sess, sizeof(sess), "POSTAGE_SESSION=%s", log_session);
+		iov[3 + n].iov_base = sess;
+		iov[3 + n].iov_len = strlen(sess);
+		n++;
+	}
 	/* $POSTAGE_LOG_FILE: append plain lines to a file instead, for hosts
 	 * with neither journal nor syslog (tcpserver setups, tests). */
 	{
