@@ -4,8 +4,11 @@
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "limits.h"
 
 void io_init(struct io *io, int rfd, int wfd, int timeout_ms)
 {
@@ -258,4 +261,26 @@ enum io_result io_read_line(struct io *io, char *buf, size_t cap, size_t *len)
 	buf[n] = '\0';
 	*len = n;
 	return IO_OK;
+}
+
+void io_linger_close(struct io *io)
+{
+	static char drop[4096];
+	long long deadline;
+	size_t total = 0;
+
+	if (shutdown(io->wfd, SHUT_WR) < 0)
+		return;
+	deadline = now_ms() + LINGER_CLOSE_MS;
+	while (total < LINGER_CLOSE_BYTES_MAX) {
+		long long left = deadline - now_ms();
+		ssize_t n;
+
+		if (left <= 0 || io_wait_readable(io, io->rfd, (int)left) != IO_OK)
+			return;
+		n = read(io->rfd, drop, sizeof(drop));
+		if (n <= 0)
+			return;
+		total += (size_t)n;
+	}
 }

@@ -57,6 +57,13 @@ void io_discard_input(struct io *io);
 /* Waits until input is readable; for the TLS handshake. */
 enum io_result io_wait_readable(struct io *io, int fd, int timeout_ms);
 
+/* After the last reply (and TLS close_notify): half-closes wfd and reads
+ * and drops what the client still sends, for up to LINGER_CLOSE_MS or
+ * LINGER_CLOSE_BYTES_MAX, so unread input does not turn the close into a
+ * reset that destroys the last reply. Does nothing when wfd is not a
+ * socket. */
+void io_linger_close(struct io *io);
+
 int io_write(struct io *io, const void *data, size_t len);
 int io_puts(struct io *io, const char *s);
 int io_printf(struct io *io, const char *fmt, ...)
