@@ -93,11 +93,15 @@ static void cmd_quit(struct session *s, const char *arg)
 	/* RFC 1939 6: the UPDATE state. */
 	failed = maildrop_commit(&s->drop, &s->removed);
 	if (failed) {
+		maildrop_close(&s->drop);
 		reply(s, "-ERR [SYS/TEMP] Some deleted messages not removed");
 		s->end = "quit_update_failed";
 		return;
 	}
 	left = s->drop.count - s->removed;
+	/* Unlocked before the client reads +OK, so that it may log in again
+	 * at once. */
+	maildrop_close(&s->drop);
 	reply(s, "+OK %s POP3 server signing off (%zu message%s left)", setting(SET_HOSTNAME), left,
 	      left == 1 ? "" : "s");
 }

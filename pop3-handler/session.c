@@ -223,6 +223,7 @@ int session_run(struct session *s)
 			io_flush(&s->io);
 		}
 		log_end(s, st == DB_VERSION ? "db_version" : "db_error");
+		io_linger_close(&s->io);
 		return 0;
 	}
 	if (s->implicit_tls && start_implicit_tls(s) < 0) {
@@ -262,5 +263,6 @@ int session_run(struct session *s)
 	/* Anything but QUIT deletes nothing: the lock goes, the files stay. */
 	maildrop_close(&s->drop);
 	log_end(s, s->end ? s->end : "quit");
+	io_linger_close(&s->io);
 	return 0;
 }
