@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -192,7 +193,12 @@ int maildir_name_size(const char *name, char tag, unsigned long long *value)
 		p += 3;
 		if (*p < '0' || *p > '9')
 			continue;
+		errno = 0;
 		v = strtoull(p, &end, 10);
+		/* No file is larger than off_t can say: a bigger number is
+		 * not a size (and would overflow a sum of sizes). */
+		if (errno == ERANGE || v > (unsigned long long)INT64_MAX)
+			continue;
 		if (*end == '\0' || *end == ',' || *end == ':') {
 			*value = v;
 			return 1;
@@ -234,11 +240,16 @@ long long maildir_usage(const char *maildir)
 
 			if (e->d_name[0] == '.')
 				continue;
-			if (maildir_name_size(e->d_name, 'S', &s)) {
-				total += (long long)s;
-			} else if (fstatat(dirfd(d), e->d_name, &st, 0) == 0) {
-				total += st.st_size;
+			if (!maildir_name_size(e->d_name, 'S', &s)) {
+				if (fstatat(dirfd(d), e->d_name, &st, 0) < 0)
+					continue;
+				s = (unsigned long long)st.st_size;
 			}
+			/* saturate rather than overflow: over any quota anyway */
+			if (s > (unsigned long long)(INT64_MAX - total))
+				total = INT64_MAX;
+			else
+				total += (long long)s;
 		}
 		closedir(d);
 	}
