@@ -105,7 +105,7 @@ void cmd_auth(struct session *s, const char *arg)
 		reply(s, "503 5.5.1 Error: AUTH not permitted during a mail transaction");
 		return;
 	}
-	if (!s->tls_active && session_may_relay(s) != 1) {
+	if (!s->tls_active && !session_trusted_network(s)) {
 		reply(s, "538 5.7.11 Encryption required for requested authentication mechanism");
 		return;
 	}

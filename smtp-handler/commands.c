@@ -51,9 +51,10 @@ static int helo_check(struct session *s, const char *arg)
 
 static int auth_offered(struct session *s)
 {
-	if (s->auth_login[0] || (s->mode == MODE_MX && !s->tls_active && session_may_relay(s) != 1))
+	if (s->auth_login[0])
 		return 0;
-	return s->tls_active || session_may_relay(s) == 1;
+	/* Passwords only over TLS, or from a network the admin trusts. */
+	return s->tls_active || session_trusted_network(s);
 }
 
 static void cmd_ehlo(struct session *s, const char *arg)

@@ -122,6 +122,11 @@ int session_may_relay(struct session *s)
 	return r;
 }
 
+int session_trusted_network(struct session *s)
+{
+	return session_may_relay(s) == 1 && strcmp(s->relay_reason, "relay_networks") == 0;
+}
+
 void session_starttls(struct session *s)
 {
 	reply(s, "220 2.0.0 Ready to start TLS");
@@ -134,10 +139,12 @@ void session_starttls(struct session *s)
 		return;
 	}
 	s->tls_active = 1;
-	/* RFC 3207 4.2: forget everything learned before TLS. */
+	/* RFC 3207 4.2: forget everything learned before TLS, the login of
+	 * an AUTH in clear (from relay_networks) too. */
 	s->greeted = 0;
 	s->esmtp = 0;
 	s->helo[0] = '\0';
+	s->auth_login[0] = '\0';
 	session_reset_transaction(s);
 }
 

@@ -75,6 +75,9 @@ void session_reset_transaction(struct session *s);
 int session_run(struct session *s);
 /* May this client send to domains we do not host? */
 int session_may_relay(struct session *s);
+/* Is the client in relay_networks (not merely POP-before-SMTP)? Only
+ * there may a password cross the network without TLS. */
+int session_trusted_network(struct session *s);
 
 /* TLS (session.c): STARTTLS, implicit TLS on 465, close. */
 void session_starttls(struct session *s);
