@@ -238,12 +238,10 @@ static int handshake(struct io *io, char *info, size_t cap)
 	return 0;
 }
 
-int tls_server_start(struct io *io, char *info, size_t cap)
+int tls_server_prepare(void)
 {
-	const char *err_pos = NULL;
 	int r;
 
-	io_discard_input(io);
 	if (init_once() < 0)
 		return -1;
 	if (!creds) {
@@ -259,6 +257,17 @@ int tls_server_start(struct io *io, char *info, size_t cap)
 			return -1;
 		}
 	}
+	return 0;
+}
+
+int tls_server_start(struct io *io, char *info, size_t cap)
+{
+	const char *err_pos = NULL;
+	int r;
+
+	io_discard_input(io);
+	if (tls_server_prepare() < 0)
+		return -1;
 	if (dl_gnutls_init(&session, GNUTLS_SERVER | GNUTLS_NO_SIGNAL) < 0)
 		return -1;
 	r = dl_gnutls_priority_set_direct(session, setting(SET_TLS_PRIORITY), &err_pos);

@@ -10,6 +10,10 @@
 /* tls_cert and tls_key are set and readable. */
 int tls_available(void);
 
+/* Loads GnuTLS and the certificate and key (once per process). 0, or -1
+ * (logged): STARTTLS is then refused before a handshake is promised. */
+int tls_server_prepare(void);
+
 /* Server handshake over io's fds (anything buffered in io is dropped
  * first: RFC 3207 4.2, CVE-2011-0411). On success io reads and writes
  * through TLS and info holds "TLSv1.3 with cipher X (256/256 bits)".

@@ -129,6 +129,12 @@ int session_trusted_network(struct session *s)
 
 void session_starttls(struct session *s)
 {
+	/* A certificate that does not load is found before we promise a
+	 * handshake: the client may go on in clear (RFC 3207 4). */
+	if (tls_server_prepare() < 0) {
+		reply(s, "454 4.7.0 TLS not available due to local problem");
+		return;
+	}
 	reply(s, "220 2.0.0 Ready to start TLS");
 	io_flush(&s->io);
 	/* Whatever the client pipelined after STARTTLS is dropped unread

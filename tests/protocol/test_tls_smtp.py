@@ -554,6 +554,17 @@ class NoCertificateTest(unittest.TestCase):
                 insecure_context().wrap_socket(sock).recv(10)
             self.assertTrue(subs.wait_handlers())
             self.assertIn('result=bad_certificate', p.log_text())
+            # On 587 STARTTLS is refused before the handshake is promised,
+            # and the session goes on in clear.
+            sub = p.serve(HANDLER, ['--mode=submission'])
+            s = sub.smtp()
+            self.addCleanup(s.close)
+            s.ehlo('client.test')
+            code, msg = s.docmd('STARTTLS')
+            self.assertEqual(code, 454, msg)
+            self.assertTrue(msg.startswith(b'4.7.0'), msg)
+            self.assertEqual(s.noop()[0], 250)
+            s.quit()
             p.check_sanitizers()
 
 
