@@ -1,0 +1,1134 @@
+#!/usr/bin/python3
+"""postage against Postfix and Dovecot, side by side, on loopback.
+
+Started by bench/run, which installs the packages and builds postage first.
+Every server is configured under one temporary directory, listens on
+127.0.0.1 only and is stopped on exit. Workloads run one at a time; each
+repetition runs every server in turn, so drift hits all of them alike.
+
+The output is one table (median and min..max of the repetitions) and, last,
+machine-readable lines:
+
+    ratio FIGURE postage/PEER X.XX   postage's value divided by the peer's
+    ceiling FIGURE X.XX              postage as a fraction of the machine's
+                                     limit for the same work
+
+Figures named *_ms or *_mb are costs (lower is better); all others are rates
+(higher is better). See bench/README.md.
+"""
+import argparse
+import atexit
+import datetime
+import multiprocessing
+import os
+import platform
+import pwd
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+DOMAIN = 'bench.test'
+SMTP_RCPT = 'bench@' + DOMAIN
+SMTP_FROM = 'sender@' + DOMAIN
+PASSWORD = 'Bench-pass-7dF3'  # never printed
+POP_USERS = 20
+NOBODY = 65534
+
+
+def log(msg):
+    print('# ' + msg, file=sys.stderr, flush=True)
+
+
+class BenchError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------
+# Processes we start, and their end
+# ---------------------------------------------------------------------------
+
+class Procs:
+    def __init__(self):
+        self.popens = []       # (name, Popen) started in their own session
+        self.stoppers = []     # callables, run in reverse order
+
+    def start(self, name, argv, env=None, log_path=None, leader_only=False):
+        out = open(log_path, 'ab') if log_path else subprocess.DEVNULL
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                             stderr=out, env=env, start_new_session=True)
+        if log_path:
+            out.close()
+        p.leader_only = leader_only
+        self.popens.append((name, p))
+        return p
+
+    def on_stop(self, fn):
+        self.stoppers.append(fn)
+
+    def stop_all(self):
+        for fn in reversed(self.stoppers):
+            try:
+                fn()
+            except Exception as e:  # keep stopping the rest
+                log('stop: %s' % e)
+        self.stoppers = []
+        for name, p in reversed(self.popens):
+            if p.poll() is None:
+                try:
+                    if p.leader_only:  # it stops its own children
+                        os.kill(p.pid, signal.SIGTERM)
+                    else:
+                        os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 5
+        for name, p in reversed(self.popens):
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait()
+            # Handlers left in the group after the supervisor went.
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        self.popens = []
+
+
+PROCS = Procs()
+
+
+def _on_signal(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+# ---------------------------------------------------------------------------
+# Small helpers
+# ---------------------------------------------------------------------------
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def sha512_crypt(password):
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', DeprecationWarning)
+        try:
+            import crypt
+            h = crypt.crypt(password, crypt.mksalt(crypt.METHOD_SHA512))
+            if h and h.startswith('$6$'):
+                return h
+        except ImportError:
+            pass
+    out = subprocess.run(['openssl', 'passwd', '-6', '-stdin'], input=password,
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def write_message(path, index, size):
+    """A plain message of about `size` bytes, LF line ends, as in a Maildir."""
+    head = ('From: <sender@%s>\nTo: <pop@%s>\nSubject: bench message %d\n'
+            'Message-ID: <%d.bench@%s>\nDate: Mon, 23 Nov 2026 10:00:00 +0000\n\n'
+            % (DOMAIN, DOMAIN, index, index, DOMAIN))
+    line = ('%09d ' % index) + 'x' * 66 + '\n'
+    body_len = max(0, size - len(head))
+    n = body_len // len(line)
+    data = (head + line * n + 'y' * max(0, body_len - n * len(line) - 1) + '\n').encode()
+    with open(path, 'wb') as f:
+        f.write(data)
+    return len(data), data.count(b'\n')
+
+
+def fill_maildir(root, count, size, owner=None, base=1700000000):
+    for d in ('tmp', 'new', 'cur'):
+        os.makedirs(os.path.join(root, d), exist_ok=True)
+    tmp = os.path.join(root, 'tmp', 'fill')
+    for i in range(count):
+        nbytes, lfs = write_message(tmp, i, size)
+        name = '%d.M%dP%d.bench,S=%d,W=%d' % (base + i, i, 1, nbytes, nbytes + lfs)
+        os.rename(tmp, os.path.join(root, 'new', name))
+    if owner is not None:
+        for dirpath, dirnames, filenames in os.walk(root):
+            os.chown(dirpath, owner, owner)
+            for fn in filenames:
+                os.chown(os.path.join(dirpath, fn), owner, owner)
+
+
+def count_files(d):
+    try:
+        with os.scandir(d) as it:
+            return sum(1 for _ in it)
+    except FileNotFoundError:
+        return 0
+
+
+def clear_dir(d):
+    try:
+        with os.scandir(d) as it:
+            for e in it:
+                os.unlink(e.path)
+    except FileNotFoundError:
+        pass
+
+
+def wait_greeting(port, timeout=15.0, what='server'):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(('127.0.0.1', port), timeout=2) as s:
+                data = s.recv(512)
+                if data[:3] in (b'220', b'+OK'):
+                    return
+                last = data
+        except OSError as e:
+            last = e
+        time.sleep(0.05)
+    raise BenchError('%s on port %d never greeted (%r)' % (what, port, last))
+
+
+def rss_kb(pid):
+    try:
+        with open('/proc/%d/status' % pid) as f:
+            for line in f:
+                if line.startswith('VmRSS:'):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def comm_of(pid):
+    try:
+        with open('/proc/%d/comm' % pid) as f:
+            return f.read().strip()
+    except OSError:
+        return ''
+
+
+def server_socket_inode(server_port, client_port):
+    """The inode of the server's end of our loopback connection."""
+    want_local = '0100007F:%04X' % server_port
+    want_remote = '0100007F:%04X' % client_port
+    with open('/proc/net/tcp') as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            if parts[1] == want_local and parts[2] == want_remote:
+                return parts[9]
+    return None
+
+
+def pids_holding(inode):
+    target = 'socket:[%s]' % inode
+    found = []
+    for name in os.listdir('/proc'):
+        if not name.isdigit():
+            continue
+        fd_dir = '/proc/%s/fd' % name
+        try:
+            for fd in os.listdir(fd_dir):
+                try:
+                    if os.readlink(os.path.join(fd_dir, fd)) == target:
+                        found.append(int(name))
+                        break
+                except OSError:
+                    continue
+        except OSError:
+            continue
+    return found
+
+
+# ---------------------------------------------------------------------------
+# Protocol clients
+# ---------------------------------------------------------------------------
+
+class Conn:
+    def __init__(self, port, timeout=60):
+        self.s = socket.create_connection(('127.0.0.1', port), timeout=timeout)
+        self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = bytearray()
+
+    def line(self):
+        while True:
+            i = self.buf.find(b'\r\n')
+            if i >= 0:
+                out = bytes(self.buf[:i])
+                del self.buf[:i + 2]
+                return out
+            chunk = self.s.recv(65536)
+            if not chunk:
+                raise BenchError('connection closed by server')
+            self.buf += chunk
+
+    def send(self, text):
+        self.s.sendall(text.encode() + b'\r\n')
+
+    def expect(self, prefix, text=None):
+        if text is not None:
+            self.send(text)
+        line = self.line()
+        if not line.startswith(prefix):
+            shown = text.split()[0] if text else 'greeting'
+            raise BenchError('%s: unexpected reply %r' % (shown, line[:80]))
+        return line
+
+    def smtp_reply(self, text=None):
+        if text is not None:
+            self.send(text)
+        while True:
+            line = self.line()
+            if len(line) < 4 or line[3:4] != b'-':
+                return line
+
+    def multiline(self):
+        """Reads a POP3 multi-line body after its +OK; returns its length."""
+        data = self.buf
+        start = 0
+        while True:
+            if data[:3] == b'.\r\n':
+                del data[:3]
+                return 0
+            i = data.find(b'\r\n.\r\n', start)
+            if i >= 0:
+                n = i + 2
+                del data[:i + 5]
+                return n
+            start = max(0, len(data) - 4)
+            chunk = self.s.recv(1 << 20)
+            if not chunk:
+                raise BenchError('connection closed in multi-line reply')
+            data += chunk
+
+    def wait_close(self):
+        try:
+            while self.s.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    def close(self):
+        try:
+            self.s.close()
+        except OSError:
+            pass
+
+
+def op_connect(port, index):
+    """connect, greeting, QUIT, until the server closes."""
+    c = Conn(port)
+    try:
+        c.line()
+        try:
+            c.send('QUIT')
+        except OSError:
+            pass  # the ceiling's greeter is gone already
+        c.wait_close()
+    finally:
+        c.close()
+
+
+def op_pop3_login(port, index):
+    user = 'pop%d' % (index % POP_USERS)
+    c = Conn(port)
+    try:
+        c.expect(b'+OK')
+        c.expect(b'+OK', 'USER ' + user)
+        c.expect(b'+OK', 'PASS ' + PASSWORD)
+        c.expect(b'+OK', 'STAT')
+        c.expect(b'+OK', 'QUIT')
+        c.wait_close()
+    finally:
+        c.close()
+
+
+def pop3_fetch(port, user, count):
+    """One session: log in, RETR 1..count, QUIT. Returns (session s, RETR s)."""
+    t0 = time.perf_counter()
+    c = Conn(port)
+    try:
+        c.expect(b'+OK')
+        c.expect(b'+OK', 'USER ' + user)
+        c.expect(b'+OK', 'PASS ' + PASSWORD)
+        t1 = time.perf_counter()
+        total = 0
+        for i in range(1, count + 1):
+            c.expect(b'+OK', 'RETR %d' % i)
+            total += c.multiline()
+        t2 = time.perf_counter()
+        c.expect(b'+OK', 'QUIT')
+        c.wait_close()
+    finally:
+        c.close()
+    t3 = time.perf_counter()
+    if total < count * 1000:
+        raise BenchError('RETR returned only %d bytes' % total)
+    return t3 - t0, t2 - t1
+
+
+def _worker(op, port, ops, first, stride, barrier, results):
+    ok = 0
+    err = ''
+    try:
+        barrier.wait(60)
+        for k in range(ops):
+            op(port, first + k * stride)
+            ok += 1
+    except Exception as e:  # reported to the parent
+        err = '%s: %s' % (type(e).__name__, e)
+    results.put((ok, err))
+
+
+def run_parallel(op, port, total, clients):
+    """total operations spread over `clients` processes. Returns ops/s."""
+    if clients == 1:
+        t0 = time.perf_counter()
+        for k in range(total):
+            op(port, k)
+        return total / (time.perf_counter() - t0)
+    ctx = multiprocessing.get_context('fork')
+    barrier = ctx.Barrier(clients + 1)
+    results = ctx.Queue()
+    per = [total // clients + (1 if i < total % clients else 0) for i in range(clients)]
+    procs = []
+    for i in range(clients):
+        # Worker i uses indexes i, i+clients, ...: with 20 clients, POP3
+        # worker i always logs in as pop<i>, so no two share a maildrop.
+        p = ctx.Process(target=_worker, args=(op, port, per[i], i, clients, barrier, results))
+        p.start()
+        procs.append(p)
+    barrier.wait(60)
+    t0 = time.perf_counter()
+    got = [results.get(timeout=600) for _ in procs]
+    t1 = time.perf_counter()
+    for p in procs:
+        p.join()
+    errors = [e for ok, e in got if e]
+    done = sum(ok for ok, e in got)
+    if errors or done != total:
+        raise BenchError('%d of %d operations failed: %s' % (total - done, total, errors[0] if errors else '?'))
+    return total / (t1 - t0)
+
+
+def greeting_latencies(port, count, greeting_only=False):
+    """Sequential sessions; the time from connect() to the greeting's end."""
+    out = []
+    for _ in range(count):
+        t0 = time.perf_counter()
+        c = Conn(port)
+        c.line()
+        out.append((time.perf_counter() - t0) * 1000.0)
+        try:
+            c.send('QUIT')
+        except OSError:
+            pass
+        c.wait_close()
+        c.close()
+        time.sleep(0.01)  # let the last handler finish before the next
+    return out
+
+
+# ---------------------------------------------------------------------------
+# The servers
+# ---------------------------------------------------------------------------
+
+class Env:
+    def __init__(self, args):
+        self.args = args
+        self.tmp = tempfile.mkdtemp(prefix='postage-bench.', dir=args.tmpdir)
+        os.chmod(self.tmp, 0o755)
+        self.ssa = shutil.which('systemd-socket-activate')
+        if not self.ssa:
+            raise BenchError('systemd-socket-activate not found')
+        self.pop3_handler = os.path.join(args.build, 'pop3-handler', 'pop3-handler')
+        self.smtp_handler = os.path.join(args.build, 'smtp-handler', 'smtp-handler')
+        self.has_pop3 = os.access(self.pop3_handler, os.X_OK)
+        self.hashes = [sha512_crypt(PASSWORD) for _ in range(POP_USERS + 2)]
+
+    def path(self, *parts):
+        return os.path.join(self.tmp, *parts)
+
+
+def check_fs(path):
+    out = subprocess.run(['stat', '-f', '-c', '%T', path], capture_output=True, text=True)
+    fs = out.stdout.strip()
+    if fs in ('tmpfs', 'ramfs'):
+        log('WARNING: %s is on %s: fsync costs nothing there; use --tmpdir on a disk' % (path, fs))
+    return fs
+
+
+class Postage:
+    name = 'postage'
+
+    def __init__(self, env):
+        self.env = env
+        d = env.path('postage')
+        os.makedirs(d)
+        self.db = os.path.join(d, 'postage.db')
+        self.mail_root = os.path.join(d, 'mail')
+        self.spool = os.path.join(d, 'spool')
+        self.logfile = os.path.join(d, 'handler.log')
+        os.makedirs(self.mail_root)
+        with open(os.path.join(env.args.root, 'schema', 'schema.sql')) as f:
+            schema = f.read()
+        con = sqlite3.connect(self.db)
+        con.executescript(schema)
+        with con:
+            con.executemany('INSERT OR REPLACE INTO settings VALUES (?, ?)', [
+                ('hostname', 'mx.' + DOMAIN),
+                ('mail_root', self.mail_root),
+                ('spool_dir', self.spool),
+            ])
+            con.execute('INSERT INTO domains VALUES (?)', (DOMAIN,))
+            logins = ['bench', 'fetch', 'big'] + ['pop%d' % i for i in range(POP_USERS)]
+            for i, login in enumerate(logins):
+                h = env.hashes[i % len(env.hashes)]
+                con.execute('INSERT INTO mailboxes (login, password) VALUES (?, ?)', (login, h))
+                con.execute('INSERT INTO addresses VALUES (?, ?)', ('%s@%s' % (login, DOMAIN), login))
+        if env.args.postage_journal:
+            # An experiment: the schema's journal mode is the default.
+            mode = con.execute('PRAGMA journal_mode = %s' % env.args.postage_journal).fetchone()[0]
+            if mode != env.args.postage_journal:
+                raise BenchError('journal_mode stayed %s' % mode)
+        con.close()
+        self.maildir = os.path.join(self.mail_root, 'bench')
+        for sub in ('tmp', 'new', 'cur'):
+            os.makedirs(os.path.join(self.maildir, sub))
+        self.smtp_port = None
+        self.pop3_port = None
+        self.ssa_pids = []
+
+    def fill_pop(self, fetch_count, big_bytes):
+        for i in range(POP_USERS):
+            fill_maildir(os.path.join(self.mail_root, 'pop%d' % i), 10, 4096)
+        fill_maildir(os.path.join(self.mail_root, 'fetch'), fetch_count, 4096)
+        fill_maildir(os.path.join(self.mail_root, 'big'), 1, big_bytes)
+
+    def _serve(self, program, label):
+        port = free_port()
+        argv = [self.env.ssa, '--inetd', '-a', '-l', '127.0.0.1:%d' % port,
+                '-E', 'POSTAGE_LOG_FILE=' + self.logfile, program, '--db', self.db]
+        p = PROCS.start(label, argv, log_path=self.env.path('postage', label + '.supervisor.log'))
+        self.ssa_pids.append(p.pid)
+        wait_greeting(port, what=label)
+        return port
+
+    def start(self):
+        self.smtp_port = self._serve(self.env.smtp_handler, 'postage-smtp')
+        if self.env.has_pop3:
+            self.pop3_port = self._serve(self.env.pop3_handler, 'postage-pop3')
+
+
+class Postfix:
+    name = 'postfix'
+
+    def __init__(self, env):
+        self.env = env
+        d = env.path('postfix')
+        self.dir = d
+        self.etc = os.path.join(d, 'etc')
+        self.queue = os.path.join(d, 'queue')
+        self.data = os.path.join(d, 'data')
+        self.mail = os.path.join(d, 'mail')
+        for x in (self.etc, self.queue, self.data, self.mail):
+            os.makedirs(x)
+        os.chmod(d, 0o755)
+        pw = pwd.getpwnam('postfix')
+        os.chown(self.data, pw.pw_uid, pw.pw_gid)
+        os.chown(self.mail, NOBODY, NOBODY)
+        self.smtp_port = free_port()
+        self.maildir = os.path.join(self.mail, 'bench')
+        with open(os.path.join(self.etc, 'main.cf'), 'w') as f:
+            f.write(f"""# Postfix for bench/run: private directories, loopback only.
+compatibility_level = 3.6
+queue_directory = {self.queue}
+data_directory = {self.data}
+command_directory = /usr/sbin
+daemon_directory = /usr/lib/postfix/sbin
+meta_directory = /etc/postfix
+shlib_directory = /usr/lib/postfix
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = mx-postfix.{DOMAIN}
+mydomain = {DOMAIN}
+mydestination =
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+local_transport = error:local delivery is disabled
+alias_maps =
+alias_database =
+virtual_mailbox_domains = {DOMAIN}
+virtual_mailbox_base = {self.mail}
+virtual_mailbox_maps = texthash:{self.etc}/vmailbox
+virtual_uid_maps = static:{NOBODY}
+virtual_gid_maps = static:{NOBODY}
+virtual_minimum_uid = 100
+maillog_file = {d}/maillog
+biff = no
+""")
+        with open(os.path.join(self.etc, 'vmailbox'), 'w') as f:
+            f.write('%s bench/\n' % SMTP_RCPT)
+        # The packaged master.cf, with our own smtpd port and no chroot (the
+        # private queue directory has no chroot set up).
+        out = []
+        with open('/etc/postfix/master.cf') as f:
+            for line in f:
+                fields = line.split()
+                if (line[:1] not in ('#', ' ', '\t', '\n') and len(fields) >= 8
+                        and fields[1] in ('inet', 'unix', 'fifo', 'pass', 'unix-dgram')):
+                    if fields[0] == 'smtp' and fields[1] == 'inet':
+                        fields[0] = '127.0.0.1:%d' % self.smtp_port
+                    fields[4] = 'n'
+                    line = ' '.join(fields) + '\n'
+                out.append(line)
+        with open(os.path.join(self.etc, 'master.cf'), 'w') as f:
+            f.writelines(out)
+
+    def start(self):
+        r = subprocess.run(['postfix', '-c', self.etc, 'start'], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise BenchError('postfix start failed: %s %s' % (r.stdout, r.stderr))
+        PROCS.on_stop(self.stop)
+        wait_greeting(self.smtp_port, what='postfix')
+
+    def master_pid(self):
+        try:
+            with open(os.path.join(self.queue, 'pid', 'master.pid')) as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            return None
+
+    def stop(self):
+        pid = self.master_pid()
+        subprocess.run(['postfix', '-c', self.etc, 'stop'], capture_output=True)
+        deadline = time.monotonic() + 10
+        while pid and os.path.exists('/proc/%d' % pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if pid and os.path.exists('/proc/%d' % pid) and comm_of(pid) == 'master':
+            os.kill(pid, signal.SIGKILL)
+
+
+class Dovecot:
+    name = 'dovecot'
+
+    def __init__(self, env, fetch_count, big_bytes):
+        self.env = env
+        d = env.path('dovecot')
+        self.dir = d
+        self.mail = os.path.join(d, 'mail')
+        os.makedirs(self.mail)
+        os.chown(self.mail, NOBODY, NOBODY)
+        self.pop3_port = free_port()
+        self.conf = os.path.join(d, 'dovecot.conf')
+        with open(os.path.join(d, 'passwd'), 'w') as f:
+            logins = ['bench', 'fetch', 'big'] + ['pop%d' % i for i in range(POP_USERS)]
+            for i, login in enumerate(logins):
+                f.write('%s:{SHA512-CRYPT}%s\n' % (login, env.hashes[i % len(env.hashes)]))
+        os.chmod(os.path.join(d, 'passwd'), 0o600)
+        dv = pwd.getpwnam('dovecot')  # the auth process reads it as this user
+        os.chown(os.path.join(d, 'passwd'), dv.pw_uid, dv.pw_gid)
+        with open(self.conf, 'w') as f:
+            f.write(f"""# Dovecot for bench/run: POP3 only, loopback only, private directories.
+base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+protocols = pop3
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain
+mail_location = maildir:{self.mail}/%u
+first_valid_uid = 100
+default_login_user = dovenull
+default_internal_user = dovecot
+passdb {{
+  driver = passwd-file
+  args = scheme=SHA512-CRYPT {d}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid={NOBODY} gid={NOBODY} home={self.mail}/%u
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    address = 127.0.0.1
+    port = {self.pop3_port}
+  }}
+  inet_listener pop3s {{
+    port = 0
+  }}
+}}
+""")
+        for i in range(POP_USERS):
+            fill_maildir(os.path.join(self.mail, 'pop%d' % i), 10, 4096, owner=NOBODY)
+        fill_maildir(os.path.join(self.mail, 'fetch'), fetch_count, 4096, owner=NOBODY)
+        fill_maildir(os.path.join(self.mail, 'big'), 1, big_bytes, owner=NOBODY)
+        self.proc = None
+
+    def start(self):
+        self.proc = PROCS.start('dovecot', ['dovecot', '-c', self.conf, '-F'],
+                                log_path=os.path.join(self.dir, 'stderr.log'), leader_only=True)
+        wait_greeting(self.pop3_port, what='dovecot')
+
+
+class Ceiling:
+    """The machine's own limits: a static greeter per connection under the
+    same supervisor, and durable 4 KiB writes."""
+    name = 'machine'
+
+    def __init__(self, env):
+        self.env = env
+        d = env.path('ceiling')
+        os.makedirs(d)
+        self.greeter = os.path.join(d, 'greeter')
+        self.durable = os.path.join(d, 'durable')
+        for src, out, static in (('greeter.c', self.greeter, True), ('durable.c', self.durable, False)):
+            cmd = ['gcc', '-O2', '-o', out, os.path.join(BENCH_DIR, src)]
+            if static:
+                cmd.insert(1, '-static')
+            r = subprocess.run(cmd, capture_output=True, text=True, cwd=d)
+            if r.returncode != 0:
+                raise BenchError('cannot build %s: %s' % (src, r.stderr))
+        self.ddir = os.path.join(d, 'maildir')
+        for sub in ('tmp', 'new', 'cur'):
+            os.makedirs(os.path.join(self.ddir, sub))
+        self.port = None
+
+    def start(self):
+        self.port = free_port()
+        PROCS.start('greeter', [self.env.ssa, '--inetd', '-a', '-l', '127.0.0.1:%d' % self.port,
+                                self.greeter],
+                    log_path=self.env.path('ceiling', 'supervisor.log'))
+        wait_greeting(self.port, what='greeter')
+
+    def durable_rate(self, count, writers):
+        clear_dir(os.path.join(self.ddir, 'new'))
+        clear_dir(os.path.join(self.ddir, 'tmp'))
+        r = subprocess.run([self.durable, self.ddir, str(count), str(writers)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise BenchError('durable: %s' % r.stderr)
+        n, secs = r.stdout.split()
+        return int(n) / float(secs)
+
+
+# ---------------------------------------------------------------------------
+# Workloads
+# ---------------------------------------------------------------------------
+
+def smtp_run(port, maildir, sessions, per_conn, total):
+    """smtp-source load until every message is a file in the Maildir."""
+    clear_dir(os.path.join(maildir, 'new'))
+    clear_dir(os.path.join(maildir, 'cur'))
+    base = ['smtp-source', '-l', '4096', '-f', SMTP_FROM, '-t', SMTP_RCPT]
+    target = '127.0.0.1:%d' % port
+    if per_conn == 1:
+        runs = [base + ['-s', str(sessions), '-m', str(total), target]]
+    else:
+        per_round = sessions * per_conn
+        if total % per_round:
+            raise BenchError('total %d is not a multiple of %d' % (total, per_round))
+        runs = [base + ['-d', '-s', str(sessions), '-m', str(per_round), target]] * (total // per_round)
+    new = os.path.join(maildir, 'new')
+    t0 = time.perf_counter()
+    for argv in runs:
+        r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise BenchError('smtp-source failed (%d): %s' % (r.returncode, (r.stderr or r.stdout)[-300:]))
+    deadline = time.monotonic() + 120
+    while True:
+        n = count_files(new)
+        if n >= total:
+            break
+        if time.monotonic() > deadline:
+            raise BenchError('only %d of %d messages arrived in %s' % (n, total, maildir))
+        time.sleep(0.005)
+    t1 = time.perf_counter()
+    if n != total:
+        raise BenchError('%d messages arrived, %d sent' % (n, total))
+    return total / (t1 - t0)
+
+
+def session_rss(port, proto, server_port_names):
+    """Opens a session, reads the RSS of the process that holds the server's
+    end of it. proto 'smtp': greeting + EHLO; 'pop3': login + STAT;
+    'pop3-greeting': greeting only."""
+    c = Conn(port)
+    try:
+        if proto == 'smtp':
+            c.smtp_reply()
+            c.smtp_reply('EHLO client.' + DOMAIN)
+        else:
+            c.expect(b'+OK')
+            if proto == 'pop3':
+                c.expect(b'+OK', 'USER pop0')
+                c.expect(b'+OK', 'PASS ' + PASSWORD)
+                c.expect(b'+OK', 'STAT')
+        cport = c.s.getsockname()[1]
+        inode = None
+        for _ in range(50):
+            inode = server_socket_inode(port, cport)
+            if inode:
+                break
+            time.sleep(0.01)
+        best = None
+        for _ in range(20):
+            for pid in pids_holding(inode) if inode else []:
+                if comm_of(pid) in server_port_names:
+                    best = (pid, rss_kb(pid), comm_of(pid))
+            if best:
+                break
+            time.sleep(0.01)
+        if proto == 'smtp':
+            c.smtp_reply('QUIT')
+        else:
+            c.expect(b'+OK', 'QUIT')
+        c.wait_close()
+    finally:
+        c.close()
+    if not best or best[1] is None:
+        raise BenchError('no %s process found holding the session' % '/'.join(server_port_names))
+    return best[1] / 1024.0
+
+
+# ---------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------
+
+class Results:
+    def __init__(self):
+        self.rows = []     # dicts: key, label, unit, values{server: [..]}, peer
+        self.index = {}
+        self.notes = []
+
+    def add(self, key, label, unit, server, value):
+        if key not in self.index:
+            row = {'key': key, 'label': label, 'unit': unit, 'values': {}}
+            self.index[key] = row
+            self.rows.append(row)
+        self.index[key]['values'].setdefault(server, []).append(value)
+
+    def median(self, key, server):
+        row = self.index.get(key)
+        if not row or server not in row['values']:
+            return None
+        return statistics.median(row['values'][server])
+
+
+def fmt(values, unit):
+    if not values:
+        return '-'
+    m = statistics.median(values)
+    digits = 2 if m < 10 else (1 if m < 100 else 0)
+    s = '%.*f' % (digits, m)
+    if len(values) > 1:
+        s += ' (%.*f..%.*f)' % (digits, min(values), digits, max(values))
+    return s
+
+
+# ---------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------
+
+SIZES = {
+    # name: (quick, full)
+    'reps': (3, 5),
+    'smtp_1s_1m': (80, 300),
+    'smtp_20s_1m': (200, 600),
+    'smtp_1s_10m': (100, 300),
+    'smtp_20s_10m': (400, 1000),
+    'connect_1c': (100, 300),
+    'connect_20c': (200, 600),
+    'login_1c': (40, 120),
+    'login_20c': (80, 240),
+    'fetch_reps': (3, 5),
+    'greet_count': (40, 100),
+    'rss_count': (3, 5),
+    'durable_1w': (100, 300),
+    'durable_20w': (400, 1500),
+}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--build', required=True)
+    ap.add_argument('--root', required=True)
+    ap.add_argument('--quick', action='store_true', help='smaller counts, under 3 minutes')
+    ap.add_argument('--reps', type=int, help='repetitions of each workload')
+    ap.add_argument('--only', help='comma list of: smtp,connect,login,fetch,startup,ceiling')
+    ap.add_argument('--keep', action='store_true', help='keep the temporary directory')
+    ap.add_argument('--tmpdir', default='/var/tmp', help='where the temporary directory goes (a disk, not tmpfs)')
+    ap.add_argument('--no-install', action='store_true', help=argparse.SUPPRESS)
+    ap.add_argument('--postage-journal', choices=('wal', 'delete', 'truncate', 'persist'),
+                    help="experiment: set postage's database to this journal mode (default: the schema's)")
+    args = ap.parse_args()
+
+    q = 0 if args.quick else 1
+    size = {k: v[q] for k, v in SIZES.items()}
+    if args.reps:
+        size['reps'] = size['fetch_reps'] = size['rss_count'] = args.reps
+    reps = size['reps']
+    only = set((args.only or 'smtp,connect,login,fetch,startup,ceiling').split(','))
+
+    for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(s, _on_signal)
+    atexit.register(PROCS.stop_all)
+
+    started = time.time()
+    load_start = os.getloadavg()
+    env = Env(args)
+    atexit.register(lambda: None if args.keep else shutil.rmtree(env.tmp, ignore_errors=True))
+    fs = check_fs(env.tmp)
+    res = Results()
+    fetch_count, big_bytes = 100, 20 * 1024 * 1024
+
+    try:
+        log('temporary directory %s (%s)' % (env.tmp, fs))
+        postage = Postage(env)
+        postfix = Postfix(env)
+        dovecot = Dovecot(env, fetch_count, big_bytes)
+        ceiling = Ceiling(env)
+        if env.has_pop3:
+            postage.fill_pop(fetch_count, big_bytes)
+        else:
+            res.notes.append('pop3-handler is not built (%s): postage POP3 rows skipped' % env.pop3_handler)
+        postage.start()
+        postfix.start()
+        dovecot.start()
+        ceiling.start()
+        log('postage smtp :%d pop3 :%s, postfix :%d, dovecot :%d, greeter :%d' % (
+            postage.smtp_port, postage.pop3_port, postfix.smtp_port, dovecot.pop3_port, ceiling.port))
+
+        smtp_servers = [('postage', postage.smtp_port, postage.maildir),
+                        ('postfix', postfix.smtp_port, postfix.maildir)]
+        pop_servers = [('dovecot', dovecot.pop3_port)]
+        if env.has_pop3:
+            pop_servers.insert(0, ('postage', postage.pop3_port))
+
+        # Warm-up: first deliveries create the Maildirs, first logins build
+        # Dovecot's indexes, page caches fill.
+        for name, port, md in smtp_servers:
+            smtp_run(port, md, 1, 1, 5)
+        for name, port in list(pop_servers):
+            try:
+                for i in range(POP_USERS):
+                    op_pop3_login(port, i)
+                pop3_fetch(port, 'fetch', fetch_count)
+                pop3_fetch(port, 'big', 1)
+            except (BenchError, OSError) as e:
+                if name != 'postage':
+                    raise
+                res.notes.append('postage pop3-handler failed the warm-up (%s): its POP3 rows are skipped' % e)
+                pop_servers.remove((name, port))
+                env.has_pop3 = False
+
+        if 'ceiling' in only:
+            log('ceiling: durable writes')
+            for rep in range(reps):
+                res.add('durable_1w', '4 KiB write+fsync+rename+dir fsync, 1 writer', '/s',
+                        'machine', ceiling.durable_rate(size['durable_1w'], 1))
+                res.add('durable_20w', '4 KiB write+fsync+rename+dir fsync, 20 writers', '/s',
+                        'machine', ceiling.durable_rate(size['durable_20w'], 20))
+
+        if 'smtp' in only:
+            for key, sessions, per_conn, label in (
+                    ('smtp_1s_1m', 1, 1, 'SMTP 4 KiB to Maildir: 1 session, 1 msg/conn'),
+                    ('smtp_20s_1m', 20, 1, 'SMTP 4 KiB to Maildir: 20 sessions, 1 msg/conn'),
+                    ('smtp_1s_10m', 1, 10, 'SMTP 4 KiB to Maildir: 1 session, 10 msg/conn'),
+                    ('smtp_20s_10m', 20, 10, 'SMTP 4 KiB to Maildir: 20 sessions, ~10 msg/conn')):
+                log(key)
+                for rep in range(reps):
+                    for name, port, md in smtp_servers:
+                        res.add(key, label, 'msg/s', name, smtp_run(port, md, sessions, per_conn, size[key]))
+
+        if 'connect' in only or 'ceiling' in only or 'login' in only:
+            log('connect rate')
+            servers = [('machine', ceiling.port)]
+            if 'connect' in only:
+                servers += [('postage', postage.smtp_port), ('postfix', postfix.smtp_port)]
+            for clients in (1, 20):
+                key = 'connect_smtp_%dc' % clients
+                n = size['connect_%dc' % clients]
+                for rep in range(reps):
+                    for name, port in servers:
+                        k = 'spawn_%dc' % clients if name == 'machine' else key
+                        plural = 's' if clients > 1 else ''
+                        label = ('spawn static greeter per connection, %d client%s' % (clients, plural)
+                                 if name == 'machine' else
+                                 'SMTP connect, greeting, QUIT; %d client%s' % (clients, plural))
+                        res.add(k, label, 'conn/s', name, run_parallel(op_connect, port, n, clients))
+
+        if 'login' in only:
+            for clients in (1, 20):
+                key = 'pop3_login_%dc' % clients
+                log(key)
+                for rep in range(reps):
+                    for name, port in pop_servers:
+                        res.add(key, 'POP3 USER, PASS, STAT, QUIT; %d client%s' % (
+                            clients, 's' if clients > 1 else ''), 'login/s', name,
+                            run_parallel(op_pop3_login, port, size['login_%dc' % clients], clients))
+
+        if 'fetch' in only:
+            log('pop3 fetch')
+            for rep in range(size['fetch_reps']):
+                for name, port in pop_servers:
+                    sess, retr = pop3_fetch(port, 'fetch', fetch_count)
+                    res.add('pop3_fetch_100x4k_ms', 'POP3 login, RETR 1..100 of 4 KiB, QUIT',
+                            'ms', name, sess * 1000)
+                    res.add('pop3_retr_100x4k_ms', 'POP3 the 100 RETRs of it alone', 'ms', name, retr * 1000)
+                    sess, retr = pop3_fetch(port, 'big', 1)
+                    res.add('pop3_fetch_20m_ms', 'POP3 RETR of one 20 MiB message', 'ms', name, retr * 1000)
+
+        if 'startup' in only:
+            log('start-up')
+            targets = [('greeting_smtp_ms', 'postage', postage.smtp_port),
+                       ('greeting_smtp_ms', 'postfix', postfix.smtp_port),
+                       ('greeting_pop3_ms', 'dovecot', dovecot.pop3_port),
+                       ('greeting_ceiling_ms', 'machine', ceiling.port)]
+            if env.has_pop3:
+                targets.insert(2, ('greeting_pop3_ms', 'postage', postage.pop3_port))
+            labels = {'greeting_smtp_ms': 'SMTP connect to greeting',
+                      'greeting_pop3_ms': 'POP3 connect to greeting',
+                      'greeting_ceiling_ms': 'connect to greeting, static greeter'}
+            for rep in range(reps):
+                for key, name, port in targets:
+                    lat = greeting_latencies(port, size['greet_count'])
+                    res.add(key, labels[key], 'ms', name, statistics.median(lat))
+            for rep in range(size['rss_count']):
+                res.add('rss_smtp_mb', 'SMTP RSS in session (smtp-handler / smtpd)', 'MB',
+                        'postage', session_rss(postage.smtp_port, 'smtp', ('smtp-handler',)))
+                res.add('rss_smtp_mb', None, 'MB', 'postfix',
+                        session_rss(postfix.smtp_port, 'smtp', ('smtpd',)))
+                if env.has_pop3:
+                    res.add('rss_pop3_mb', 'POP3 RSS in session (pop3-handler / pop3)', 'MB',
+                            'postage', session_rss(postage.pop3_port, 'pop3', ('pop3-handler',)))
+                res.add('rss_pop3_mb', 'POP3 RSS in session (pop3-handler / pop3)', 'MB',
+                        'dovecot', session_rss(dovecot.pop3_port, 'pop3', ('pop3',)))
+                res.add('rss_pop3_login_mb', 'POP3 RSS before login (pop3-handler / pop3-login)', 'MB',
+                        'dovecot', session_rss(dovecot.pop3_port, 'pop3-greeting', ('pop3-login',)))
+                if env.has_pop3:
+                    res.add('rss_pop3_login_mb', None, 'MB', 'postage',
+                            session_rss(postage.pop3_port, 'pop3-greeting', ('pop3-handler',)))
+    finally:
+        PROCS.stop_all()
+
+    report(res, env, started, load_start, fs, args, size)
+    return 0
+
+
+PEER = {'smtp': 'postfix', 'connect_smtp': 'postfix', 'pop3': 'dovecot', 'greeting_smtp': 'postfix',
+        'greeting_pop3': 'dovecot', 'rss_smtp': 'postfix', 'rss_pop3': 'dovecot'}
+
+
+def peer_of(key):
+    for prefix in sorted(PEER, key=len, reverse=True):
+        if key.startswith(prefix):
+            return PEER[prefix]
+    return None
+
+
+def ceiling_of(res, key):
+    """postage as a fraction of the machine's limit for the same work."""
+    p = res.median(key, 'postage')
+    if p is None:
+        return None
+    if key.startswith('smtp_'):
+        # A session = one spawn, then per message one durable write: the
+        # machine's limit for m messages per connection at c clients is
+        # m / (m/durable_c + 1/spawn_c).
+        parts = key.split('_')
+        c = int(parts[1][:-1])
+        m = int(parts[2][:-1])
+        spawn = res.median('spawn_%dc' % c, 'machine')
+        dur = res.median('durable_%dw' % c, 'machine')
+        if not spawn or not dur:
+            return None
+        limit = m / (m / dur + 1.0 / spawn)
+        return p / limit
+    if key.startswith('connect_smtp_') or key.startswith('pop3_login_'):
+        c = key.rsplit('_', 1)[1]
+        spawn = res.median('spawn_%s' % c, 'machine')
+        return p / spawn if spawn else None
+    if key.startswith('greeting_'):
+        g = res.median('greeting_ceiling_ms', 'machine')
+        return g / p if g else None
+    return None
+
+
+def report(res, env, started, load_start, fs, args, size):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    uname = platform.uname()
+    print()
+    print('postage bench, %s UTC, %s%s, %d CPUs, kernel %s, temp dir on %s' % (
+        now.strftime('%Y-%m-%d %H:%M'), 'quick' if args.quick else 'full',
+        ', %d reps' % size['reps'], os.cpu_count(), uname.release, fs))
+    la = os.getloadavg()
+    print('load average at start %.2f %.2f %.2f, at end %.2f %.2f %.2f; run took %.0f s' % (
+        load_start + la + (time.time() - started,)))
+    print('each cell: median (min..max) over the repetitions; ms and MB lower is better, others higher')
+    for n in res.notes:
+        print('note: ' + n)
+    print()
+    head = '%-56s %-21s %-29s %6s %7s' % ('workload', 'postage', 'peer', 'ratio', 'ceiling')
+    print(head)
+    print('-' * len(head))
+    lines = []
+    machine_rows = []
+    for row in res.rows:
+        key = row['key']
+        label = '%s (%s)' % (row['label'] or key, row['unit'])
+        if 'machine' in row['values']:
+            machine_rows.append((label, fmt(row['values']['machine'], row['unit'])))
+            continue
+        peer = peer_of(key)
+        pv = row['values'].get('postage')
+        ov = row['values'].get(peer) if peer else None
+        ratio = ''
+        if pv and ov:
+            r = statistics.median(pv) / statistics.median(ov)
+            ratio = '%.2f' % r
+            lines.append('ratio %s postage/%s %.2f' % (key, peer, r))
+        c = ceiling_of(res, key)
+        cs = ''
+        if c is not None:
+            cs = '%.2f' % c
+            lines.append('ceiling %s %.2f' % (key, c))
+        print('%-56s %-21s %-29s %6s %7s' % (label, fmt(pv, row['unit']),
+                                             ('%s %s' % (peer, fmt(ov, row['unit']))) if ov else '-',
+                                             ratio, cs))
+    if machine_rows:
+        print()
+        print('%-56s %s' % ('the machine, same run', 'value'))
+        print('-' * len(head))
+        for label, v in machine_rows:
+            print('%-56s %s' % (label, v))
+    print()
+    for line in sorted(lines, key=lambda s: (s.split()[0] != 'ratio', s)):
+        print(line)
+    sys.stdout.flush()
+
+
+if __name__ == '__main__':
+    try:
+        sys.exit(main())
+    except BenchError as e:
+        PROCS.stop_all()
+        print('bench: error: %s' % e, file=sys.stderr)
+        sys.exit(1)
