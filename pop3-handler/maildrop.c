@@ -1,5 +1,7 @@
 /* The locked Maildir snapshot behind a POP3 session (see maildrop.h). */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* strverscmp */
+#endif
 #include "maildrop.h"
 
 #include <dirent.h>
