@@ -266,7 +266,9 @@ int session_run(struct session *s)
 	}
 
 	if (s->mode == MODE_SUBMISSIONS && session_start_implicit_tls(s) < 0) {
-		log_event(LOG_ERR, "event=disconnect result=tls_unavailable");
+		/* Why (no certificate, or the client's handshake) is logged
+		 * just before. */
+		log_event(LOG_NOTICE, "event=disconnect result=tls_failed");
 		return 0;
 	}
 

@@ -358,6 +358,26 @@ class TLSTest(unittest.TestCase):
         self.assertTrue(self.mx.wait_handlers())
         self.assertIn('event=tls result=handshake_failed', self.p.log_text())
 
+    def test_plain_client_on_465_ends_with_log_line(self):
+        c = socket.create_connection((self.subs.host, self.subs.port), timeout=20)
+        self.addCleanup(c.close)
+        c.sendall(b'EHLO plain.test\r\n')
+        data = b''
+        while True:
+            try:
+                chunk = c.recv(4096)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            data += chunk
+        self.assertNotIn(b'220 ', data)
+        self.assertNotIn(b'250', data)
+        self.assertTrue(self.subs.wait_handlers())
+        log = self.p.log_text()
+        self.assertIn('event=tls result=handshake_failed', log)
+        self.assertIn('event=disconnect result=tls_failed', log)
+
     # -- protocol versions --------------------------------------------------
 
     def tls11_context(self):
@@ -539,6 +559,7 @@ class NoCertificateTest(unittest.TestCase):
             log = p.log_text()
             self.assertIn('event=tls result=unavailable', log)
             self.assertIn('tls_cert and tls_key must be set', log)
+            self.assertIn('event=disconnect result=tls_failed', log)
             p.check_sanitizers()
 
     def test_bad_certificate_file_logged(self):
