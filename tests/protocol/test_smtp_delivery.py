@@ -278,6 +278,17 @@ class Routing(SmtpTestCase):
         self.assertEqual(len(self.all_messages()), 2)
         self.assert_nothing_queued()
 
+    def test_forward_to_remote_target_is_queued(self):
+        # The administrator's forward may point anywhere; that is not the
+        # client relaying.
+        self.p.add_forward('ext@example.test', 'u@elsewhere.test')
+        self.p.add_forward('ext@example.test', 'alice@example.test')
+        c = self.session()
+        self.transaction(c, 's@remote.example', ['ext@example.test'], new_message())
+        self.assertEqual(len(self.p.messages('alice')), 1)
+        self.assertEqual(self.p.sql('SELECT recipient, orig_rcpt FROM queue_recipients'),
+                         [('u@elsewhere.test', 'ext@example.test')])
+
     def test_forward_and_direct_recipient_give_one_copy(self):
         c = self.session()
         self.transaction(c, 's@remote.example', ['alice@example.test', 'list@example.test'],
@@ -319,6 +330,15 @@ class Routing(SmtpTestCase):
         self.assertEqual(len(self.p.messages('alice')), 2)
         self.assertEqual(len(self.p.messages('carol')), 1)
         self.assertEqual(len(self.p.messages('bob')), 1)
+        self.assert_nothing_queued()
+
+    def test_postmaster_without_domain(self):
+        # RFC 5321 4.5.1: <postmaster> must be accepted; here it is the
+        # postmaster of a hosted domain, delivered locally.
+        self.p.add_address('postmaster@example.test', 'bob')
+        c = self.session()
+        self.transaction(c, 's@remote.example', ['Postmaster'], new_message())
+        self.assertEqual(len(self.all_messages()), 1)
         self.assert_nothing_queued()
 
     def test_disabled_mailbox_refused(self):
