@@ -105,11 +105,29 @@ def _free_port(host):
         return s.getsockname()[1]
 
 
-def _listening(host, port):
-    """True when something listens on host:port (read from /proc, so no
-    connection is made and no handler is started by the check)."""
+def _socket_inodes(pid):
+    """Inodes of the sockets process pid holds open."""
+    out = set()
+    try:
+        fds = os.listdir(f'/proc/{pid}/fd')
+    except OSError:
+        return out
+    for fd in fds:
+        try:
+            link = os.readlink(f'/proc/{pid}/fd/{fd}')
+        except OSError:
+            continue
+        if link.startswith('socket:['):
+            out.add(link[8:-1])
+    return out
+
+
+def _listening(host, port, pid=None):
+    """True when something (process pid, if given) listens on host:port.
+    Read from /proc, so no connection is made and no handler started."""
     v6 = ':' in host
     want_port = '%04X' % port
+    mine = _socket_inodes(pid) if pid else None
     for name in (['/proc/net/tcp6'] if v6 else ['/proc/net/tcp', '/proc/net/tcp6']):
         try:
             with open(name) as f:
@@ -117,7 +135,9 @@ def _listening(host, port):
                 for line in f:
                     fields = line.split()
                     _addr, lport = fields[1].rsplit(':', 1)
-                    if lport == want_port and fields[3] == '0A':
+                    if lport != want_port or fields[3] != '0A':
+                        continue
+                    if mine is None or fields[9] in mine:
                         return True
         except FileNotFoundError:
             continue
@@ -186,7 +206,7 @@ class Server:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     break
-                if _listening(self.host, self.port):
+                if _listening(self.host, self.port, self.proc.pid):
                     _live_servers.append(self)
                     return
                 time.sleep(0.02)
