@@ -57,6 +57,18 @@ class Body(SmtpTestCase):
         _, rest = self.split_prefix(self.only_message('alice'))
         self.assertEqual(rest, b'Subject: dots\n\n.a\n..\n.\nx\na.b\n \n')
 
+    def test_long_lines_and_dots_at_read_boundaries(self):
+        # Lines around the reader's chunk size, each followed by a dotted
+        # line, so CRLF and the stuffed dot fall on every boundary.
+        body = b''
+        for n in list(range(4090, 4100)) + [8190, 8191, 8192, 8193, 20000]:
+            body += b'L' * n + b'\n..dot after %d\n.\n' % n
+        msg = new_message(body=body.decode())
+        c = self.session()
+        self.transaction(c, 's@remote.example', ['alice@example.test'], msg)
+        _, rest = self.split_prefix(self.only_message('alice'))
+        self.assertEqual(rest, stored(msg))
+
     def test_nul_stored_faithfully(self):
         c = self.session()
         self.assertEqual(c.cmd('MAIL FROM:<s@remote.example>')[0], 250)
