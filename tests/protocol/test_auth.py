@@ -9,6 +9,7 @@ import shutil
 import smtplib
 import socket
 import ssl
+import statistics
 import subprocess
 import sys
 import time
@@ -623,6 +624,42 @@ account default : postage
         self.p.sql("UPDATE send_counts SET count = 500 WHERE login = 'bob'")
         self.assertEqual(c.cmd('MAIL FROM:<bob@example.test>')[0], 450)
         self.p.sql("DELETE FROM send_counts WHERE login = 'bob'")
+
+
+class DummyHashTimingTest(unittest.TestCase):
+    """An unknown login costs a hash like a wrong password, so timing does
+    not tell which logins exist."""
+
+    def test_unknown_login_takes_as_long_as_wrong_password(self):
+        with Postage() as p:
+            cert, key = make_cert(p.dir)
+            p.set('tls_cert', cert)
+            p.set('tls_key', key)
+            p.add_mailbox('yes', PASSWORD, scheme='yescrypt')
+            srv = p.serve(HANDLER, ['--mode=submissions'])
+            times = {'wrong': [], 'unknown': []}
+            for i in range(6):
+                for kind, login in (('wrong', 'yes'), ('unknown', f'nosuch{i}')):
+                    # A connection each: one session allows only 3 failures.
+                    sock = socket.create_connection((srv.host, srv.port), timeout=30)
+                    with insecure_context().wrap_socket(sock) as tls:
+                        c = Lines(tls)
+                        self.assertEqual(c.reply()[0], 220)
+                        self.assertEqual(c.cmd('EHLO client.test')[0], 250)
+                        p.sql('DELETE FROM auth_failures')
+                        t0 = time.monotonic()
+                        code, lines = c.cmd('AUTH PLAIN ' + plain(login, 'not the password'))
+                        times[kind].append(time.monotonic() - t0)
+                        self.assertEqual(code, 535, lines)
+                        c.cmd('QUIT')
+            wrong = statistics.median(times['wrong'])
+            unknown = statistics.median(times['unknown'])
+            if wrong < 0.005:
+                self.skipTest(f'yescrypt too fast here ({wrong * 1000:.1f} ms) to compare')
+            self.assertGreater(unknown, 0.5 * wrong,
+                               f'unknown login {unknown * 1000:.1f} ms, wrong password '
+                               f'{wrong * 1000:.1f} ms: timing tells logins apart')
+            p.check_sanitizers()
 
 
 if __name__ == '__main__':
