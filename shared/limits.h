@@ -66,4 +66,30 @@
 #define SETTING_VALUE_MAX 1024
 #define PATH_MAX_POSTAGE 4096
 
+/* Deliverability (dkim.c, spf.c, dmarc.c, srs.c, dns.c). */
+/* The header section we parse for DKIM and DMARC; Postfix's
+ * header_size_limit is 100 KiB. */
+#define MESSAGE_HEADER_MAX (256 * 1024)
+#define MESSAGE_HEADER_FIELDS_MAX 1000
+/* DKIM-Signature fields verified per message; signatures made per message. */
+#define DKIM_VERIFY_MAX 5
+#define DKIM_SIGN_MAX 4
+/* RFC 8301 3.2: RSA keys shorter than 1024 bits must not be trusted. */
+#define DKIM_RSA_BITS_MIN 1024
+/* RFC 7208 4.6.4: at most 10 DNS-querying terms, 2 void lookups, and 10
+ * MX or PTR names per term. */
+#define SPF_DNS_TERMS_MAX 10
+#define SPF_VOID_LOOKUPS_MAX 2
+#define SPF_NAMES_PER_TERM_MAX 10
+/* RFC 7208 4.6.4 suggests at least 20 seconds for a whole check; the
+ * handler's whole budget for the checks of one message is this. */
+#define AUTH_CHECK_TIME_MS (20 * 1000)
+/* One DNS query: the resolver's retransmission interval and attempts. */
+#define DNS_QUERY_TIMEOUT_S 2
+#define DNS_QUERY_ATTEMPTS 2
+/* A DNS answer we read (EDNS0 payloads of large TXT sets fit). */
+#define DNS_ANSWER_MAX 8192
+/* SRS: addresses older than this many days are refused (as in libsrs2). */
+#define SRS_MAX_AGE_DAYS 21
+
 #endif

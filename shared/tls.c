@@ -13,6 +13,7 @@
 #include "db.h"
 #include "limits.h"
 #include "log.h"
+#include "tls-crypto.h"
 
 /* GnuTLS is loaded with dlopen when a session first needs TLS: linked in,
  * its libraries and its load-time constructor (which initialises the whole
@@ -35,6 +36,9 @@
 
 #define TLS_DECLARE(f) static __typeof__(f) *dl_##f;
 GNUTLS_FUNCS(TLS_DECLARE)
+/* Hashes and signatures for DKIM and SRS (tls-crypto.h). */
+#define TLS_DEFINE(f) __typeof__(f) *dl_##f;
+GNUTLS_CRYPTO_FUNCS(TLS_DEFINE)
 
 static gnutls_session_t session;
 static gnutls_certificate_credentials_t creds;
@@ -101,6 +105,7 @@ static int load_gnutls(void)
 		return -1;                                                                  \
 	}
 	GNUTLS_FUNCS(TLS_LOAD)
+	GNUTLS_CRYPTO_FUNCS(TLS_LOAD)
 	return 0;
 }
 
@@ -150,6 +155,11 @@ static int ticket_key_fresh(time_t now)
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
 		return -1;
 	return have;
+}
+
+int tls_library_load(void)
+{
+	return init_once();
 }
 
 /* The session-ticket master key shared by every handler process, kept in

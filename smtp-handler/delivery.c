@@ -171,8 +171,8 @@ static void deliver(struct session *s, const char *qid, int fd, const char *stag
 		nlocal++;
 	}
 	if (nremote > 0 &&
-	    queue_enqueue(fd, staging, qid, sender, (unsigned long long)size, s->body_8bit || r->eight_bit,
-			  s->smtputf8, s->peer.ip, s->auth_login, remote, nremote) < 0) {
+	    queue_outbound(s, qid, fd, staging, size, s->body_8bit || r->eight_bit, sender, remote,
+			   nremote) < 0) {
 		int e = errno;
 		log_event(LOG_ERR, "event=enqueue result=error id=%s error=\"%s\"", qid, strerror(e));
 		undo_deliveries(delivered, ndelivered);

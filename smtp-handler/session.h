@@ -104,4 +104,11 @@ void rate_limit_charge(struct session *s, size_t count);
 /* delivery.c */
 void receive_message(struct session *s);
 
+/* outbound.c: queues the staged message for the remote recipients (DKIM
+ * signing it when one of our users sends it). 0, or -1 with errno and
+ * nothing queued. */
+struct queue_rcpt;
+int queue_outbound(struct session *s, const char *qid, int fd, const char *staging, off_t size,
+		   int eight_bit, const char *sender, const struct queue_rcpt *remote, size_t nremote);
+
 #endif

@@ -1,0 +1,51 @@
+/* DKIM (RFC 6376, RFC 8463, RFC 8301): signing of mail that leaves for a
+ * remote recipient, and verification of mail that comes in. The crypto
+ * is GnuTLS's, loaded with dlopen only when a message is signed or
+ * carries a signature (tls-crypto.h). Messages are the spool's LF form;
+ * the canonical forms are computed with CRLF, as on the wire. */
+#ifndef POSTAGE_DKIM_H
+#define POSTAGE_DKIM_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "headers.h"
+#include "limits.h"
+
+/* The DKIM-Signature fields for the message in fd (size bytes, LF form),
+ * one per enabled row of dkim_keys for the domain of its From: field when
+ * we host that domain: relaxed/relaxed, the header fields of RFC 6376
+ * 5.4.1 that are present, From signed once more than it occurs (so none
+ * can be added). Written into out (cap bytes, folded, LF line ends).
+ * Returns the length; 0 when there is nothing to sign with (no key, a
+ * From: we do not host, a key that cannot be used: logged); -1 on error
+ * (logged). The domain used goes to domain (cap ADDRESS_DOMAIN_MAX + 1). */
+long dkim_sign(int fd, off_t size, char *out, size_t cap, char *domain);
+
+enum dkim_result {
+	DKIM_NONE = 0,
+	DKIM_PASS,
+	DKIM_FAIL,
+	DKIM_NEUTRAL,
+	DKIM_TEMPERROR,
+	DKIM_PERMERROR,
+};
+
+struct dkim_verdict {
+	enum dkim_result result;
+	char domain[ADDRESS_DOMAIN_MAX + 1]; /* d= (lower-cased) */
+	char selector[64];                   /* s= */
+	char algorithm[32];                  /* a= */
+	char b[12];                          /* the first 8 characters of b= (RFC 6008) */
+	const char *reason;                  /* for the Authentication-Results comment */
+};
+
+/* Verifies each DKIM-Signature field of hb (at most max, up to
+ * DKIM_VERIFY_MAX) against the message in fd; key lookups end at
+ * deadline (dns.h). Returns the number of verdicts written. */
+size_t dkim_verify(int fd, const struct header_block *hb, struct dkim_verdict *out, size_t max,
+		   long long deadline);
+
+const char *dkim_result_name(enum dkim_result r);
+
+#endif

@@ -1,0 +1,336 @@
+#include "headers.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "address.h"
+#include "limits.h"
+#include "spool.h"
+
+static int is_ftext(unsigned char c)
+{
+	/* RFC 5322 2.2: printable US-ASCII except colon. */
+	return c >= 33 && c <= 126 && c != ':';
+}
+
+static int read_at(int fd, char *buf, size_t len, off_t off)
+{
+	while (len > 0) {
+		ssize_t n = pread(fd, buf, len, off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO;
+			return -1;
+		}
+		buf += n;
+		len -= (size_t)n;
+		off += n;
+	}
+	return 0;
+}
+
+int header_block_read(int fd, off_t start, off_t size, struct header_block *hb)
+{
+	size_t avail, pos = 0;
+
+	memset(hb, 0, sizeof(*hb));
+	hb->start = start;
+	hb->size = size;
+	if (start > size)
+		start = size;
+	avail = (size_t)(size - start);
+	if (avail > MESSAGE_HEADER_MAX + 1)
+		avail = MESSAGE_HEADER_MAX + 1;
+	hb->buf = malloc(avail + 1);
+	hb->fields = calloc(MESSAGE_HEADER_FIELDS_MAX, sizeof(*hb->fields));
+	if (!hb->buf || !hb->fields || read_at(fd, hb->buf, avail, start) < 0) {
+		int e = errno;
+		header_block_free(hb);
+		errno = e;
+		return -1;
+	}
+	hb->buf[avail] = '\0';
+
+	for (;;) {
+		const char *line = hb->buf + pos, *lf, *colon, *c;
+		struct header_field *f;
+		size_t llen;
+
+		if (pos >= avail || line[0] == '\n')
+			break; /* the end of the file, or the empty line */
+		lf = memchr(line, '\n', avail - pos);
+		if (!lf && avail > MESSAGE_HEADER_MAX)
+			goto too_big;
+		llen = lf ? (size_t)(lf - line) + 1 : avail - pos;
+		if ((line[0] == ' ' || line[0] == '\t') && hb->n > 0) {
+			hb->fields[hb->n - 1].raw_len += llen;
+			pos += llen;
+			if (pos > MESSAGE_HEADER_MAX)
+				goto too_big;
+			continue;
+		}
+		colon = memchr(line, ':', llen);
+		if (!colon || colon == line)
+			break; /* not a field: the body begins here */
+		for (c = line; c < colon && (is_ftext((unsigned char)*c) || *c == ' ' || *c == '\t'); c++)
+			;
+		if (c < colon || line[0] == ' ' || line[0] == '\t')
+			break;
+		if (hb->n >= MESSAGE_HEADER_FIELDS_MAX)
+			goto too_big;
+		f = &hb->fields[hb->n++];
+		f->name = line;
+		f->name_len = (size_t)(colon - line);
+		/* Obsolete syntax allows spaces before the colon (RFC 5322 4.5). */
+		while (f->name_len > 0 && (line[f->name_len - 1] == ' ' || line[f->name_len - 1] == '\t'))
+			f->name_len--;
+		f->raw = line;
+		f->raw_len = llen;
+		f->offset = start + (off_t)pos;
+		pos += llen;
+		if (pos > MESSAGE_HEADER_MAX)
+			goto too_big;
+	}
+	if (pos > MESSAGE_HEADER_MAX)
+		goto too_big;
+	hb->len = pos;
+	if (pos < avail && hb->buf[pos] == '\n')
+		hb->body = start + (off_t)pos + 1;
+	else
+		hb->body = start + (off_t)pos;
+	for (size_t i = 0; i < hb->n; i++) {
+		struct header_field *f = &hb->fields[i];
+		const char *colon = memchr(f->raw + f->name_len, ':', f->raw_len - f->name_len);
+		f->value = colon + 1;
+		f->value_len = (size_t)(f->raw + f->raw_len - f->value);
+		if (f->value_len > 0 && f->value[f->value_len - 1] == '\n')
+			f->value_len--;
+	}
+	return 0;
+too_big:
+	header_block_free(hb);
+	errno = EFBIG;
+	return -1;
+}
+
+void header_block_free(struct header_block *hb)
+{
+	free(hb->buf);
+	free(hb->fields);
+	hb->buf = NULL;
+	hb->fields = NULL;
+	hb->n = 0;
+}
+
+int header_is(const struct header_field *f, const char *name)
+{
+	size_t n = strlen(name);
+
+	return f->name_len == n && strncasecmp(f->name, name, n) == 0;
+}
+
+const struct header_field *header_next(const struct header_block *hb, const char *name, long *pos)
+{
+	for (long i = *pos + 1; i < (long)hb->n; i++) {
+		if (header_is(&hb->fields[i], name)) {
+			*pos = i;
+			return &hb->fields[i];
+		}
+	}
+	*pos = (long)hb->n;
+	return NULL;
+}
+
+long header_value_flat(const struct header_field *f, char *out, size_t cap)
+{
+	size_t o = 0;
+	int space = 0;
+
+	for (size_t i = 0; i < f->value_len; i++) {
+		char c = f->value[i];
+
+		if (c == '\r' || c == '\n')
+			continue;
+		if (c == ' ' || c == '\t') {
+			space = o > 0;
+			continue;
+		}
+		if (o + (space ? 2 : 1) >= cap)
+			return -1;
+		if (space)
+			out[o++] = ' ';
+		space = 0;
+		out[o++] = c;
+	}
+	if (cap == 0)
+		return -1;
+	out[o] = '\0';
+	return (long)o;
+}
+
+static int write_all(int fd, const char *p, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int copy_span(int out, int in, off_t from, off_t to)
+{
+	static char buf[65536];
+
+	while (from < to) {
+		size_t want = (size_t)(to - from) < sizeof(buf) ? (size_t)(to - from) : sizeof(buf);
+		ssize_t n = pread(in, buf, want, from);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO;
+			return -1;
+		}
+		if (write_all(out, buf, (size_t)n) < 0)
+			return -1;
+		from += n;
+	}
+	return 0;
+}
+
+int header_copy_edited(int src, off_t size, const char *prefix, size_t prefix_len,
+		       const struct header_field *const *drop, size_t ndrop, const char *name,
+		       char *path, size_t cap, off_t *out_size)
+{
+	off_t at = 0;
+	int fd, e;
+
+	fd = spool_staging_open(name, path, cap);
+	if (fd < 0)
+		return -1;
+	if (write_all(fd, prefix, prefix_len) < 0)
+		goto fail;
+	/* drop is in file order (fields come from one header block). */
+	for (size_t i = 0; i < ndrop; i++) {
+		if (drop[i]->offset < at)
+			continue;
+		if (copy_span(fd, src, at, drop[i]->offset) < 0)
+			goto fail;
+		at = drop[i]->offset + (off_t)drop[i]->raw_len;
+	}
+	if (copy_span(fd, src, at, size) < 0 || fsync(fd) < 0)
+		goto fail;
+	*out_size = lseek(fd, 0, SEEK_END);
+	if (*out_size < 0 || lseek(fd, 0, SEEK_SET) < 0)
+		goto fail;
+	return fd;
+fail:
+	e = errno;
+	close(fd);
+	unlink(path);
+	errno = e;
+	return -1;
+}
+
+/* One mailbox of an address list: the part in angle brackets when there
+ * is one, else the whole element; its domain follows the last '@'. */
+static size_t take_domain(const char *elem, size_t len, char (*out)[ADDRESS_DOMAIN_MAX + 1],
+			  size_t n, size_t max)
+{
+	const char *at = NULL, *d, *end = elem + len;
+
+	for (const char *c = elem; c < end; c++)
+		if (*c == '@')
+			at = c;
+	if (!at || n >= max)
+		return n;
+	d = at + 1;
+	while (d < end && *d == ' ')
+		d++;
+	while (end > d && (end[-1] == ' ' || end[-1] == '.'))
+		end--;
+	if (end == d || (size_t)(end - d) > ADDRESS_DOMAIN_MAX || *d == '[' ||
+	    !address_domain_valid(d, (size_t)(end - d), 1))
+		return n;
+	for (size_t i = 0; i < (size_t)(end - d); i++) {
+		char c = d[i];
+		out[n][i] = c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+	}
+	out[n][end - d] = '\0';
+	return n + 1;
+}
+
+size_t header_address_domains(const struct header_field *f, char (*out)[ADDRESS_DOMAIN_MAX + 1],
+			      size_t max)
+{
+	char elem[1024], angle[1024];
+	size_t el = 0, al = 0, n = 0;
+	int quoted = 0, comment = 0, in_angle = 0, has_angle = 0;
+
+	for (size_t i = 0; i <= f->value_len; i++) {
+		char c = i < f->value_len ? f->value[i] : ',';
+
+		if (c == '\r' || c == '\n')
+			continue;
+		if (c == '\\' && (quoted || comment) && i + 1 < f->value_len) {
+			i++;
+			c = f->value[i];
+			if (quoted && !in_angle && el + 1 < sizeof(elem))
+				elem[el++] = c;
+			else if (quoted && in_angle && al + 1 < sizeof(angle))
+				angle[al++] = c;
+			continue;
+		}
+		if (comment) {
+			if (c == '(')
+				comment++;
+			else if (c == ')')
+				comment--;
+			continue;
+		}
+		if (c == '"') {
+			quoted = !quoted;
+		} else if (quoted) {
+			/* inside a quoted string: kept, '@' and all */
+		} else if (c == '(') {
+			comment = 1;
+			continue;
+		} else if (c == '<' && !in_angle) {
+			in_angle = 1;
+			has_angle = 1;
+			al = 0;
+			continue;
+		} else if (c == '>' && in_angle) {
+			in_angle = 0;
+			continue;
+		} else if (!in_angle && c == ':') {
+			el = 0; /* a group's display name */
+			continue;
+		} else if (!in_angle && (c == ',' || c == ';')) {
+			n = has_angle ? take_domain(angle, al, out, n, max) :
+					take_domain(elem, el, out, n, max);
+			el = al = 0;
+			has_angle = 0;
+			quoted = 0;
+			continue;
+		}
+		if (in_angle) {
+			if (al + 1 < sizeof(angle))
+				angle[al++] = c;
+		} else if (el + 1 < sizeof(elem)) {
+			elem[el++] = c;
+		}
+	}
+	return n;
+}

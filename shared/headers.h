@@ -1,0 +1,69 @@
+/* The header section of a stored message (LF line ends, as in the spool
+ * and the Maildirs): read once into a bounded buffer and split into
+ * fields, for DKIM and DMARC; and a copy of a staged message with fields
+ * added on top or dropped (DKIM-Signature, Authentication-Results). */
+#ifndef POSTAGE_HEADERS_H
+#define POSTAGE_HEADERS_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "limits.h"
+
+struct header_field {
+	const char *name;   /* into the block's buffer */
+	size_t name_len;
+	const char *value;  /* after the colon, folds included */
+	size_t value_len;   /* up to the field's final LF, not including it */
+	const char *raw;    /* the whole field */
+	size_t raw_len;     /* including its final LF */
+	off_t offset;       /* of raw in the file */
+};
+
+struct header_block {
+	char *buf;          /* the header section (malloc'd) */
+	size_t len;
+	off_t start;        /* file offset of buf[0] */
+	off_t body;         /* file offset of the body; the file size when none */
+	off_t size;         /* the file size */
+	struct header_field *fields;
+	size_t n;
+};
+
+/* Reads the header section of the message in fd (size bytes) beginning at
+ * file offset start: fields up to the empty line, or up to the first line
+ * that is neither a field nor a fold (then the body begins there). 0, or
+ * -1 with errno (EFBIG: more than MESSAGE_HEADER_MAX bytes or
+ * MESSAGE_HEADER_FIELDS_MAX fields). */
+int header_block_read(int fd, off_t start, off_t size, struct header_block *hb);
+void header_block_free(struct header_block *hb);
+
+/* Is field f named name (case-insensitive)? */
+int header_is(const struct header_field *f, const char *name);
+
+/* The next field named name after index *pos (start *pos at -1); NULL
+ * when none is left. */
+const struct header_field *header_next(const struct header_block *hb, const char *name, long *pos);
+
+/* Copies the message in src (size bytes) to a new staging file
+ * spool_dir/tmp/<name>: prefix first, then src without the fields listed
+ * in drop (each given by offset and raw_len). The copy is fsynced. Returns
+ * its fd (read-write, at offset 0) with the path in path and its size in
+ * *out_size, or -1 with errno and nothing left behind. */
+int header_copy_edited(int src, off_t size, const char *prefix, size_t prefix_len,
+		       const struct header_field *const *drop, size_t ndrop, const char *name,
+		       char *path, size_t cap, off_t *out_size);
+
+/* Unfolds and trims a field value into out (cap bytes): CR and LF
+ * removed, each run of spaces and tabs made one space, leading and
+ * trailing space dropped. Returns the length, or -1 when it does not fit. */
+long header_value_flat(const struct header_field *f, char *out, size_t cap);
+
+/* The domains of the mailboxes in an address-list field such as From:
+ * (RFC 5322 3.4: display names, comments, quoted strings and groups
+ * allowed), lower-cased, at most max of them into out. Returns how many;
+ * a mailbox without a valid domain is skipped. */
+size_t header_address_domains(const struct header_field *f, char (*out)[ADDRESS_DOMAIN_MAX + 1],
+			      size_t max);
+
+#endif
