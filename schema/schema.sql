@@ -119,6 +119,10 @@ CREATE TABLE queue_messages (
 
 -- One row per remote recipient of a queued message.
 -- state: 'queued' (waiting or due), 'sent', 'bounced' (final).
+-- The last_* columns describe the latest attempt: last_error is the remote
+-- server's reply (or postage's own reason), last_mta the server that said
+-- it ('name[ip]', NULL for postage's own), last_command what it answered.
+-- A 'bounced' row keeps dsn_sent = 0 until its bounce has been made.
 CREATE TABLE queue_recipients (
     message_id   TEXT NOT NULL REFERENCES queue_messages(id) ON DELETE CASCADE,
     recipient    TEXT NOT NULL,
@@ -128,6 +132,10 @@ CREATE TABLE queue_recipients (
     attempts     INTEGER NOT NULL DEFAULT 0,
     next_attempt INTEGER NOT NULL DEFAULT 0,
     last_error   TEXT,
+    last_status  TEXT,                    -- RFC 3463 code, e.g. '5.1.1'
+    last_mta     TEXT,
+    last_command TEXT,                    -- e.g. 'RCPT TO', 'end of DATA'
+    dsn_sent     INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (message_id, recipient)
 );
 CREATE INDEX queue_recipients_due ON queue_recipients(state, next_attempt);

@@ -1,0 +1,383 @@
+/* Delivery status notifications (RFC 3464): the bounce that tells a
+ * sender which recipients failed and why, in the remote server's own
+ * words, and the one-time "still trying" warning. Written once to a
+ * staging file, then put straight into a local sender's Maildir or queued
+ * for a remote one, always with the null sender. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "address.h"
+#include "config.h"
+#include "log.h"
+#include "maildir.h"
+#include "queue.h"
+#include "spool.h"
+
+/* Where one notice may go: a sender that is a forward of ours. */
+#define DSN_DESTINATIONS_MAX 100
+
+void rfc5322_date_of(long long t, char *buf, size_t cap)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	localtime_r(&tt, &tm);
+	strftime(buf, cap, "%a, %d %b %Y %H:%M:%S %z", &tm);
+}
+
+/* A buffered writer that counts what the Maildir name and the queue
+ * need: bytes, LFs, and whether any byte is 8-bit. */
+struct out {
+	int fd;
+	int error;
+	int eight_bit;
+	unsigned long long total, lfs;
+	size_t len;
+	char buf[8192];
+};
+
+static void out_flush(struct out *o)
+{
+	size_t off = 0;
+
+	while (off < o->len && !o->error) {
+		ssize_t n = write(o->fd, o->buf + off, o->len - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			o->error = errno;
+			break;
+		}
+		off += (size_t)n;
+	}
+	o->len = 0;
+}
+
+static void out_write(struct out *o, const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)p[i];
+
+		if (o->len == sizeof(o->buf))
+			out_flush(o);
+		o->buf[o->len++] = (char)c;
+		o->total++;
+		o->lfs += c == '\n';
+		o->eight_bit |= c >= 0x80;
+	}
+}
+
+static void out_printf(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void out_printf(struct out *o, const char *fmt, ...)
+{
+	char line[2048];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	out_write(o, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+}
+
+static int non_ascii(const char *s)
+{
+	for (; s && *s; s++)
+		if ((unsigned char)*s >= 0x80)
+			return 1;
+	return 0;
+}
+
+/* "name[ip]" -> "name" */
+static void mta_name(const char *mta, char *out, size_t cap)
+{
+	size_t n = strcspn(mta, "[");
+
+	if (n >= cap)
+		n = cap - 1;
+	memcpy(out, mta, n);
+	out[n] = '\0';
+}
+
+/* The plain-words account of one recipient, for the first part. */
+static void explain(struct out *o, const struct dsn_rcpt *r, long long lifetime_hours)
+{
+	out_printf(o, "<%s>:", r->recipient);
+	if (r->orig_rcpt && *r->orig_rcpt && strcasecmp(r->orig_rcpt, r->recipient) != 0)
+		out_printf(o, " (forwarded from <%s>)", r->orig_rcpt);
+	out_printf(o, "\n");
+	if (r->expired)
+		out_printf(o,
+			   "    postage gave up: the message could not be delivered within\n"
+			   "    %lld hours (queue_lifetime_hours). The last attempt ended with:\n",
+			   lifetime_hours);
+	if (r->mta && *r->mta) {
+		out_printf(o, "    host %s said:\n    %s\n", r->mta, r->text);
+		if (r->command && *r->command)
+			out_printf(o, "    (in reply to %s)\n", r->command);
+	} else {
+		out_printf(o, "    %s\n", r->text);
+	}
+	out_printf(o, "\n");
+}
+
+/* The original's header section (LF form), up to DSN_HEADERS_MAX bytes,
+ * ending at a whole line. 0, or -1 when the queue file is gone. */
+static int copy_headers(struct out *o, const char *id)
+{
+	static char buf[DSN_HEADERS_MAX];
+	char path[PATH_MAX_POSTAGE];
+	size_t have = 0, end = 0;
+	int fd;
+
+	queue_path(id, path, sizeof(path));
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	while (have < sizeof(buf)) {
+		ssize_t n = read(fd, buf + have, sizeof(buf) - have);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		have += (size_t)n;
+	}
+	close(fd);
+	/* Up to the empty line that ends the headers. */
+	for (size_t i = 0; i < have; i++) {
+		if (buf[i] != '\n')
+			continue;
+		end = i + 1;
+		if (i == 0 || buf[i - 1] == '\n') {
+			end = i; /* keep the previous line's LF, drop the empty line */
+			break;
+		}
+	}
+	if (end == 0 && have > 0 && buf[0] != '\n')
+		return -1;
+	out_write(o, buf, end);
+	return 0;
+}
+
+static void compose(struct out *o, enum dsn_kind kind, const struct dsn_message *m,
+		    const struct dsn_rcpt *rcpts, size_t n, const char *id)
+{
+	const char *host = setting(SET_HOSTNAME);
+	char date[64], arrival[64], until[64], boundary[64];
+	int utf8 = non_ascii(m->sender);
+	const char *addr_type;
+
+	for (size_t i = 0; i < n; i++)
+		utf8 |= non_ascii(rcpts[i].recipient) || non_ascii(rcpts[i].orig_rcpt);
+	addr_type = utf8 ? "utf-8" : "rfc822";
+	rfc5322_date_of(time(NULL), date, sizeof(date));
+	rfc5322_date_of(m->created_at, arrival, sizeof(arrival));
+	rfc5322_date_of(m->give_up_at, until, sizeof(until));
+	snprintf(boundary, sizeof(boundary), "=_postage_dsn_%s", id);
+
+	out_printf(o, "Received: by %s (postage) id %s; %s\n", host, id, date);
+	out_printf(o, "Date: %s\n", date);
+	out_printf(o, "From: Mail Delivery System <MAILER-DAEMON@%s>\n", host);
+	out_printf(o, "To: <%s>\n", m->sender);
+	out_printf(o, "Subject: %s\n", kind == DSN_FAILED ? "Undelivered Mail Returned to Sender" :
+							    "Delayed Mail (still being retried)");
+	out_printf(o, "Message-ID: <%s.dsn@%s>\n", id, host);
+	/* RFC 3834 5: no auto-reply should answer this. */
+	out_printf(o, "Auto-Submitted: auto-replied\n");
+	out_printf(o, "MIME-Version: 1.0\n");
+	out_printf(o, "Content-Type: multipart/report; report-type=delivery-status;\n"
+		      "\tboundary=\"%s\"\n\n", boundary);
+	out_printf(o, "This is a MIME-encapsulated message.\n\n");
+
+	/* 1: for people */
+	out_printf(o, "--%s\nContent-Description: Notification\n"
+		      "Content-Type: text/plain; charset=%s\n%s\n",
+		   boundary, utf8 ? "utf-8" : "us-ascii",
+		   utf8 ? "Content-Transfer-Encoding: 8bit\n" : "");
+	out_printf(o, "This is the mail system at host %s.\n\n", host);
+	if (kind == DSN_FAILED) {
+		out_printf(o, "I'm sorry to have to inform you that your message could not\n"
+			      "be delivered to one or more recipients. For each of them the\n"
+			      "reason follows. The headers of your message are attached.\n\n"
+			      "If you need help, send this report to postmaster@%s.\n\n", host);
+	} else {
+		out_printf(o,
+			   "####################################################################\n"
+			   "# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #\n"
+			   "####################################################################\n\n"
+			   "Your message has not yet been delivered to the recipients below.\n"
+			   "postage is still trying, and will give up at\n    %s\n"
+			   "if it still cannot deliver it by then; you will be told again.\n\n",
+			   until);
+	}
+	for (size_t i = 0; i < n; i++)
+		explain(o, &rcpts[i], m->lifetime_hours);
+
+	/* 2: for programs (RFC 3464 2; RFC 6533 when addresses are UTF-8) */
+	out_printf(o, "--%s\nContent-Description: Delivery report\nContent-Type: %s\n%s\n", boundary,
+		   utf8 ? "message/global-delivery-status" : "message/delivery-status",
+		   utf8 ? "Content-Transfer-Encoding: 8bit\n" : "");
+	out_printf(o, "Reporting-MTA: dns; %s\n", host);
+	out_printf(o, "X-Postage-Queue-ID: %s\n", m->id);
+	out_printf(o, "X-Postage-Sender: %s; %s\n", addr_type, m->sender);
+	out_printf(o, "Arrival-Date: %s\n", arrival);
+	for (size_t i = 0; i < n; i++) {
+		const struct dsn_rcpt *r = &rcpts[i];
+
+		out_printf(o, "\nFinal-Recipient: %s; %s\n", addr_type, r->recipient);
+		if (r->orig_rcpt && *r->orig_rcpt && strcasecmp(r->orig_rcpt, r->recipient) != 0)
+			out_printf(o, "Original-Recipient: %s; %s\n", addr_type, r->orig_rcpt);
+		out_printf(o, "Action: %s\n", kind == DSN_FAILED ? "failed" : "delayed");
+		out_printf(o, "Status: %s\n", r->status && *r->status ? r->status :
+					      (kind == DSN_FAILED ? "5.0.0" : "4.0.0"));
+		if (r->mta && *r->mta) {
+			char name[ADDRESS_DOMAIN_MAX + 72];
+			mta_name(r->mta, name, sizeof(name));
+			out_printf(o, "Remote-MTA: dns; %s\n", name);
+			out_printf(o, "Diagnostic-Code: smtp; %s\n", r->text);
+		} else {
+			out_printf(o, "Diagnostic-Code: X-Postage; %s\n", r->text);
+		}
+		if (kind == DSN_DELAYED)
+			out_printf(o, "Will-Retry-Until: %s\n", until);
+	}
+	out_printf(o, "\n");
+
+	/* 3: the original's headers */
+	out_printf(o, "--%s\nContent-Description: %s\nContent-Type: %s\n%s\n", boundary,
+		   kind == DSN_FAILED ? "Undelivered Message Headers" : "Delayed Message Headers",
+		   utf8 ? "message/global-headers" : "text/rfc822-headers",
+		   utf8 ? "Content-Transfer-Encoding: 8bit\n" : "");
+	if (copy_headers(o, m->id) < 0)
+		out_printf(o, "X-Postage-Note: the original message is no longer in the queue\n");
+	out_printf(o, "\n--%s--\n", boundary);
+}
+
+/* Removes Maildir copies made before a later step failed. */
+static void undo(char (*paths)[PATH_MAX_POSTAGE], size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		unlink(paths[i]);
+}
+
+static int deliver_notice(const struct address *sender, const char *sender_text,
+			  const char *orig_id, const char *id, int fd, const char *staging,
+			  const struct out *o, enum dsn_kind kind)
+{
+	static struct destination dests[DSN_DESTINATIONS_MAX];
+	static char delivered[DSN_DESTINATIONS_MAX][PATH_MAX_POSTAGE];
+	static struct queue_rcpt remote[DSN_DESTINATIONS_MAX];
+	const char *what = kind == DSN_FAILED ? "bounce" : "delay_warning";
+	size_t nd = 0, ndelivered = 0, nremote = 0;
+	int local = sender->is_literal ? 0 : domain_is_local(sender->domain);
+
+	if (local < 0)
+		return -1;
+	if (local) {
+		char prefix[ADDRESS_PATH_MAX + 64];
+		int plen = snprintf(prefix, sizeof(prefix), "Return-Path: <>\nDelivered-To: %s\n",
+				    sender_text);
+		enum resolve_result rr = resolve_recipient(sender, dests, DSN_DESTINATIONS_MAX, &nd);
+
+		if (rr == RESOLVE_TEMPFAIL)
+			return -1;
+		if (rr != RESOLVE_OK || plen < 0 || (size_t)plen >= sizeof(prefix)) {
+			log_event(LOG_WARNING,
+				  "event=%s result=dropped id=%s to=\"%s\" reason=\"the sender's address "
+				  "is in a local domain but has no mailbox\"",
+				  what, orig_id, sender_text);
+			return 0;
+		}
+		for (size_t i = 0; i < nd; i++) {
+			char dir[PATH_MAX_POSTAGE], name[512];
+
+			if (dests[i].kind == DEST_REMOTE) {
+				remote[nremote].recipient = dests[i].address;
+				remote[nremote].orig_rcpt = sender_text;
+				nremote++;
+				continue;
+			}
+			if (!dests[i].enabled) {
+				log_event(LOG_NOTICE, "event=%s result=skipped id=%s mailbox=%s reason=disabled",
+					  what, orig_id, dests[i].mailbox);
+				continue;
+			}
+			if (maildir_path(setting(SET_MAIL_ROOT), dests[i].mailbox, dir, sizeof(dir), 1) < 0 ||
+			    maildir_deliver(dir, prefix, (size_t)plen, fd, (off_t)o->total, o->lfs + 2, name,
+					    sizeof(name)) < 0) {
+				log_event(LOG_ERR, "event=%s result=error id=%s mailbox=%s error=\"%s\"", what,
+					  orig_id, dests[i].mailbox, strerror(errno));
+				undo(delivered, ndelivered);
+				return -1;
+			}
+			snprintf(delivered[ndelivered++], PATH_MAX_POSTAGE, "%s/new/%s", dir, name);
+			log_event(LOG_INFO, "event=%s result=delivered id=%s dsn_id=%s mailbox=%s file=%s",
+				  what, orig_id, id, dests[i].mailbox, name);
+		}
+	} else {
+		remote[0].recipient = sender_text;
+		remote[0].orig_rcpt = sender_text;
+		nremote = 1;
+	}
+	if (nremote > 0) {
+		if (queue_enqueue(fd, staging, id, "", o->total, o->eight_bit, non_ascii(sender_text),
+				  NULL, NULL, remote, nremote) < 0) {
+			log_event(LOG_ERR, "event=%s result=error id=%s error=\"cannot queue: %s\"", what,
+				  orig_id, strerror(errno));
+			undo(delivered, ndelivered);
+			return -1;
+		}
+		log_event(LOG_INFO, "event=%s result=queued id=%s dsn_id=%s to=\"%s\"", what, orig_id, id,
+			  sender_text);
+	}
+	return 0;
+}
+
+int dsn_send(enum dsn_kind kind, const struct dsn_message *m, const struct dsn_rcpt *rcpts,
+	     size_t n)
+{
+	static struct out o;
+	char id[QUEUE_ID_LEN + 8], staging[PATH_MAX_POSTAGE];
+	struct address sender;
+	int fd, r;
+
+	if (!m->sender[0])
+		return 0; /* never: a notice about a notice would loop */
+	if (address_parse_plain(m->sender, 1, &sender) != ADDRESS_OK) {
+		char safe[ADDRESS_PATH_MAX * 4 + 8];
+		log_event(LOG_WARNING, "event=%s result=dropped id=%s from=\"%s\" reason=bad_sender",
+			  kind == DSN_FAILED ? "bounce" : "delay_warning", m->id,
+			  log_printable(safe, sizeof(safe), m->sender, strlen(m->sender)));
+		return 0;
+	}
+	queue_new_id(id, sizeof(id));
+	fd = spool_staging_open(id, staging, sizeof(staging));
+	if (fd < 0) {
+		log_event(LOG_ERR, "event=bounce result=error id=%s error=\"spool: %s\"", m->id,
+			  strerror(errno));
+		return -1;
+	}
+	memset(&o, 0, sizeof(o));
+	o.fd = fd;
+	compose(&o, kind, m, rcpts, n, id);
+	out_flush(&o);
+	if (o.error) {
+		log_event(LOG_ERR, "event=bounce result=error id=%s error=\"spool: %s\"", m->id,
+			  strerror(o.error));
+		close(fd);
+		unlink(staging);
+		return -1;
+	}
+	r = deliver_notice(&sender, m->sender, m->id, id, fd, staging, &o, kind);
+	close(fd);
+	unlink(staging);
+	return r;
+}

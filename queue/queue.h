@@ -1,0 +1,217 @@
+/* The queue runner's parts: the pass (runner.c), the SMTP client
+ * (client.c), MX and address lookup (dns.c) and delivery status
+ * notifications (dsn.c). */
+#ifndef POSTAGE_QUEUE_H
+#define POSTAGE_QUEUE_H
+
+#include <netinet/in.h>
+#include <stddef.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "io.h"
+#include "limits.h"
+#include "spool.h"
+
+/* The queue's own bounds, with the RFC that sets them. */
+
+/* RFC 5321 4.5.3.2.1: wait up to 5 minutes for the 220 greeting. */
+#define CLIENT_GREETING_TIMEOUT_MS (5 * 60 * 1000)
+/* RFC 5321 4.5.3.2.2-3: MAIL and RCPT replies, 5 minutes; we use the
+ * same for EHLO, STARTTLS, AUTH, RSET and QUIT. */
+#define CLIENT_COMMAND_TIMEOUT_MS (5 * 60 * 1000)
+/* RFC 5321 4.5.3.2.4: the 354 after DATA, 2 minutes. */
+#define CLIENT_DATA_INIT_TIMEOUT_MS (2 * 60 * 1000)
+/* RFC 5321 4.5.3.2.5: each send of a data block, 3 minutes. */
+#define CLIENT_DATA_BLOCK_TIMEOUT_MS (3 * 60 * 1000)
+/* RFC 5321 4.5.3.2.6: the reply to the final dot, 10 minutes. */
+#define CLIENT_DATA_END_TIMEOUT_MS (10 * 60 * 1000)
+/* TCP connect (no RFC value; Postfix's smtp_connect_timeout). */
+#define CLIENT_CONNECT_TIMEOUT_MS (30 * 1000)
+/* RFC 5321 4.5.3.1.5: a reply line is at most 512 octets with CRLF. We
+ * take up to twice that; a longer line is a protocol error. */
+#define CLIENT_REPLY_LINE_MAX 1024
+/* Lines in one multi-line reply (EHLO lists are the longest). */
+#define CLIENT_REPLY_LINES_MAX 64
+/* The reply text kept for logs, the database and bounces. */
+#define CLIENT_REPLY_TEXT_MAX 900
+/* RFC 5321 4.5.3.1.8: servers must take 100 recipients per transaction;
+ * more go in a further transaction on the same connection. */
+#define CLIENT_RCPTS_PER_TRANSACTION SMTP_RECIPIENTS_MAX
+
+/* MX hosts kept per domain, and addresses tried per destination in one
+ * pass (Postfix's smtp_mx_address_limit is 5). */
+#define QUEUE_MX_MAX 16
+#define QUEUE_ADDRESSES_MAX 10
+/* Destinations served at once by child processes. */
+#define QUEUE_PARALLEL_MAX 4
+/* Recipients taken in one pass; the rest wait for the next one. */
+#define QUEUE_PASS_RECIPIENTS_MAX 10000
+/* Passes in one run without --once (new mail that came in meanwhile). */
+#define QUEUE_PASSES_MAX 10
+/* One delay warning once a message has waited this long. */
+#define QUEUE_DELAY_WARNING_SECONDS (4 * 3600)
+/* Spool files with no queue row, and stale staging files, are removed
+ * when older than this (a crash between link and commit leaves them). */
+#define QUEUE_ORPHAN_SECONDS (24 * 3600)
+/* Original headers quoted in a bounce (text/rfc822-headers). */
+#define DSN_HEADERS_MAX (64 * 1024)
+
+/* ---- the outcome of one recipient ---------------------------------- */
+
+enum outcome { OUTCOME_SENT = 0, OUTCOME_TEMP, OUTCOME_PERM };
+
+/* Why a recipient ended as it did: the remote server's reply (remote set,
+ * with the host that said it), or postage's own reason. */
+struct status_text {
+	enum outcome outcome;
+	char status[16];                      /* RFC 3463 enhanced code, "5.1.1" */
+	char text[CLIENT_REPLY_TEXT_MAX + 1]; /* "550 5.1.1 <bob@x>: user unknown" */
+	char command[16];                     /* what it answered: "RCPT TO", "end of DATA" */
+	char mta[ADDRESS_DOMAIN_MAX + 72];    /* "name[ip]" when remote, else "" */
+};
+
+/* Fills st for a reason of our own (no remote reply). */
+void status_set_local(struct status_text *st, enum outcome o, const char *status,
+		      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* ---- dns.c ---------------------------------------------------------- */
+
+enum mx_result {
+	MX_OK = 0,
+	MX_TEMPFAIL,   /* try later */
+	MX_NOTFOUND,   /* no such domain, or no MX and no address: permanent */
+	MX_NULLMX,     /* RFC 7505: the domain takes no mail */
+};
+
+struct mx_host {
+	char name[ADDRESS_DOMAIN_MAX + 1];
+	int preference;
+};
+
+/* MX hosts of domain by preference, random among equals; when the domain
+ * has no MX, the domain itself (RFC 5321 5.1) and *implicit set. */
+enum mx_result dns_mx_lookup(const char *domain, struct mx_host *out, size_t max, size_t *n,
+			      int *implicit, struct status_text *why);
+
+struct host_address {
+	struct sockaddr_storage sa;
+	socklen_t len;
+	char ip[64];
+};
+
+/* Addresses of host (a name or a literal IP) with getaddrinfo AF_UNSPEC.
+ * MX_NOTFOUND when the name has none. */
+enum mx_result dns_host_addresses(const char *host, struct host_address *out, size_t max,
+				   size_t *n, struct status_text *why);
+
+/* ---- client.c ------------------------------------------------------- */
+
+/* Extensions the server announced in its EHLO reply. */
+enum {
+	EXT_STARTTLS = 1 << 0,
+	EXT_SIZE = 1 << 1,
+	EXT_8BITMIME = 1 << 2,
+	EXT_PIPELINING = 1 << 3,
+	EXT_SMTPUTF8 = 1 << 4,
+	EXT_AUTH_PLAIN = 1 << 5,
+	EXT_AUTH_LOGIN = 1 << 6,
+};
+
+struct smtp_client {
+	struct io io;
+	int fd;
+	char host[ADDRESS_DOMAIN_MAX + 1];
+	char ip[64];
+	int port;
+	unsigned ext;
+	unsigned long long size_max;   /* SIZE n; 0 when none */
+	int tls;
+	int tls_verified;
+	char tls_info[160];
+	int transactions;              /* on this connection, for RSET before the next */
+	int broken;                    /* unusable: close, do not reuse */
+};
+
+/* A smarthost's login (relayhost_login/relayhost_password); login is ""
+ * when none is set. */
+struct client_auth {
+	const char *login;
+	const char *password;
+};
+
+/* Connects to one address of host and runs greeting, EHLO, STARTTLS
+ * (whenever offered, unless try_tls is 0) and AUTH. 0 when ready for a
+ * transaction; -1 with the reason in why (always temporary), and *tls_failed
+ * set when the TLS handshake itself failed (then the caller may try the
+ * same address once more without TLS). */
+int client_open(struct smtp_client *c, const char *host, const struct host_address *addr,
+		int port, int try_tls, const struct client_auth *auth, struct status_text *why,
+		int *tls_failed);
+
+struct outbound {
+	const char *id;
+	const char *sender;
+	int fd;                        /* the spool file, LF form */
+	unsigned long long size;       /* its bytes */
+	unsigned long long wire_size;  /* bytes with CRLF: for SIZE= */
+	int body_8bit;
+	int smtputf8;
+};
+
+/* One transaction for n recipients (at most CLIENT_RCPTS_PER_TRANSACTION):
+ * MAIL, RCPT, DATA, with PIPELINING when offered. Fills result[i] for
+ * every recipient. */
+void client_transaction(struct smtp_client *c, const struct outbound *m, const char *const *rcpts,
+			size_t n, struct status_text *result);
+
+/* QUIT (when usable) and close. */
+void client_close(struct smtp_client *c);
+
+/* ---- dsn.c ---------------------------------------------------------- */
+
+enum dsn_kind { DSN_FAILED, DSN_DELAYED };
+
+struct dsn_rcpt {
+	const char *recipient;
+	const char *orig_rcpt;   /* may be NULL */
+	const char *status;      /* "5.1.1" */
+	const char *text;        /* reply or reason */
+	const char *command;     /* may be "" */
+	const char *mta;         /* "name[ip]" or "" */
+	int expired;             /* failed because the queue lifetime ran out */
+};
+
+struct dsn_message {
+	const char *id;
+	const char *sender;
+	long long created_at;
+	long long give_up_at;    /* for a delay warning */
+	long long lifetime_hours;
+};
+
+/* Makes an RFC 3464 report for the sender of m about the recipients, and
+ * delivers it: into the sender's Maildir when the sender is ours, else
+ * through the queue. 0 done (or dropped on purpose, logged), -1 try again
+ * on the next pass. */
+int dsn_send(enum dsn_kind kind, const struct dsn_message *m, const struct dsn_rcpt *rcpts,
+	     size_t n);
+
+/* ---- runner.c ------------------------------------------------------- */
+
+struct runner_options {
+	int once;
+	long long now;          /* 0: the clock */
+};
+
+/* Lock, then passes over what is due. 0 done (or another runner holds the
+ * lock), -1 trouble. */
+int runner_run(const struct runner_options *opt);
+
+/* The pass's idea of now (--now, else the clock). */
+long long queue_now(void);
+
+/* RFC 5322 date of t. */
+void rfc5322_date_of(long long t, char *buf, size_t cap);
+
+#endif

@@ -1,0 +1,734 @@
+"""The outbound queue (issue 7): queue-runner against a real SMTP server on
+loopback (Python aiosmtpd, started here), reached through the relayhost
+setting `[127.0.0.1]:PORT`.
+
+Mail goes in the way it does in production: through smtp-handler under
+systemd-socket-activate, from a client in relay_networks (127.0.0.0/8).
+Then `queue-runner --once` runs, with `--now` to move its clock for
+retries and expiry. The sink answers 250, 451 or 550 per recipient, and
+can offer STARTTLS (a self-signed certificate made with openssl), AUTH,
+PIPELINING, or no 8BITMIME.
+
+The Sink class is also used by test_queue_mx.py (MX lookup in a network
+namespace).
+"""
+import asyncio
+import email
+import email.policy
+import fcntl
+import os
+import re
+import signal
+import smtplib
+import sqlite3
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import Postage  # noqa: E402
+
+try:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+except ImportError:  # pragma: no cover
+    Controller = None
+
+SMTP = 'smtp-handler/smtp-handler'
+RUNNER = 'queue/queue-runner'
+PASSWORD = 'Queue-test-pw-8d1c'
+RELAY_LOGIN = 'relayuser'
+RELAY_PASSWORD = 'Relay-secret-never-logged-4k'
+HOSTNAME = harness.HOSTNAME
+
+
+def make_cert(directory, cn='sink.test'):
+    """A self-signed certificate and key for the sink (openssl)."""
+    cert = os.path.join(directory, 'sink.crt')
+    key = os.path.join(directory, 'sink.key')
+    if not os.path.exists(cert):
+        subprocess.run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes',
+                        '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=' + cn],
+                       check=True, capture_output=True)
+    return cert, key
+
+
+class SinkHandler:
+    """aiosmtpd handler: records every message, answers RCPT per rule."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.rules = {}          # lower-case address -> reply for RCPT
+        self.data_reply = None   # reply to the end of DATA, default 250
+        self.rcpt_delay = 0.0    # seconds to wait before answering RCPT
+        self.data_delay = 0.0    # seconds to wait, after taking the message, before answering
+        self.reached = threading.Event()  # set when a delay begins
+        self.strip = set()       # EHLO keywords not to offer
+        self.add = []            # EHLO keywords to offer as well
+        self.messages = []       # dicts: mail_from, rcpts, content, tls, login, peer, options
+        self.rcpt_attempts = []  # (peer, address, reply)
+        self.auth_attempts = []  # (mechanism, login)
+        self.sessions = []       # (peer, start, end) of each DATA, for overlap checks
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        out = []
+        for r in responses:
+            kw = r[4:].split(' ')[0].upper()
+            if kw in self.strip:
+                continue
+            out.append(r)
+        last = out.pop()
+        out += ['250-' + a for a in self.add]
+        out.append(last)
+        return out
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.rcpt_delay:
+            self.reached.set()
+            await asyncio.sleep(self.rcpt_delay)
+        reply = self.rules.get(address.lower(), '250 2.1.5 Ok')
+        with self.lock:
+            self.rcpt_attempts.append((session.peer, address, reply))
+        if reply.startswith('2'):
+            envelope.rcpt_tos.append(address)
+        return reply
+
+    async def handle_DATA(self, server, session, envelope):
+        start = time.monotonic()
+        with self.lock:
+            self.messages.append({
+                'mail_from': envelope.mail_from,
+                'rcpts': list(envelope.rcpt_tos),
+                'content': envelope.original_content or envelope.content,
+                'options': list(envelope.mail_options),
+                'tls': server._tls_protocol is not None,
+                'login': getattr(session, 'auth_data', None),
+                'peer': session.peer,
+            })
+        if self.data_delay:
+            # The message is taken; the client waits for the reply.
+            self.reached.set()
+            await asyncio.sleep(self.data_delay)
+        with self.lock:
+            self.sessions.append((session.peer, start, time.monotonic()))
+        return self.data_reply or '250 2.0.0 Ok: queued as SINK'
+
+    def authenticator(self, server, session, envelope, mechanism, auth_data):
+        login = auth_data.login.decode() if isinstance(auth_data.login, bytes) else auth_data.login
+        password = auth_data.password
+        if isinstance(password, bytes):
+            password = password.decode()
+        with self.lock:
+            self.auth_attempts.append((mechanism, login))
+        ok = login == RELAY_LOGIN and password == RELAY_PASSWORD
+        return AuthResult(success=ok, handled=False)
+
+
+class Sink:
+    """A real SMTP server on host:port, in a thread of this process."""
+
+    def __init__(self, host='127.0.0.1', port=None, tls_cert=None, auth=False,
+                 auth_require_tls=True, data_size_limit=33554432):
+        if Controller is None:
+            raise unittest.SkipTest('aiosmtpd is not installed (package python3-aiosmtpd)')
+        self.handler = SinkHandler()
+        self.host = host
+        self.port = port or harness._free_port(host)
+        kw = {'decode_data': False, 'enable_SMTPUTF8': True, 'data_size_limit': data_size_limit}
+        if tls_cert:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls_cert)
+            kw['tls_context'] = ctx
+        if auth:
+            kw['authenticator'] = self.handler.authenticator
+            kw['auth_require_tls'] = auth_require_tls
+        self.controller = Controller(self.handler, hostname=host, port=self.port,
+                                     server_hostname='sink.test', ready_timeout=10, **kw)
+        self.controller.start()
+
+    def stop(self):
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+    @property
+    def messages(self):
+        with self.handler.lock:
+            return list(self.handler.messages)
+
+
+def run_queue(p, now=None, once=True, timeout=60):
+    """Runs queue-runner; fails the test if it did not exit 0."""
+    args = ['--once'] if once else []
+    if now is not None:
+        args += ['--now', str(int(now))]
+    r = p.run(RUNNER, args, timeout=timeout)
+    if r.returncode != 0:
+        raise AssertionError(f'queue-runner {args} exited {r.returncode}: '
+                             f'{r.stderr.decode(errors="replace")}\nlog:\n{p.log_text()[-4000:]}')
+    return r
+
+
+def parse(path):
+    with open(path, 'rb') as f:
+        return email.message_from_bytes(f.read(), policy=email.policy.compat32)
+
+
+def dsn_parts(msg):
+    """(human text, [delivery-status blocks], original headers text) of a
+    multipart/report."""
+    assert msg.get_content_type() == 'multipart/report', msg.get_content_type()
+    assert msg.get_param('report-type') == 'delivery-status', msg['Content-Type']
+    parts = msg.get_payload()
+    assert len(parts) == 3, [p.get_content_type() for p in parts]
+    assert parts[0].get_content_type() == 'text/plain'
+    assert parts[1].get_content_type() == 'message/delivery-status'
+    assert parts[2].get_content_type() == 'text/rfc822-headers'
+    text = parts[0].get_payload(decode=True).decode()
+    blocks = parts[1].get_payload()
+    headers = parts[2].get_payload()
+    return text, blocks, headers
+
+
+class QueueCase(unittest.TestCase):
+    """A postage with local.test (alice), a sink, and relayhost to it."""
+
+    sink_kw = {}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.certdir = tempfile.mkdtemp(prefix='postage-queue-cert-')
+        cls.cert = make_cert(cls.certdir)
+
+    @classmethod
+    def tearDownClass(cls):
+        import shutil
+        shutil.rmtree(cls.certdir, ignore_errors=True)
+
+    def setUp(self):
+        harness.binary(RUNNER)
+        self.p = Postage()
+        self.p.__enter__()
+        self.addCleanup(self.p.__exit__, None, None, None)
+        p = self.p
+        p.add_domain('local.test')
+        p.add_mailbox('alice', PASSWORD)
+        p.add_address('alice@local.test', 'alice')
+        p.sql('INSERT INTO relay_networks(network) VALUES (?)', '127.0.0.0/8')
+        self.sink = self.make_sink(**self.sink_kw)
+        p.set('relayhost', f'[127.0.0.1]:{self.sink.port}')
+        self.srv = p.serve(SMTP, ['--mode=mx'])
+
+    def make_sink(self, **kw):
+        sink = Sink(**kw)
+        self.addCleanup(sink.stop)
+        return sink
+
+    def tearDown(self):
+        self.p.check_sanitizers()
+
+    # -- helpers ----------------------------------------------------------
+
+    def submit(self, sender, rcpts, body=None, subject='queue test', raw=None, options=()):
+        """Sends one message through smtp-handler; returns its bytes."""
+        if raw is None:
+            body = body or 'Hello from the queue test.\n'
+            raw = (f'From: <{sender}>\nTo: <{rcpts[0]}>\nSubject: {subject}\n'
+                   f'Message-ID: <{time.time_ns()}@local.test>\n\n{body}').encode()
+        with smtplib.SMTP(self.srv.host, self.srv.port, timeout=30) as s:
+            s.ehlo('client.test')
+            refused = s.sendmail(sender, rcpts, raw.replace(b'\n', b'\r\n'),
+                                 mail_options=list(options))
+            self.assertEqual(refused, {})
+        return raw
+
+    def queue_rows(self):
+        return self.p.sql('SELECT r.recipient, r.state, r.attempts, r.next_attempt, '
+                          'r.last_error, m.created_at FROM queue_recipients r '
+                          'JOIN queue_messages m ON m.id = r.message_id ORDER BY r.recipient')
+
+    def spool_files(self):
+        d = os.path.join(self.p.spool_dir, 'queue')
+        return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+    def assert_queue_empty(self):
+        self.assertEqual(self.p.sql('SELECT count(*) FROM queue_messages')[0][0], 0,
+                         f'queue rows left: {self.queue_rows()}')
+        self.assertEqual(self.spool_files(), [], 'spool files left in queue/')
+
+    def bounces(self, login='alice'):
+        return [parse(m) for m in self.p.messages(login)]
+
+
+class DeliveryTest(QueueCase):
+
+    def test_relay_network_client_reaches_sink_once_and_only_once(self):
+        raw = self.submit('alice@local.test', ['bob@remote.test'],
+                          body='First line.\n.leading dot\n..two dots\n.\nlast\n')
+        self.assertEqual(len(self.spool_files()), 1, 'smtp-handler did not queue the message')
+        self.assertEqual(self.sink.messages, [], 'delivered before the runner ran')
+        run_queue(self.p)
+        msgs = self.sink.messages
+        self.assertEqual(len(msgs), 1, msgs)
+        m = msgs[0]
+        self.assertEqual(m['mail_from'], 'alice@local.test')
+        self.assertEqual(m['rcpts'], ['bob@remote.test'])
+        content = m['content'].replace(b'\r\n', b'\n')
+        # Our Received header on top, no Return-Path, the body as sent
+        # (dot-stuffing undone by the sink).
+        self.assertTrue(content.startswith(b'Received: from client.test'), content[:200])
+        self.assertNotIn(b'Return-Path:', content)
+        self.assertTrue(content.endswith(raw.split(b'\n\n', 1)[1]), content)
+        self.assert_queue_empty()
+        log = self.p.log_text()
+        self.assertRegex(log, r'event=delivery id=\w+ rcpt="bob@remote.test" '
+                              r'relay=127\.0\.0\.1\[127\.0\.0\.1\]:\d+ delay=\d+ attempts=1 '
+                              r'tls="none" tls_verified=- status=sent dsn=2\.0\.0 '
+                              r'reply="250 2\.0\.0 Ok: queued as SINK"')
+        # A second run finds nothing to send.
+        run_queue(self.p)
+        run_queue(self.p, now=time.time() + 30 * 86400)
+        self.assertEqual(len(self.sink.messages), 1)
+        self.assertEqual(self.bounces(), [], 'a bounce for a delivered message')
+
+    def test_recipients_of_a_message_share_one_transaction(self):
+        self.submit('alice@local.test', ['bob@remote.test', 'carol@remote.test',
+                                         'dave@other.test'])
+        run_queue(self.p)
+        msgs = self.sink.messages
+        # Through the relayhost every recipient goes in one transaction.
+        self.assertEqual(len(msgs), 1, msgs)
+        self.assertEqual(sorted(msgs[0]['rcpts']),
+                         ['bob@remote.test', 'carol@remote.test', 'dave@other.test'])
+        self.assert_queue_empty()
+
+    def test_connection_reused_across_messages(self):
+        for i in range(3):
+            self.submit('alice@local.test', [f'bob{i}@remote.test'], subject=f'n{i}')
+        run_queue(self.p)
+        msgs = self.sink.messages
+        self.assertEqual(len(msgs), 3, msgs)
+        self.assertEqual(len({m['peer'] for m in msgs}), 1,
+                         f'expected one connection for three messages: {msgs}')
+        self.assert_queue_empty()
+
+    def test_8bit_body_intact_with_and_without_8bitmime(self):
+        body = 'Grüße, naïve café — ünïcödé\nLatin: \xe9t\xe9\n'.encode('utf-8') + \
+            b'raw byte \xff\xfe end\n'
+        raw = (b'From: <alice@local.test>\nTo: <bob@remote.test>\nSubject: 8bit\n'
+               b'MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n'
+               b'Content-Transfer-Encoding: 8bit\n\n' + body)
+        self.submit('alice@local.test', ['bob@remote.test'], raw=raw, options=['BODY=8BITMIME'])
+        run_queue(self.p)
+        msgs = self.sink.messages
+        self.assertEqual(len(msgs), 1)
+        self.assertTrue(msgs[0]['content'].replace(b'\r\n', b'\n').endswith(b'\n\n' + body))
+        self.assertIn('BODY=8BITMIME', msgs[0]['options'])
+        # A peer without 8BITMIME gets it anyway (as Postfix does), logged.
+        self.sink.handler.strip.add('8BITMIME')
+        self.submit('alice@local.test', ['carol@remote.test'], raw=raw, options=['BODY=8BITMIME'])
+        run_queue(self.p)
+        msgs = self.sink.messages
+        self.assertEqual(len(msgs), 2)
+        self.assertTrue(msgs[1]['content'].replace(b'\r\n', b'\n').endswith(b'\n\n' + body))
+        self.assertNotIn('BODY=8BITMIME', msgs[1]['options'])
+        self.assertIn('note=8bit_without_8bitmime', self.p.log_text())
+        self.assert_queue_empty()
+
+    def test_second_runner_exits_quietly_while_one_holds_the_lock(self):
+        self.submit('alice@local.test', ['bob@remote.test'])
+        lock = os.path.join(self.p.spool_dir, 'queue.lock')
+        with open(lock, 'a') as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            t = time.monotonic()
+            run_queue(self.p)
+            self.assertLess(time.monotonic() - t, 10)
+            self.assertEqual(self.sink.messages, [])
+            self.assertIn('event=runner result=busy', self.p.log_text())
+        run_queue(self.p)
+        self.assertEqual(len(self.sink.messages), 1)
+
+    def test_without_once_it_also_drains(self):
+        self.submit('alice@local.test', ['bob@remote.test'])
+        run_queue(self.p, once=False)
+        self.assertEqual(len(self.sink.messages), 1)
+        self.assert_queue_empty()
+
+    def test_forward_to_remote_address_goes_through_the_queue(self):
+        self.p.add_forward('list@local.test', 'bob@remote.test')
+        self.p.add_forward('list@local.test', 'alice@local.test')
+        self.p.sql('DELETE FROM relay_networks')  # a stranger may write to a local list
+        self.submit('stranger@elsewhere.test', ['list@local.test'])
+        self.assertEqual(len(self.p.messages('alice')), 1, 'local member got no copy')
+        rows = self.p.sql('SELECT recipient, orig_rcpt FROM queue_recipients')
+        self.assertEqual(rows, [('bob@remote.test', 'list@local.test')])
+        run_queue(self.p)
+        msgs = self.sink.messages
+        self.assertEqual(len(msgs), 1)
+        self.assertEqual(msgs[0]['rcpts'], ['bob@remote.test'])
+        self.assert_queue_empty()
+
+
+class RetryTest(QueueCase):
+
+    def test_451_stays_queued_and_is_retried_after_the_backoff(self):
+        h = self.sink.handler
+        h.rules['bob@remote.test'] = '451 4.3.0 <bob@remote.test>: try again later'
+        self.submit('alice@local.test', ['bob@remote.test'])
+        t0 = int(time.time()) + 5
+        run_queue(self.p, now=t0)
+        rows = self.queue_rows()
+        self.assertEqual(len(rows), 1)
+        rcpt, state, attempts, next_attempt, last_error, _created = rows[0]
+        self.assertEqual((state, attempts), ('queued', 1))
+        self.assertEqual(next_attempt, t0 + 5 * 60)
+        self.assertEqual(last_error, '451 4.3.0 <bob@remote.test>: try again later')
+        self.assertEqual(len(self.spool_files()), 1)
+        self.assertIn('status=deferred', self.p.log_text())
+        tries = len(h.rcpt_attempts)
+        # Not due yet: nothing is tried.
+        run_queue(self.p, now=t0 + 299)
+        self.assertEqual(len(h.rcpt_attempts), tries)
+        # Due: tried again, still 451; the next wait is 15 minutes.
+        run_queue(self.p, now=t0 + 300)
+        self.assertEqual(len(h.rcpt_attempts), tries + 1)
+        self.assertEqual(self.queue_rows()[0][2:4], (2, t0 + 300 + 15 * 60))
+        run_queue(self.p, now=t0 + 300 + 15 * 60 - 1)
+        self.assertEqual(len(h.rcpt_attempts), tries + 1)
+        # The remote takes it now.
+        del h.rules['bob@remote.test']
+        run_queue(self.p, now=t0 + 300 + 15 * 60)
+        self.assertEqual(len(self.sink.messages), 1)
+        self.assert_queue_empty()
+        self.assertEqual(self.bounces(), [], 'no bounce for a temporary failure')
+
+    def test_backoff_schedule(self):
+        h = self.sink.handler
+        h.rules['bob@remote.test'] = '451 4.7.1 greylisted'
+        self.submit('alice@local.test', ['bob@remote.test'])
+        now = int(time.time()) + 5
+        waits = []
+        for _ in range(7):
+            run_queue(self.p, now=now)
+            nxt = self.queue_rows()[0][3]
+            waits.append(nxt - now)
+            now = nxt
+        self.assertEqual(waits, [300, 900, 1800, 3600, 7200, 7200, 7200])
+
+    def test_unreachable_relayhost_is_a_temporary_failure(self):
+        port = harness._free_port('127.0.0.1')  # nothing listens there
+        self.p.set('relayhost', f'[127.0.0.1]:{port}')
+        self.submit('alice@local.test', ['bob@remote.test'])
+        run_queue(self.p)
+        rows = self.queue_rows()
+        self.assertEqual(rows[0][1:3], ('queued', 1))
+        self.assertIn(f'connect to 127.0.0.1[127.0.0.1]:{port}: Connection refused', rows[0][4])
+        self.assertEqual(self.bounces(), [])
+
+    def test_expiry_after_queue_lifetime_bounces_with_a_clear_reason(self):
+        self.sink.handler.rules['bob@remote.test'] = '451 4.2.0 <bob@remote.test>: mailbox busy'
+        self.submit('alice@local.test', ['bob@remote.test'], subject='will expire')
+        created = self.queue_rows()[0][5]
+        run_queue(self.p, now=created + 60)
+        self.assertEqual(self.bounces(), [])
+        # One second short of 120 hours: retried, still queued, no bounce
+        # (a delay warning, since 4 hours have passed).
+        run_queue(self.p, now=created + 120 * 3600 - 1)
+        self.assertEqual(self.queue_rows()[0][1], 'queued')
+        notices = self.bounces()
+        self.assertEqual(len(notices), 1)
+        self.assertIn('Delayed Mail', notices[0]['Subject'])
+        run_queue(self.p, now=created + 120 * 3600)
+        self.assert_queue_empty()
+        notices = self.bounces()
+        self.assertEqual(len(notices), 2, [n['Subject'] for n in notices])
+        bounce = [n for n in notices if n['Subject'] == 'Undelivered Mail Returned to Sender']
+        self.assertEqual(len(bounce), 1)
+        text, blocks, headers = dsn_parts(bounce[0])
+        self.assertIn('120 hours', text)
+        self.assertIn('queue_lifetime_hours', text)
+        self.assertIn('451 4.2.0 <bob@remote.test>: mailbox busy', text)
+        self.assertEqual(blocks[1]['Action'], 'failed')
+        self.assertEqual(blocks[1]['Status'], '4.2.0')
+        self.assertIn('Subject: will expire', headers)
+        self.assertIn('reason=expired', self.p.log_text())
+
+    def test_delay_warning_once_after_four_hours(self):
+        self.sink.handler.rules['bob@remote.test'] = '451 4.3.0 later'
+        self.submit('alice@local.test', ['bob@remote.test'], subject='slow one')
+        created = self.queue_rows()[0][5]
+        run_queue(self.p, now=created + 60)
+        run_queue(self.p, now=created + 3 * 3600)
+        self.assertEqual(self.bounces(), [], 'warned before 4 hours')
+        run_queue(self.p, now=created + 4 * 3600 + 10)
+        notices = self.bounces()
+        self.assertEqual(len(notices), 1)
+        w = notices[0]
+        self.assertEqual(w['Subject'], 'Delayed Mail (still being retried)')
+        text, blocks, headers = dsn_parts(w)
+        self.assertIn('WARNING ONLY', text)
+        self.assertIn('will give up at', text)
+        self.assertIn('451 4.3.0 later', text)
+        self.assertEqual(blocks[1]['Action'], 'delayed')
+        self.assertEqual(blocks[1]['Status'], '4.3.0')
+        self.assertTrue(blocks[1]['Will-Retry-Until'])
+        self.assertIn('Subject: slow one', headers)
+        for hours in (8, 12, 30):
+            run_queue(self.p, now=created + hours * 3600)
+        self.assertEqual(len(self.bounces()), 1, 'more than one delay warning')
+        self.assertEqual(self.queue_rows()[0][1], 'queued')
+
+
+class BounceTest(QueueCase):
+
+    def check_bounce(self, msg, failed, reply, orig_subject):
+        self.assertEqual(msg['Return-Path'], '<>')
+        self.assertEqual(msg['From'], f'Mail Delivery System <MAILER-DAEMON@{HOSTNAME}>')
+        self.assertEqual(msg['Auto-Submitted'], 'auto-replied')
+        text, blocks, headers = dsn_parts(msg)
+        self.assertIn(f'<{failed}>', text)
+        self.assertIn(reply, text, 'the remote server\'s own words are quoted')
+        self.assertEqual(blocks[0]['Reporting-MTA'], f'dns; {HOSTNAME}')
+        self.assertEqual(len(blocks), 2, 'one block per failed recipient')
+        r = blocks[1]
+        self.assertEqual(r['Final-Recipient'], f'rfc822; {failed}')
+        self.assertEqual(r['Action'], 'failed')
+        self.assertEqual(r['Status'], re.search(r'\d\.\d+\.\d+', reply).group(0))
+        self.assertEqual(r['Remote-MTA'], 'dns; 127.0.0.1')
+        self.assertEqual(r['Diagnostic-Code'], 'smtp; ' + reply)
+        self.assertIn(f'Subject: {orig_subject}', headers)
+        self.assertNotIn('Hello from the queue test', headers, 'the body is not sent back')
+        return text, blocks
+
+    def test_550_gives_exactly_one_rfc3464_bounce_with_the_remote_text(self):
+        reply = '550 5.1.1 <bob@remote.test>: Recipient address rejected: user unknown'
+        self.sink.handler.rules['bob@remote.test'] = reply
+        self.submit('alice@local.test', ['bob@remote.test'], subject='to nobody')
+        run_queue(self.p)
+        self.assertEqual(self.sink.messages, [])
+        bounces = self.bounces()
+        self.assertEqual(len(bounces), 1)
+        self.check_bounce(bounces[0], 'bob@remote.test', reply, 'to nobody')
+        self.assertIn('in reply to RCPT TO', dsn_parts(bounces[0])[0])
+        self.assert_queue_empty()
+        run_queue(self.p)
+        run_queue(self.p, now=time.time() + 7 * 86400)
+        self.assertEqual(len(self.bounces()), 1, 'bounced twice')
+        self.assertRegex(self.p.log_text(), r'rcpt="bob@remote.test" .* status=bounced dsn=5\.1\.1')
+
+    def test_partial_failure_bounces_only_the_refused_one(self):
+        for pipelining in (False, True):
+            with self.subTest(pipelining=pipelining):
+                h = self.sink.handler
+                h.add = ['PIPELINING'] if pipelining else []
+                reply = '550 5.1.1 <bob@remote.test>: no such user here'
+                h.rules['bob@remote.test'] = reply
+                before = len(self.bounces())
+                n = len(self.sink.messages)
+                self.submit('alice@local.test', ['bob@remote.test', 'carol@remote.test'],
+                            subject=f'half {pipelining}')
+                run_queue(self.p)
+                msgs = self.sink.messages[n:]
+                self.assertEqual(len(msgs), 1)
+                self.assertEqual(msgs[0]['rcpts'], ['carol@remote.test'])
+                # Both RCPTs went over one connection, in one transaction.
+                peers = {a[0] for a in h.rcpt_attempts[-2:]}
+                self.assertEqual(len(peers), 1)
+                bounces = self.bounces()
+                self.assertEqual(len(bounces), before + 1)
+                new = [b for b in bounces if f'half {pipelining}' in dsn_parts(b)[2]]
+                self.assertEqual(len(new), 1)
+                text, blocks = self.check_bounce(new[0], 'bob@remote.test', reply,
+                                                 f'half {pipelining}')
+                self.assertNotIn('carol@remote.test', text.split('attached.')[1])
+                self.assertNotIn('carol', str(blocks[1]))
+                self.assert_queue_empty()
+
+    def test_550_at_end_of_data(self):
+        self.sink.handler.data_reply = '554 5.7.1 Message rejected: looks like spam to us'
+        self.submit('alice@local.test', ['bob@remote.test', 'carol@remote.test'],
+                    subject='spammy')
+        run_queue(self.p)
+        bounces = self.bounces()
+        self.assertEqual(len(bounces), 1)
+        text, blocks, _ = dsn_parts(bounces[0])
+        self.assertEqual(len(blocks), 3, 'both recipients in one bounce')
+        self.assertIn('554 5.7.1 Message rejected: looks like spam to us', text)
+        self.assertIn('in reply to end of DATA', text)
+        self.assertEqual({b['Final-Recipient'] for b in blocks[1:]},
+                         {'rfc822; bob@remote.test', 'rfc822; carol@remote.test'})
+        self.assert_queue_empty()
+
+    def test_null_sender_is_never_bounced(self):
+        self.sink.handler.rules['bob@remote.test'] = '550 5.1.1 unknown'
+        self.submit('', ['bob@remote.test'], subject='a bounce itself')
+        run_queue(self.p)
+        self.assertEqual(self.bounces(), [])
+        self.assert_queue_empty()
+        self.assertEqual(self.sink.messages, [])
+        self.assertIn('event=bounce result=dropped', self.p.log_text())
+        self.assertIn('reason=null_sender', self.p.log_text())
+
+    def test_remote_sender_gets_the_bounce_through_the_queue(self):
+        reply = '550 5.2.1 <bob@remote.test>: mailbox disabled'
+        self.sink.handler.rules['bob@remote.test'] = reply
+        self.submit('someone@elsewhere.test', ['bob@remote.test'], subject='from afar')
+        run_queue(self.p)
+        self.assertEqual(self.bounces(), [])
+        rows = self.p.sql('SELECT m.sender, r.recipient FROM queue_messages m '
+                          'JOIN queue_recipients r ON r.message_id = m.id')
+        self.assertEqual(rows, [('', 'someone@elsewhere.test')], 'bounce not queued')
+        run_queue(self.p)
+        msgs = self.sink.messages
+        self.assertEqual(len(msgs), 1)
+        self.assertEqual(msgs[0]['mail_from'], '<>', 'a bounce has the null sender')
+        self.assertEqual(msgs[0]['rcpts'], ['someone@elsewhere.test'])
+        bounce = email.message_from_bytes(msgs[0]['content'], policy=email.policy.compat32)
+        text, blocks, headers = dsn_parts(bounce)
+        self.assertIn(reply, text)
+        self.assertEqual(blocks[1]['Final-Recipient'], 'rfc822; bob@remote.test')
+        self.assertIn('Subject: from afar', headers)
+        self.assert_queue_empty()
+
+    def test_message_too_big_for_the_remote_bounces_before_sending(self):
+        self.sink.stop()
+        self.sink = self.make_sink(data_size_limit=2000)
+        self.p.set('relayhost', f'[127.0.0.1]:{self.sink.port}')
+        self.submit('alice@local.test', ['bob@remote.test'], body='x' * 70 + '\n' * 1 + 'y' * 5000)
+        run_queue(self.p)
+        self.assertEqual(self.sink.messages, [])
+        bounces = self.bounces()
+        self.assertEqual(len(bounces), 1)
+        text, blocks, _ = dsn_parts(bounces[0])
+        self.assertIn('exceeds the size limit 2000', text)
+        self.assertEqual(blocks[1]['Status'], '5.3.4')
+
+
+class TLSTest(QueueCase):
+
+    sink_kw = {}
+
+    def setUp(self):
+        super().setUp()
+        self.sink.stop()
+
+    def use_sink(self, **kw):
+        self.sink = self.make_sink(**kw)
+        self.p.set('relayhost', f'[127.0.0.1]:{self.sink.port}')
+
+    def test_starttls_used_when_offered(self):
+        self.use_sink(tls_cert=self.cert)
+        self.submit('alice@local.test', ['bob@remote.test'])
+        run_queue(self.p)
+        msgs = self.sink.messages
+        self.assertEqual(len(msgs), 1)
+        self.assertTrue(msgs[0]['tls'], 'sent in clear although STARTTLS was offered')
+        log = self.p.log_text()
+        # Self-signed: used, but not verified, and the log says so.
+        self.assertRegex(log, r'status=sent')
+        self.assertRegex(log, r'tls="TLSv1\.[23] with cipher [^"]+" tls_verified=no status=sent')
+        self.assert_queue_empty()
+
+    def test_relayhost_auth_over_tls(self):
+        self.use_sink(tls_cert=self.cert, auth=True)
+        self.p.set('relayhost_login', RELAY_LOGIN)
+        self.p.set('relayhost_password', RELAY_PASSWORD)
+        self.submit('alice@local.test', ['bob@remote.test'])
+        run_queue(self.p)
+        msgs = self.sink.messages
+        self.assertEqual(len(msgs), 1, self.p.log_text()[-3000:])
+        self.assertTrue(msgs[0]['tls'])
+        self.assertEqual(self.sink.handler.auth_attempts, [('PLAIN', RELAY_LOGIN)])
+        self.assertIn('event=relay_auth result=ok', self.p.log_text())
+        self.assertNotIn(RELAY_PASSWORD, self.p.log_text())
+        self.assert_queue_empty()
+
+    def test_relayhost_auth_login_when_plain_is_not_offered(self):
+        self.use_sink(tls_cert=self.cert, auth=True)
+        self.sink.handler.add = []
+        self.p.set('relayhost_login', RELAY_LOGIN)
+        self.p.set('relayhost_password', RELAY_PASSWORD)
+
+        async def ehlo(server, session, envelope, hostname, responses):
+            session.host_name = hostname
+            return [r.replace('AUTH LOGIN PLAIN', 'AUTH LOGIN') for r in responses]
+        self.sink.handler.handle_EHLO = ehlo
+        self.submit('alice@local.test', ['bob@remote.test'])
+        run_queue(self.p)
+        self.assertEqual(len(self.sink.messages), 1, self.p.log_text()[-3000:])
+        self.assertEqual(self.sink.handler.auth_attempts, [('LOGIN', RELAY_LOGIN)])
+
+    def test_wrong_relayhost_password_defers(self):
+        self.use_sink(tls_cert=self.cert, auth=True)
+        self.p.set('relayhost_login', RELAY_LOGIN)
+        self.p.set('relayhost_password', 'not-the-password')
+        self.submit('alice@local.test', ['bob@remote.test'])
+        run_queue(self.p)
+        self.assertEqual(self.sink.messages, [])
+        rows = self.queue_rows()
+        self.assertEqual(rows[0][1], 'queued')
+        self.assertIn('535', rows[0][4])
+        self.assertEqual(self.bounces(), [])
+
+    def test_relayhost_password_never_sent_without_tls(self):
+        # AUTH offered in clear text: the runner must not use it.
+        self.use_sink(auth=True, auth_require_tls=False)
+        self.p.set('relayhost_login', RELAY_LOGIN)
+        self.p.set('relayhost_password', RELAY_PASSWORD)
+        self.submit('alice@local.test', ['bob@remote.test'])
+        run_queue(self.p)
+        self.assertEqual(self.sink.handler.auth_attempts, [], 'password sent without TLS')
+        self.assertEqual(self.sink.messages, [])
+        rows = self.queue_rows()
+        self.assertEqual(rows[0][1:3], ('queued', 1))
+        self.assertIn('without TLS', rows[0][4])
+        self.assertIn('event=relay_auth result=refused', self.p.log_text())
+        self.assertNotIn(RELAY_PASSWORD, self.p.log_text())
+        self.assertEqual(self.bounces(), [])
+
+
+class CrashTest(QueueCase):
+
+    def test_sigkill_mid_transaction_then_run_again_delivers(self):
+        # 'rcpt': killed before the message was sent: exactly one copy
+        # later. 'reply': killed after the sink took the message, before
+        # its reply came: the next run sends it again (at most one extra
+        # copy, never lost).
+        for phase, copies in (('rcpt', (1,)), ('reply', (2,))):
+            with self.subTest(phase=phase):
+                h = self.sink.handler
+                h.reached.clear()
+                setattr(h, phase == 'rcpt' and 'rcpt_delay' or 'data_delay', 30.0)
+                n = len(self.sink.messages)
+                subject = b'Subject: kill ' + phase.encode()
+                self.submit('alice@local.test', ['bob@remote.test'], subject=f'kill {phase}')
+                proc = subprocess.Popen([harness.binary(RUNNER), '--db', self.p.db, '--once'],
+                                        env=self.p.env(), start_new_session=True,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                try:
+                    self.assertTrue(h.reached.wait(30), 'the runner never got that far')
+                    time.sleep(0.2)
+                    os.killpg(proc.pid, signal.SIGKILL)
+                finally:
+                    proc.wait(timeout=30)
+                self.assertEqual(proc.returncode, -signal.SIGKILL)
+                # The queue still has it, and the lock is free again.
+                self.assertEqual(self.p.sql('SELECT state FROM queue_recipients'), [('queued',)])
+                h.rcpt_delay = h.data_delay = 0
+                run_queue(self.p)
+                got = [m for m in self.sink.messages[n:] if subject in m['content']]
+                self.assertIn(len(got), copies, got)
+                self.assert_queue_empty()
+                run_queue(self.p)
+                self.assertEqual(len([m for m in self.sink.messages[n:]
+                                      if subject in m['content']]), len(got))
+
+
+if __name__ == '__main__':
+    harness.main()
