@@ -89,7 +89,7 @@ void session_login(struct session *s, const char *mech, const char *login, const
 	case AUTH_DISABLED:
 	case AUTH_FAIL:
 		s->auth_failures++;
-		log_event(LOG_NOTICE, "event=login result=%s mech=%s login=\"%s\" ip=%s failures=%d", 
+		log_event(LOG_NOTICE, "event=login result=%s mech=%s login=\"%s\" ip=%s failures=%d",
 			  r == AUTH_DISABLED ? "disabled" : "failed", mech, safe, session_ip(s),
 			  s->auth_failures);
 		/* One answer for a wrong login, a wrong password and a
@@ -159,18 +159,19 @@ static void dispatch(struct session *s, const char *line, size_t len)
 	if (strlen(line) != len || command_split(line, verb, sizeof(verb), &arg) < 0 ||
 	    !(c = find_command(verb))) {
 		s->bad_commands++;
+		s->have_user = 0;
 		reply(s, "-ERR Unknown command");
 		return;
 	}
+	/* RFC 1939 7: PASS must come right after USER. */
+	if (strcmp(c->verb, "PASS") != 0)
+		s->have_user = 0;
 	if (!(c->flags & need)) {
 		s->bad_commands++;
 		reply(s, "-ERR %s is not valid in the %s state", c->verb,
 		      s->state == STATE_AUTHORIZATION ? "AUTHORIZATION" : "TRANSACTION");
 		return;
 	}
-	/* RFC 1939 4: PASS must come right after USER. */
-	if (strcmp(c->verb, "PASS") != 0)
-		s->have_user = 0;
 	c->run(s, arg);
 }
 
@@ -250,6 +251,8 @@ int session_run(struct session *s)
 			break;
 		} else {
 			dispatch(s, line, len);
+			/* PASS lines hold passwords: keep none in memory. */
+			memset(line, 0, len);
 		}
 		if (!s->quit && s->bad_commands >= POP3_BAD_COMMANDS_MAX) {
 			reply(s, "-ERR Too many bad commands, closing the connection");

@@ -310,6 +310,32 @@ class Snapshot(Pop3TestCase):
         self.assertTrue(c.cmd('QUIT').startswith('+OK'))
 
 
+class Limits(Pop3TestCase):
+    def test_snapshot_capped(self):
+        # POP3_MESSAGES_MAX (100000) messages in one session; the rest wait
+        # for a later one.
+        cur = os.path.join(self.p.maildir('alice'), 'cur')
+        for sub in ('cur', 'new', 'tmp'):
+            os.makedirs(os.path.join(self.p.maildir('alice'), sub))
+        one = os.path.join(self.p.maildir('alice'), 'tmp', 'one')
+        for i in range(100003):
+            # Hard links are quicker to make than files; a new file every
+            # 50000 (ext4 allows 65000 links to one).
+            if i % 50000 == 0:
+                with open(one, 'wb') as f:
+                    f.write(b'\n')
+            os.link(one, os.path.join(cur, f'{1600000000 + i}.M1P1.h,S=1,W=2:2,'))
+            if i % 50000 == 49999:
+                os.unlink(one)
+        os.unlink(one)
+        c = self.session()
+        self.assertEqual(c.cmd('STAT'), '+OK 100000 200000')
+        self.assertEqual(c.cmd('LIST 100001'), '-ERR no such message')
+        self.assertTrue(c.cmd('LIST 100000').startswith('+OK 100000 2'))
+        self.assertTrue(c.cmd('QUIT').startswith('+OK'))
+        self.assertTrue(self.log_events(event='maildrop', result='truncated', messages=100000))
+
+
 class Commands(Pop3TestCase):
     def test_pipelining(self):
         self.put(new_message('one'))
@@ -384,6 +410,15 @@ class Commands(Pop3TestCase):
         self.assertEqual(c.cmd('USER alice'), '-ERR USER is not valid in the TRANSACTION state')
         self.assertEqual(c.cmd('stat'), '+OK 0 0')
         self.assertTrue(c.cmd('NOOP x').startswith('-ERR'))
+
+    def test_pass_right_after_user(self):
+        c = self.connect()
+        for between in ('BOGUS', 'STAT', 'CAPA'):
+            self.assertEqual(c.cmd('USER alice'), '+OK Send your password')
+            r = c.cmd(between)
+            if r.startswith('+OK'):
+                c.multi()
+            self.assertEqual(c.cmd(f'PASS {PASSWORD}'), '-ERR Send USER first', between)
 
     def test_quit_in_authorization(self):
         self.put(new_message())
