@@ -195,6 +195,22 @@ class TLSTest(unittest.TestCase):
         self.assertRegex(head, r'\(using TLSv1\.[23] with cipher \S+ \(\d+/\d+ bits\)\)')
         self.assertIn('with ESMTPSA', head)
 
+    def test_implicit_and_starttls_under_xinetd(self):
+        subs = self.p.serve(HANDLER, ['--mode=submissions'], supervisor='xinetd')
+        s = smtplib.SMTP_SSL(subs.host, subs.port, timeout=20, context=insecure_context())
+        self.addCleanup(s.close)
+        self.assertIn(s.sock.version(), ('TLSv1.3', 'TLSv1.2'))
+        s.login('alice', PASSWORD)
+        s.quit()
+        sub = self.p.serve(HANDLER, ['--mode=submission'], supervisor='xinetd')
+        s = smtplib.SMTP(sub.host, sub.port, timeout=20)
+        self.addCleanup(s.close)
+        s.starttls(context=insecure_context())
+        s.login('alice', PASSWORD)
+        s.quit()
+        subs.stop()
+        sub.stop()
+
     # -- real clients -----------------------------------------------------
 
     def test_gnutls_cli_starttls(self):
