@@ -1,0 +1,358 @@
+/* The whole SMTP session, fed from the fuzz input: the smtp-handler's
+ * sources (all but main.c) are built into this target, and each input is
+ * one connection. The first byte picks who connects (byte % 4):
+ *   0  a local peer (fd 0 is a memfd holding the input), port 25
+ *   1  127.0.0.1, which is in relay_networks (so AUTH is offered), port 25
+ *   2  127.0.0.1 on the submission port (MAIL needs AUTH)
+ *   3  127.0.0.2, which has a recent POP3 login (POP-before-SMTP)
+ * For 1-3, fd 0 is the server side of a loopback TCP connection whose
+ * client wrote the input and half-closed. Replies go to /dev/null.
+ *
+ * Each input runs in this process, not in a fork: libFuzzer only sees the
+ * coverage of its own process. So the state a session leaves is reset
+ * after each run (the session struct, the tables sessions write, the
+ * delivered files), and what must never outlive a session is checked:
+ * an open database transaction (it would hold the write lock while the
+ * next client talks) and a leaked file descriptor.
+ *
+ * LLVMFuzzerInitialize moves the process into a private network namespace
+ * with only loopback up (it refuses to run otherwise), so that nothing a
+ * session looks up (DNS for SPF, DKIM, DMARC) can leave the machine; then
+ * it makes the database once, from schema/schema.sql, and names it in
+ * $POSTAGE_DB. Files go under $POSTAGE_FUZZ_DIR, else /dev/shm (cheap
+ * fsync), else $TMPDIR. */
+#include "fuzz.h"
+
+#include <crypt.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <sched.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "db.h"
+#include "log.h"
+#include "session.h"
+
+/* Inputs larger than this go through the memfd only: a loopback socket
+ * must take the whole input before the session starts reading. */
+#define SOCKET_INPUT_MAX 32768
+
+static struct session session; /* large: keep it off the stack */
+static char workdir[1024];
+static int memfd = -1, listen_fd = -1, null_fd = -1;
+static struct sockaddr_in listen_addr;
+static int last_changes;
+
+static void die(const char *what)
+{
+	fprintf(stderr, "fuzz-smtp-session: %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+static void write_proc(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+
+	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text))
+		die(path);
+	close(fd);
+}
+
+/* A private network namespace with loopback up, or exit. */
+static void isolate_network(void)
+{
+	struct ifreq ifr;
+	int s;
+
+	if (unshare(CLONE_NEWNET) < 0) {
+		char map[64];
+		unsigned uid = (unsigned)getuid(), gid = (unsigned)getgid();
+
+		if (unshare(CLONE_NEWUSER | CLONE_NEWNET) < 0)
+			die("cannot make a private network namespace (needs root or user "
+			    "namespaces); refusing to fuzz sessions that could reach the network");
+		write_proc("/proc/self/setgroups", "deny");
+		snprintf(map, sizeof(map), "0 %u 1", uid);
+		write_proc("/proc/self/uid_map", map);
+		snprintf(map, sizeof(map), "0 %u 1", gid);
+		write_proc("/proc/self/gid_map", map);
+	}
+	s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		die("socket");
+	memset(&ifr, 0, sizeof(ifr));
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
+	if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+		die("SIOCGIFFLAGS lo");
+	ifr.ifr_flags |= IFF_UP;
+	if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+		die("SIOCSIFFLAGS lo");
+	close(s);
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	remove(path);
+	return 0;
+}
+
+static int remove_file(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)ftw;
+	if (flag == FTW_F)
+		unlink(path);
+	return 0;
+}
+
+static void cleanup(void)
+{
+	if (workdir[0] && !getenv("POSTAGE_KEEP_TMP"))
+		nftw(workdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void exec_sql(sqlite3 *db, const char *sql)
+{
+	char *err = NULL;
+
+	if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK) {
+		fprintf(stderr, "fuzz-smtp-session: sql failed: %s\n%s\n", err ? err : "?", sql);
+		exit(1);
+	}
+}
+
+static void make_database(void)
+{
+	static char schema[1 << 16];
+	char path[1200], sql[4096], salt[CRYPT_GENSALT_OUTPUT_SIZE];
+	struct crypt_data cd;
+	const char *hash, *base = getenv("POSTAGE_FUZZ_DIR");
+	sqlite3 *db;
+	FILE *f;
+	size_t n;
+
+	if (!base || !*base)
+		base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : getenv("TMPDIR");
+	if (!base || !*base)
+		base = "/tmp";
+	snprintf(workdir, sizeof(workdir), "%s/postage-fuzz-XXXXXX", base);
+	if (!mkdtemp(workdir))
+		die(workdir);
+	atexit(cleanup);
+
+	f = fopen(SCHEMA_SQL, "r");
+	if (!f)
+		die(SCHEMA_SQL);
+	n = fread(schema, 1, sizeof(schema) - 1, f);
+	fclose(f);
+	schema[n] = '\0';
+	snprintf(path, sizeof(path), "%s/postage.db", workdir);
+	if (sqlite3_open(path, &db) != SQLITE_OK)
+		die(path);
+	exec_sql(db, schema);
+
+	/* a cheap password hash: sha512-crypt at its least number of rounds */
+	if (!crypt_gensalt_rn("$6$", 1000, NULL, 0, salt, sizeof(salt)))
+		die("crypt_gensalt");
+	memset(&cd, 0, sizeof(cd));
+	hash = crypt_r("secret", salt, &cd);
+	if (!hash || hash[0] != '$')
+		die("crypt");
+	snprintf(sql, sizeof(sql),
+		 "INSERT INTO settings VALUES ('hostname', 'mx.fuzz.example'),"
+		 " ('mail_root', '%s/mail'), ('spool_dir', '%s/spool'),"
+		 " ('max_message_bytes', '8000'), ('pop_before_smtp_minutes', '1000000'),"
+		 " ('max_messages_per_hour_per_login', '50'), ('received_show_login', '1');"
+		 "INSERT INTO domains VALUES ('example.org'), ('example.net'),"
+		 " ('b\xc3\xbc" "cher.example'), ('xn--bcher-kva.example');"
+		 "INSERT INTO mailboxes (login, password, quota_bytes, enabled) VALUES"
+		 " ('alice', '%s', NULL, 1), ('bob', '%s', 3000, 1), ('carol', '%s', NULL, 0),"
+		 " ('dave', '%s', 0, 1);"
+		 "INSERT INTO addresses VALUES ('alice@example.org', 'alice'),"
+		 " ('postmaster@example.org', 'alice'), ('bob@example.org', 'bob'),"
+		 " ('carol@example.org', 'carol'), ('dave@example.org', 'dave'),"
+		 " ('@example.net', 'bob'), ('j\xc3\xb6rg@b\xc3\xbc" "cher.example', 'alice'),"
+		 " ('\"a b\"@example.org', 'alice');"
+		 "INSERT INTO forwards VALUES ('list@example.org', 'alice@example.org'),"
+		 " ('list@example.org', 'bob@example.org'), ('list@example.org', 'ext@remote.example'),"
+		 " ('fwd@example.org', 'someone@remote.example'),"
+		 " ('loop1@example.org', 'loop2@example.org'), ('loop2@example.org', 'loop1@example.org');"
+		 "INSERT INTO relay_networks VALUES ('127.0.0.1/32'), ('2001:db8::/32');"
+		 "INSERT INTO pop_logins VALUES ('127.0.0.2', 'alice', %lld);",
+		 workdir, workdir, hash, hash, hash, hash, (long long)time(NULL));
+	exec_sql(db, sql);
+	sqlite3_close(db);
+	if (setenv("POSTAGE_DB", path, 1) < 0)
+		die("setenv");
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	socklen_t len = sizeof(listen_addr);
+
+	(void)argc;
+	(void)argv;
+	isolate_network();
+	make_database();
+	/* logs would go to the journal; the file keeps them off the system */
+	setenv("POSTAGE_LOG_FILE", "/dev/null", 0);
+	signal(SIGPIPE, SIG_IGN);
+	log_init("postage-smtp-fuzz");
+
+	null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	memfd = memfd_create("smtp-input", MFD_CLOEXEC);
+	listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (null_fd < 0 || memfd < 0 || listen_fd < 0)
+		die("open");
+	memset(&listen_addr, 0, sizeof(listen_addr));
+	listen_addr.sin_family = AF_INET;
+	listen_addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(listen_fd, (struct sockaddr *)&listen_addr, sizeof(listen_addr)) < 0 ||
+	    listen(listen_fd, 4) < 0 ||
+	    getsockname(listen_fd, (struct sockaddr *)&listen_addr, &len) < 0)
+		die("listen on 127.0.0.1");
+	/* the replies (fd 1) go nowhere; libFuzzer reports on stderr */
+	if (dup2(null_fd, 1) < 0 || dup2(null_fd, 0) < 0)
+		die("dup2");
+
+	/* open the database and its WAL now, so that what a session opens
+	 * and keeps can be told apart from what SQLite keeps */
+	if (db_open() != DB_OK || db_begin() < 0 || db_commit() < 0)
+		die("database");
+	last_changes = sqlite3_total_changes(db_handle());
+	return 0;
+}
+
+/* A loopback connection from source (127.0.0.x) carrying the input; the
+ * server side is returned, the client in *client. */
+static int connect_with(const char *source, const uint8_t *data, size_t len, int *client)
+{
+	struct sockaddr_in from;
+	int c, s, big = 1 << 18;
+	size_t off = 0;
+
+	c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (c < 0)
+		die("socket");
+	setsockopt(c, SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
+	memset(&from, 0, sizeof(from));
+	from.sin_family = AF_INET;
+	inet_pton(AF_INET, source, &from.sin_addr);
+	if (bind(c, (struct sockaddr *)&from, sizeof(from)) < 0 ||
+	    connect(c, (struct sockaddr *)&listen_addr, sizeof(listen_addr)) < 0)
+		die("connect over loopback");
+	s = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+	if (s < 0)
+		die("accept");
+	while (off < len) {
+		ssize_t n = write(c, data + off, len - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			die("write to loopback");
+		off += (size_t)n;
+	}
+	shutdown(c, SHUT_WR);
+	*client = c;
+	return s;
+}
+
+/* The lowest free file descriptor. */
+static int lowest_free_fd(void)
+{
+	int fd = dup(null_fd);
+
+	if (fd < 0)
+		die("dup");
+	close(fd);
+	return fd;
+}
+
+/* Puts the world back as it was before the session (which began with
+ * fd_before as the lowest free descriptor). */
+static void after_session(int fd_before)
+{
+	sqlite3 *db = db_handle();
+	char dir[1200];
+	int probe;
+
+	if (db) {
+		/* a session must never end inside a transaction */
+		FUZZ_ASSERT(sqlite3_get_autocommit(db));
+		if (sqlite3_total_changes(db) != last_changes) {
+			exec_sql(db, "DELETE FROM queue_recipients; DELETE FROM queue_messages;"
+				     "DELETE FROM auth_failures; DELETE FROM send_counts;");
+			last_changes = sqlite3_total_changes(db);
+		}
+	}
+	snprintf(dir, sizeof(dir), "%s/mail", workdir);
+	nftw(dir, remove_file, 16, FTW_PHYS);
+	snprintf(dir, sizeof(dir), "%s/spool", workdir);
+	nftw(dir, remove_file, 16, FTW_PHYS);
+
+	probe = lowest_free_fd();
+	if (probe != fd_before) {
+		fprintf(stderr, "fuzz-smtp-session: file descriptor leaked (next free fd %d, was %d)\n",
+			probe, fd_before);
+		for (int fd = fd_before; fd < probe; fd++) {
+			char link[64], target[512];
+			ssize_t n;
+
+			snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+			n = readlink(link, target, sizeof(target) - 1);
+			target[n > 0 ? n : 0] = '\0';
+			fprintf(stderr, "  fd %d: %s\n", fd, target);
+		}
+		abort();
+	}
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	int scenario, client = -1, server = -1, fd_before;
+
+	if (size < 1 || size > 65536)
+		return 0;
+	fd_before = lowest_free_fd();
+	scenario = data[0] % 4;
+	data++;
+	size--;
+	if (size > SOCKET_INPUT_MAX)
+		scenario = 0;
+
+	if (scenario == 0) {
+		if (ftruncate(memfd, 0) < 0 || pwrite(memfd, data, size, 0) != (ssize_t)size ||
+		    lseek(memfd, 0, SEEK_SET) < 0 || dup2(memfd, 0) < 0)
+			die("memfd");
+	} else {
+		server = connect_with(scenario == 3 ? "127.0.0.2" : "127.0.0.1", data, size, &client);
+		if (dup2(server, 0) < 0)
+			die("dup2");
+	}
+
+	memset(&session, 0, sizeof(session));
+	session.mode = scenario == 2 ? MODE_SUBMISSION : MODE_MX;
+	session_run(&session);
+
+	dup2(null_fd, 0);
+	if (server >= 0)
+		close(server);
+	if (client >= 0)
+		close(client);
+	after_session(fd_before);
+	return 0;
+}
