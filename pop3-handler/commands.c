@@ -54,6 +54,10 @@ static int message_arg(struct session *s, const char *arg, size_t *index)
 	return -1;
 }
 
+/* USER/PASS is allowed with or without TLS (Dovecot's
+ * disable_plaintext_auth=no): old clients and loopback users keep
+ * working, and a site that wants passwords only inside TLS serves port
+ * 995 (--tls) alone. SASL PLAIN is offered only inside TLS. */
 static int sasl_plain_offered(const struct session *s)
 {
 	return s->tls_active;
