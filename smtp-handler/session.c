@@ -173,35 +173,6 @@ void session_end_tls(struct session *s)
 		tls_end(&s->io);
 }
 
-/* Half-closes the connection and reads what the client still sends (its
- * close_notify, a command pipelined after QUIT) for a moment: closing a
- * socket with unread input sends a reset, and a reset can destroy our
- * last reply before the client has read it. */
-static void linger_close(struct session *s)
-{
-	static char drop[4096];
-	struct timespec start, now;
-	size_t total = 0;
-
-	if (!s->peer.is_socket || shutdown(1, SHUT_WR) < 0)
-		return;
-	clock_gettime(CLOCK_MONOTONIC, &start);
-	while (total < LINGER_CLOSE_BYTES_MAX) {
-		long long spent;
-		ssize_t n;
-
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		spent = (now.tv_sec - start.tv_sec) * 1000LL + (now.tv_nsec - start.tv_nsec) / 1000000;
-		if (spent >= LINGER_CLOSE_MS ||
-		    io_wait_readable(&s->io, 0, (int)(LINGER_CLOSE_MS - spent)) != IO_OK)
-			return;
-		n = read(0, drop, sizeof(drop));
-		if (n <= 0)
-			return;
-		total += (size_t)n;
-	}
-}
-
 static const struct command *find_command(const char *verb)
 {
 	for (const struct command *c = smtp_commands; c->verb; c++)
@@ -299,6 +270,9 @@ int session_run(struct session *s)
 	}
 	io_flush(&s->io);
 	session_end_tls(s);
-	linger_close(s);
+	/* Closing with unread input sends a reset that can destroy the last
+	 * reply: half-close and drain for a moment first. */
+	if (s->peer.is_socket)
+		io_linger_close(&s->io);
 	return 0;
 }
