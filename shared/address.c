@@ -477,6 +477,7 @@ static int expand(struct resolver *r, const struct address *a, int depth)
 			return 0;
 		memset(&d, 0, sizeof(d));
 		d.kind = DEST_REMOTE;
+		d.forwarded = 1;
 		memcpy(d.address, addr, sizeof(d.address));
 		add_destination(r, &d);
 		return 1;

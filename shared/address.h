@@ -50,6 +50,7 @@ struct destination {
 	char address[ADDRESS_PATH_MAX + 1];            /* DEST_REMOTE */
 	long long quota_bytes;                         /* -1: none */
 	int enabled;
+	int forwarded;  /* DEST_REMOTE reached through forwards (SRS applies) */
 };
 
 enum resolve_result {

@@ -11,6 +11,7 @@
 #include "maildir.h"
 #include "message.h"
 #include "session.h"
+#include "srs.h"
 #include "tls.h"
 
 static int arg_empty(const char *arg)
@@ -165,6 +166,8 @@ static void cmd_mail(struct session *s, const char *arg)
 		return;
 	}
 	r = address_parse_path(arg + 5, 1, 1, &sender, &rest);
+	if (r == ADDRESS_TOOLONG)
+		r = srs_parse_path(arg + 5, &sender, &rest);
 	if (r != ADDRESS_OK) {
 		s->bad_commands++;
 		reply(s, "%s", address_error(r));
@@ -252,7 +255,7 @@ static void cmd_rcpt(struct session *s, const char *arg)
 	char why[ADDRESS_PATH_MAX * 4 + 128];
 	enum address_parse r;
 	size_t n = 0;
-	int relay;
+	int relay, srs;
 
 	if (strncasecmp(arg, "TO:", 3) != 0) {
 		s->bad_commands++;
@@ -260,6 +263,8 @@ static void cmd_rcpt(struct session *s, const char *arg)
 		return;
 	}
 	r = address_parse_path(arg + 3, 0, 1, &rcpt, &rest);
+	if (r == ADDRESS_TOOLONG)
+		r = srs_parse_path(arg + 3, &rcpt, &rest);
 	if (r != ADDRESS_OK) {
 		s->bad_commands++;
 		reply(s, "%s", address_error(r));
@@ -284,6 +289,12 @@ static void cmd_rcpt(struct session *s, const char *arg)
 	address_format(&rcpt, addr, sizeof(addr));
 	log_printable(safe, sizeof(safe), addr, strlen(addr));
 
+	/* A bounce to one of our SRS addresses goes back to the sender. */
+	srs = rcpt_srs(s, &rcpt, safe, found, &n);
+	if (srs < 0)
+		return;
+	if (srs > 0)
+		goto resolved;
 	switch (resolve_recipient(&rcpt, found, FORWARD_TARGETS_MAX, &n)) {
 	case RESOLVE_TEMPFAIL:
 		reply(s, "451 4.3.0 <%s>: Temporary lookup failure, try again later", safe);
@@ -319,6 +330,7 @@ static void cmd_rcpt(struct session *s, const char *arg)
 		break;
 	}
 
+resolved:
 	n = rcpt_filter(s, found, n, safe, why, sizeof(why));
 	if (n == 0) {
 		reply(s, "%s", why);

@@ -1,15 +1,19 @@
 /* Mail for remote recipients enters the queue here, once: DKIM-signed
- * when one of our users sends it, so every retry sends the same bytes. */
+ * when one of our users sends it, so every retry sends the same bytes;
+ * with an SRS envelope sender when a forward sends it on. And bounces to
+ * those SRS addresses, accepted at RCPT and sent back. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "db.h"
 #include "dkim.h"
 #include "headers.h"
 #include "log.h"
 #include "session.h"
 #include "spool.h"
+#include "srs.h"
 
 /* Room for the DKIM-Signature fields of one message (DKIM_SIGN_MAX
  * signatures of RSA keys up to 8192 bits). */
@@ -49,16 +53,93 @@ static int sign_copy(struct session *s, const char *qid, int fd, off_t *size, ch
 	return sfd;
 }
 
+/* Takes back a message queued a moment ago (the second part of a split
+ * message could not be queued). */
+static void unqueue(const char *id)
+{
+	char path[PATH_MAX_POSTAGE];
+	sqlite3_stmt *st;
+
+	if (db_begin() == 0) {
+		st = db_stmt("DELETE FROM queue_recipients WHERE message_id = ?1");
+		if (st) {
+			sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+			sqlite3_step(st);
+			sqlite3_reset(st);
+		}
+		st = db_stmt("DELETE FROM queue_messages WHERE id = ?1");
+		if (st) {
+			sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+			sqlite3_step(st);
+			sqlite3_reset(st);
+		}
+		db_commit();
+	}
+	queue_path(id, path, sizeof(path));
+	unlink(path);
+}
+
+/* Is remote[i] a destination a forward reached? Its recipient points
+ * into s->dests. */
+static int is_forwarded(const struct session *s, const struct queue_rcpt *q)
+{
+	for (size_t i = 0; i < s->ndests; i++)
+		if (q->recipient == s->dests[i].dest.address)
+			return s->dests[i].dest.forwarded;
+	return 0;
+}
+
 int queue_outbound(struct session *s, const char *qid, int fd, const char *staging, off_t size,
 		   int eight_bit, const char *sender, const struct queue_rcpt *remote, size_t nremote)
 {
-	char signed_path[PATH_MAX_POSTAGE];
-	int sfd, r, e;
+	static struct queue_rcpt plain[MESSAGE_DESTINATIONS_MAX], fwd[MESSAGE_DESTINATIONS_MAX];
+	char signed_path[PATH_MAX_POSTAGE], srs_sender[ADDRESS_PATH_MAX + 1], fwd_id[QUEUE_ID_LEN + 8];
+	const char *path = staging, *srs_domain = NULL;
+	size_t nplain = 0, nfwd = 0;
+	int sfd, qfd = fd, r = 0, e, rewritten = 0;
+
+	for (size_t i = 0; i < nremote; i++) {
+		if (is_forwarded(s, &remote[i])) {
+			fwd[nfwd++] = remote[i];
+			if (!srs_domain && remote[i].orig_rcpt && strrchr(remote[i].orig_rcpt, '@'))
+				srs_domain = strrchr(remote[i].orig_rcpt, '@') + 1;
+		} else {
+			plain[nplain++] = remote[i];
+		}
+	}
+	/* SRS: the forwarding address's domain is ours, so bounces come back
+	 * here and SPF at the next hop checks our own record. */
+	if (nfwd > 0 && srs_domain)
+		rewritten = srs_forward(&s->sender, srs_domain, srs_sender, sizeof(srs_sender)) == 1;
 
 	sfd = sign_copy(s, qid, fd, &size, signed_path, sizeof(signed_path));
-	r = queue_enqueue(sfd >= 0 ? sfd : fd, sfd >= 0 ? signed_path : staging, qid, sender,
-			  (unsigned long long)size, eight_bit, s->smtputf8, s->peer.ip, s->auth_login,
-			  remote, nremote);
+	if (sfd >= 0) {
+		qfd = sfd;
+		path = signed_path;
+	}
+	if (!rewritten) {
+		r = queue_enqueue(qfd, path, qid, sender, (unsigned long long)size, eight_bit, s->smtputf8,
+				  s->peer.ip, s->auth_login, remote, nremote);
+	} else {
+		/* One queue entry per envelope sender. */
+		queue_new_id(fwd_id, sizeof(fwd_id));
+		if (nplain > 0)
+			r = queue_enqueue(qfd, path, qid, sender, (unsigned long long)size, eight_bit,
+					  s->smtputf8, s->peer.ip, s->auth_login, plain, nplain);
+		if (r == 0) {
+			r = queue_enqueue(qfd, path, nplain > 0 ? fwd_id : qid, srs_sender,
+					  (unsigned long long)size, eight_bit, s->smtputf8, s->peer.ip,
+					  s->auth_login, fwd, nfwd);
+			if (r < 0 && nplain > 0) {
+				e = errno;
+				unqueue(qid);
+				errno = e;
+			}
+		}
+		if (r == 0)
+			log_event(LOG_INFO, "event=srs result=rewritten id=%s sender=\"%s\" rcpts=%zu", nplain > 0 ? fwd_id : qid,
+				  srs_sender, nfwd);
+	}
 	if (sfd >= 0) {
 		e = errno;
 		close(sfd);
@@ -66,4 +147,36 @@ int queue_outbound(struct session *s, const char *qid, int fd, const char *stagi
 		errno = e;
 	}
 	return r;
+}
+
+int rcpt_srs(struct session *s, const struct address *rcpt, const char *safe,
+	     struct destination *found, size_t *n)
+{
+	char orig[ADDRESS_PATH_MAX + 1], osafe[ADDRESS_PATH_MAX * 4 + 8];
+
+	(void)s;
+	switch (srs_reverse(rcpt, orig, sizeof(orig))) {
+	case SRS_NOT_SRS:
+		return 0;
+	case SRS_TEMPFAIL:
+		reply(s, "451 4.3.0 <%s>: Temporary lookup failure, try again later", safe);
+		return -1;
+	case SRS_FORGED:
+		log_event(LOG_NOTICE, "event=rcpt result=srs_forged rcpt=\"%s\"", safe);
+		reply(s, "550 5.7.1 <%s>: Recipient address rejected: invalid SRS address", safe);
+		return -1;
+	case SRS_EXPIRED:
+		log_event(LOG_NOTICE, "event=rcpt result=srs_expired rcpt=\"%s\"", safe);
+		reply(s, "550 5.1.1 <%s>: Recipient address rejected: SRS address expired", safe);
+		return -1;
+	case SRS_OK:
+		break;
+	}
+	log_printable(osafe, sizeof(osafe), orig, strlen(orig));
+	log_event(LOG_INFO, "event=rcpt result=srs_reversed rcpt=\"%s\" to=\"%s\"", safe, osafe);
+	memset(&found[0], 0, sizeof(found[0]));
+	found[0].kind = DEST_REMOTE;
+	snprintf(found[0].address, sizeof(found[0].address), "%s", orig);
+	*n = 1;
+	return 1;
 }

@@ -105,10 +105,14 @@ void rate_limit_charge(struct session *s, size_t count);
 void receive_message(struct session *s);
 
 /* outbound.c: queues the staged message for the remote recipients (DKIM
- * signing it when one of our users sends it). 0, or -1 with errno and
- * nothing queued. */
+ * signing it when one of our users sends it, SRS for forwarded mail). 0,
+ * or -1 with errno and nothing queued. */
 struct queue_rcpt;
 int queue_outbound(struct session *s, const char *qid, int fd, const char *staging, off_t size,
 		   int eight_bit, const char *sender, const struct queue_rcpt *remote, size_t nremote);
+/* RCPT to an SRS0 address of ours: 1 accepted (found[0] is the original
+ * sender, *n = 1), 0 not SRS, -1 refused (replied). */
+int rcpt_srs(struct session *s, const struct address *rcpt, const char *safe,
+	     struct destination *found, size_t *n);
 
 #endif

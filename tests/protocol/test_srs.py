@@ -1,0 +1,234 @@
+"""SRS: mail a forward sends on to a remote address leaves with an
+SRS0= envelope sender in our domain (so SPF passes at the next hop); a
+bounce to that address is verified and goes back to the original sender;
+forged and expired ones are refused.
+
+The SRS form is computed here independently from the stored srs_secret:
+SRS0=<base32 of the first 40 bits of HMAC-SHA256(secret,
+lower("TT=domain=local"))>=TT=domain=local@our-domain.
+
+Run: POSTAGE_BUILD=build /usr/bin/python3 tests/protocol/test_srs.py -v
+(as root: it makes its own network namespace; skipped otherwise).
+"""
+import base64
+import glob
+import hmac
+import os
+import smtplib
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import netns  # noqa: E402
+from harness import Postage  # noqa: E402
+
+try:
+    import spf
+except ImportError:  # pragma: no cover
+    spf = None
+
+SMTP = 'smtp-handler/smtp-handler'
+SERVER = '192.0.2.1'            # our MX; example.test's SPF names it
+RELAY_CLIENT = '192.0.2.20'     # in relay_networks
+OUTSIDE_CLIENT = '198.51.100.7'  # strict.example's own server
+B32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567'
+BODY_MARKER = 'srs-body-never-in-logs-0815'
+
+
+def tt_for(day):
+    day %= 1024
+    return B32[day >> 5] + B32[day & 31]
+
+
+def srs_address(secret, local, domain, srs_domain, day=None):
+    if day is None:
+        day = int(time.time() // 86400)
+    tt = tt_for(day)
+    mac = hmac.new(secret.encode(), f'{tt}={domain}={local}'.lower().encode(), 'sha256').digest()
+    h = base64.b32encode(mac[:5]).decode()
+    return f'SRS0={h}={tt}={domain}={local}@{srs_domain}'
+
+
+def msg(sender='someone@strict.example'):
+    return (f'From: {sender}\r\nTo: list@example.test\r\nSubject: forwarded\r\n'
+            f'Message-ID: <{time.time()}@strict.example>\r\n\r\n{BODY_MARKER}\r\n').encode()
+
+
+class SrsTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.dns = netns.DnsServer()
+        cls.dns.txt('example.test', 'v=spf1 ip4:192.0.2.1 -all')
+        cls.dns.txt('strict.example', 'v=spf1 ip4:198.51.100.7 -all')
+        cls.dns.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.dns.close()
+
+    def setUp(self):
+        self.p = Postage()
+        self.p.__enter__()
+        self.addCleanup(self.p.__exit__, None, None, None)
+        p = self.p
+        p.add_domain('example.test')
+        p.add_mailbox('alice', 'pw-unused-2')
+        p.add_address('alice@example.test', 'alice')
+        p.add_forward('list@example.test', 'carol@remote.example')
+        p.add_forward('list@example.test', 'alice@example.test')
+        p.sql("INSERT INTO relay_networks VALUES ('192.0.2.0/24')")
+        self.srv = p.serve(SMTP, ['--mode=mx'], host=SERVER)
+        # Cleanups run last first: clients close, then these checks.
+        self.addCleanup(self.final_checks)
+
+    def final_checks(self):
+        self.p.check_sanitizers()
+        self.assertNotIn(BODY_MARKER, self.p.log_text())
+
+    def client(self, source=OUTSIDE_CLIENT):
+        c = smtplib.SMTP(SERVER, self.srv.port, timeout=30, source_address=(source, 0))
+        self.addCleanup(self.quit, c)
+        c.ehlo('mail.strict.example')
+        return c
+
+    @staticmethod
+    def quit(c):
+        try:
+            c.quit()
+        except (smtplib.SMTPException, OSError):
+            c.close()
+
+    def queue(self):
+        """{sender: sorted recipients} of the queue."""
+        out = {}
+        for mid, sender in self.p.sql('SELECT id, sender FROM queue_messages'):
+            rcpts = [r[0] for r in self.p.sql(
+                'SELECT recipient FROM queue_recipients WHERE message_id = ?', mid)]
+            self.assertTrue(os.path.exists(os.path.join(self.p.spool_dir, 'queue', mid)))
+            out.setdefault(sender, []).extend(sorted(rcpts))
+        return out
+
+    def secret(self):
+        rows = self.p.sql("SELECT value FROM settings WHERE key = 'srs_secret'")
+        self.assertEqual(len(rows), 1, 'srs_secret was made and stored')
+        self.assertGreaterEqual(len(rows[0][0]), 32)
+        return rows[0][0]
+
+    def test_forward_gets_srs_sender_that_passes_spf(self):
+        c = self.client()
+        c.sendmail('someone@strict.example', ['list@example.test'], msg())
+        q = self.queue()
+        self.assertEqual(len(q), 1, q)
+        sender, rcpts = next(iter(q.items()))
+        self.assertEqual(rcpts, ['carol@remote.example'])
+        want = srs_address(self.secret(), 'someone', 'strict.example', 'example.test')
+        self.assertEqual(sender, want)
+        self.assertEqual(len(self.p.messages('alice')), 1, 'the local copy is delivered too')
+        if spf is not None:
+            # At the next hop, mail from our address 192.0.2.1: the original
+            # sender fails SPF there, the SRS sender passes.
+            self.assertEqual(spf.check2(i=SERVER, s='someone@strict.example',
+                                        h='mx.test.example')[0], 'fail')
+            self.assertEqual(spf.check2(i=SERVER, s=sender, h='mx.test.example')[0], 'pass')
+        # The secret stays: a second forward uses the same one.
+        secret = self.secret()
+        c.sendmail('other@strict.example', ['list@example.test'], msg('other@strict.example'))
+        self.assertEqual(self.secret(), secret)
+        self.assertIn(srs_address(secret, 'other', 'strict.example', 'example.test'), self.queue())
+
+    def test_configured_secret_is_used(self):
+        self.p.set('srs_secret', 'a-configured-secret-of-some-length-1234')
+        self.client().sendmail('someone@strict.example', ['list@example.test'], msg())
+        want = srs_address('a-configured-secret-of-some-length-1234', 'someone',
+                           'strict.example', 'example.test')
+        self.assertEqual(list(self.queue()), [want])
+
+    def test_relayed_and_forwarded_recipients_split(self):
+        c = self.client(RELAY_CLIENT)
+        c.sendmail('someone@strict.example', ['list@example.test', 'dave@elsewhere.example'],
+                   msg())
+        q = self.queue()
+        srs = srs_address(self.secret(), 'someone', 'strict.example', 'example.test')
+        self.assertEqual(q, {'someone@strict.example': ['dave@elsewhere.example'],
+                             srs: ['carol@remote.example']})
+
+    def test_our_own_and_null_senders_stay(self):
+        c = self.client(RELAY_CLIENT)
+        c.sendmail('alice@example.test', ['list@example.test'], msg('alice@example.test'))
+        c.sendmail('', ['list@example.test'], msg('MAILER-DAEMON@strict.example'))
+        self.assertEqual(self.queue(), {'alice@example.test': ['carol@remote.example'],
+                                        '': ['carol@remote.example']})
+
+    def test_bounce_to_srs_address_goes_back(self):
+        self.p.set('srs_secret', 'bounce-secret-0123456789abcdef')
+        addr = srs_address('bounce-secret-0123456789abcdef', 'someone', 'strict.example',
+                           'example.test')
+        c = self.client(OUTSIDE_CLIENT)
+        c.sendmail('', [addr], b'From: MAILER-DAEMON@remote.example\r\nSubject: bounce\r\n\r\n'
+                   + BODY_MARKER.encode() + b'\r\n')
+        self.assertEqual(self.queue(), {'': ['someone@strict.example']})
+        self.assertEqual(self.p.sql('SELECT orig_rcpt FROM queue_recipients')[0][0], addr)
+        # An MTA on the way may change the case of the whole address.
+        code, text = c.docmd('MAIL FROM:<>')
+        self.assertEqual(code, 250)
+        code, text = c.docmd(f'RCPT TO:<{addr.lower()}>')
+        self.assertEqual(code, 250, text)
+        c.rset()
+
+    def test_forged_expired_and_malformed_are_refused(self):
+        self.p.set('srs_secret', 'bounce-secret-0123456789abcdef')
+        good = srs_address('bounce-secret-0123456789abcdef', 'someone', 'strict.example',
+                           'example.test')
+        forged = srs_address('another-secret', 'someone', 'strict.example', 'example.test')
+        changed = good.replace('=someone@', '=victim@')
+        old = srs_address('bounce-secret-0123456789abcdef', 'someone', 'strict.example',
+                          'example.test', day=int(time.time() // 86400) - 30)
+        c = self.client(OUTSIDE_CLIENT)
+        self.assertEqual(c.docmd('MAIL FROM:<>')[0], 250)
+        for addr, code, status in ((forged, 550, b'5.7.1'), (changed, 550, b'5.7.1'),
+                                   (old, 550, b'5.1.1'),
+                                   ('SRS0=nonsense@example.test', 550, b'5.7.1'),
+                                   ('SRS0=AAAAAAAA=ZZ=x.example=y@example.test', 550, b'5.7.1')):
+            got = c.docmd(f'RCPT TO:<{addr}>')
+            self.assertEqual(got[0], code, (addr, got))
+            self.assertTrue(got[1].startswith(status), (addr, got))
+        # Someone else's domain: not ours to reverse, and no relay.
+        self.assertEqual(c.docmd(f'RCPT TO:<{good.split("@")[0]}@remote.example>')[0], 554)
+        self.assertEqual(c.docmd(f'RCPT TO:<{good}>')[0], 250)
+        c.rset()
+        log = self.p.log_text()
+        self.assertIn('result=srs_forged', log)
+        self.assertIn('result=srs_expired', log)
+
+    def test_no_secret_means_every_srs_address_is_forged(self):
+        addr = srs_address('whatever', 'someone', 'strict.example', 'example.test')
+        c = self.client(OUTSIDE_CLIENT)
+        c.docmd('MAIL FROM:<>')
+        self.assertEqual(c.docmd(f'RCPT TO:<{addr}>')[0], 550)
+        self.assertEqual(self.p.sql("SELECT count(*) FROM settings WHERE key = 'srs_secret'"),
+                         [(0,)], 'a refusal does not make a secret')
+
+    def test_long_srs_address_round_trip(self):
+        """SRS addresses often pass the 64 octets of RFC 5321 4.5.3.1.1;
+        we make and accept them up to the 256-octet path."""
+        local = 'a-rather-long-local-part.for-newsletters'
+        domain = 'bounces.mail.strict.example'
+        self.dns.txt(domain, 'v=spf1 ip4:198.51.100.7 -all')
+        c = self.client(OUTSIDE_CLIENT)
+        c.sendmail(f'{local}@{domain}', ['list@example.test'], msg())
+        srs = srs_address(self.secret(), local, domain, 'example.test')
+        self.assertGreater(len(srs.split('@')[0]), 64)
+        self.assertEqual(self.queue(), {srs: ['carol@remote.example']})
+        c.sendmail('', [srs], b'Subject: bounce\r\n\r\n' + BODY_MARKER.encode() + b'\r\n')
+        self.assertEqual(self.queue()[''], [f'{local}@{domain}'])
+        # ...and an SRS sender from another forwarder, as long, is accepted.
+        other = 'SRS0=abcd=TT=' + 'x' * 60 + '.example=someone@forwarder.example'
+        self.assertEqual(c.docmd(f'MAIL FROM:<{other}>')[0], 250)
+        c.rset()
+        # Only SRS gets the longer local part.
+        self.assertEqual(c.docmd('MAIL FROM:<' + 'x' * 70 + '@strict.example>')[0], 501)
+
+
+if __name__ == '__main__':
+    netns.main()
