@@ -54,10 +54,22 @@ static int message_arg(struct session *s, const char *arg, size_t *index)
 	return -1;
 }
 
-/* USER/PASS is allowed with or without TLS (Dovecot's
- * disable_plaintext_auth=no): old clients and loopback users keep
- * working, and a site that wants passwords only inside TLS serves port
- * 995 (--tls) alone. SASL PLAIN is offered only inside TLS. */
+/* Passwords never cross a network in clear: like Dovecot's default
+ * disable_plaintext_auth=yes, USER/PASS is refused on a connection that is
+ * neither TLS nor loopback while TLS could be had (STLS, or port 995).
+ * Without tls_cert/tls_key there is nothing better to offer, so it is
+ * allowed. SASL PLAIN is offered only inside TLS. */
+static int plaintext_allowed(const struct session *s)
+{
+	const char *ip = s->peer.ip;
+
+	if (s->tls_active || !s->peer.is_socket || !ip[0])
+		return 1;
+	if (strncmp(ip, "127.", 4) == 0 || strcmp(ip, "::1") == 0)
+		return 1;
+	return !tls_available();
+}
+
 static int sasl_plain_offered(const struct session *s)
 {
 	return s->tls_active;
@@ -68,7 +80,7 @@ static void cmd_capa(struct session *s, const char *arg)
 	if (no_arguments(s, "CAPA", arg) < 0)
 		return;
 	reply(s, "+OK Capability list follows");
-	if (s->state == STATE_AUTHORIZATION)
+	if (s->state == STATE_AUTHORIZATION && plaintext_allowed(s))
 		reply(s, "USER");
 	reply(s, "TOP");
 	reply(s, "UIDL");
@@ -129,6 +141,10 @@ static void cmd_stls(struct session *s, const char *arg)
 
 static void cmd_user(struct session *s, const char *arg)
 {
+	if (!plaintext_allowed(s)) {
+		reply(s, "-ERR [AUTH] Plaintext authentication disallowed on non-secure connections, use STLS");
+		return;
+	}
 	if (arg_empty(arg)) {
 		s->bad_commands++;
 		reply(s, "-ERR Syntax: USER name");
