@@ -212,9 +212,13 @@ void receive_message(struct session *s)
 		return;
 	}
 	hlen = received_header(s, qid, header, sizeof(header));
+	errno = 0;
 	if (hlen < 0 || write(fd, header, (size_t)hlen) != hlen) {
-		log_event(LOG_ERR, "event=data result=spool_error error=\"%s\"", strerror(errno));
-		reply(s, "451 4.3.0 Error: cannot store message, try again later");
+		/* A short write means the disk filled up: say so (RFC 3463 4.3.1). */
+		int e = hlen >= 0 && (errno == 0 || errno == ENOSPC || errno == EDQUOT) ? ENOSPC : errno;
+		log_event(LOG_ERR, "event=data result=spool_error error=\"%s\"", strerror(e ? e : EIO));
+		reply(s, e == ENOSPC || e == EDQUOT ? "452 4.3.1 Error: insufficient system storage" :
+						      "451 4.3.0 Error: cannot store message, try again later");
 		goto done;
 	}
 
