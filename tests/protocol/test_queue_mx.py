@@ -1,0 +1,307 @@
+"""MX lookup of the queue runner (issue 7) against a real DNS server.
+
+The whole file runs inside a private network and mount namespace
+(`unshare --net --mount`, with `--map-root-user` when not root): loopback
+is brought up, a temporary resolv.conf saying `nameserver 127.0.0.1` is
+bind-mounted over /etc/resolv.conf, and dnsmasq serves the test zone on
+127.0.0.1:53. The SMTP sinks (aiosmtpd, from test_queue.py) listen on port
+25 of other loopback addresses (127.0.0.x, ::1), so no relayhost is set
+and the runner finds its way by MX records alone. Skips (exit 77) when
+namespaces are not permitted or dnsmasq is missing.
+
+The zone (all under .test, answered only from here: --local=/test/):
+  mx.test       MX 10 mx1.mx.test (127.0.0.2, nobody listens)
+                MX 20 mx2.mx.test (127.0.0.3, a sink)
+  eq.test       MX 10 eqa.mx.test (127.0.0.4), MX 10 eqb.mx.test (127.0.0.5)
+  amx.test      no MX, A 127.0.0.6                 (implicit MX)
+  nullmx.test   MX 0 .                             (RFC 7505)
+  txtonly.test  TXT only: no MX, no address
+  v6mx.test     MX 10 v6.mx.test (AAAA ::1 only)
+  relay.test    MX 10 relaymx.test (127.0.0.7), and A 127.0.0.8
+  broken.test   forwarded to a server that does not answer: SERVFAIL
+  nosuch.test   NXDOMAIN
+"""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+INSIDE = 'POSTAGE_QUEUE_NETNS'
+
+
+def reexec_in_namespace():
+    """Runs this file again inside new net+mount namespaces; exits with its
+    status, or 77 when that is not possible here."""
+    def skip(reason):
+        print(f'skipped: {reason}', file=sys.stderr)
+        sys.exit(77)
+
+    for tool in ('unshare', 'ip', 'mount'):
+        if not shutil.which(tool):
+            skip(f'{tool} is not installed')
+    if not shutil.which('dnsmasq'):
+        skip('dnsmasq is not installed (package dnsmasq-base)')
+    base = ['unshare', '--net', '--mount']
+    if os.geteuid() != 0:
+        base.insert(1, '--map-root-user')
+    probe = subprocess.run(base + ['true'], capture_output=True)
+    if probe.returncode != 0:
+        skip('network namespaces are not permitted here: '
+             + probe.stderr.decode(errors='replace').strip())
+    env = dict(os.environ, **{INSIDE: '1'})
+    r = subprocess.run(base + [sys.executable, os.path.abspath(__file__)] + sys.argv[1:], env=env)
+    sys.exit(r.returncode)
+
+
+if __name__ == '__main__' and os.environ.get(INSIDE) != '1':
+    reexec_in_namespace()
+
+import harness  # noqa: E402
+from harness import Postage  # noqa: E402
+from test_queue import PASSWORD, RUNNER, SMTP, Sink, dsn_parts, parse, run_queue  # noqa: E402
+
+DNSMASQ_RECORDS = [
+    '--mx-host=mx.test,mx1.mx.test,10',
+    '--mx-host=mx.test,mx2.mx.test,20',
+    '--host-record=mx1.mx.test,127.0.0.2',
+    '--host-record=mx2.mx.test,127.0.0.3',
+    '--mx-host=eq.test,eqa.mx.test,10',
+    '--mx-host=eq.test,eqb.mx.test,10',
+    '--host-record=eqa.mx.test,127.0.0.4',
+    '--host-record=eqb.mx.test,127.0.0.5',
+    '--host-record=amx.test,127.0.0.6',
+    '--mx-host=nullmx.test,.,0',
+    '--txt-record=txtonly.test,no mail here',
+    '--mx-host=v6mx.test,v6.mx.test,10',
+    '--host-record=v6.mx.test,::1',
+    '--mx-host=relay.test,relaymx.test,10',
+    '--host-record=relaymx.test,127.0.0.7',
+    '--host-record=relay.test,127.0.0.8',
+]
+
+_state = {}
+
+
+def setUpModule():
+    if os.environ.get(INSIDE) != '1':
+        raise unittest.SkipTest('must run inside its network namespace (run the file itself)')
+    tmp = tempfile.mkdtemp(prefix='postage-mx-')
+    _state['tmp'] = tmp
+    try:
+        subprocess.run(['ip', 'link', 'set', 'lo', 'up'], check=True, capture_output=True)
+        resolv = os.path.join(tmp, 'resolv.conf')
+        with open(resolv, 'w') as f:
+            f.write('nameserver 127.0.0.1\noptions timeout:1 attempts:2\n')
+        subprocess.run(['mount', '--bind', resolv, '/etc/resolv.conf'], check=True,
+                       capture_output=True)
+    except subprocess.CalledProcessError as e:
+        raise unittest.SkipTest(f'cannot set up the namespace: {e.stderr.decode(errors="replace")}')
+    log = open(os.path.join(tmp, 'dnsmasq.log'), 'wb')
+    # --user=root --group=: no privilege change (impossible in a user
+    # namespace, pointless in a throwaway one).
+    dns = subprocess.Popen(
+        ['dnsmasq', '--keep-in-foreground', '--no-resolv', '--no-hosts', '--no-poll',
+         '--listen-address=127.0.0.1', '--bind-interfaces', '--port=53', '--user=root',
+         '--group=', '--pid-file=', '--log-facility=-', '--log-queries', '--local=/test/',
+         '--server=/broken.test/127.0.0.1#5399'] + DNSMASQ_RECORDS,
+        stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    _state['dns'] = dns
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if dns.poll() is not None:
+            with open(os.path.join(tmp, 'dnsmasq.log')) as f:
+                raise RuntimeError('dnsmasq did not start: ' + f.read())
+        try:
+            socket.getaddrinfo('mx1.mx.test', 25, socket.AF_UNSPEC, socket.SOCK_STREAM)
+            return
+        except socket.gaierror:
+            time.sleep(0.05)
+    raise RuntimeError('dnsmasq does not answer on 127.0.0.1:53')
+
+
+def tearDownModule():
+    dns = _state.get('dns')
+    if dns:
+        dns.terminate()
+        dns.wait(timeout=10)
+    if _state.get('tmp'):
+        shutil.rmtree(_state['tmp'], ignore_errors=True)
+
+
+def have_ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(('::1', 0))
+        return True
+    except OSError:
+        return False
+
+
+class MXTest(unittest.TestCase):
+
+    def setUp(self):
+        harness.binary(RUNNER)
+        self.p = Postage()
+        self.p.__enter__()
+        self.addCleanup(self.p.__exit__, None, None, None)
+        p = self.p
+        p.add_domain('local.test')
+        p.add_mailbox('alice', PASSWORD)
+        p.add_address('alice@local.test', 'alice')
+        p.sql('INSERT INTO relay_networks(network) VALUES (?)', '127.0.0.0/8')
+        self.srv = p.serve(SMTP, ['--mode=mx'])
+
+    def tearDown(self):
+        self.p.check_sanitizers()
+
+    def sink(self, host, port=25, **kw):
+        s = Sink(host=host, port=port, **kw)
+        self.addCleanup(s.stop)
+        return s
+
+    def submit(self, rcpts, subject='mx test', sender='alice@local.test'):
+        import smtplib
+        raw = (f'From: <{sender}>\nTo: <{rcpts[0]}>\nSubject: {subject}\n\n'
+               'Hello through DNS.\n').encode()
+        with smtplib.SMTP(self.srv.host, self.srv.port, timeout=30) as s:
+            self.assertEqual(s.sendmail(sender, rcpts, raw.replace(b'\n', b'\r\n')), {})
+
+    def rows(self):
+        return self.p.sql('SELECT recipient, state, attempts, last_error FROM queue_recipients '
+                          'ORDER BY recipient')
+
+    def only_bounce(self):
+        msgs = self.p.messages('alice')
+        self.assertEqual(len(msgs), 1, self.p.log_text()[-3000:])
+        return dsn_parts(parse(msgs[0]))
+
+    def test_mx_by_preference_then_the_next_host(self):
+        mx2 = self.sink('127.0.0.3')
+        self.submit(['bob@mx.test', 'carol@mx.test'])
+        run_queue(self.p)
+        msgs = mx2.messages
+        self.assertEqual(len(msgs), 1, self.p.log_text()[-3000:])
+        self.assertEqual(sorted(msgs[0]['rcpts']), ['bob@mx.test', 'carol@mx.test'])
+        log = self.p.log_text()
+        # The preferred host (10) was tried first and refused the connection.
+        self.assertIn('event=connect result=failed host=mx1.mx.test ip=127.0.0.2 port=25', log)
+        self.assertIn('relay=mx2.mx.test[127.0.0.3]:25', log)
+        self.assertLess(log.index('host=mx1.mx.test'), log.index('relay=mx2.mx.test'))
+        self.assertEqual(self.rows(), [])
+
+    def test_no_mx_falls_back_to_the_address(self):
+        a = self.sink('127.0.0.6')
+        self.submit(['dave@amx.test'])
+        run_queue(self.p)
+        self.assertEqual(len(a.messages), 1, self.p.log_text()[-3000:])
+        self.assertIn('relay=amx.test[127.0.0.6]:25', self.p.log_text())
+
+    def test_one_message_to_two_domains_two_hosts(self):
+        mx2 = self.sink('127.0.0.3')
+        a = self.sink('127.0.0.6')
+        self.submit(['bob@mx.test', 'dave@amx.test', 'erin@MX.test'])
+        run_queue(self.p)
+        self.assertEqual([sorted(m['rcpts']) for m in mx2.messages],
+                         [['bob@mx.test', 'erin@mx.test']])
+        self.assertEqual([m['rcpts'] for m in a.messages], [['dave@amx.test']])
+        self.assertEqual(self.rows(), [])
+
+    def test_null_mx_is_an_immediate_permanent_failure(self):
+        self.submit(['x@nullmx.test'], subject='to null mx')
+        run_queue(self.p)
+        text, blocks, headers = self.only_bounce()
+        self.assertIn('null MX', text)
+        self.assertEqual(blocks[1]['Status'], '5.1.10')
+        self.assertEqual(blocks[1]['Final-Recipient'], 'rfc822; x@nullmx.test')
+        self.assertIsNone(blocks[1]['Remote-MTA'], 'no server was involved')
+        self.assertTrue(blocks[1]['Diagnostic-Code'].startswith('X-Postage; '))
+        self.assertIn('Subject: to null mx', headers)
+        self.assertEqual(self.rows(), [])
+
+    def test_nxdomain_bounces(self):
+        self.submit(['x@nosuch.test'])
+        run_queue(self.p)
+        text, blocks, _ = self.only_bounce()
+        self.assertIn('nosuch.test does not exist', text)
+        self.assertEqual(blocks[1]['Status'], '5.1.2')
+
+    def test_no_mx_and_no_address_bounces(self):
+        self.submit(['x@txtonly.test'])
+        run_queue(self.p)
+        text, blocks, _ = self.only_bounce()
+        self.assertIn('txtonly.test has no address', text)
+        self.assertEqual(blocks[1]['Status'], '5.1.2')
+
+    def test_dns_temporary_failure_defers(self):
+        self.submit(['x@broken.test'])
+        run_queue(self.p)
+        rows = self.rows()
+        self.assertEqual(len(rows), 1)
+        self.assertEqual(rows[0][1:3], ('queued', 1))
+        self.assertIn('temporary DNS failure', rows[0][3])
+        self.assertEqual(self.p.messages('alice'), [])
+
+    def test_ipv6_only_mx_host(self):
+        if not have_ipv6_loopback():
+            self.skipTest('no IPv6 loopback in this namespace')
+        v6 = self.sink('::1')
+        self.submit(['x@v6mx.test'])
+        run_queue(self.p)
+        self.assertEqual(len(v6.messages), 1, self.p.log_text()[-3000:])
+        self.assertIn('relay=v6.mx.test[::1]:25', self.p.log_text())
+
+    def test_equal_preference_hosts_are_both_used(self):
+        a, b = self.sink('127.0.0.4'), self.sink('127.0.0.5')
+        for i in range(16):
+            self.submit([f'u{i}@eq.test'])
+            run_queue(self.p)
+        self.assertEqual(len(a.messages) + len(b.messages), 16)
+        # Random order among equals: with 16 tries both are used, unless
+        # the coin came up the same 16 times (p = 2^-15).
+        self.assertGreater(len(a.messages), 0)
+        self.assertGreater(len(b.messages), 0)
+
+    def test_domains_are_served_in_parallel(self):
+        slow1, slow2 = self.sink('127.0.0.3'), self.sink('127.0.0.6')
+        slow1.handler.data_delay = slow2.handler.data_delay = 2.0
+        self.submit(['bob@mx.test'])
+        self.submit(['dave@amx.test'])
+        t = time.monotonic()
+        run_queue(self.p)
+        elapsed = time.monotonic() - t
+        (_, s1, e1), = slow1.handler.sessions
+        (_, s2, e2), = slow2.handler.sessions
+        self.assertLess(max(s1, s2), min(e1, e2), 'the two domains were served one after another')
+        self.assertLess(elapsed, 3.9)
+
+    def test_relayhost_host_port_uses_mx_and_brackets_do_not(self):
+        via_mx = self.sink('127.0.0.7', port=2525)
+        via_a = self.sink('127.0.0.8', port=2525)
+        self.p.set('relayhost', 'relay.test:2525')
+        self.submit(['x@anywhere.example'])
+        run_queue(self.p)
+        self.assertEqual((len(via_mx.messages), len(via_a.messages)), (1, 0))
+        self.p.set('relayhost', '[relay.test]:2525')
+        self.submit(['y@anywhere.example'])
+        run_queue(self.p)
+        self.assertEqual((len(via_mx.messages), len(via_a.messages)), (1, 1))
+        self.assertEqual(self.rows(), [])
+
+    def test_address_literal_recipient(self):
+        lit = self.sink('127.0.0.9')
+        self.submit(['postmaster@[127.0.0.9]'])
+        run_queue(self.p)
+        self.assertEqual([m['rcpts'] for m in lit.messages], [['postmaster@[127.0.0.9]']],
+                         self.p.log_text()[-3000:])
+
+
+if __name__ == '__main__':
+    harness.main()
