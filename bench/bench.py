@@ -998,6 +998,14 @@ def main():
 
         if 'startup' in only:
             log('start-up')
+            try:
+                wal = os.path.getsize(postage.db + '-wal')
+            except OSError:
+                wal = 0
+            # Each handler rebuilds SQLite's WAL index from this log when it
+            # opens the database (see README.md): say how long it was.
+            res.notes.append("postage's database log (postage.db-wal) before the start-up workload: %d KiB" %
+                             (wal // 1024))
             targets = [('greeting_smtp_ms', 'postage', postage.smtp_port),
                        ('greeting_smtp_ms', 'postfix', postfix.smtp_port),
                        ('greeting_pop3_ms', 'dovecot', dovecot.pop3_port),
