@@ -1,22 +1,18 @@
-/* Where a domain's mail goes: MX records through the system resolver
- * (libresolv), the implicit MX of RFC 5321 5.1, null MX (RFC 7505), and
- * the addresses of a host through getaddrinfo. */
+/* Where a domain's mail goes: MX records (shared/dns.c asks the system
+ * resolver, bounded in time) ordered by preference and shuffled among
+ * equals, the implicit MX of RFC 5321 5.1, null MX (RFC 7505), and the
+ * addresses of a host through getaddrinfo. */
 #define _GNU_SOURCE /* EAI_NODATA */
 #include <arpa/inet.h>
-#include <arpa/nameser.h>
 #include <ctype.h>
 #include <netdb.h>
-#include <resolv.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "dns.h"
 #include "log.h"
 #include "queue.h"
-
-/* RFC 1035 4.2.1 limits UDP answers to 512 octets, but EDNS and TCP
- * answers are larger; 64 KiB is the most a DNS message can hold. */
-#define MX_ANSWER_MAX 65536
 
 struct mx_sort {
 	struct mx_host host;
@@ -32,76 +28,60 @@ static int mx_compare(const void *a, const void *b)
 	return x->key < y->key ? -1 : x->key > y->key;
 }
 
-static void lower(char *s)
+static void implicit_mx(const char *domain, struct mx_host *out, size_t *n, int *implicit)
 {
-	for (; *s; s++)
-		*s = (char)tolower((unsigned char)*s);
+	/* RFC 5321 5.1: no MX, so the domain itself is the host. */
+	snprintf(out[0].name, sizeof(out[0].name), "%s", domain);
+	out[0].preference = 0;
+	*n = 1;
+	*implicit = 1;
 }
 
 enum mx_result dns_mx_lookup(const char *domain, struct mx_host *out, size_t max, size_t *n,
-			      int *implicit, struct status_text *why)
+			     int *implicit, struct status_text *why)
 {
-	static unsigned char answer[MX_ANSWER_MAX];
-	static struct mx_sort found[QUEUE_MX_MAX];
+	static struct dns_mx answer;
+	static struct mx_sort found[DNS_RECORDS_MAX];
 	size_t nfound = 0;
-	int len, count, null_mx = 0;
-	ns_msg msg;
+	int null_mx = 0;
 
 	*n = 0;
 	*implicit = 0;
-	len = res_query(domain, ns_c_in, ns_t_mx, answer, sizeof(answer));
-	if (len < 0) {
-		switch (h_errno) {
-		case HOST_NOT_FOUND:
-			status_set_local(why, OUTCOME_PERM, "5.1.2",
-					 "Host or domain name not found: the domain %s does not exist "
-					 "(DNS lookup of its MX said NXDOMAIN)", domain);
-			return MX_NOTFOUND;
-		case NO_DATA:
-			/* RFC 5321 5.1: no MX, so the domain itself is the host. */
-			snprintf(out[0].name, sizeof(out[0].name), "%s", domain);
-			out[0].preference = 0;
-			*n = 1;
-			*implicit = 1;
-			return MX_OK;
-		default:
-			status_set_local(why, OUTCOME_TEMP, "4.4.3",
-					 "temporary DNS failure looking up the MX of %s (%s)", domain,
-					 hstrerror(h_errno));
-			return MX_TEMPFAIL;
-		}
-	}
-	if (ns_initparse(answer, len, &msg) < 0) {
-		status_set_local(why, OUTCOME_TEMP, "4.4.3", "malformed DNS answer for the MX of %s",
-				 domain);
+	switch (dns_mx(domain, &answer, dns_deadline(QUEUE_DNS_TIME_MS))) {
+	case DNS_OK:
+		break;
+	case DNS_NODATA:
+		implicit_mx(domain, out, n, implicit);
+		return MX_OK;
+	case DNS_NXDOMAIN:
+		status_set_local(why, OUTCOME_PERM, "5.1.2",
+				 "Host or domain name not found: the domain %s does not exist "
+				 "(DNS lookup of its MX said NXDOMAIN)", domain);
+		return MX_NOTFOUND;
+	case DNS_BADNAME:
+		status_set_local(why, OUTCOME_PERM, "5.1.2",
+				 "the domain %s is not a name that can be looked up in DNS", domain);
+		return MX_NOTFOUND;
+	default:
+		status_set_local(why, OUTCOME_TEMP, "4.4.3",
+				 "temporary DNS failure looking up the MX of %s", domain);
 		return MX_TEMPFAIL;
 	}
-	count = ns_msg_count(msg, ns_s_an);
-	for (int i = 0; i < count; i++) {
-		char name[NS_MAXDNAME];
-		const unsigned char *rdata;
-		ns_rr rr;
+	for (size_t i = 0; i < answer.n; i++) {
+		const char *name = answer.mx[i].host;
 
-		if (ns_parserr(&msg, ns_s_an, i, &rr) < 0)
-			break;
-		if (ns_rr_type(rr) != ns_t_mx || ns_rr_class(rr) != ns_c_in)
-			continue; /* the CNAME chain that led here */
-		if (ns_rr_rdlen(rr) < 3)
-			continue;
-		rdata = ns_rr_rdata(rr);
-		if (dn_expand(ns_msg_base(msg), ns_msg_end(msg), rdata + 2, name, sizeof(name)) < 0)
-			continue;
-		/* RFC 7505: a single MX with the root as exchange. Any null MX
+		/* RFC 7505: a single MX with the root as exchange. A null MX
 		 * among others is a broken setup; it still says "no mail". */
 		if (name[0] == '\0' || strcmp(name, ".") == 0) {
 			null_mx = 1;
 			continue;
 		}
-		if (nfound == QUEUE_MX_MAX || strlen(name) > ADDRESS_DOMAIN_MAX)
+		if (strlen(name) > ADDRESS_DOMAIN_MAX)
 			continue;
 		snprintf(found[nfound].host.name, sizeof(found[nfound].host.name), "%s", name);
-		lower(found[nfound].host.name);
-		found[nfound].host.preference = ns_get16(rdata);
+		for (char *c = found[nfound].host.name; *c; c++)
+			*c = (char)tolower((unsigned char)*c);
+		found[nfound].host.preference = (int)answer.mx[i].pref;
 		found[nfound].key = random();
 		nfound++;
 	}
@@ -112,11 +92,7 @@ enum mx_result dns_mx_lookup(const char *domain, struct mx_host *out, size_t max
 		return MX_NULLMX;
 	}
 	if (nfound == 0) {
-		/* Only CNAMEs or unusable records: treat as no MX. */
-		snprintf(out[0].name, sizeof(out[0].name), "%s", domain);
-		out[0].preference = 0;
-		*n = 1;
-		*implicit = 1;
+		implicit_mx(domain, out, n, implicit);
 		return MX_OK;
 	}
 	qsort(found, nfound, sizeof(found[0]), mx_compare);

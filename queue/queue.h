@@ -42,6 +42,8 @@
 /* MX hosts kept per domain, and addresses tried per destination in one
  * pass (Postfix's smtp_mx_address_limit is 5). */
 #define QUEUE_MX_MAX 16
+/* The whole MX lookup of one domain (the resolver retries inside it). */
+#define QUEUE_DNS_TIME_MS (30 * 1000)
 #define QUEUE_ADDRESSES_MAX 10
 /* Destinations served at once by child processes. */
 #define QUEUE_PARALLEL_MAX 4
