@@ -250,21 +250,12 @@ static int body_hash(int fd, off_t from, off_t to, int relaxed, unsigned long lo
 
 /* -- tag lists (RFC 6376 3.2) --------------------------------------------- */
 
-struct tag {
-	char name[16];
-	const char *value;
-	size_t len;
-};
-
-#define TAGS_MAX 32
-
 static int is_fws(char c)
 {
 	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
 }
 
-/* 0, or -1 when malformed (a bad name, a duplicate, too many). */
-static int tags_parse(const char *s, size_t len, struct tag *tags, size_t *n)
+int tags_parse(const char *s, size_t len, struct tag *tags, size_t *n)
 {
 	size_t i = 0;
 
@@ -308,7 +299,7 @@ static int tags_parse(const char *s, size_t len, struct tag *tags, size_t *n)
 	return 0;
 }
 
-static const struct tag *tag_get(const struct tag *tags, size_t n, const char *name)
+const struct tag *tag_get(const struct tag *tags, size_t n, const char *name)
 {
 	for (size_t i = 0; i < n; i++)
 		if (strcmp(tags[i].name, name) == 0)
@@ -316,13 +307,12 @@ static const struct tag *tag_get(const struct tag *tags, size_t n, const char *n
 	return NULL;
 }
 
-static int tag_is(const struct tag *t, const char *value)
+int tag_is(const struct tag *t, const char *value)
 {
 	return t && t->len == strlen(value) && strncasecmp(t->value, value, t->len) == 0;
 }
 
-/* Copies a tag's value without FWS into out; -1 when it does not fit. */
-static int tag_copy(const struct tag *t, char *out, size_t cap)
+int tag_copy(const struct tag *t, char *out, size_t cap)
 {
 	size_t o = 0;
 
@@ -901,7 +891,7 @@ static enum dkim_result verify_one(int fd, const struct header_block *hb, long i
 		ed25519 = 1;
 	} else {
 		v->reason = strcasecmp(v->algorithm, "rsa-sha1") == 0 ?
-				    "rsa-sha1 is not accepted (RFC 8301)" : "unknown algorithm";
+				    "rsa-sha1 not accepted, RFC 8301" : "unknown algorithm";
 		return DKIM_PERMERROR;
 	}
 	if ((t = tag_get(tags, n, "c"))) {

@@ -48,4 +48,20 @@ size_t dkim_verify(int fd, const struct header_block *hb, struct dkim_verdict *o
 
 const char *dkim_result_name(enum dkim_result r);
 
+/* Tag lists, "name=value; name=value" (RFC 6376 3.2, also DMARC's
+ * records): values point into the parsed text, FWS around them trimmed. */
+struct tag {
+	char name[16];
+	const char *value;
+	size_t len;
+};
+#define TAGS_MAX 32
+/* 0, or -1 when malformed (a bad name, a duplicate, more than TAGS_MAX). */
+int tags_parse(const char *s, size_t len, struct tag *tags, size_t *n);
+const struct tag *tag_get(const struct tag *tags, size_t n, const char *name);
+/* The value is exactly value (case-insensitive). */
+int tag_is(const struct tag *t, const char *value);
+/* The value without FWS into out; -1 when it does not fit. */
+int tag_copy(const struct tag *t, char *out, size_t cap);
+
 #endif

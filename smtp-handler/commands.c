@@ -199,7 +199,8 @@ static void cmd_mail(struct session *s, const char *arg)
 		reply(s, "552 5.3.4 Error: message size exceeds fixed limit");
 		return;
 	}
-	if (session_check_sender(s, &sender) < 0 || rate_limit_check(s, 1) < 0) {
+	if (session_check_sender(s, &sender) < 0 || rate_limit_check(s, 1) < 0 ||
+	    checks_mail_from(s, &sender) < 0) {
 		s->body_8bit = s->smtputf8 = 0;
 		return;
 	}

@@ -256,7 +256,9 @@ void receive_message(struct session *s)
 		for (int i = 0; i < hlen; i++)
 			header_lfs += header[i] == '\n';
 		r.lf_count += header_lfs;
-		deliver(s, qid, fd, staging, &r, st.st_size);
+		if (checks_message(s, qid, &fd, staging, sizeof(staging), hlen, &st.st_size,
+				   &r.lf_count) == 0)
+			deliver(s, qid, fd, staging, &r, st.st_size);
 	}
 done:
 	close(fd);

@@ -3,6 +3,7 @@
 #define POSTAGE_SMTP_SESSION_H
 
 #include "address.h"
+#include "checks.h"
 #include "io.h"
 #include "limits.h"
 #include "net.h"
@@ -52,6 +53,8 @@ struct session {
 	int bad_commands;
 	int quit;
 	unsigned messages;
+
+	struct inbound_checks checks; /* checks.c: SPF, DKIM, DMARC */
 };
 
 enum cmd_flags {
@@ -114,5 +117,15 @@ int queue_outbound(struct session *s, const char *qid, int fd, const char *stagi
  * sender, *n = 1), 0 not SRS, -1 refused (replied). */
 int rcpt_srs(struct session *s, const struct address *rcpt, const char *safe,
 	     struct destination *found, size_t *n);
+
+/* checks.c (checks.h): at MAIL, SPF of MAIL FROM and HELO; 0, or -1
+ * after replying (spf_reject_fail). At the end of data, DKIM and DMARC:
+ * 0 to deliver, the message in *fd/staging now carrying the
+ * Authentication-Results field (*size, *lf_count updated); -1 after
+ * replying (DMARC reject, or trouble). header_start: where the client's
+ * header section begins (after our Received). */
+int checks_mail_from(struct session *s, const struct address *sender);
+int checks_message(struct session *s, const char *qid, int *fd, char *staging, size_t cap,
+		   off_t header_start, off_t *size, unsigned long long *lf_count);
 
 #endif

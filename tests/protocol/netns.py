@@ -8,8 +8,9 @@
 netns.main() runs the test file again inside a new network and mount
 namespace (`unshare -n -m`, as root), where only a loopback interface
 exists. There it brings lo up with the documentation networks
-192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24 and 2001:db8::/64 on it
-(so a client can connect from an address that is not 127.0.0.1), points
+192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24 and 2001:db8::1/64 on it
+(so a client can connect from an address that is not 127.0.0.1: any of
+the IPv4 networks, or one of IPV6_CLIENTS), points
 /etc/resolv.conf (bind-mounted, seen only inside) at 127.0.0.1, and runs
 the tests. DnsServer runs dnsmasq on 127.0.0.1:53 with the records a test
 gives it. Nothing leaves the namespace: it has no other interface.
@@ -34,6 +35,7 @@ import harness  # noqa: E402
 
 ENV_MARK = 'POSTAGE_NETNS'
 NETWORKS = ['192.0.2.1/24', '198.51.100.1/24', '203.0.113.1/24', '2001:db8::1/64']
+IPV6_CLIENTS = ['2001:db8::7', '2001:db8::20', '2001:db8::99']
 
 
 def inside():
@@ -49,6 +51,10 @@ def _setup_inside():
     subprocess.run(['ip', 'link', 'set', 'lo', 'up'], check=True)
     for net in NETWORKS:
         subprocess.run(['ip', 'addr', 'add', net, 'dev', 'lo'], check=True)
+    # IPv4 treats a whole prefix on lo as local; IPv6 only the addresses
+    # given, so a few client addresses are added one by one.
+    for addr in IPV6_CLIENTS:
+        subprocess.run(['ip', 'addr', 'add', addr + '/128', 'dev', 'lo', 'nodad'], check=True)
     d = tempfile.mkdtemp(prefix='postage-netns-')
     conf = os.path.join(d, 'resolv.conf')
     with open(conf, 'w') as f:

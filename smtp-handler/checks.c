@@ -1,0 +1,276 @@
+/* SPF, DKIM and DMARC for mail from outside, and the
+ * Authentication-Results field that reports them (checks.h). */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "dkim.h"
+#include "dmarc.h"
+#include "dns.h"
+#include "headers.h"
+#include "log.h"
+#include "session.h"
+#include "spf.h"
+#include "spool.h"
+
+/* The Authentication-Results field and the quarantine mark. */
+#define AUTH_RESULTS_MAX 4096
+
+static long long elapsed_ms(const struct timespec *t0)
+{
+	struct timespec t1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (long long)(t1.tv_sec - t0->tv_sec) * 1000 + (t1.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+/* Mail from outside, on the MX. Loopback is this machine: like
+ * pypolicyd-spf and OpenDKIM, we leave it alone. */
+static int checks_apply(struct session *s)
+{
+	if (s->mode != MODE_MX || s->auth_login[0] || !s->peer.ip[0])
+		return 0;
+	if (cidr_match(s->peer.ip, "127.0.0.0/8") == 1 || cidr_match(s->peer.ip, "::1") == 1)
+		return 0;
+	return session_may_relay(s) == 0;
+}
+
+int checks_mail_from(struct session *s, const struct address *sender)
+{
+	struct inbound_checks *c = &s->checks;
+	char identity[ADDRESS_PATH_MAX + 16], safe[ADDRESS_PATH_MAX * 4 + 8];
+	struct timespec t0;
+	long long deadline;
+
+	c->active = checks_apply(s);
+	if (!c->active)
+		return 0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	deadline = dns_deadline(0);
+	/* HELO, once per HELO name. */
+	if (strcmp(c->helo_checked, s->helo) != 0 || !c->helo_checked[0]) {
+		snprintf(c->helo_checked, sizeof(c->helo_checked), "%s", s->helo);
+		c->helo_valid = s->helo[0] && s->helo[0] != '[' &&
+				address_domain_valid(s->helo, strlen(s->helo), 0) && strchr(s->helo, '.');
+		c->spf_helo = SPF_NONE;
+		c->spf_helo_reason[0] = '\0';
+		if (c->helo_valid) {
+			snprintf(identity, sizeof(identity), "postmaster@%s", s->helo);
+			c->spf_helo = spf_check(s->peer.ip, s->helo, identity, s->helo, deadline,
+						c->spf_helo_reason, sizeof(c->spf_helo_reason));
+		}
+	}
+	/* MAIL FROM; RFC 7208 2.4: for <> it is postmaster@HELO, checked above. */
+	if (sender->is_null || !sender->domain[0]) {
+		c->spf_mailfrom = c->spf_helo;
+		snprintf(c->spf_mailfrom_reason, sizeof(c->spf_mailfrom_reason), "%s", c->spf_helo_reason);
+		snprintf(c->spf_domain, sizeof(c->spf_domain), "%s", c->helo_valid ? s->helo : "");
+	} else {
+		address_format(sender, identity, sizeof(identity));
+		snprintf(c->spf_domain, sizeof(c->spf_domain), "%s", sender->domain);
+		c->spf_mailfrom = sender->is_literal ?
+					  SPF_NONE :
+					  spf_check(s->peer.ip, sender->domain, identity, s->helo, deadline,
+						    c->spf_mailfrom_reason, sizeof(c->spf_mailfrom_reason));
+	}
+	address_format(sender, identity, sizeof(identity));
+	log_printable(safe, sizeof(safe), identity, strlen(identity));
+	log_event(LOG_INFO, "event=spf ip=%s from=\"%s\" helo=%s spf=%s spf_helo=%s ms=%lld", s->peer.ip,
+		  safe, s->helo[0] ? s->helo : "-", spf_result_name(c->spf_mailfrom),
+		  spf_result_name(c->spf_helo), elapsed_ms(&t0));
+	if (c->spf_mailfrom == SPF_FAIL && setting_int(SET_SPF_REJECT_FAIL)) {
+		log_event(LOG_NOTICE, "event=spf result=refused ip=%s from=\"%s\"", s->peer.ip, safe);
+		reply(s, "550 5.7.23 <%s>: Sender address rejected: SPF check failed: %s", safe,
+		      c->spf_mailfrom_reason[0] ? c->spf_mailfrom_reason : "not permitted");
+		return -1;
+	}
+	return 0;
+}
+
+/* A comment's text: printable, no parentheses or backslashes. */
+static void comment_text(char *out, size_t cap, const char *in)
+{
+	size_t o = 0;
+
+	for (; in && *in && o + 1 < cap; in++)
+		out[o++] = (*in < 0x20 || *in > 0x7e || *in == '(' || *in == ')' || *in == '\\') ? '?' : *in;
+	out[o] = '\0';
+}
+
+/* Appends "; resinfo" on a folded line. */
+static void ar_add(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static void ar_add(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (*len >= cap)
+		return;
+	n = snprintf(buf + *len, cap - *len, ";\n\t");
+	if (n < 0 || (size_t)n >= cap - *len)
+		return;
+	*len += (size_t)n;
+	va_start(ap, fmt);
+	n = vsnprintf(buf + *len, cap - *len, fmt, ap);
+	va_end(ap);
+	if (n > 0 && (size_t)n < cap - *len)
+		*len += (size_t)n;
+	else
+		buf[*len] = '\0';
+}
+
+/* Is this Authentication-Results field one that claims to be ours
+ * (RFC 8601 5)? Its authserv-id is the first token of the value. */
+static int claims_our_id(const struct header_field *f, const char *id)
+{
+	char v[512];
+	size_t n = 0;
+	const char *p = f->value, *end = f->value + f->value_len;
+
+	while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+		p++;
+	while (p < end && *p != ';' && *p != ' ' && *p != '\t' && *p != '\n' && *p != '(' &&
+	       n + 1 < sizeof(v))
+		v[n++] = *p++;
+	v[n] = '\0';
+	return strcasecmp(v, id) == 0;
+}
+
+int checks_message(struct session *s, const char *qid, int *fd, char *staging, size_t cap,
+		   off_t header_start, off_t *size, unsigned long long *lf_count)
+{
+	static struct dkim_verdict dk[DKIM_VERIFY_MAX];
+	static const struct header_field *drop[MESSAGE_HEADER_FIELDS_MAX];
+	static char ar[AUTH_RESULTS_MAX];
+	struct inbound_checks *c = &s->checks;
+	const char *host = setting(SET_HOSTNAME);
+	struct header_block hb;
+	struct dmarc_verdict dm;
+	char from[ADDRESS_DOMAIN_MAX + 1] = "", cm[200], newpath[PATH_MAX_POSTAGE], name[QUEUE_ID_LEN + 16];
+	size_t ndk = 0, ndrop = 0, len = 0, nfrom = 0;
+	unsigned long long dropped_lfs = 0, added_lfs = 0;
+	struct timespec t0;
+	long long deadline;
+	int have_hb, nfd;
+	off_t newsize;
+
+	if (!c->active)
+		return 0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	deadline = dns_deadline(0);
+	have_hb = header_block_read(*fd, header_start, *size, &hb) == 0;
+	if (have_hb) {
+		long pos = -1;
+		const struct header_field *f = header_next(&hb, "from", &pos);
+		char domains[2][ADDRESS_DOMAIN_MAX + 1];
+
+		if (f && !header_next(&hb, "from", &pos)) {
+			nfrom = header_address_domains(f, domains, 2);
+			if (nfrom == 1)
+				snprintf(from, sizeof(from), "%s", domains[0]);
+		}
+		ndk = dkim_verify(*fd, &hb, dk, DKIM_VERIFY_MAX, deadline);
+		pos = -1;
+		while ((f = header_next(&hb, "authentication-results", &pos)))
+			if (claims_our_id(f, host) && ndrop < MESSAGE_HEADER_FIELDS_MAX)
+				drop[ndrop++] = f;
+	}
+	dmarc_check(from, c->spf_mailfrom, c->spf_domain, dk, ndk, deadline, &dm);
+
+	/* RFC 8601 2.2: authserv-id; then one resinfo a method. */
+	len = (size_t)snprintf(ar, sizeof(ar), "Authentication-Results: %s", host);
+	comment_text(cm, sizeof(cm), c->spf_mailfrom_reason);
+	if (c->spf_domain[0] && !s->sender.is_null)
+		ar_add(ar, sizeof(ar), &len, "spf=%s (%s) smtp.mailfrom=%s", spf_result_name(c->spf_mailfrom),
+		       cm[0] ? cm : "no reason", c->spf_domain);
+	else if (!s->sender.is_null)
+		ar_add(ar, sizeof(ar), &len, "spf=none smtp.mailfrom=%s", "unknown");
+	if (c->helo_valid) {
+		comment_text(cm, sizeof(cm), c->spf_helo_reason);
+		ar_add(ar, sizeof(ar), &len, "spf=%s (%s) smtp.helo=%s", spf_result_name(c->spf_helo),
+		       cm[0] ? cm : "no reason", s->helo);
+	} else if (s->sender.is_null) {
+		ar_add(ar, sizeof(ar), &len, "spf=none (no usable HELO) smtp.mailfrom=<>");
+	}
+	if (ndk == 0)
+		ar_add(ar, sizeof(ar), &len, "dkim=none%s", have_hb ? "" : " (header too large)");
+	for (size_t i = 0; i < ndk; i++) {
+		comment_text(cm, sizeof(cm), dk[i].reason);
+		ar_add(ar, sizeof(ar), &len, "dkim=%s%s%s%s header.d=%s header.s=%s header.a=%s header.b=%s",
+		       dkim_result_name(dk[i].result), cm[0] ? " (" : "", cm, cm[0] ? ")" : "",
+		       dk[i].domain[0] ? dk[i].domain : "unknown",
+		       dk[i].selector[0] ? dk[i].selector : "unknown",
+		       dk[i].algorithm[0] ? dk[i].algorithm : "unknown", dk[i].b[0] ? dk[i].b : "none");
+	}
+	if (dm.result == DMARC_NONE || dm.result == DMARC_PERMERROR || dm.result == DMARC_TEMPERROR) {
+		comment_text(cm, sizeof(cm), dm.reason);
+		ar_add(ar, sizeof(ar), &len, "dmarc=%s%s%s%s header.from=%s", dmarc_result_name(dm.result),
+		       cm[0] ? " (" : "", cm, cm[0] ? ")" : "", from[0] ? from : "unknown");
+	} else {
+		ar_add(ar, sizeof(ar), &len, "dmarc=%s (p=%s dis=%s) header.from=%s",
+		       dmarc_result_name(dm.result), dmarc_policy_name(dm.policy),
+		       dmarc_policy_name(dm.disposition), from);
+	}
+	if (len + 2 >= sizeof(ar)) {
+		len = (size_t)snprintf(ar, sizeof(ar), "Authentication-Results: %s; none", host);
+	}
+	ar[len++] = '\n';
+	ar[len] = '\0';
+	if (dm.result == DMARC_FAIL && dm.disposition == DMARC_P_QUARANTINE)
+		len += (size_t)snprintf(ar + len, sizeof(ar) - len,
+					"X-Postage-Quarantine: DMARC policy of %s is quarantine\n", from);
+
+	log_event(LOG_INFO,
+		  "event=auth_results id=%s ip=%s spf=%s spf_helo=%s dkim=%s dkim_signatures=%zu dmarc=%s "
+		  "policy=%s disposition=%s from_domain=%s ms=%lld",
+		  qid, s->peer.ip, spf_result_name(c->spf_mailfrom), spf_result_name(c->spf_helo),
+		  ndk ? dkim_result_name(dk[0].result) : "none", ndk, dmarc_result_name(dm.result),
+		  dmarc_policy_name(dm.policy), dmarc_policy_name(dm.disposition), from[0] ? from : "-",
+		  elapsed_ms(&t0));
+
+	if (dm.result == DMARC_FAIL && dm.disposition == DMARC_P_REJECT &&
+	    setting_int(SET_DMARC_REJECT)) {
+		log_event(LOG_NOTICE, "event=data result=refused reason=dmarc id=%s from_domain=%s", qid, from);
+		reply(s, "550 5.7.1 Message rejected: the DMARC policy of %s is reject, and the message has %s "
+		      "(SPF %s for %s, DKIM %s)", from, "neither an aligned SPF pass nor an aligned DKIM signature",
+		      spf_result_name(c->spf_mailfrom), c->spf_domain[0] ? c->spf_domain : "-",
+		      ndk ? dkim_result_name(dk[0].result) : "none");
+		if (have_hb)
+			header_block_free(&hb);
+		return -1;
+	}
+
+	/* The copy that is delivered: our fields on top, those claiming our
+	 * authserv-id gone. */
+	for (size_t i = 0; i < len; i++)
+		added_lfs += ar[i] == '\n';
+	for (size_t i = 0; i < ndrop; i++)
+		for (size_t k = 0; k < drop[i]->raw_len; k++)
+			dropped_lfs += drop[i]->raw[k] == '\n';
+	snprintf(name, sizeof(name), "%s.ar", qid);
+	nfd = header_copy_edited(*fd, *size, ar, len, drop, ndrop, name, newpath, sizeof(newpath),
+				 &newsize);
+	if (have_hb)
+		header_block_free(&hb);
+	if (nfd < 0) {
+		int e = errno;
+		log_event(LOG_ERR, "event=data result=spool_error id=%s error=\"%s\"", qid, strerror(e));
+		reply(s, e == ENOSPC || e == EDQUOT ? "452 4.3.1 Error: insufficient system storage" :
+						      "451 4.3.0 Error: cannot store message, try again later");
+		return -1;
+	}
+	close(*fd);
+	unlink(staging);
+	*fd = nfd;
+	snprintf(staging, cap, "%s", newpath);
+	*size = newsize;
+	*lf_count = *lf_count + added_lfs - dropped_lfs;
+	return 0;
+}

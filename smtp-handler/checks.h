@@ -1,0 +1,27 @@
+/* Inbound checks on --mode=mx for mail from outside (not AUTH, not a
+ * relay network or POP-before-SMTP client, not loopback): SPF of MAIL
+ * FROM and HELO at MAIL, DKIM and DMARC at the end of data, the outcome
+ * in an Authentication-Results field (RFC 8601), and the policy of the
+ * settings dmarc_reject and spf_reject_fail. DNS work is done once per
+ * message within AUTH_CHECK_TIME_MS; a DNS temporary error never makes
+ * a 5xx. */
+#ifndef POSTAGE_SMTP_CHECKS_H
+#define POSTAGE_SMTP_CHECKS_H
+
+#include <sys/types.h>
+
+#include "limits.h"
+#include "spf.h"
+
+struct inbound_checks {
+	int active;                           /* this transaction is checked */
+	enum spf_result spf_mailfrom;         /* MAIL FROM identity (postmaster@helo for <>) */
+	enum spf_result spf_helo;
+	char spf_mailfrom_reason[160];
+	char spf_helo_reason[160];
+	char spf_domain[ADDRESS_DOMAIN_MAX + 1]; /* the domain SPF checked for MAIL FROM */
+	char helo_checked[SMTP_HELO_MAX + 1];    /* the HELO spf_helo belongs to */
+	int helo_valid;
+};
+
+#endif

@@ -1,0 +1,468 @@
+"""Inbound checks on --mode=mx: SPF (MAIL FROM and HELO), DKIM
+verification, DMARC, the Authentication-Results field and the policy
+settings dmarc_reject and spf_reject_fail.
+
+Everything runs in a private network namespace (netns.py): dnsmasq on
+127.0.0.1 serves the test domains' records, the client connects from
+198.51.100.7 (outside) to postage on 192.0.2.1. SPF verdicts are compared
+with python3-spf's for the same records; DKIM signatures are made by
+python3-dkim (and by postage itself); the Authentication-Results field is
+parsed with python3-authres.
+
+Run: POSTAGE_BUILD=build /usr/bin/python3 tests/protocol/test_spf_dmarc.py -v
+"""
+import base64
+import email.parser
+import email.policy
+import email.utils
+import os
+import re
+import smtplib
+import subprocess
+import sys
+import tempfile
+import shutil
+import unittest
+import uuid
+import warnings
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import netns  # noqa: E402
+from harness import Postage  # noqa: E402
+
+warnings.simplefilter('ignore', DeprecationWarning)
+try:
+    import spf
+except ImportError:  # pragma: no cover
+    spf = None
+try:
+    import dkim
+except ImportError:  # pragma: no cover
+    dkim = None
+try:
+    import authres
+except ImportError:  # pragma: no cover
+    authres = None
+
+SMTP = 'smtp-handler/smtp-handler'
+SERVER = '192.0.2.1'
+CLIENT = '198.51.100.7'
+CLIENT6 = '2001:db8::7'
+RELAY_CLIENT = '192.0.2.20'
+HOST = 'mx.test.example'
+BODY_MARKER = 'auth-body-never-in-logs-31337'
+
+# SPF records: name -> TXT. Names outside the local zones (test, example)
+# get REFUSED from dnsmasq, a temporary error.
+SPF = {
+    'pass.example': 'v=spf1 ip4:198.51.100.0/24 ip6:2001:db8::/64 -all',
+    'fail.example': 'v=spf1 ip4:203.0.113.5 -all',
+    'soft.example': 'v=spf1 ip4:203.0.113.5 ~all',
+    'neutral.example': 'v=spf1 ?all',
+    'redir.example': 'v=spf1 redirect=pass.example',
+    'amx.example': 'v=spf1 mx a:host.amx.example/32 -all',
+    'amxfail.example': 'v=spf1 mx -all',
+    'macro.example': 'v=spf1 exists:%{i}._spf.%{d} -all',
+    'incl.example': 'v=spf1 include:neutral.example include:pass.example -all',
+    'many.example': 'v=spf1 ' + ' '.join(f'include:n{i}.example' for i in range(11)) + ' -all',
+    'void.example': 'v=spf1 a:v1.example a:v2.example a:v3.example ip4:198.51.100.7 -all',
+    'bad.example': 'v=spf1 foo:bar.example -all',
+    'two.example': ('v=spf1 -all', 'v=spf1 +all'),
+    'mail.pass.example': 'v=spf1 a -all',
+    # DMARC test domains, with SPF that passes for the client.
+    'reject.example': 'v=spf1 -all',
+    'quar.example': 'v=spf1 -all',
+    'pnone.example': 'v=spf1 -all',
+    'aligned.example': 'v=spf1 ip4:198.51.100.7 -all',
+    'signed.example': 'v=spf1 -all',
+    'sub.orgpol.example': 'v=spf1 -all',
+}
+for i in range(11):
+    SPF[f'n{i}.example'] = 'v=spf1 ?all'
+
+DMARC = {
+    'reject.example': 'v=DMARC1; p=reject',
+    'quar.example': 'v=DMARC1; p=quarantine; adkim=r',
+    'pnone.example': 'v=DMARC1; p=none; rua=mailto:dmarc@pnone.example',
+    'aligned.example': 'v=DMARC1; p=reject; aspf=s',
+    'signed.example': 'v=DMARC1; p=reject; adkim=s',
+    'orgpol.example': 'v=DMARC1; p=none; sp=reject',
+    'example.test': 'v=DMARC1; p=reject',
+}
+
+
+def crlf(b):
+    return b.replace(b'\r\n', b'\n').replace(b'\n', b'\r\n')
+
+
+def openssl(*args):
+    return subprocess.run(['openssl'] + list(args), capture_output=True, check=True).stdout
+
+
+class ChecksTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.keydir = tempfile.mkdtemp(prefix='postage-authres-')
+        os.chmod(cls.keydir, 0o755)
+        rsa = os.path.join(cls.keydir, 'rsa.pem')
+        openssl('genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048', '-out', rsa)
+        cls.rsa_path = rsa
+        cls.rsa_pem = openssl('rsa', '-in', rsa, '-traditional')
+        cls.rsa_pub = base64.b64encode(openssl('pkey', '-in', rsa, '-pubout', '-outform', 'DER')).decode()
+        ed = os.path.join(cls.keydir, 'ed.pem')
+        openssl('genpkey', '-algorithm', 'ed25519', '-out', ed)
+        cls.ed_path = ed
+        der = openssl('pkey', '-in', ed, '-outform', 'DER')
+        cls.ed_seed = base64.b64encode(der[-32:])
+        cls.ed_pub = base64.b64encode(openssl('pkey', '-in', ed, '-pubout', '-outform', 'DER')[-32:]).decode()
+
+        d = cls.dns = netns.DnsServer()
+        for name, txt in SPF.items():
+            d.txt(name, *(txt if isinstance(txt, tuple) else (txt,)))
+        for name, txt in DMARC.items():
+            d.txt('_dmarc.' + name, txt)
+        d.mx('amx.example', 'mail.amx.example')
+        d.a('mail.amx.example', CLIENT)
+        d.a('host.amx.example', '203.0.113.9')
+        d.mx('amxfail.example', 'mx1.amxfail.example')
+        d.a('mx1.amxfail.example', '203.0.113.10')
+        d.a('198.51.100.7._spf.macro.example', '127.0.0.2')
+        d.a('mail.pass.example', CLIENT)
+        d.a('unrelated.example', '203.0.113.11')
+        for dom in ('signed.example', 'reject.example', 'example.test'):
+            d.txt(f'rsa._domainkey.{dom}', f'v=DKIM1; k=rsa; p={cls.rsa_pub}')
+            d.txt(f'ed._domainkey.{dom}', f'v=DKIM1; k=ed25519; p={cls.ed_pub}')
+        d.txt('revoked._domainkey.signed.example', 'v=DKIM1; p=')
+        d.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.dns.close()
+        shutil.rmtree(cls.keydir, ignore_errors=True)
+
+    def setUp(self):
+        self.p = Postage(hostname=HOST)
+        self.p.__enter__()
+        self.addCleanup(self.p.__exit__, None, None, None)
+        p = self.p
+        p.add_domain('example.test')
+        p.add_mailbox('alice', 'pw-unused-3')
+        p.add_address('alice@example.test', 'alice')
+        p.sql("INSERT INTO relay_networks VALUES ('192.0.2.0/24')")
+        self.srv = p.serve(SMTP, ['--mode=mx'], host=SERVER)
+        self.srv6 = None
+        self.addCleanup(self.final_checks)
+
+    def final_checks(self):
+        self.p.check_sanitizers()
+        self.assertNotIn(BODY_MARKER, self.p.log_text())
+
+    # -- helpers ---------------------------------------------------------
+
+    def client(self, helo='mail.pass.example', source=CLIENT, srv=None):
+        srv = srv or self.srv
+        c = smtplib.SMTP(srv.host, srv.port, timeout=60, source_address=(source, 0))
+        self.addCleanup(self.quit, c)
+        c.ehlo(helo)
+        return c
+
+    @staticmethod
+    def quit(c):
+        try:
+            c.quit()
+        except (smtplib.SMTPException, OSError):
+            c.close()
+
+    def message(self, from_addr, extra=b'', body=None):
+        tag = uuid.uuid4().hex
+        body = body if body is not None else f'Hello {tag}\n{BODY_MARKER}\n'.encode()
+        return crlf(f'From: Someone <{from_addr}>\nTo: alice@example.test\nSubject: check {tag}\n'
+                    f'Date: {email.utils.formatdate()}\nMessage-ID: <{tag}@test>\n'.encode()
+                    + extra + b'\n' + body), tag
+
+    def send(self, c, mail_from, msg, expect=250):
+        """One transaction; the final reply (code, text)."""
+        code, text = c.mail(mail_from)
+        if code != 250:
+            c.rset()
+            return code, text
+        code, text = c.rcpt('alice@example.test')
+        self.assertEqual(code, 250, text)
+        code, text = c.data(msg)
+        if expect is not None:
+            self.assertEqual(code, expect, text)
+        return code, text
+
+    def delivered(self, tag):
+        for path in self.p.messages('alice'):
+            with open(path, 'rb') as f:
+                data = f.read()
+            if tag.encode() in data:
+                if os.environ.get('POSTAGE_SHOW_MESSAGES'):
+                    print(data.decode(errors='replace')[:1500], file=sys.stderr)
+                return data
+        self.fail(f'message {tag} not delivered')
+
+    def auth_results(self, data):
+        """The Authentication-Results fields of a delivered message, as
+        {method: [(result, {property: value})]} of the one that is ours."""
+        msg = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(data)
+        fields = msg.get_all('Authentication-Results') or []
+        ours = [f for f in fields if f.strip().split(';')[0].strip().lower() == HOST]
+        self.assertEqual(len(ours), 1, fields)
+        out = {}
+        if authres is not None:
+            h = authres.AuthenticationResultsHeader.parse('Authentication-Results: ' + ours[0])
+            self.assertEqual(h.authserv_id.lower(), HOST)
+            for r in h.results:
+                out.setdefault(r.method, []).append(
+                    (r.result, {f'{p.type}.{p.name}': p.value for p in r.properties}))
+        else:  # a plain parse, good enough for these fields
+            for part in ours[0].split(';')[1:]:
+                part = re.sub(r'\([^)]*\)', '', part).split()
+                method, result = part[0].split('=', 1)
+                props = dict(x.split('=', 1) for x in part[1:])
+                out.setdefault(method, []).append((result, props))
+        return out
+
+    def spf_of(self, data, identity='smtp.mailfrom'):
+        ar = self.auth_results(data)
+        for result, props in ar.get('spf', []):
+            if identity in props:
+                return result, props[identity]
+        self.fail(f'no spf result for {identity} in {ar}')
+
+    def pyspf(self, ip, sender, helo):
+        return spf.check2(i=ip, s=sender, h=helo)[0]
+
+    def sign(self, msg, domain, selector='rsa', alg=b'rsa-sha256', canon=(b'relaxed', b'relaxed')):
+        key = self.rsa_pem if alg == b'rsa-sha256' else self.ed_seed
+        sig = dkim.sign(msg, selector.encode(), domain.encode(), key, canonicalize=canon,
+                        signature_algorithm=alg,
+                        include_headers=[b'from', b'to', b'subject', b'date', b'message-id'])
+        return sig + msg
+
+    # -- SPF -----------------------------------------------------------------
+
+    def test_spf_verdicts_match_pyspf(self):
+        if spf is None:
+            self.skipTest('python3-spf is not installed')
+        cases = [
+            ('x@pass.example', 'pass'), ('x@fail.example', 'fail'),
+            ('x@soft.example', 'softfail'), ('x@neutral.example', 'neutral'),
+            ('x@nospf.example', 'none'), ('x@temp.invalid', 'temperror'),
+            ('x@many.example', 'permerror'), ('x@void.example', 'permerror'),
+            ('x@bad.example', 'permerror'), ('x@two.example', 'permerror'),
+            ('x@redir.example', 'pass'), ('x@amx.example', 'pass'),
+            ('x@amxfail.example', 'fail'), ('x@macro.example', 'pass'),
+            ('x@incl.example', 'pass'),
+        ]
+        c = self.client()
+        for sender, want in cases:
+            with self.subTest(sender=sender):
+                theirs = self.pyspf(CLIENT, sender, 'mail.pass.example')
+                msg, tag = self.message('someone@unrelated.example')
+                self.send(c, sender, msg)
+                ours, domain = self.spf_of(self.delivered(tag))
+                self.assertEqual(domain, sender.split('@')[1])
+                self.assertEqual(theirs, want, f'python3-spf on {sender}')
+                self.assertEqual(ours, want, f'postage on {sender}')
+        log = self.p.log_text()
+        self.assertIn('event=spf', log)
+
+    def test_spf_ipv6_and_helo(self):
+        if spf is None:
+            self.skipTest('python3-spf is not installed')
+        srv6 = self.p.serve(SMTP, ['--mode=mx'], host='2001:db8::1')
+        c = self.client(helo='mail.pass.example', source=CLIENT6, srv=srv6)
+        msg, tag = self.message('someone@unrelated.example')
+        self.send(c, 'x@pass.example', msg)
+        data = self.delivered(tag)
+        self.assertEqual(self.spf_of(data)[0], self.pyspf(CLIENT6, 'x@pass.example', 'h'))
+        self.assertEqual(self.spf_of(data)[0], 'pass')
+        # HELO mail.pass.example says "a": only 198.51.100.7 (IPv4).
+        self.assertEqual(self.spf_of(data, 'smtp.helo'),
+                         (self.pyspf(CLIENT6, 'postmaster@mail.pass.example', 'mail.pass.example'),
+                          'mail.pass.example'))
+        c4 = self.client(helo='mail.pass.example')
+        msg, tag = self.message('someone@unrelated.example')
+        self.send(c4, '', msg)
+        data = self.delivered(tag)
+        self.assertEqual(self.spf_of(data, 'smtp.helo'), ('pass', 'mail.pass.example'))
+
+    def test_spf_reject_fail_setting(self):
+        c = self.client()
+        msg, tag = self.message('someone@unrelated.example')
+        self.send(c, 'x@fail.example', msg)  # default: delivered, marked
+        self.assertEqual(self.spf_of(self.delivered(tag))[0], 'fail')
+        self.p.set('spf_reject_fail', '1')
+        c = self.client()
+        code, text = c.mail('x@fail.example')
+        self.assertEqual(code, 550, text)
+        self.assertTrue(text.startswith(b'5.7.23'), text)
+        self.assertIn(b'SPF', text)
+        # softfail and temperror are never refused
+        for sender in ('x@soft.example', 'x@temp.invalid'):
+            code, text = c.mail(sender)
+            self.assertEqual(code, 250, (sender, text))
+            c.rset()
+
+    # -- DKIM ------------------------------------------------------------------
+
+    def test_dkim_signatures_from_python_verify(self):
+        if dkim is None:
+            self.skipTest('python3-dkim is not installed')
+        c = self.client()
+        for alg, sel, canon in ((b'rsa-sha256', 'rsa', (b'relaxed', b'relaxed')),
+                                (b'rsa-sha256', 'rsa', (b'simple', b'simple')),
+                                (b'ed25519-sha256', 'ed', (b'relaxed', b'simple'))):
+            with self.subTest(alg=alg, canon=canon):
+                msg, tag = self.message('a@signed.example',
+                                        body=b'  Body with  spaces\t\r\n\r\n\r\n' + BODY_MARKER.encode() + b'\r\n\r\n')
+                signed = self.sign(msg, 'signed.example', sel, alg, canon)
+                self.send(c, 'x@fail.example', signed)
+                ar = self.auth_results(self.delivered(tag))
+                (result, props), = ar['dkim']
+                self.assertEqual(result, 'pass', ar)
+                self.assertEqual(props['header.d'], 'signed.example')
+                self.assertEqual(props['header.a'], alg.decode())
+                self.assertEqual(props['header.s'], sel)
+                b = re.search(rb'b=([A-Za-z0-9+/]{8})', signed.split(b'bh=')[1]).group(1)
+                self.assertEqual(props['header.b'], b.decode())
+                # aligned DKIM pass: DMARC passes despite SPF fail
+                self.assertEqual(ar['dmarc'][0][0], 'pass', ar)
+
+    def test_tampered_and_broken_signatures_fail(self):
+        if dkim is None:
+            self.skipTest('python3-dkim is not installed')
+        c = self.client()
+        msg, tag = self.message('a@signed.example')
+        signed = self.sign(msg, 'signed.example').replace(b'Hello', b'Jello')
+        code, text = self.send(c, 'x@pass.example', signed, expect=550)
+        self.assertTrue(text.startswith(b'5.7.1'), text)
+        self.assertIn(b'DMARC', text)
+        self.assertIn(b'signed.example', text)
+        self.assertEqual(self.p.messages('alice'), [])
+        log = self.p.log_text()
+        self.assertIn('reason=dmarc', log)
+        self.assertIn('dkim=fail', log)
+        # With dmarc_reject off, the same is delivered and says why.
+        self.p.set('dmarc_reject', '0')
+        c = self.client()
+        self.send(c, 'x@pass.example', signed)
+        ar = self.auth_results(self.delivered(tag))
+        self.assertEqual(ar['dkim'][0][0], 'fail')
+        self.assertEqual(ar['dmarc'][0][0], 'fail')
+        # A revoked key and a signature with an unknown selector: permerror.
+        msg, tag = self.message('a@signed.example')
+        signed = self.sign(msg, 'signed.example', 'revoked')
+        self.send(c, 'x@pass.example', signed)
+        self.assertEqual(self.auth_results(self.delivered(tag))['dkim'][0][0], 'permerror')
+        msg, tag = self.message('a@signed.example')
+        self.send(c, 'x@pass.example', self.sign(msg, 'signed.example', 'nokey'))
+        self.assertEqual(self.auth_results(self.delivered(tag))['dkim'][0][0], 'permerror')
+
+    def test_postage_signature_verifies_at_postage(self):
+        """A message signed by postage for example.test, sent back in from
+        outside, passes DKIM (and so DMARC, though SPF fails)."""
+        self.p.sql('INSERT INTO dkim_keys (domain, selector, algorithm, private_key_path) '
+                   "VALUES ('example.test', 'rsa', 'rsa-sha256', ?), "
+                   "('example.test', 'ed', 'ed25519-sha256', ?)", self.rsa_path, self.ed_path)
+        r = self.client(source=RELAY_CLIENT)
+        msg, tag = self.message('bob@example.test')
+        r.sendmail('bob@example.test', ['carol@remote.example'], msg)
+        import glob
+        files = glob.glob(os.path.join(self.p.spool_dir, 'queue', '*'))
+        self.assertEqual(len(files), 1)
+        with open(files[0], 'rb') as f:
+            queued = f.read()
+        self.assertEqual(queued.count(b'DKIM-Signature:'), 2)
+        c = self.client()
+        self.send(c, 'x@fail.example', crlf(queued))
+        ar = self.auth_results(self.delivered(tag))
+        self.assertEqual([r[0] for r in ar['dkim']], ['pass', 'pass'], ar)
+        self.assertEqual(ar['dmarc'][0][0], 'pass')
+
+    # -- DMARC -------------------------------------------------------------------
+
+    def test_dmarc_reject_quarantine_none(self):
+        c = self.client()
+        # p=reject, From and MAIL FROM aligned and SPF pass: delivered.
+        msg, tag = self.message('a@aligned.example')
+        self.send(c, 'bounce@aligned.example', msg)
+        ar = self.auth_results(self.delivered(tag))
+        self.assertEqual(ar['dmarc'], [('pass', {'header.from': 'aligned.example'})])
+        # aspf=s: a subdomain's SPF pass does not align.
+        # p=reject, no aligned pass: refused at the end of data with the reason.
+        msg, tag = self.message('a@reject.example')
+        code, text = self.send(c, 'x@pass.example', msg, expect=550)
+        self.assertTrue(text.startswith(b'5.7.1'), text)
+        self.assertIn(b'reject.example', text)
+        # p=quarantine: delivered, marked.
+        msg, tag = self.message('a@quar.example')
+        self.send(c, 'x@pass.example', msg)
+        data = self.delivered(tag)
+        self.assertEqual(self.auth_results(data)['dmarc'][0][0], 'fail')
+        self.assertRegex(data, rb'(?m)^X-Postage-Quarantine: ')
+        # p=none: delivered, no mark.
+        msg, tag = self.message('a@pnone.example')
+        self.send(c, 'x@pass.example', msg)
+        data = self.delivered(tag)
+        self.assertEqual(self.auth_results(data)['dmarc'][0][0], 'fail')
+        self.assertNotIn(b'X-Postage-Quarantine', data)
+        # sp= of the organizational domain applies to its subdomains.
+        msg, tag = self.message('a@sub.orgpol.example')
+        self.send(c, 'x@pass.example', msg, expect=550)
+        # No policy at all: dmarc=none.
+        msg, tag = self.message('a@unrelated.example')
+        self.send(c, 'x@pass.example', msg)
+        self.assertEqual(self.auth_results(self.delivered(tag))['dmarc'][0][0], 'none')
+
+    def test_dns_trouble_never_gives_5xx(self):
+        c = self.client()
+        # SPF temperror for a p=reject From: delivered with temperror.
+        msg, tag = self.message('a@reject.example')
+        self.send(c, 'x@temp.invalid', msg)
+        ar = self.auth_results(self.delivered(tag))
+        self.assertEqual(self.spf_of(self.delivered(tag))[0], 'temperror')
+        self.assertEqual(ar['dmarc'][0][0], 'temperror')
+        # The policy lookup itself fails: temperror, delivered.
+        msg, tag = self.message('a@policy.invalid')
+        self.send(c, 'x@pass.example', msg)
+        self.assertEqual(self.auth_results(self.delivered(tag))['dmarc'][0][0], 'temperror')
+
+    # -- the field itself ---------------------------------------------------------
+
+    def test_forged_auth_results_removed_others_kept(self):
+        c = self.client()
+        forged = (f'Authentication-Results: {HOST.upper()}; dkim=pass header.d=reject.example\n'
+                  'Authentication-Results: other.example; spf=pass smtp.mailfrom=x.example\n'
+                  f'Authentication-Results:\n\t{HOST} (comment); dmarc=pass\n').encode()
+        msg, tag = self.message('a@unrelated.example', extra=crlf(forged))
+        self.send(c, 'x@pass.example', msg)
+        data = self.delivered(tag)
+        fields = re.findall(rb'(?mi)^Authentication-Results:[^\n]*(?:\n[ \t][^\n]*)*', data)
+        self.assertEqual(len(fields), 2, fields)
+        self.assertTrue(fields[0].startswith(f'Authentication-Results: {HOST};'.encode()))
+        self.assertIn(b'other.example', fields[1])
+        self.assertTrue(data.index(b'Authentication-Results: ' + HOST.encode())
+                        < data.index(b'Received:'), 'our field is on top')
+        # The Maildir name's S= is the file size (the copy was re-measured).
+        path = [p for p in self.p.messages('alice')][0]
+        size = int(re.search(r',S=(\d+)', path).group(1))
+        self.assertEqual(size, os.path.getsize(path))
+        w = int(re.search(r',W=(\d+)', path).group(1))
+        self.assertEqual(w, size + data.count(b'\n'))
+
+    def test_not_checked_loopback_relay(self):
+        srv_lo = self.p.serve(SMTP, ['--mode=mx'], host='127.0.0.1')
+        for srv, source in ((srv_lo, '127.0.0.1'), (self.srv, RELAY_CLIENT)):
+            c = self.client(source=source, srv=srv)
+            msg, tag = self.message('a@reject.example')
+            self.send(c, 'x@fail.example', msg)
+            self.assertNotIn(b'Authentication-Results', self.delivered(tag))
+        self.assertNotIn('event=auth_results', self.p.log_text())
+
+
+if __name__ == '__main__':
+    netns.main()
