@@ -18,6 +18,7 @@
 #include "maildir.h"
 #include "queue.h"
 #include "spool.h"
+#include "srs.h"
 
 /* Where one notice may go: a sender that is a forward of ours. */
 #define DSN_DESTINATIONS_MAX 100
@@ -168,11 +169,11 @@ static int copy_headers(struct out *o, const char *id)
 }
 
 static void compose(struct out *o, enum dsn_kind kind, const struct dsn_message *m,
-		    const struct dsn_rcpt *rcpts, size_t n, const char *id)
+		    const char *to, const struct dsn_rcpt *rcpts, size_t n, const char *id)
 {
 	const char *host = setting(SET_HOSTNAME);
 	char date[64], arrival[64], until[64], boundary[64];
-	int utf8 = non_ascii(m->sender);
+	int utf8 = non_ascii(m->sender) || non_ascii(to);
 	const char *addr_type;
 
 	for (size_t i = 0; i < n; i++)
@@ -186,7 +187,7 @@ static void compose(struct out *o, enum dsn_kind kind, const struct dsn_message 
 	out_printf(o, "Received: by %s (postage) id %s; %s\n", host, id, date);
 	out_printf(o, "Date: %s\n", date);
 	out_printf(o, "From: Mail Delivery System <MAILER-DAEMON@%s>\n", host);
-	out_printf(o, "To: <%s>\n", m->sender);
+	out_printf(o, "To: <%s>\n", to);
 	out_printf(o, "Subject: %s\n", kind == DSN_FAILED ? "Undelivered Mail Returned to Sender" :
 							    "Delayed Mail (still being retried)");
 	out_printf(o, "Message-ID: <%s.dsn@%s>\n", id, host);
@@ -341,42 +342,89 @@ static int deliver_notice(const struct address *sender, const char *sender_text,
 	return 0;
 }
 
+/* Who gets the notice: the envelope sender, or, when that is one of our
+ * SRS addresses (mail a forward sent on), the original sender behind it.
+ * 1 found (in *to and text), 0 drop (logged), -1 try later. */
+static int notice_recipient(const struct dsn_message *m, const char *what, struct address *to,
+			    char *text, size_t cap)
+{
+	char safe[ADDRESS_PATH_MAX * 4 + 8], orig[ADDRESS_PATH_MAX + 1];
+	enum address_parse ap = address_parse_plain(m->sender, 1, to);
+
+	log_printable(safe, sizeof(safe), m->sender, strlen(m->sender));
+	if (ap == ADDRESS_TOOLONG) {
+		/* SRS addresses often have local parts over 64 octets. */
+		char path[ADDRESS_PATH_MAX + 8];
+		const char *rest;
+		snprintf(path, sizeof(path), "<%s>", m->sender);
+		ap = srs_parse_path(path, to, &rest);
+	}
+	if (ap != ADDRESS_OK) {
+		log_event(LOG_WARNING, "event=%s result=dropped id=%s from=\"%s\" reason=bad_sender",
+			  what, m->id, safe);
+		return 0;
+	}
+	switch (srs_reverse(to, orig, sizeof(orig))) {
+	case SRS_NOT_SRS:
+		snprintf(text, cap, "%s", m->sender);
+		return 1;
+	case SRS_TEMPFAIL:
+		return -1;
+	case SRS_FORGED:
+	case SRS_EXPIRED:
+		log_event(LOG_WARNING, "event=%s result=dropped id=%s from=\"%s\" reason=bad_srs",
+			  what, m->id, safe);
+		return 0;
+	case SRS_OK:
+		break;
+	}
+	if (address_parse_plain(orig, 1, to) != ADDRESS_OK) {
+		log_event(LOG_WARNING, "event=%s result=dropped id=%s from=\"%s\" reason=bad_sender",
+			  what, m->id, safe);
+		return 0;
+	}
+	snprintf(text, cap, "%s", orig);
+	{
+		char osafe[ADDRESS_PATH_MAX * 4 + 8];
+		log_event(LOG_INFO, "event=%s result=srs_reversed id=%s from=\"%s\" to=\"%s\"", what,
+			  m->id, safe, log_printable(osafe, sizeof(osafe), orig, strlen(orig)));
+	}
+	return 1;
+}
+
 int dsn_send(enum dsn_kind kind, const struct dsn_message *m, const struct dsn_rcpt *rcpts,
 	     size_t n)
 {
 	static struct out o;
-	char id[QUEUE_ID_LEN + 8], staging[PATH_MAX_POSTAGE];
-	struct address sender;
+	char id[QUEUE_ID_LEN + 8], staging[PATH_MAX_POSTAGE], to_text[ADDRESS_PATH_MAX + 1];
+	const char *what = kind == DSN_FAILED ? "bounce" : "delay_warning";
+	struct address to;
 	int fd, r;
 
 	if (!m->sender[0])
 		return 0; /* never: a notice about a notice would loop */
-	if (address_parse_plain(m->sender, 1, &sender) != ADDRESS_OK) {
-		char safe[ADDRESS_PATH_MAX * 4 + 8];
-		log_event(LOG_WARNING, "event=%s result=dropped id=%s from=\"%s\" reason=bad_sender",
-			  kind == DSN_FAILED ? "bounce" : "delay_warning", m->id,
-			  log_printable(safe, sizeof(safe), m->sender, strlen(m->sender)));
-		return 0;
-	}
+	r = notice_recipient(m, what, &to, to_text, sizeof(to_text));
+	if (r <= 0)
+		return r;
 	queue_new_id(id, sizeof(id));
 	fd = spool_staging_open(id, staging, sizeof(staging));
 	if (fd < 0) {
-		log_event(LOG_ERR, "event=bounce result=error id=%s error=\"spool: %s\"", m->id,
+		log_event(LOG_ERR, "event=%s result=error id=%s error=\"spool: %s\"", what, m->id,
 			  strerror(errno));
 		return -1;
 	}
 	memset(&o, 0, sizeof(o));
 	o.fd = fd;
-	compose(&o, kind, m, rcpts, n, id);
+	compose(&o, kind, m, to_text, rcpts, n, id);
 	out_flush(&o);
 	if (o.error) {
-		log_event(LOG_ERR, "event=bounce result=error id=%s error=\"spool: %s\"", m->id,
+		log_event(LOG_ERR, "event=%s result=error id=%s error=\"spool: %s\"", what, m->id,
 			  strerror(o.error));
 		close(fd);
 		unlink(staging);
 		return -1;
 	}
-	r = deliver_notice(&sender, m->sender, m->id, id, fd, staging, &o, kind);
+	r = deliver_notice(&to, to_text, m->id, id, fd, staging, &o, kind);
 	close(fd);
 	unlink(staging);
 	return r;

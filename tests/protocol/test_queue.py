@@ -20,6 +20,7 @@ import os
 import re
 import signal
 import smtplib
+import socket
 import sqlite3
 import ssl
 import subprocess
@@ -134,13 +135,14 @@ class Sink:
     """A real SMTP server on host:port, in a thread of this process."""
 
     def __init__(self, host='127.0.0.1', port=None, tls_cert=None, auth=False,
-                 auth_require_tls=True, data_size_limit=33554432):
+                 auth_require_tls=True, data_size_limit=33554432, smtputf8=True):
         if Controller is None:
             raise unittest.SkipTest('aiosmtpd is not installed (package python3-aiosmtpd)')
         self.handler = SinkHandler()
         self.host = host
         self.port = port or harness._free_port(host)
-        kw = {'decode_data': False, 'enable_SMTPUTF8': True, 'data_size_limit': data_size_limit}
+        kw = {'decode_data': False, 'enable_SMTPUTF8': smtputf8,
+              'data_size_limit': data_size_limit}
         if tls_cert:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(*tls_cert)
@@ -161,6 +163,90 @@ class Sink:
     def messages(self):
         with self.handler.lock:
             return list(self.handler.messages)
+
+
+class ScriptedServer:
+    """A hand-written SMTP server on loopback that answers from a table,
+    for replies a real server would not give: multi-line, overlong,
+    endless, garbage, or none (the connection dropped). It records every
+    line it reads and the raw DATA bytes."""
+
+    DEFAULTS = {
+        'greeting': b'220 scripted.test ESMTP\r\n',
+        'EHLO': b'250-scripted.test\r\n250-8BITMIME\r\n250 SIZE 100000\r\n',
+        'HELO': b'250 scripted.test\r\n',
+        'MAIL': b'250 2.1.0 Ok\r\n',
+        'RCPT': b'250 2.1.5 Ok\r\n',
+        'DATA': b'354 go ahead\r\n',
+        '.': b'250 2.0.0 Ok: queued\r\n',
+        'RSET': b'250 2.0.0 Ok\r\n',
+        'QUIT': b'221 2.0.0 Bye\r\n',
+    }
+
+    def __init__(self, **replies):
+        self.replies = dict(self.DEFAULTS)
+        # dot= is the reply to the end of DATA
+        self.replies.update({('.' if k == 'dot' else k): v for k, v in replies.items()})
+        self.lines = []
+        self.data = []
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(('127.0.0.1', 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                conn.settimeout(20)
+                self._session(conn)
+            except (OSError, ValueError):
+                pass
+            finally:
+                conn.close()
+
+    def _send(self, conn, reply):
+        if reply is None:
+            raise ValueError('hang up')
+        conn.sendall(reply)
+
+    def _session(self, conn):
+        f = conn.makefile('rb')
+        self._send(conn, self.replies['greeting'])
+        while True:
+            line = f.readline(4096)
+            if not line:
+                return
+            self.lines.append(line)
+            verb = line.split(b' ')[0].strip().upper().decode(errors='replace')
+            if verb == 'DATA':
+                reply = self.replies['DATA']
+                self._send(conn, reply)
+                if not reply.startswith(b'354'):
+                    continue
+                data = b''
+                while True:
+                    chunk = f.readline(1 << 20)
+                    if not chunk:
+                        return
+                    if chunk == b'.\r\n':
+                        break
+                    data += chunk
+                self.data.append(data)
+                self._send(conn, self.replies['.'])
+                continue
+            self._send(conn, self.replies.get(verb, b'502 5.5.2 Error: command not recognized\r\n'))
+            if verb == 'QUIT':
+                return
+
+    def stop(self):
+        self.sock.close()
 
 
 def run_queue(p, now=None, once=True, timeout=60):
@@ -339,6 +425,34 @@ class DeliveryTest(QueueCase):
         self.assertTrue(msgs[1]['content'].replace(b'\r\n', b'\n').endswith(b'\n\n' + body))
         self.assertNotIn('BODY=8BITMIME', msgs[1]['options'])
         self.assertIn('note=8bit_without_8bitmime', self.p.log_text())
+        self.assert_queue_empty()
+
+    def test_smtputf8_addresses(self):
+        raw = 'From: <alice@local.test>\nTo: <bøb@remote.test>\nSubject: ütf\n\nhej\n'.encode()
+        self.submit('alice@local.test', ['bøb@remote.test'], raw=raw,
+                    options=['SMTPUTF8', 'BODY=8BITMIME'])
+        run_queue(self.p)
+        msgs = self.sink.messages
+        self.assertEqual(len(msgs), 1, self.p.log_text()[-3000:])
+        self.assertEqual(msgs[0]['rcpts'], ['bøb@remote.test'])
+        self.assertIn('SMTPUTF8', msgs[0]['options'])
+        # A server without SMTPUTF8 cannot take a UTF-8 address: bounced
+        # (RFC 6531 3.2), in a UTF-8 report (RFC 6533).
+        self.sink.stop()
+        self.sink = self.make_sink(smtputf8=False)
+        self.p.set('relayhost', f'[127.0.0.1]:{self.sink.port}')
+        self.submit('alice@local.test', ['bøb@remote.test'], raw=raw,
+                    options=['SMTPUTF8', 'BODY=8BITMIME'])
+        run_queue(self.p)
+        self.assertEqual(self.sink.messages, [])
+        bounces = self.bounces()
+        self.assertEqual(len(bounces), 1)
+        parts = bounces[0].get_payload()
+        self.assertEqual([x.get_content_type() for x in parts],
+                         ['text/plain', 'message/global-delivery-status', 'message/global-headers'])
+        report = parts[1].as_bytes().decode()
+        self.assertIn('Final-Recipient: utf-8; bøb@remote.test', report)
+        self.assertIn('Status: 5.6.7', report)
         self.assert_queue_empty()
 
     def test_second_runner_exits_quietly_while_one_holds_the_lock(self):
@@ -596,6 +710,33 @@ class BounceTest(QueueCase):
         self.assertIn('Subject: from afar', headers)
         self.assert_queue_empty()
 
+    def test_bounce_of_forwarded_mail_goes_to_the_original_sender(self):
+        # The forward sends bob's copy on with an SRS sender of ours; the
+        # bounce for it must reach the original sender, not the SRS form.
+        self.p.add_forward('list@local.test', 'bob@remote.test')
+        self.p.sql('DELETE FROM relay_networks')
+        reply = '550 5.1.1 <bob@remote.test>: gone'
+        self.sink.handler.rules['bob@remote.test'] = reply
+        self.submit('stranger@elsewhere.test', ['list@local.test'], subject='to the list')
+        run_queue(self.p)
+        sender = self.p.sql('SELECT sender FROM queue_messages')
+        self.assertEqual(len(sender), 1)
+        self.assertEqual(sender[0][0], '', 'expected the queued bounce (null sender)')
+        rcpts = self.p.sql('SELECT recipient FROM queue_recipients')
+        self.assertEqual(rcpts, [('stranger@elsewhere.test',)])
+        run_queue(self.p)
+        msgs = self.sink.messages
+        self.assertEqual(len(msgs), 1)
+        self.assertEqual(msgs[0]['rcpts'], ['stranger@elsewhere.test'])
+        bounce = email.message_from_bytes(msgs[0]['content'], policy=email.policy.compat32)
+        self.assertEqual(bounce['To'], '<stranger@elsewhere.test>')
+        text, blocks, headers = dsn_parts(bounce)
+        self.assertIn(reply, text)
+        self.assertEqual(blocks[1]['Original-Recipient'], 'rfc822; list@local.test')
+        self.assertIn('Subject: to the list', headers)
+        self.assertIn('event=bounce result=srs_reversed', self.p.log_text())
+        self.assert_queue_empty()
+
     def test_message_too_big_for_the_remote_bounces_before_sending(self):
         self.sink.stop()
         self.sink = self.make_sink(data_size_limit=2000)
@@ -691,6 +832,177 @@ class TLSTest(QueueCase):
         self.assertIn('event=relay_auth result=refused', self.p.log_text())
         self.assertNotIn(RELAY_PASSWORD, self.p.log_text())
         self.assertEqual(self.bounces(), [])
+
+
+class ClientRobustnessTest(QueueCase):
+    """The SMTP client against replies no polite server gives."""
+
+    def scripted(self, **replies):
+        srv = ScriptedServer(**replies)
+        self.addCleanup(srv.stop)
+        self.p.set('relayhost', f'[127.0.0.1]:{srv.port}')
+        return srv
+
+    def deferred_with(self, text):
+        rows = self.queue_rows()
+        self.assertEqual(len(rows), 1, rows)
+        self.assertEqual(rows[0][1:3], ('queued', 1), rows)
+        self.assertIn(text, rows[0][4])
+        self.assertEqual(self.bounces(), [])
+        return rows[0][4]
+
+    def test_wire_form_crlf_and_dot_stuffing(self):
+        srv = self.scripted()
+        self.submit('alice@local.test', ['bob@remote.test'],
+                    body='.starts with a dot\n..two\n.\nplain\n. space\nend')
+        run_queue(self.p)
+        self.assertEqual(len(srv.data), 1, self.p.log_text()[-3000:])
+        data = srv.data[0]
+        self.assertNotIn(b'\n', data.replace(b'\r\n', b''), 'a bare LF on the wire')
+        self.assertNotIn(b'\r', data.replace(b'\r\n', b''), 'a bare CR on the wire')
+        body = data.split(b'\r\n\r\n', 1)[1]
+        self.assertEqual(body, b'..starts with a dot\r\n...two\r\n..\r\nplain\r\n.. space\r\n'
+                               b'end\r\n')
+        self.assertTrue(data.startswith(b'Received: '))
+        cmds = [l.split(b':')[0] for l in srv.lines]
+        self.assertEqual(cmds[:4], [b'EHLO mx.test.example\r\n', b'MAIL FROM', b'RCPT TO', b'DATA\r\n'])
+        self.assertRegex(srv.lines[1], rb'^MAIL FROM:<alice@local.test> SIZE=\d+\r\n$')
+        self.assert_queue_empty()
+
+    def test_pipelining_sends_mail_rcpt_data_in_one_batch(self):
+        # The server reads MAIL, both RCPTs and DATA before it answers
+        # anything: a client that waited for the MAIL reply would time out.
+        srv = self.scripted(EHLO=b'250-scripted.test\r\n250 PIPELINING\r\n')
+        batch = {}
+
+        def session(conn, f=None):
+            f = conn.makefile('rb')
+            conn.sendall(srv.replies['greeting'])
+            f.readline()
+            conn.sendall(srv.replies['EHLO'])
+            conn.settimeout(5)
+            got = [f.readline() for _ in range(4)]
+            batch['lines'] = got
+            conn.sendall(b'250 ok\r\n250 ok\r\n550 5.1.1 no carol\r\n354 go\r\n')
+            while f.readline() not in (b'.\r\n', b''):
+                pass
+            conn.sendall(b'250 2.0.0 taken\r\n')
+            if f.readline().startswith(b'QUIT'):
+                conn.sendall(b'221 bye\r\n')
+        srv._session = session
+        self.submit('alice@local.test', ['bob@remote.test', 'carol@remote.test'])
+        run_queue(self.p)
+        self.assertEqual([l.split(b':')[0].strip() for l in batch.get('lines', [])],
+                         [b'MAIL FROM', b'RCPT TO', b'RCPT TO', b'DATA'])
+        self.assertEqual(len(self.bounces()), 1)
+        text, blocks, _ = dsn_parts(self.bounces()[0])
+        self.assertEqual(blocks[1]['Final-Recipient'], 'rfc822; carol@remote.test')
+        self.assertIn('550 5.1.1 no carol', text)
+        self.assert_queue_empty()
+
+    def test_greeting_421_defers(self):
+        self.scripted(greeting=b'421 4.3.2 Service not available, closing channel\r\n')
+        self.submit('alice@local.test', ['bob@remote.test'])
+        run_queue(self.p)
+        self.deferred_with('421 4.3.2 Service not available, closing channel')
+
+    def test_multiline_reply_quoted_whole_in_the_bounce(self):
+        self.scripted(RCPT=b'550-5.1.1 The email account that you tried to reach does not\r\n'
+                           b'550-5.1.1 exist. Please try double-checking the recipient\'s\r\n'
+                           b'550 5.1.1 address for typos. xyz - gsmtp\r\n')
+        self.submit('alice@local.test', ['bob@remote.test'])
+        run_queue(self.p)
+        text, blocks, _ = dsn_parts(self.bounces()[0])
+        self.assertIn('550 5.1.1 The email account that you tried to reach does not 5.1.1 exist.', text)
+        self.assertIn('address for typos. xyz - gsmtp', text)
+        self.assertEqual(blocks[1]['Status'], '5.1.1')
+        self.assert_queue_empty()
+
+    def test_overlong_reply_line_is_a_protocol_error(self):
+        self.scripted(EHLO=b'250-' + b'x' * 5000 + b'\r\n250 OK\r\n')
+        self.submit('alice@local.test', ['bob@remote.test'])
+        run_queue(self.p)
+        self.deferred_with('protocol error')
+
+    def test_endless_multiline_reply_is_a_protocol_error(self):
+        self.scripted(EHLO=b'250-more\r\n' * 5000 + b'250 OK\r\n')
+        self.submit('alice@local.test', ['bob@remote.test'])
+        run_queue(self.p)
+        self.deferred_with('protocol error')
+
+    def test_garbage_reply_is_a_protocol_error(self):
+        self.scripted(MAIL=b'hello, I am not an SMTP server\r\n')
+        self.submit('alice@local.test', ['bob@remote.test'])
+        run_queue(self.p)
+        self.deferred_with('protocol error')
+
+    def test_connection_dropped_after_rcpt_defers(self):
+        self.scripted(RCPT=None)
+        self.submit('alice@local.test', ['bob@remote.test'])
+        run_queue(self.p)
+        self.deferred_with('lost connection with 127.0.0.1[127.0.0.1] while sending RCPT TO')
+
+    def test_helo_when_ehlo_is_unknown(self):
+        srv = self.scripted(EHLO=b'502 5.5.2 what is EHLO\r\n')
+        self.submit('alice@local.test', ['bob@remote.test'])
+        run_queue(self.p)
+        self.assertEqual(len(srv.data), 1)
+        self.assertIn(b'HELO mx.test.example\r\n', srv.lines)
+        self.assert_queue_empty()
+
+    def test_temporary_failure_at_end_of_data(self):
+        self.scripted(dot=b'452 4.3.1 Insufficient system storage\r\n')
+        self.submit('alice@local.test', ['bob@remote.test'])
+        run_queue(self.p)
+        self.deferred_with('452 4.3.1 Insufficient system storage')
+
+
+class HousekeepingTest(QueueCase):
+
+    # README's mailq: what is waiting, and why.
+    MAILQ = ("SELECT m.id, datetime(m.created_at, 'unixepoch') AS queued, m.sender, "
+             "r.recipient, r.attempts, datetime(r.next_attempt, 'unixepoch') AS next_try, "
+             "r.last_error FROM queue_messages m JOIN queue_recipients r "
+             "ON r.message_id = m.id WHERE r.state = 'queued' ORDER BY m.created_at")
+
+    def test_mailq_query(self):
+        self.sink.handler.rules['bob@remote.test'] = '451 4.7.1 greylisted, come back later'
+        self.submit('alice@local.test', ['bob@remote.test', 'carol@remote.test'])
+        run_queue(self.p)
+        rows = self.p.sql(self.MAILQ)
+        self.assertEqual(len(rows), 1)
+        _id, queued, sender, rcpt, attempts, next_try, error = rows[0]
+        self.assertEqual((sender, rcpt, attempts), ('alice@local.test', 'bob@remote.test', 1))
+        self.assertEqual(error, '451 4.7.1 greylisted, come back later')
+        self.assertTrue(queued and next_try > queued)
+
+    def test_orphans_swept_only_when_old(self):
+        qdir = os.path.join(self.p.spool_dir, 'queue')
+        tdir = os.path.join(self.p.spool_dir, 'tmp')
+        os.makedirs(qdir, exist_ok=True)
+        os.makedirs(tdir, exist_ok=True)
+        old = time.time() - 3 * 86400
+        paths = {}
+        for d, name, age in ((qdir, '00000000DEADBEEF', old), (qdir, '00000000CAFEBABE', None),
+                             (tdir, 'staging-old', old), (tdir, 'staging-young', None)):
+            path = os.path.join(d, name)
+            with open(path, 'w') as f:
+                f.write('Subject: orphan\n\nx\n')
+            if age:
+                os.utime(path, (age, age))
+            paths[name] = path
+        # An old queue file that the database still knows stays.
+        self.submit('alice@local.test', ['bob@remote.test'])
+        self.sink.handler.rules['bob@remote.test'] = '451 4.3.0 later'
+        known, = [f for f in self.spool_files() if f not in paths]
+        os.utime(os.path.join(qdir, known), (old, old))
+        run_queue(self.p)
+        self.assertFalse(os.path.exists(paths['00000000DEADBEEF']))
+        self.assertFalse(os.path.exists(paths['staging-old']))
+        self.assertTrue(os.path.exists(paths['00000000CAFEBABE']))
+        self.assertTrue(os.path.exists(paths['staging-young']))
+        self.assertTrue(os.path.exists(os.path.join(qdir, known)), 'a queued message was swept')
+        self.assertIn('event=sweep result=removed file=queue/00000000DEADBEEF', self.p.log_text())
 
 
 class CrashTest(QueueCase):
