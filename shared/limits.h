@@ -4,6 +4,8 @@
 
 /* RFC 5321 4.5.3.1.4: a command line is at most 512 octets with CRLF. */
 #define SMTP_COMMAND_LINE_MAX 512
+/* RFC 5321 4.5.3.1.5: a reply line is at most 512 octets with its CRLF. */
+#define SMTP_REPLY_LINE_MAX 512
 /* RFC 5321 4.5.3.1.6: a text line is 1000 octets; we accept longer lines in
  * DATA (stored faithfully), read in chunks of this size. */
 #define SMTP_DATA_CHUNK_MAX 4096

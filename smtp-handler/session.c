@@ -17,7 +17,8 @@
 
 void reply(struct session *s, const char *fmt, ...)
 {
-	char buf[1024];
+	/* a longer text (a long UTF-8 address, escaped) is cut to fit */
+	char buf[SMTP_REPLY_LINE_MAX];
 	va_list ap;
 	int n;
 

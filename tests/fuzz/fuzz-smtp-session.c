@@ -6,7 +6,10 @@
  *   2  127.0.0.1 on the submission port (MAIL needs AUTH)
  *   3  127.0.0.2, which has a recent POP3 login (POP-before-SMTP)
  * For 1-3, fd 0 is the server side of a loopback TCP connection whose
- * client wrote the input and half-closed. Replies go to /dev/null.
+ * client wrote the input and half-closed. Replies (fd 1) go to another
+ * memfd and are checked: each a well-formed reply line (RFC 5321 4.2: a
+ * code, '-' or ' ', text without control characters, CRLF) of at most 512
+ * octets (4.5.3.1.5), a multi-line reply completed with its code.
  *
  * Each input runs in this process, not in a fork: libFuzzer only sees the
  * coverage of its own process. So the state a session leaves is reset
@@ -50,7 +53,7 @@
 
 static struct session session; /* large: keep it off the stack */
 static char workdir[1024];
-static int memfd = -1, listen_fd = -1, null_fd = -1;
+static int memfd = -1, replyfd = -1, listen_fd = -1, null_fd = -1;
 static struct sockaddr_in listen_addr;
 static int last_changes;
 
@@ -215,8 +218,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 	null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
 	memfd = memfd_create("smtp-input", MFD_CLOEXEC);
+	replyfd = memfd_create("smtp-replies", MFD_CLOEXEC);
 	listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (null_fd < 0 || memfd < 0 || listen_fd < 0)
+	if (null_fd < 0 || memfd < 0 || replyfd < 0 || listen_fd < 0)
 		die("open");
 	memset(&listen_addr, 0, sizeof(listen_addr));
 	listen_addr.sin_family = AF_INET;
@@ -225,7 +229,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	    listen(listen_fd, 4) < 0 ||
 	    getsockname(listen_fd, (struct sockaddr *)&listen_addr, &len) < 0)
 		die("listen on 127.0.0.1");
-	/* the replies (fd 1) go nowhere; libFuzzer reports on stderr */
+	/* between sessions fds 0 and 1 are /dev/null; libFuzzer reports on
+	 * stderr */
 	if (dup2(null_fd, 1) < 0 || dup2(null_fd, 0) < 0)
 		die("dup2");
 
@@ -269,6 +274,69 @@ static int connect_with(const char *source, const uint8_t *data, size_t len, int
 	shutdown(c, SHUT_WR);
 	*client = c;
 	return s;
+}
+
+static void show_reply(const char *what, const char *p, size_t len)
+{
+	fprintf(stderr, "fuzz-smtp-session: %s (%zu octets): \"", what, len);
+	for (size_t i = 0; i < len && i < 600; i++) {
+		unsigned char c = (unsigned char)p[i];
+		if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
+			fputc(c, stderr);
+		else
+			fprintf(stderr, "\\x%02x", c);
+	}
+	fprintf(stderr, "\"\n");
+	abort();
+}
+
+/* Every reply line: Reply-code [ ("-" / SP) textstring ] CRLF, at most
+ * 512 octets, text of TAB, printable ASCII or (SMTPUTF8, RFC 6531) UTF-8
+ * octets; the lines of a multi-line reply share their code and the last
+ * has SP. */
+static void check_replies(void)
+{
+	static char buf[1 << 20];
+	off_t end = lseek(replyfd, 0, SEEK_CUR);
+	ssize_t len;
+	size_t off = 0;
+	char open_code[4] = "";
+
+	if (end <= 0)
+		return;
+	len = pread(replyfd, buf, sizeof(buf), 0);
+	if (len < 0)
+		die("pread replies");
+	while (off < (size_t)len) {
+		const char *p = buf + off;
+		const char *lf = memchr(p, '\n', (size_t)len - off);
+		size_t l;
+
+		if (!lf)
+			show_reply("reply without CRLF", p, (size_t)len - off);
+		l = (size_t)(lf - p) + 1;
+		if (l < 5 || p[l - 2] != '\r')
+			show_reply("reply line without CRLF", p, l);
+		if (l > 512)
+			show_reply("reply line over 512 octets", p, l);
+		if (p[0] < '2' || p[0] > '5' || p[1] < '0' || p[1] > '9' || p[2] < '0' || p[2] > '9' ||
+		    (p[3] != ' ' && p[3] != '-' && p[3] != '\r'))
+			show_reply("malformed reply code", p, l);
+		for (size_t i = 4; i < l - 2; i++) {
+			unsigned char c = (unsigned char)p[i];
+			if ((c < 0x20 && c != '\t') || c == 0x7f)
+				show_reply("control character in a reply", p, l);
+		}
+		if (open_code[0] && memcmp(open_code, p, 3) != 0)
+			show_reply("multi-line reply changes its code", p, l);
+		if (p[3] == '-')
+			memcpy(open_code, p, 3);
+		else
+			open_code[0] = '\0';
+		off += l;
+	}
+	if (open_code[0])
+		show_reply("multi-line reply left open", buf, (size_t)len);
 }
 
 /* The lowest free file descriptor. */
@@ -344,11 +412,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			die("dup2");
 	}
 
+	if (ftruncate(replyfd, 0) < 0 || lseek(replyfd, 0, SEEK_SET) < 0 || dup2(replyfd, 1) < 0)
+		die("reply memfd");
+
 	memset(&session, 0, sizeof(session));
 	session.mode = scenario == 2 ? MODE_SUBMISSION : MODE_MX;
 	session_run(&session);
 
 	dup2(null_fd, 0);
+	dup2(null_fd, 1);
+	check_replies();
 	if (server >= 0)
 		close(server);
 	if (client >= 0)
