@@ -529,6 +529,15 @@ class Postage:
         wait_greeting(port, what=label)
         return port
 
+    def start_lite(self, spawner):
+        """smtp-handler under bench/spawner.c, for comparison only."""
+        port = free_port()
+        env = dict(os.environ, POSTAGE_LOG_FILE=self.logfile)
+        PROCS.start('postage-smtp-lite', [spawner, str(port), self.env.smtp_handler, '--db', self.db],
+                    env=env, log_path=self.env.path('postage', 'spawner.log'))
+        wait_greeting(port, what='postage under spawner')
+        self.smtp_lite_port = port
+
     def start(self):
         self.smtp_port = self._serve(self.env.smtp_handler, 'postage-smtp')
         if self.env.has_pop3:
@@ -699,13 +708,16 @@ class Ceiling:
         os.makedirs(d)
         self.greeter = os.path.join(d, 'greeter')
         self.durable = os.path.join(d, 'durable')
-        for src, out, static in (('greeter.c', self.greeter, True), ('durable.c', self.durable, False)):
+        self.spawner = os.path.join(d, 'spawner')
+        for src, out, static in (('greeter.c', self.greeter, True), ('durable.c', self.durable, False),
+                                 ('spawner.c', self.spawner, False)):
             cmd = ['gcc', '-O2', '-o', out, os.path.join(BENCH_DIR, src)]
             if static:
                 cmd.insert(1, '-static')
             r = subprocess.run(cmd, capture_output=True, text=True, cwd=d)
             if r.returncode != 0:
                 raise BenchError('cannot build %s: %s' % (src, r.stderr))
+        self.lite_port = None
         self.ddir = os.path.join(d, 'maildir')
         for sub in ('tmp', 'new', 'cur'):
             os.makedirs(os.path.join(self.ddir, sub))
@@ -717,6 +729,10 @@ class Ceiling:
                                 self.greeter],
                     log_path=self.env.path('ceiling', 'supervisor.log'))
         wait_greeting(self.port, what='greeter')
+        self.lite_port = free_port()
+        PROCS.start('greeter-lite', [self.spawner, str(self.lite_port), self.greeter],
+                    log_path=self.env.path('ceiling', 'spawner.log'))
+        wait_greeting(self.lite_port, what='greeter under spawner')
 
     def durable_rate(self, count, writers):
         clear_dir(os.path.join(self.ddir, 'new'))
@@ -913,6 +929,7 @@ def main():
         postfix.start()
         dovecot.start()
         ceiling.start()
+        postage.start_lite(ceiling.spawner)
         log('postage smtp :%d pop3 :%s, postfix :%d, dovecot :%d, greeter :%d' % (
             postage.smtp_port, postage.pop3_port, postfix.smtp_port, dovecot.pop3_port, ceiling.port))
 
@@ -939,13 +956,16 @@ def main():
                 pop_servers.remove((name, port))
                 env.has_pop3 = False
 
-        if 'ceiling' in only:
+        def durable_ceiling():
+            res.add('durable_1w', '4 KiB write+fsync+rename+dir fsync, 1 writer', '/s',
+                    'machine', ceiling.durable_rate(size['durable_1w'], 1))
+            res.add('durable_20w', '4 KiB write+fsync+rename+dir fsync, 20 writers', '/s',
+                    'machine', ceiling.durable_rate(size['durable_20w'], 20))
+
+        if 'ceiling' in only and 'smtp' not in only:
             log('ceiling: durable writes')
             for rep in range(reps):
-                res.add('durable_1w', '4 KiB write+fsync+rename+dir fsync, 1 writer', '/s',
-                        'machine', ceiling.durable_rate(size['durable_1w'], 1))
-                res.add('durable_20w', '4 KiB write+fsync+rename+dir fsync, 20 writers', '/s',
-                        'machine', ceiling.durable_rate(size['durable_20w'], 20))
+                durable_ceiling()
 
         if 'smtp' in only:
             for key, sessions, per_conn, label in (
@@ -955,25 +975,42 @@ def main():
                     ('smtp_20s_10m', 20, 10, 'SMTP 4 KiB to Maildir: 20 sessions, ~10 msg/conn')):
                 log(key)
                 for rep in range(reps):
+                    if 'ceiling' in only:
+                        # fsync rates drift with the machine's other I/O:
+                        # measure them next to the messages they bound.
+                        durable_ceiling()
                     for name, port, md in smtp_servers:
                         res.add(key, label, 'msg/s', name, smtp_run(port, md, sessions, per_conn, size[key]))
+                    if per_conn == 1:
+                        # The same under a supervisor that only accepts and
+                        # posix_spawns (bench/spawner.c): what the supervisor costs.
+                        res.add(key.replace('smtp_', 'smtp_lite_'), label.replace('SMTP', 'SMTP (spawner)'),
+                                'msg/s', 'postage', smtp_run(postage.smtp_lite_port, postage.maildir,
+                                                             sessions, per_conn, size[key]))
 
         if 'connect' in only or 'ceiling' in only or 'login' in only:
             log('connect rate')
-            servers = [('machine', ceiling.port)]
+            servers = [('machine', ceiling.port), ('machine-lite', ceiling.lite_port)]
             if 'connect' in only:
-                servers += [('postage', postage.smtp_port), ('postfix', postfix.smtp_port)]
+                servers += [('postage', postage.smtp_port), ('postfix', postfix.smtp_port),
+                            ('postage-lite', postage.smtp_lite_port)]
             for clients in (1, 20):
                 key = 'connect_smtp_%dc' % clients
                 n = size['connect_%dc' % clients]
                 for rep in range(reps):
                     for name, port in servers:
-                        k = 'spawn_%dc' % clients if name == 'machine' else key
                         plural = 's' if clients > 1 else ''
-                        label = ('spawn static greeter per connection, %d client%s' % (clients, plural)
-                                 if name == 'machine' else
-                                 'SMTP connect, greeting, QUIT; %d client%s' % (clients, plural))
-                        res.add(k, label, 'conn/s', name, run_parallel(op_connect, port, n, clients))
+                        k, label = {
+                            'machine': ('spawn_%dc' % clients,
+                                        'static greeter per connection, %d client%s' % (clients, plural)),
+                            'machine-lite': ('spawnlite_%dc' % clients,
+                                             'same under spawner, %d client%s' % (clients, plural)),
+                            'postage-lite': ('connect_lite_smtp_%dc' % clients,
+                                             'SMTP (spawner) connect, greeting, QUIT; %d client%s' % (
+                                                 clients, plural)),
+                        }.get(name, (key, 'SMTP connect, greeting, QUIT; %d client%s' % (clients, plural)))
+                        who = name.replace('-lite', '')
+                        res.add(k, label, 'conn/s', who, run_parallel(op_connect, port, n, clients))
 
         if 'login' in only:
             for clients in (1, 20):
@@ -1009,12 +1046,16 @@ def main():
             targets = [('greeting_smtp_ms', 'postage', postage.smtp_port),
                        ('greeting_smtp_ms', 'postfix', postfix.smtp_port),
                        ('greeting_pop3_ms', 'dovecot', dovecot.pop3_port),
-                       ('greeting_ceiling_ms', 'machine', ceiling.port)]
+                       ('greeting_ceiling_ms', 'machine', ceiling.port),
+                       ('greeting_lite_smtp_ms', 'postage', postage.smtp_lite_port),
+                       ('greeting_lite_ceiling_ms', 'machine', ceiling.lite_port)]
             if env.has_pop3:
                 targets.insert(2, ('greeting_pop3_ms', 'postage', postage.pop3_port))
             labels = {'greeting_smtp_ms': 'SMTP connect to greeting',
                       'greeting_pop3_ms': 'POP3 connect to greeting',
-                      'greeting_ceiling_ms': 'connect to greeting, static greeter'}
+                      'greeting_ceiling_ms': 'connect to greeting, static greeter',
+                      'greeting_lite_smtp_ms': 'SMTP (spawner) connect to greeting',
+                      'greeting_lite_ceiling_ms': 'same, static greeter under spawner'}
             for rep in range(reps):
                 for key, name, port in targets:
                     lat = greeting_latencies(port, size['greet_count'])
@@ -1041,7 +1082,8 @@ def main():
     return 0
 
 
-PEER = {'smtp': 'postfix', 'connect_smtp': 'postfix', 'pop3': 'dovecot', 'greeting_smtp': 'postfix',
+PEER = {'smtp': 'postfix', 'connect_smtp': 'postfix', 'connect_lite_smtp': 'postfix',
+        'greeting_lite_smtp': 'postfix', 'pop3': 'dovecot', 'greeting_smtp': 'postfix',
         'greeting_pop3': 'dovecot', 'rss_smtp': 'postfix', 'rss_pop3': 'dovecot'}
 
 
@@ -1053,29 +1095,32 @@ def peer_of(key):
 
 
 def ceiling_of(res, key):
-    """postage as a fraction of the machine's limit for the same work."""
+    """postage as a fraction of the machine's limit for the same work, under
+    the same supervisor (systemd-socket-activate, or bench/spawner.c for the
+    *_lite_* figures)."""
     p = res.median(key, 'postage')
     if p is None:
         return None
-    if key.startswith('smtp_'):
+    lite = '_lite_' in key
+    spawn_key = 'spawnlite_%s' if lite else 'spawn_%s'
+    base = key.replace('_lite_', '_')
+    if base.startswith('smtp_'):
         # A session = one spawn, then per message one durable write: the
         # machine's limit for m messages per connection at c clients is
         # m / (m/durable_c + 1/spawn_c).
-        parts = key.split('_')
+        parts = base.split('_')
         c = int(parts[1][:-1])
         m = int(parts[2][:-1])
-        spawn = res.median('spawn_%dc' % c, 'machine')
+        spawn = res.median(spawn_key % ('%dc' % c), 'machine')
         dur = res.median('durable_%dw' % c, 'machine')
         if not spawn or not dur:
             return None
-        limit = m / (m / dur + 1.0 / spawn)
-        return p / limit
-    if key.startswith('connect_smtp_') or key.startswith('pop3_login_'):
-        c = key.rsplit('_', 1)[1]
-        spawn = res.median('spawn_%s' % c, 'machine')
+        return p / (m / (m / dur + 1.0 / spawn))
+    if base.startswith('connect_smtp_') or base.startswith('pop3_login_'):
+        spawn = res.median(spawn_key % base.rsplit('_', 1)[1], 'machine')
         return p / spawn if spawn else None
-    if key.startswith('greeting_'):
-        g = res.median('greeting_ceiling_ms', 'machine')
+    if base.startswith('greeting_'):
+        g = res.median('greeting_lite_ceiling_ms' if lite else 'greeting_ceiling_ms', 'machine')
         return g / p if g else None
     return None
 
