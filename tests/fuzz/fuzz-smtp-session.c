@@ -9,7 +9,10 @@
  * client wrote the input and half-closed. Replies (fd 1) go to another
  * memfd and are checked: each a well-formed reply line (RFC 5321 4.2: a
  * code, '-' or ' ', text without control characters, CRLF) of at most 512
- * octets (4.5.3.1.5), a multi-line reply completed with its code.
+ * octets (4.5.3.1.5), a multi-line reply completed with its code. What
+ * the session left on disk is checked too: every delivered message's size
+ * is its name's ,S= and its size plus LFs its ,W=; no Maildir tmp/ or
+ * spool tmp/ keeps a file; each queued file has its row, of its size.
  *
  * Each input runs in this process, not in a fork: libFuzzer only sees the
  * coverage of its own process. So the state a session leaves is reset
@@ -29,6 +32,7 @@
 #include <crypt.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <dirent.h>
 #include <ftw.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -45,6 +49,7 @@
 
 #include "db.h"
 #include "log.h"
+#include "maildir.h"
 #include "session.h"
 
 /* Inputs larger than this go through the memfd only: a loopback socket
@@ -339,6 +344,132 @@ static void check_replies(void)
 		show_reply("multi-line reply left open", buf, (size_t)len);
 }
 
+static void broken_file(const char *what, const char *dir, const char *name)
+{
+	fprintf(stderr, "fuzz-smtp-session: %s: %s/%s\n", what, dir, name);
+	abort();
+}
+
+/* Size and LF count of a file. */
+static void measure(const char *path, unsigned long long *size, unsigned long long *lfs)
+{
+	static char buf[65536];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	*size = *lfs = 0;
+	if (fd < 0)
+		die(path);
+	while ((n = read(fd, buf, sizeof(buf))) > 0) {
+		*size += (unsigned long long)n;
+		for (ssize_t i = 0; i < n; i++)
+			*lfs += buf[i] == '\n';
+	}
+	close(fd);
+}
+
+static int queued_size(const char *id, long long *size)
+{
+	sqlite3_stmt *st;
+	int found = 0;
+
+	if (sqlite3_prepare_v2(db_handle(), "SELECT size FROM queue_messages WHERE id = ?1", -1, &st,
+			       NULL) != SQLITE_OK)
+		die("prepare");
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		*size = sqlite3_column_int64(st, 0);
+		found = 1;
+	}
+	sqlite3_finalize(st);
+	return found;
+}
+
+/* Checks the files in dir with check(dir, name); a missing dir is empty. */
+static void each_file(const char *dir, void (*check)(const char *dir, const char *name))
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+
+	if (!d)
+		return;
+	while ((e = readdir(d)) != NULL)
+		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+			check(dir, e->d_name);
+	closedir(d);
+}
+
+static void no_file_here(const char *dir, const char *name)
+{
+	broken_file("left behind", dir, name);
+}
+
+static void delivered_file(const char *dir, const char *name)
+{
+	char path[2400];
+	unsigned long long size, lfs, s = 0, w = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	measure(path, &size, &lfs);
+	if (!maildir_name_size(name, 'S', &s) || !maildir_name_size(name, 'W', &w))
+		broken_file("delivered without ,S= and ,W=", dir, name);
+	if (s != size)
+		broken_file("size is not ,S=", dir, name);
+	if (w != size + lfs)
+		broken_file("size plus LFs is not ,W=", dir, name);
+}
+
+static void queued_file(const char *dir, const char *name)
+{
+	char path[2400];
+	unsigned long long size, lfs;
+	long long row;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	if (!queued_size(name, &row))
+		broken_file("queue file without a queue_messages row", dir, name);
+	measure(path, &size, &lfs);
+	if ((unsigned long long)row != size)
+		broken_file("queue file of another size than its row", dir, name);
+}
+
+static void mailbox_dir(const char *root, const char *login)
+{
+	char dir[2400];
+
+	snprintf(dir, sizeof(dir), "%s/%s/new", root, login);
+	each_file(dir, delivered_file);
+	snprintf(dir, sizeof(dir), "%s/%s/tmp", root, login);
+	each_file(dir, no_file_here);
+}
+
+/* What the session wrote is whole and consistent. */
+static void check_disk(void)
+{
+	char dir[1200];
+	sqlite3_stmt *st;
+
+	snprintf(dir, sizeof(dir), "%s/mail", workdir);
+	each_file(dir, mailbox_dir);
+	snprintf(dir, sizeof(dir), "%s/spool/tmp", workdir);
+	each_file(dir, no_file_here);
+	snprintf(dir, sizeof(dir), "%s/spool/queue", workdir);
+	each_file(dir, queued_file);
+	/* and each row has its file */
+	if (sqlite3_prepare_v2(db_handle(), "SELECT id FROM queue_messages", -1, &st, NULL) != SQLITE_OK)
+		die("prepare");
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		char path[1400];
+		struct stat sb;
+
+		snprintf(path, sizeof(path), "%s/%s", dir, (const char *)sqlite3_column_text(st, 0));
+		if (stat(path, &sb) < 0)
+			broken_file("queue_messages row without its file", dir,
+				    (const char *)sqlite3_column_text(st, 0));
+	}
+	sqlite3_finalize(st);
+}
+
 /* The lowest free file descriptor. */
 static int lowest_free_fd(void)
 {
@@ -361,6 +492,7 @@ static void after_session(int fd_before)
 	if (db) {
 		/* a session must never end inside a transaction */
 		FUZZ_ASSERT(sqlite3_get_autocommit(db));
+		check_disk();
 		if (sqlite3_total_changes(db) != last_changes) {
 			exec_sql(db, "DELETE FROM queue_recipients; DELETE FROM queue_messages;"
 				     "DELETE FROM auth_failures; DELETE FROM send_counts;");
