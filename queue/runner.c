@@ -57,6 +57,7 @@ struct qmsg {
 	long long created_at;
 	unsigned long long size;
 	int body_8bit, smtputf8;
+	int missing;                      /* its queue file is gone */
 };
 
 struct qrcpt {
@@ -533,6 +534,46 @@ static int load_due(struct pass *p)
 	return 0;
 }
 
+/* Rows whose queue file is gone: queue_enqueue links the file before it
+ * inserts the rows, so such rows were never accepted (a failed commit that
+ * SQLite's WAL recovery brought back after the handler removed the file),
+ * or an administrator removed the file. Nothing can be sent or bounced:
+ * the rows go, loudly. */
+static void drop_missing(struct pass *p)
+{
+	size_t kept = 0;
+
+	for (size_t i = 0; i < p->nmsgs; i++) {
+		char path[PATH_MAX_POSTAGE];
+		struct stat st;
+		sqlite3_stmt *s;
+
+		queue_path(p->msgs[i].id, path, sizeof(path));
+		p->msgs[i].missing = stat(path, &st) < 0 && errno == ENOENT;
+		if (!p->msgs[i].missing || db_begin() < 0)
+			continue;
+		s = db_stmt("DELETE FROM queue_recipients WHERE message_id = ?1");
+		if (s) {
+			sqlite3_bind_text(s, 1, p->msgs[i].id, -1, SQLITE_STATIC);
+			sqlite3_step(s);
+			sqlite3_reset(s);
+		}
+		s = db_stmt("DELETE FROM queue_messages WHERE id = ?1");
+		if (s) {
+			sqlite3_bind_text(s, 1, p->msgs[i].id, -1, SQLITE_STATIC);
+			sqlite3_step(s);
+			sqlite3_reset(s);
+		}
+		if (db_commit() == 0)
+			log_event(LOG_ERR, "event=queue_drop id=%s reason=\"queue file %s is missing: "
+					   "nothing to send or bounce\"", p->msgs[i].id, path);
+	}
+	for (size_t i = 0; i < p->nrcpts; i++)
+		if (!p->msgs[p->rcpts[i].msg].missing)
+			p->rcpts[kept++] = p->rcpts[i];
+	p->nrcpts = kept;
+}
+
 static int rcpt_compare(const void *a, const void *b)
 {
 	const struct qrcpt *x = a, *y = b;
@@ -878,16 +919,23 @@ static void remove_finished(void)
 	for (size_t i = 0; i < n; i++) {
 		char path[PATH_MAX_POSTAGE];
 		queue_path(ids[i], path, sizeof(path));
-		if (unlink(path) < 0 && errno != ENOENT)
+		if (unlink(path) < 0 && errno != ENOENT) {
+			/* Keep the rows: the removal is tried again next time. */
 			log_event(LOG_ERR, "event=queue_remove result=error id=%s error=\"%s\"", ids[i],
 				  strerror(errno));
+			ids[i][0] = '\0';
+		}
 	}
 	snprintf(dir, sizeof(dir), "%s/queue", setting(SET_SPOOL_DIR));
 	fsync_dir(dir);
 	if (db_begin() < 0)
 		return;
 	for (size_t i = 0; i < n; i++) {
-		sqlite3_stmt *s = db_stmt("DELETE FROM queue_recipients WHERE message_id = ?1");
+		sqlite3_stmt *s;
+
+		if (!ids[i][0])
+			continue;
+		s = db_stmt("DELETE FROM queue_recipients WHERE message_id = ?1");
 		if (s) {
 			sqlite3_bind_text(s, 1, ids[i], -1, SQLITE_STATIC);
 			sqlite3_step(s);
@@ -902,7 +950,8 @@ static void remove_finished(void)
 	}
 	if (db_commit() == 0)
 		for (size_t i = 0; i < n; i++)
-			log_event(LOG_INFO, "event=queue_remove result=ok id=%s", ids[i]);
+			if (ids[i][0])
+				log_event(LOG_INFO, "event=queue_remove result=ok id=%s", ids[i]);
 }
 
 /* Files a crash left behind: a queue file whose rows never committed, a
@@ -961,6 +1010,7 @@ static int run_pass(const struct relay *relay, const struct client_auth *auth)
 		free(p.rcpts);
 		return -1;
 	}
+	drop_missing(&p);
 	if (p.nrcpts > 0) {
 		qsort(p.rcpts, p.nrcpts, sizeof(p.rcpts[0]), rcpt_compare);
 		deliver_all(&p);

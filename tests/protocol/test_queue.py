@@ -976,6 +976,16 @@ class HousekeepingTest(QueueCase):
         self.assertEqual(error, '451 4.7.1 greylisted, come back later')
         self.assertTrue(queued and next_try > queued)
 
+    def test_rows_without_their_queue_file_are_dropped_not_bounced(self):
+        self.submit('alice@local.test', ['bob@remote.test'])
+        name, = self.spool_files()
+        os.unlink(os.path.join(self.p.spool_dir, 'queue', name))
+        run_queue(self.p)
+        self.assertEqual(self.sink.messages, [])
+        self.assertEqual(self.bounces(), [])
+        self.assert_queue_empty()
+        self.assertIn(f'event=queue_drop id={name}', self.p.log_text())
+
     def test_orphans_swept_only_when_old(self):
         qdir = os.path.join(self.p.spool_dir, 'queue')
         tdir = os.path.join(self.p.spool_dir, 'tmp')
