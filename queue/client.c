@@ -353,9 +353,25 @@ static int authenticate(struct smtp_client *c, const struct client_auth *auth,
 	return 0;
 }
 
+/* The TLS handshake on c; the certificate is checked against host unless
+ * host is an IP literal. 0 or -1. */
+static int start_tls(struct smtp_client *c, const char *mode)
+{
+	unsigned char bin[16];
+	int literal = inet_pton(AF_INET, c->host, bin) == 1 || inet_pton(AF_INET6, c->host, bin) == 1;
+
+	if (tls_client_start(&c->io, literal ? NULL : c->host, &c->tls_verified, c->tls_info,
+			     sizeof(c->tls_info)) < 0)
+		return -1;
+	c->tls = 1;
+	log_event(LOG_INFO, "event=client_tls result=ok mode=%s host=%s ip=%s tls=\"%s\" verified=%s",
+		  mode, c->host, c->ip, c->tls_info, c->tls_verified ? "yes" : "no");
+	return 0;
+}
+
 int client_open(struct smtp_client *c, const char *host, const struct host_address *addr,
-		int port, int try_tls, const struct client_auth *auth, struct status_text *why,
-		int *tls_failed)
+		int port, enum client_tls tls, const struct client_auth *auth,
+		struct status_text *why, int *tls_failed)
 {
 	struct sockaddr_storage sa = addr->sa;
 	struct reply r;
@@ -383,6 +399,11 @@ int client_open(struct smtp_client *c, const char *host, const struct host_addre
 	}
 	c->fd = fd;
 	io_init(&c->io, fd, fd, CLIENT_GREETING_TIMEOUT_MS);
+	if (tls == CLIENT_TLS_IMPLICIT && start_tls(c, "implicit") < 0) {
+		status_set_local(why, OUTCOME_TEMP, "4.7.5", "TLS handshake with %s[%s]:%d failed",
+				 host, addr->ip, port);
+		goto fail;
+	}
 
 	e = read_reply(c, CLIENT_GREETING_TIMEOUT_MS, &r, NULL);
 	if (e != REPLY_OK) {
@@ -397,32 +418,24 @@ int client_open(struct smtp_client *c, const char *host, const struct host_addre
 	if (greet(c, why) < 0)
 		goto fail;
 
-	if ((c->ext & EXT_STARTTLS) && try_tls) {
+	if ((c->ext & EXT_STARTTLS) && tls == CLIENT_TLS_STARTTLS) {
 		e = command(c, "STARTTLS", CLIENT_COMMAND_TIMEOUT_MS, &r, NULL);
 		if (e != REPLY_OK) {
 			status_from_error(c, e, "while sending STARTTLS", why);
 			goto fail;
 		}
 		if (r.code == 220) {
-			unsigned char bin[16];
-			int literal = inet_pton(AF_INET, host, bin) == 1 || inet_pton(AF_INET6, host, bin) == 1;
-
-			if (tls_client_start(&c->io, literal ? NULL : host, &c->tls_verified, c->tls_info,
-					     sizeof(c->tls_info)) < 0) {
+			if (start_tls(c, "starttls") < 0) {
 				status_set_local(why, OUTCOME_TEMP, "4.7.5", "TLS handshake with %s[%s] failed",
 						 host, addr->ip);
 				*tls_failed = 1;
-				c->broken = 1;
 				goto fail;
 			}
-			c->tls = 1;
-			log_event(LOG_INFO, "event=starttls result=ok host=%s ip=%s tls=\"%s\" verified=%s",
-				  host, addr->ip, c->tls_info, c->tls_verified ? "yes" : "no");
 			/* RFC 3207 4.2: forget what we knew; ask again. */
 			if (greet(c, why) < 0)
 				goto fail;
 		} else {
-			log_event(LOG_NOTICE, "event=starttls result=refused host=%s ip=%s reply=\"%s\"",
+			log_event(LOG_NOTICE, "event=client_tls result=refused mode=starttls host=%s ip=%s reply=\"%s\"",
 				  host, addr->ip, r.text);
 		}
 	}

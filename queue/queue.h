@@ -142,14 +142,21 @@ struct client_auth {
 	const char *password;
 };
 
-/* Connects to one address of host and runs greeting, EHLO, STARTTLS
- * (whenever offered, unless try_tls is 0) and AUTH. 0 when ready for a
- * transaction; -1 with the reason in why (always temporary), and *tls_failed
- * set when the TLS handshake itself failed (then the caller may try the
- * same address once more without TLS). */
+/* How a connection gets TLS. */
+enum client_tls {
+	CLIENT_TLS_STARTTLS = 0, /* STARTTLS whenever offered (opportunistic) */
+	CLIENT_TLS_NONE,         /* not at all: the retry after a failed handshake */
+	CLIENT_TLS_IMPLICIT,     /* TLS from the first byte (a relayhost on port 465, RFC 8314) */
+};
+
+/* Connects to one address of host and runs greeting, EHLO, TLS as tls
+ * says, and AUTH. 0 when ready for a transaction; -1 with the reason in
+ * why (always temporary), and *tls_failed set when a STARTTLS handshake
+ * itself failed (then the caller may try the same address once more
+ * without TLS). */
 int client_open(struct smtp_client *c, const char *host, const struct host_address *addr,
-		int port, int try_tls, const struct client_auth *auth, struct status_text *why,
-		int *tls_failed);
+		int port, enum client_tls tls, const struct client_auth *auth,
+		struct status_text *why, int *tls_failed);
 
 struct outbound {
 	const char *id;

@@ -93,7 +93,7 @@ struct report {
 /* relayhost: "[host]:port" as given, "host:port" via MX (as in Postfix). */
 static void relay_parse(const char *s, struct relay *r)
 {
-	const char *rest;
+	const char *given = s, *rest;
 	size_t len;
 
 	memset(r, 0, sizeof(*r));
@@ -138,7 +138,7 @@ static void relay_parse(const char *s, struct relay *r)
 bad:
 	r->bad = 1;
 	log_event(LOG_ERR, "event=config result=bad_relayhost relayhost=\"%s\" "
-			   "action=\"use [host]:port or host:port\"", s);
+			   "action=\"use [host]:port or host:port\"", given);
 }
 
 /* ---- the child: one destination ------------------------------------- */
@@ -172,6 +172,8 @@ static int destination_ready(const struct pass *p, struct destination_state *d,
 			     struct status_text *why)
 {
 	static struct host_address addrs[QUEUE_ADDRESSES_MAX];
+	/* RFC 8314 3.3: port 465 is submission with implicit TLS. */
+	enum client_tls tls = d->is_relay && d->port == 465 ? CLIENT_TLS_IMPLICIT : CLIENT_TLS_STARTTLS;
 	size_t tried = 0;
 	int have_reason = 0;
 
@@ -221,7 +223,7 @@ static int destination_ready(const struct pass *p, struct destination_state *d,
 			const struct client_auth *auth = d->is_relay ? &p->auth : NULL;
 
 			tried++;
-			if (client_open(&d->conn, d->mx[k].name, &addrs[a], d->port, 1, auth, &w,
+			if (client_open(&d->conn, d->mx[k].name, &addrs[a], d->port, tls, auth, &w,
 					&tls_failed) == 0) {
 				d->connected = 1;
 				return 0;
@@ -230,8 +232,8 @@ static int destination_ready(const struct pass *p, struct destination_state *d,
 				/* Opportunistic TLS: a failed handshake falls back to
 				 * plain text, as Postfix's "may" level does. */
 				log_connect_failure(d->mx[k].name, addrs[a].ip, d->port, &w);
-				if (client_open(&d->conn, d->mx[k].name, &addrs[a], d->port, 0, auth, &w,
-						&tls_failed) == 0) {
+				if (client_open(&d->conn, d->mx[k].name, &addrs[a], d->port,
+						CLIENT_TLS_NONE, auth, &w, &tls_failed) == 0) {
 					d->connected = 1;
 					return 0;
 				}

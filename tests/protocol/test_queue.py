@@ -135,7 +135,8 @@ class Sink:
     """A real SMTP server on host:port, in a thread of this process."""
 
     def __init__(self, host='127.0.0.1', port=None, tls_cert=None, auth=False,
-                 auth_require_tls=True, data_size_limit=33554432, smtputf8=True):
+                 auth_require_tls=True, data_size_limit=33554432, smtputf8=True,
+                 implicit_tls=False):
         if Controller is None:
             raise unittest.SkipTest('aiosmtpd is not installed (package python3-aiosmtpd)')
         self.handler = SinkHandler()
@@ -143,15 +144,20 @@ class Sink:
         self.port = port or harness._free_port(host)
         kw = {'decode_data': False, 'enable_SMTPUTF8': smtputf8,
               'data_size_limit': data_size_limit}
+        ssl_context = None
         if tls_cert:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(*tls_cert)
-            kw['tls_context'] = ctx
+            if implicit_tls:
+                ssl_context = ctx
+            else:
+                kw['tls_context'] = ctx
         if auth:
             kw['authenticator'] = self.handler.authenticator
             kw['auth_require_tls'] = auth_require_tls
         self.controller = Controller(self.handler, hostname=host, port=self.port,
-                                     server_hostname='sink.test', ready_timeout=10, **kw)
+                                     server_hostname='sink.test', ready_timeout=10,
+                                     ssl_context=ssl_context, **kw)
         self.controller.start()
 
     def stop(self):
@@ -774,6 +780,7 @@ class TLSTest(QueueCase):
         # Self-signed: used, but not verified, and the log says so.
         self.assertRegex(log, r'status=sent')
         self.assertRegex(log, r'tls="TLSv1\.[23] with cipher [^"]+" tls_verified=no status=sent')
+        self.assertIn('event=client_tls result=ok mode=starttls', log)
         self.assert_queue_empty()
 
     def test_relayhost_auth_over_tls(self):

@@ -65,7 +65,8 @@ if __name__ == '__main__' and os.environ.get(INSIDE) != '1':
 
 import harness  # noqa: E402
 from harness import Postage  # noqa: E402
-from test_queue import PASSWORD, RUNNER, SMTP, Sink, dsn_parts, parse, run_queue  # noqa: E402
+from test_queue import (PASSWORD, RELAY_LOGIN, RELAY_PASSWORD, RUNNER, SMTP, Sink,  # noqa: E402
+                        dsn_parts, make_cert, parse, run_queue)
 
 DNSMASQ_RECORDS = [
     '--mx-host=mx.test,mx1.mx.test,10',
@@ -294,6 +295,23 @@ class MXTest(unittest.TestCase):
         run_queue(self.p)
         self.assertEqual((len(via_mx.messages), len(via_a.messages)), (1, 1))
         self.assertEqual(self.rows(), [])
+
+    def test_relayhost_on_port_465_uses_implicit_tls(self):
+        # RFC 8314: a submission server on 465 speaks TLS from the start.
+        certdir = tempfile.mkdtemp(prefix='postage-mx-cert-')
+        self.addCleanup(shutil.rmtree, certdir, True)
+        # (aiosmtpd does not know its implicit TLS is TLS: it must be told
+        # to offer AUTH anyway.)
+        smtps = self.sink('127.0.0.10', port=465, tls_cert=make_cert(certdir), implicit_tls=True,
+                          auth=True, auth_require_tls=False)
+        self.p.set('relayhost', '[127.0.0.10]:465')
+        self.p.set('relayhost_login', RELAY_LOGIN)
+        self.p.set('relayhost_password', RELAY_PASSWORD)
+        self.submit(['x@anywhere.example'])
+        run_queue(self.p)
+        self.assertEqual(len(smtps.messages), 1, self.p.log_text()[-3000:])
+        self.assertEqual(smtps.handler.auth_attempts, [('PLAIN', RELAY_LOGIN)])
+        self.assertIn('event=client_tls result=ok mode=implicit', self.p.log_text())
 
     def test_address_literal_recipient(self):
         lit = self.sink('127.0.0.9')
