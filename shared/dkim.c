@@ -248,6 +248,29 @@ static int body_hash(int fd, off_t from, off_t to, int relaxed, unsigned long lo
 	return 0;
 }
 
+int dkim_body_hash(int fd, off_t from, off_t to, int relaxed, unsigned long long limit,
+		   unsigned char digest[32])
+{
+	if (tls_library_load() < 0)
+		return -1;
+	return body_hash(fd, from, to, relaxed, limit, digest);
+}
+
+long dkim_canon_header(int relaxed, const char *raw, size_t len, char *out, size_t cap)
+{
+	struct sbuf b = { 0 };
+	long n = -1;
+
+	canon_header(relaxed, raw, len, 1, &b);
+	if (!b.overflow && b.len < cap) {
+		memcpy(out, b.p ? b.p : "", b.len);
+		out[b.len] = '\0';
+		n = (long)b.len;
+	}
+	free(b.p);
+	return n;
+}
+
 /* -- tag lists (RFC 6376 3.2) --------------------------------------------- */
 
 static int is_fws(char c)

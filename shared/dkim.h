@@ -48,6 +48,15 @@ size_t dkim_verify(int fd, const struct header_block *hb, struct dkim_verdict *o
 
 const char *dkim_result_name(enum dkim_result r);
 
+/* For tests: the SHA-256 body hash of fd's bytes [from, to) (LF form),
+ * canonicalised relaxed or simple (RFC 6376 3.4.3/3.4.4) and cut after
+ * limit octets (~0ULL: all). 0, or -1 (GnuTLS unavailable, read error). */
+int dkim_body_hash(int fd, off_t from, off_t to, int relaxed, unsigned long long limit,
+		   unsigned char digest[32]);
+/* For tests: the canonical form of one field (raw, LF folds) with its
+ * CRLF, into out. The length, or -1 when it does not fit. */
+long dkim_canon_header(int relaxed, const char *raw, size_t len, char *out, size_t cap);
+
 /* Tag lists, "name=value; name=value" (RFC 6376 3.2, also DMARC's
  * records): values point into the parsed text, FWS around them trimmed. */
 struct tag {

@@ -124,6 +124,17 @@ void dmarc_org_domain(const char *domain, char *out, size_t cap)
 	while (buf[0] && buf[strlen(buf) - 1] == '.')
 		buf[strlen(buf) - 1] = '\0';
 	n = split_labels(buf, labels);
+	/* A name of one or two labels is its own organizational domain
+	 * whatever the list says (suffix plus one label, or a suffix), so
+	 * the list is read only for longer names. */
+	if (n <= 2) {
+		snprintf(out, cap, "%s", domain);
+		for (char *c = out; *c; c++)
+			*c = (char)tolower((unsigned char)*c);
+		while (out[0] && out[strlen(out) - 1] == '.')
+			out[strlen(out) - 1] = '\0';
+		return;
+	}
 	if (!psl_tried)
 		psl_load();
 	for (const char *p = psl; p && p < psl + psl_len;) {

@@ -721,40 +721,72 @@ static enum spf_result check_host(struct spf_ctx *c, const char *domain, int dep
 	return why(c, SPF_NEUTRAL, "%s says neither yes nor no", dom);
 }
 
-enum spf_result spf_check(const char *ip, const char *domain, const char *sender,
-			  const char *helo, long long deadline, char *reason, size_t cap)
+static int ctx_init(struct spf_ctx *c, const char *ip, const char *domain, const char *sender,
+		    const char *helo)
 {
-	static struct spf_ctx c;
 	const char *at = strrchr(sender, '@');
 
-	memset(&c, 0, sizeof(c));
-	c.reason = reason;
-	c.reason_cap = cap;
-	reason[0] = '\0';
-	c.sender = sender;
-	c.helo = helo;
-	c.deadline = deadline;
-	if (inet_pton(AF_INET, ip, c.ip) == 1) {
-		c.family = AF_INET;
-	} else if (inet_pton(AF_INET6, ip, c.ip) == 1) {
-		c.family = AF_INET6;
-	} else {
-		snprintf(reason, cap, "no client address");
-		return SPF_NONE;
-	}
-	snprintf(c.ipstr, sizeof(c.ipstr), "%s", ip);
+	memset(c, 0, sizeof(*c));
+	c->sender = sender;
+	c->helo = helo;
+	if (inet_pton(AF_INET, ip, c->ip) == 1)
+		c->family = AF_INET;
+	else if (inet_pton(AF_INET6, ip, c->ip) == 1)
+		c->family = AF_INET6;
+	else
+		return -1;
+	snprintf(c->ipstr, sizeof(c->ipstr), "%s", ip);
 	if (at) {
 		size_t ll = (size_t)(at - sender);
 		if (ll > ADDRESS_PATH_MAX)
 			ll = ADDRESS_PATH_MAX;
-		memcpy(c.local, sender, ll);
-		c.local[ll] = '\0';
-		snprintf(c.sender_domain, sizeof(c.sender_domain), "%s", at + 1);
+		memcpy(c->local, sender, ll);
+		c->local[ll] = '\0';
+		snprintf(c->sender_domain, sizeof(c->sender_domain), "%s", at + 1);
 	} else {
-		snprintf(c.local, sizeof(c.local), "postmaster");
-		snprintf(c.sender_domain, sizeof(c.sender_domain), "%s", domain);
+		snprintf(c->sender_domain, sizeof(c->sender_domain), "%s", domain);
 	}
-	if (!c.local[0])
-		snprintf(c.local, sizeof(c.local), "postmaster");
+	if (!c->local[0])
+		snprintf(c->local, sizeof(c->local), "postmaster");
+	return 0;
+}
+
+int spf_macro_expand(const char *spec, const char *ip, const char *sender, const char *domain,
+		     const char *helo, char *out, size_t cap)
+{
+	static struct spf_ctx c;
+	char reason[8];
+
+	if (ctx_init(&c, ip, domain, sender, helo) < 0)
+		return -1;
+	c.reason = reason;
+	c.reason_cap = sizeof(reason);
+	return expand(&c, spec, strlen(spec), domain, out, cap);
+}
+
+int spf_record_valid(const char *record)
+{
+	static struct term terms[SPF_TERMS_MAX];
+	const char *redirect;
+	size_t n, rl;
+
+	if (strncasecmp(record, "v=spf1", 6) != 0 || (record[6] != ' ' && record[6] != '\0'))
+		return 0;
+	return parse_record(record, terms, &n, &redirect, &rl) == 0;
+}
+
+enum spf_result spf_check(const char *ip, const char *domain, const char *sender,
+			  const char *helo, long long deadline, char *reason, size_t cap)
+{
+	static struct spf_ctx c;
+
+	reason[0] = '\0';
+	if (ctx_init(&c, ip, domain, sender, helo) < 0) {
+		snprintf(reason, cap, "no client address");
+		return SPF_NONE;
+	}
+	c.reason = reason;
+	c.reason_cap = cap;
+	c.deadline = deadline;
 	return check_host(&c, domain, 0);
 }

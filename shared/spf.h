@@ -28,4 +28,12 @@ enum spf_result spf_check(const char *ip, const char *domain, const char *sender
 
 const char *spf_result_name(enum spf_result r);
 
+/* For tests and fuzzing: the macro expansion of a domain-spec (RFC 7208
+ * 7) for this client, sender, current domain and HELO, into out. 0, or
+ * -1 on a syntax error. */
+int spf_macro_expand(const char *spec, const char *ip, const char *sender, const char *domain,
+		     const char *helo, char *out, size_t cap);
+/* Is record (starting "v=spf1") free of syntax errors (RFC 7208 4.6, 12)? */
+int spf_record_valid(const char *record);
+
 #endif
