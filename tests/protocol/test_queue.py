@@ -1024,16 +1024,32 @@ class HousekeepingTest(QueueCase):
 
 class CrashTest(QueueCase):
 
+    def lock_free_within(self, seconds):
+        path = os.path.join(self.p.spool_dir, 'queue.lock')
+        deadline = time.monotonic() + seconds
+        with open(path, 'a') as f:
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(f, fcntl.LOCK_UN)
+                    return True
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        return False
+                    time.sleep(0.05)
+
     def test_sigkill_mid_transaction_then_run_again_delivers(self):
         # 'rcpt': killed before the message was sent: exactly one copy
         # later. 'reply': killed after the sink took the message, before
         # its reply came: the next run sends it again (at most one extra
         # copy, never lost).
-        for phase, copies in (('rcpt', (1,)), ('reply', (2,))):
+        # 'parent': only the parent is killed, during RCPT; its delivery
+        # process must not live on (holding the lock, sending unrecorded).
+        for phase, copies in (('rcpt', (1,)), ('reply', (2,)), ('parent', (1,))):
             with self.subTest(phase=phase):
                 h = self.sink.handler
                 h.reached.clear()
-                setattr(h, phase == 'rcpt' and 'rcpt_delay' or 'data_delay', 30.0)
+                setattr(h, 'data_delay' if phase == 'reply' else 'rcpt_delay', 30.0)
                 n = len(self.sink.messages)
                 subject = b'Subject: kill ' + phase.encode()
                 self.submit('alice@local.test', ['bob@remote.test'], subject=f'kill {phase}')
@@ -1043,10 +1059,14 @@ class CrashTest(QueueCase):
                 try:
                     self.assertTrue(h.reached.wait(30), 'the runner never got that far')
                     time.sleep(0.2)
-                    os.killpg(proc.pid, signal.SIGKILL)
+                    if phase == 'parent':
+                        os.kill(proc.pid, signal.SIGKILL)
+                    else:
+                        os.killpg(proc.pid, signal.SIGKILL)
                 finally:
                     proc.wait(timeout=30)
                 self.assertEqual(proc.returncode, -signal.SIGKILL)
+                self.assertTrue(self.lock_free_within(5), 'a delivery process outlived the runner')
                 # The queue still has it, and the lock is free again.
                 self.assertEqual(self.p.sql('SELECT state FROM queue_recipients'), [('queued',)])
                 h.rcpt_delay = h.data_delay = 0

@@ -275,13 +275,10 @@ class MXTest(unittest.TestCase):
         slow1.handler.data_delay = slow2.handler.data_delay = 2.0
         self.submit(['bob@mx.test'])
         self.submit(['dave@amx.test'])
-        t = time.monotonic()
         run_queue(self.p)
-        elapsed = time.monotonic() - t
         (_, s1, e1), = slow1.handler.sessions
         (_, s2, e2), = slow2.handler.sessions
         self.assertLess(max(s1, s2), min(e1, e2), 'the two domains were served one after another')
-        self.assertLess(elapsed, 3.9)
 
     def test_relayhost_host_port_uses_mx_and_brackets_do_not(self):
         via_mx = self.sink('127.0.0.7', port=2525)
