@@ -229,7 +229,10 @@ int header_copy_edited(int src, off_t size, const char *prefix, size_t prefix_le
 			goto fail;
 		at = drop[i]->offset + (off_t)drop[i]->raw_len;
 	}
-	if (copy_span(fd, src, at, size) < 0 || fsync(fd) < 0)
+	/* No fsync here: it is a staging file like the one it replaces;
+	 * whoever makes it durable (maildir_deliver's copy, queue_enqueue)
+	 * syncs it then. */
+	if (copy_span(fd, src, at, size) < 0)
 		goto fail;
 	*out_size = lseek(fd, 0, SEEK_END);
 	if (*out_size < 0 || lseek(fd, 0, SEEK_SET) < 0)

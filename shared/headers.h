@@ -47,7 +47,8 @@ const struct header_field *header_next(const struct header_block *hb, const char
 
 /* Copies the message in src (size bytes) to a new staging file
  * spool_dir/tmp/<name>: prefix first, then src without the fields listed
- * in drop (each given by offset and raw_len). The copy is fsynced. Returns
+ * in drop (each given by offset and raw_len). Not fsynced (a staging
+ * file: queue_enqueue and maildir_deliver sync what they keep). Returns
  * its fd (read-write, at offset 0) with the path in path and its size in
  * *out_size, or -1 with errno and nothing left behind. */
 int header_copy_edited(int src, off_t size, const char *prefix, size_t prefix_len,
