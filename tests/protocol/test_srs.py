@@ -15,6 +15,7 @@ import glob
 import hmac
 import os
 import smtplib
+import subprocess
 import sys
 import time
 import unittest
@@ -228,6 +229,109 @@ class SrsTest(unittest.TestCase):
         c.rset()
         # Only SRS gets the longer local part.
         self.assertEqual(c.docmd('MAIL FROM:<' + 'x' * 70 + '@strict.example>')[0], 501)
+
+
+class SrsEndToEndTest(unittest.TestCase):
+    """Through the real queue runner: the forwarded copy reaches the
+    remote MX with an SRS sender whose SPF passes for the address postage
+    sends from, its DKIM signature intact; the remote refuses it, and the
+    bounce, sent to the SRS address, comes back to the original sender's
+    MX."""
+
+    def setUp(self):
+        try:
+            from test_queue import RUNNER, Sink, run_queue
+        except ImportError as e:  # the queue runner's tests are not here
+            self.skipTest(f'test_queue helpers unavailable: {e}')
+        self.run_queue = run_queue
+        self.p = Postage()
+        self.p.__enter__()
+        self.addCleanup(self.p.__exit__, None, None, None)
+        try:
+            self.p.binary(RUNNER)
+        except FileNotFoundError:
+            self.skipTest('queue-runner is not built')
+        p = self.p
+        p.add_domain('example.test')
+        p.add_forward('list@example.test', 'carol@remote.example')
+        self.remote = Sink(host='203.0.113.25', port=25)
+        self.addCleanup(self.remote.stop)
+        self.origin = Sink(host='203.0.113.26', port=25)
+        self.addCleanup(self.origin.stop)
+        self.dns = netns.DnsServer()
+        self.addCleanup(self.dns.close)
+        # postage sends from 203.0.113.1 (the source the kernel picks for
+        # 203.0.113.25 here); example.test's SPF names it.
+        self.dns.txt('example.test', 'v=spf1 ip4:203.0.113.1 ip4:192.0.2.1 -all')
+        self.dns.txt('strict.example', 'v=spf1 ip4:198.51.100.7 -all')
+        self.dns.mx('remote.example', 'mx.remote.example')
+        self.dns.a('mx.remote.example', '203.0.113.25')
+        self.dns.mx('strict.example', 'mx.strict.example')
+        self.dns.a('mx.strict.example', '203.0.113.26')
+        self.srv = p.serve(SMTP, ['--mode=mx'], host=SERVER)
+        self.addCleanup(p.check_sanitizers)
+
+    def test_forward_and_bounce_round_trip(self):
+        try:
+            import dkim as dkimmod
+        except ImportError:
+            self.skipTest('python3-dkim is not installed')
+        key = subprocess.run(['openssl', 'genrsa', '-traditional', '2048'], capture_output=True,
+                             check=True).stdout
+        pub = subprocess.run(['openssl', 'rsa', '-pubout', '-outform', 'DER'], input=key,
+                             capture_output=True, check=True).stdout
+        self.dns.txt('s1._domainkey.strict.example',
+                     'v=DKIM1; k=rsa; p=' + base64.b64encode(pub).decode())
+        self.dns.start()
+        body = msg().replace(b'To: list@example.test', b'To: List <list@example.test>')
+        signed = dkimmod.sign(body, b's1', b'strict.example', key,
+                              include_headers=[b'from', b'to', b'subject', b'message-id'])
+        signed += body
+        c = smtplib.SMTP(SERVER, self.srv.port, timeout=30, source_address=(OUTSIDE_CLIENT, 0))
+        c.ehlo('mail.strict.example')
+        c.sendmail('someone@strict.example', ['list@example.test'], signed)
+        c.quit()
+        self.remote.handler.rules['carol@remote.example'] = '550 5.1.1 no such user carol'
+        self.run_queue(self.p)
+        got = self.remote.handler.rcpt_attempts
+        self.assertEqual([a for _, a, _ in got], ['carol@remote.example'])
+        self.assertIn('event=srs result=rewritten', self.p.log_text())
+        sender = self.p.sql('SELECT sender FROM queue_messages')
+        # The refusal makes a bounce to the SRS address, which goes back
+        # to the original sender's MX (in this run or the next).
+        for _ in range(3):
+            if self.origin.messages:
+                break
+            self.run_queue(self.p)
+        self.assertEqual(len(self.origin.messages), 1, (sender, self.p.log_text()[-3000:]))
+        bounce = self.origin.messages[0]
+        self.assertEqual(bounce['mail_from'], '<>')
+        self.assertEqual(bounce['rcpts'], ['someone@strict.example'])
+        self.assertIn(b'no such user carol', bounce['content'])
+        # Now the accepted case: the remote takes it.
+        self.remote.handler.rules.clear()
+        c = smtplib.SMTP(SERVER, self.srv.port, timeout=30, source_address=(OUTSIDE_CLIENT, 0))
+        c.ehlo('mail.strict.example')
+        c.sendmail('someone@strict.example', ['list@example.test'], signed)
+        c.quit()
+        self.run_queue(self.p)
+        self.assertEqual(len(self.remote.messages), 1)
+        m = self.remote.messages[0]
+        mail_from = m['mail_from']
+        self.assertTrue(mail_from.startswith('SRS0=') and mail_from.endswith('@example.test'),
+                        mail_from)
+        peer_ip = m['peer'][0]
+        if spf is not None:
+            self.assertEqual(spf.check2(i=peer_ip, s=mail_from, h='mx.test.example')[0], 'pass',
+                             (peer_ip, mail_from))
+            self.assertEqual(spf.check2(i=peer_ip, s='someone@strict.example',
+                                        h='mx.test.example')[0], 'fail')
+        # Forwarded as it came: the original DKIM signature still verifies.
+        content = m['content'].replace(b'\r\n', b'\n').replace(b'\n', b'\r\n')
+
+        def dnsfunc(name, timeout=5):
+            return ('v=DKIM1; k=rsa; p=' + base64.b64encode(pub).decode()).encode()
+        self.assertTrue(dkimmod.verify(content, dnsfunc=dnsfunc))
 
 
 if __name__ == '__main__':
