@@ -242,6 +242,36 @@ class DkimSigningTest(unittest.TestCase):
         data, _ = self.queued()
         self.assertEqual(self.signatures(data), [])
 
+    def test_signatures_verify_at_the_remote_sink(self):
+        """Through the queue runner to the remote MX (a sink in the
+        namespace): what arrives still verifies, both signatures, with an
+        8-bit body too."""
+        if dkim is None:
+            self.skipTest('python3-dkim is not installed')
+        try:
+            from test_queue import RUNNER, Sink, run_queue
+        except ImportError as e:
+            self.skipTest(f'test_queue helpers unavailable: {e}')
+        try:
+            self.p.binary(RUNNER)
+        except FileNotFoundError:
+            self.skipTest('queue-runner is not built')
+        sink = Sink(host='203.0.113.25', port=25)
+        self.addCleanup(sink.stop)
+        self.dns.mx('remote.example', 'mx.remote.example').a('mx.remote.example', '203.0.113.25')
+        self.dns.start()
+        self.add_key('rsa-sha256', 'rsa2024')
+        self.add_key('ed25519-sha256', 'ed2024')
+        body = 'Grüße aus dem Süden\n.leading dot\n\n' + BODY_MARKER + '\n'
+        self.send(message(body=body, extra='Content-Transfer-Encoding: 8bit\n'))
+        run_queue(self.p)
+        self.assertEqual(len(sink.messages), 1, self.p.log_text()[-2000:])
+        got = crlf(sink.messages[0]['content'])
+        self.assertEqual(got.count(b'DKIM-Signature:'), 2)
+        for idx in (0, 1):
+            d = dkim.DKIM(got)
+            self.assertTrue(d.verify(idx=idx, dnsfunc=self.dnsfunc), f'signature {idx} at the sink')
+
     def test_local_delivery_is_not_signed(self):
         self.add_key('rsa-sha256', 'rsa2024')
         self.send(message(to='alice@example.test'), rcpts=['alice@example.test'])
