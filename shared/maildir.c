@@ -135,15 +135,21 @@ static int copy_range(int out, int in, off_t len)
 	return 0;
 }
 
-int maildir_deliver(const char *maildir, const char *prefix, size_t prefix_len, int src_fd,
-		    off_t src_len, unsigned long long lf_count, char *name_out, size_t name_cap)
+int maildir_stage(const char *maildir, const char *prefix, size_t prefix_len, int src_fd,
+		  off_t src_len, unsigned long long lf_count, struct maildir_staged *st)
 {
-	char base[256], tmp[4096], dst[4096], newdir[4096];
+	char tmp[4096 + 512];
 	unsigned long long size = (unsigned long long)prefix_len + (unsigned long long)src_len;
 	int fd, saved;
 
-	maildir_unique_name(base, sizeof(base));
-	snprintf(tmp, sizeof(tmp), "%s/tmp/%s", maildir, base);
+	memset(st, 0, sizeof(*st));
+	if ((size_t)snprintf(st->dir, sizeof(st->dir), "%s", maildir) >= sizeof(st->dir)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	maildir_unique_name(st->base, sizeof(st->base));
+	snprintf(st->name, sizeof(st->name), "%s,S=%llu,W=%llu", st->base, size, size + lf_count);
+	snprintf(tmp, sizeof(tmp), "%s/tmp/%s", maildir, st->base);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -1;
@@ -154,20 +160,6 @@ int maildir_deliver(const char *maildir, const char *prefix, size_t prefix_len, 
 		fd = -1;
 		goto fail;
 	}
-	fd = -1;
-	snprintf(name_out, name_cap, "%s,S=%llu,W=%llu", base, size, size + lf_count);
-	snprintf(dst, sizeof(dst), "%s/new/%s", maildir, name_out);
-	/* link() refuses to replace: a clash can never overwrite a message. */
-	if (link(tmp, dst) < 0)
-		goto fail;
-	unlink(tmp);
-	snprintf(newdir, sizeof(newdir), "%s/new", maildir);
-	if (fsync_dir(newdir) < 0) {
-		saved = errno;
-		unlink(dst);
-		errno = saved;
-		return -1;
-	}
 	return 0;
 fail:
 	saved = errno;
@@ -176,6 +168,82 @@ fail:
 	unlink(tmp);
 	errno = saved;
 	return -1;
+}
+
+int maildir_publish(struct maildir_staged *st)
+{
+	char tmp[4096 + 512], dst[4096 + 512], newdir[4096 + 8];
+
+	snprintf(tmp, sizeof(tmp), "%s/tmp/%s", st->dir, st->base);
+	snprintf(dst, sizeof(dst), "%s/new/%s", st->dir, st->name);
+	/* link() refuses to replace: a clash can never overwrite a message. */
+	if (link(tmp, dst) < 0)
+		return -1;
+	st->published = 1;
+	unlink(tmp);
+	snprintf(newdir, sizeof(newdir), "%s/new", st->dir);
+	return fsync_dir(newdir);
+}
+
+/* Removes the file of dir/sub whose name is name followed by ':' (the
+ * info part a reader adds when it moves a message to cur/). */
+static int unlink_moved(const char *dir, const char *sub, const char *name)
+{
+	char path[4096 + 8];
+	size_t len = strlen(name);
+	struct dirent *e;
+	int found = 0;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, sub);
+	d = opendir(path);
+	if (!d)
+		return 0;
+	while ((e = readdir(d)) != NULL) {
+		if (strncmp(e->d_name, name, len) == 0 && e->d_name[len] == ':' &&
+		    unlinkat(dirfd(d), e->d_name, 0) == 0)
+			found = 1;
+	}
+	closedir(d);
+	if (found)
+		fsync_dir(path);
+	return found;
+}
+
+void maildir_discard(struct maildir_staged *st)
+{
+	char path[4096 + 512], sub[4096 + 8];
+
+	snprintf(path, sizeof(path), "%s/tmp/%s", st->dir, st->base);
+	unlink(path);
+	if (!st->published)
+		return;
+	snprintf(path, sizeof(path), "%s/new/%s", st->dir, st->name);
+	if (unlink(path) == 0) {
+		snprintf(sub, sizeof(sub), "%s/new", st->dir);
+		fsync_dir(sub);
+	} else if (errno == ENOENT) {
+		unlink_moved(st->dir, "cur", st->name);
+	}
+	st->published = 0;
+}
+
+int maildir_deliver(const char *maildir, const char *prefix, size_t prefix_len, int src_fd,
+		    off_t src_len, unsigned long long lf_count, char *name_out, size_t name_cap)
+{
+	static struct maildir_staged st;
+	int saved;
+
+	if (maildir_stage(maildir, prefix, prefix_len, src_fd, src_len, lf_count, &st) < 0)
+		return -1;
+	if (maildir_publish(&st) < 0) {
+		saved = errno;
+		maildir_discard(&st);
+		errno = saved;
+		return -1;
+	}
+	snprintf(name_out, name_cap, "%s", st.name);
+	return 0;
 }
 
 int maildir_name_size(const char *name, char tag, unsigned long long *value)

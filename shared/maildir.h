@@ -21,6 +21,24 @@ void maildir_unique_name(char *buf, size_t cap);
 int maildir_deliver(const char *maildir, const char *prefix, size_t prefix_len, int src_fd,
 		    off_t src_len, unsigned long long lf_count, char *name_out, size_t name_cap);
 
+/* maildir_deliver in two steps, for a caller that must not let a reader
+ * see a copy before the whole message is committed (the SMTP handler
+ * queues the remote recipients in between): maildir_stage writes and
+ * fsyncs tmp/<base>, which no reader looks at; maildir_publish links it
+ * into new/ under its final name and fsyncs new/; maildir_discard takes
+ * back either (after publish, from new/, or from cur/ when a reader moved
+ * it there meanwhile). */
+struct maildir_staged {
+	char dir[4096];  /* the Maildir */
+	char base[256];  /* tmp/<base> */
+	char name[512];  /* the name in new/: <base>,S=<s>,W=<w> */
+	int published;
+};
+int maildir_stage(const char *maildir, const char *prefix, size_t prefix_len, int src_fd,
+		  off_t src_len, unsigned long long lf_count, struct maildir_staged *st);
+int maildir_publish(struct maildir_staged *st);
+void maildir_discard(struct maildir_staged *st);
+
 /* Bytes used by the messages in new/ and cur/ (from ,S= when present). */
 long long maildir_usage(const char *maildir);
 

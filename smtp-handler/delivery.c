@@ -112,35 +112,34 @@ static int read_data(struct session *s, int fd, struct data_reader *r, unsigned 
 	return 0;
 }
 
-/* Undoes the Maildir copies made so far. */
-static void undo_deliveries(char (*paths)[4096], size_t n)
+static void refuse_storage(struct session *s, int e, const char *what)
 {
-	for (size_t i = 0; i < n; i++) {
-		char dir[4096];
-		char *slash;
-
-		unlink(paths[i]);
-		snprintf(dir, sizeof(dir), "%s", paths[i]);
-		slash = strrchr(dir, '/');
-		if (slash) {
-			*slash = '\0';
-			fsync_dir(dir);
-		}
-	}
+	if (e == ENOSPC || e == EDQUOT)
+		reply(s, "452 4.3.1 Error: insufficient system storage");
+	else
+		reply(s, "451 4.3.0 Error: %s, try again later", what);
 }
 
+/* Every local copy is first written into its Maildir's tmp/, where no
+ * reader looks; then the remote recipients are queued (the database
+ * commit, which may wait out the busy timeout); only then do the local
+ * copies appear in new/. So a failure, or a crash, before the commit
+ * leaves nothing a POP3 or IMAP client could already have taken, and the
+ * client's retry makes no second copy. */
 static void deliver(struct session *s, const char *qid, int fd, const char *staging,
 		    const struct data_reader *r, off_t size)
 {
-	static char delivered[MESSAGE_DESTINATIONS_MAX][4096];
+	static struct maildir_staged staged[MESSAGE_DESTINATIONS_MAX];
+	static size_t staged_dest[MESSAGE_DESTINATIONS_MAX];
 	static struct queue_rcpt remote[MESSAGE_DESTINATIONS_MAX];
 	char sender[ADDRESS_PATH_MAX + 1], prefix[2 * ADDRESS_PATH_MAX + 64];
-	size_t ndelivered = 0, nremote = 0, nlocal = 0;
+	size_t nstaged = 0, nremote = 0;
+	int e;
 
 	address_format(&s->sender, sender, sizeof(sender));
 	for (size_t i = 0; i < s->ndests; i++) {
 		const struct txn_destination *d = &s->dests[i];
-		char dir[4096], name[512];
+		char dir[4096];
 		int plen;
 
 		if (d->dest.kind == DEST_REMOTE) {
@@ -153,34 +152,38 @@ static void deliver(struct session *s, const char *qid, int fd, const char *stag
 				s->rcpts[d->rcpt]);
 		if (plen < 0 || (size_t)plen >= sizeof(prefix) ||
 		    maildir_path(setting(SET_MAIL_ROOT), d->dest.mailbox, dir, sizeof(dir), 1) < 0 ||
-		    maildir_deliver(dir, prefix, (size_t)plen, fd, size, r->lf_count + 2, name,
-				    sizeof(name)) < 0) {
-			int e = errno;
+		    maildir_stage(dir, prefix, (size_t)plen, fd, size, r->lf_count + 2,
+				  &staged[nstaged]) < 0) {
+			e = errno;
 			log_event(LOG_ERR, "event=deliver result=error id=%s mailbox=%s error=\"%s\"", qid,
 				  d->dest.mailbox, strerror(e));
-			undo_deliveries(delivered, ndelivered);
-			if (e == ENOSPC || e == EDQUOT)
-				reply(s, "452 4.3.1 Error: insufficient system storage");
-			else
-				reply(s, "451 4.3.0 Error: local delivery failed, try again later");
-			return;
+			goto undo;
 		}
-		snprintf(delivered[ndelivered++], sizeof(delivered[0]), "%s/new/%s", dir, name);
-		log_event(LOG_INFO, "event=deliver result=ok id=%s mailbox=%s rcpt=\"%s\" file=%s", qid,
-			  d->dest.mailbox, s->rcpts[d->rcpt], name);
-		nlocal++;
+		staged_dest[nstaged++] = i;
 	}
 	if (nremote > 0 &&
 	    queue_outbound(s, qid, fd, staging, size, s->body_8bit || r->eight_bit, sender, remote,
 			   nremote) < 0) {
-		int e = errno;
+		e = errno;
 		log_event(LOG_ERR, "event=enqueue result=error id=%s error=\"%s\"", qid, strerror(e));
-		undo_deliveries(delivered, ndelivered);
-		if (e == ENOSPC || e == EDQUOT)
-			reply(s, "452 4.3.1 Error: insufficient system storage");
-		else
-			reply(s, "451 4.3.0 Error: queue file write error, try again later");
+		for (size_t k = 0; k < nstaged; k++)
+			maildir_discard(&staged[k]);
+		refuse_storage(s, e, "queue file write error");
 		return;
+	}
+	for (size_t k = 0; k < nstaged; k++) {
+		const struct txn_destination *d = &s->dests[staged_dest[k]];
+
+		if (maildir_publish(&staged[k]) < 0) {
+			e = errno;
+			log_event(LOG_ERR, "event=deliver result=error id=%s mailbox=%s error=\"%s\"", qid,
+				  d->dest.mailbox, strerror(e));
+			if (nremote > 0)
+				queue_outbound_cancel();
+			goto undo;
+		}
+		log_event(LOG_INFO, "event=deliver result=ok id=%s mailbox=%s rcpt=\"%s\" file=%s", qid,
+			  d->dest.mailbox, s->rcpts[d->rcpt], staged[k].name);
 	}
 	for (size_t i = 0; i < nremote; i++)
 		log_event(LOG_INFO, "event=queue result=ok id=%s rcpt=\"%s\"", qid, remote[i].recipient);
@@ -189,9 +192,15 @@ static void deliver(struct session *s, const char *qid, int fd, const char *stag
 	log_event(LOG_INFO,
 		  "event=message result=accepted id=%s ip=%s from=\"%s\" size=%lld rcpts=%zu local=%zu "
 		  "remote=%zu login=%s tls=%d",
-		  qid, s->peer.ip[0] ? s->peer.ip : "local", sender, (long long)size, s->nrcpts, nlocal,
+		  qid, s->peer.ip[0] ? s->peer.ip : "local", sender, (long long)size, s->nrcpts, nstaged,
 		  nremote, s->auth_login[0] ? s->auth_login : "-", s->tls_active);
 	reply(s, "250 2.0.0 Ok: queued as %s", qid);
+	return;
+
+undo:
+	for (size_t k = 0; k < nstaged; k++)
+		maildir_discard(&staged[k]);
+	refuse_storage(s, e, "local delivery failed");
 }
 
 void receive_message(struct session *s)

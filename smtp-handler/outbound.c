@@ -89,6 +89,25 @@ static int is_forwarded(const struct session *s, const struct queue_rcpt *q)
 	return 0;
 }
 
+/* The ids the last queue_outbound queued, for queue_outbound_cancel. */
+static char queued_ids[2][QUEUE_ID_LEN + 8];
+static size_t nqueued;
+
+static void remember_queued(const char *id)
+{
+	if (nqueued < 2)
+		snprintf(queued_ids[nqueued++], sizeof(queued_ids[0]), "%s", id);
+}
+
+void queue_outbound_cancel(void)
+{
+	for (size_t i = 0; i < nqueued; i++) {
+		log_event(LOG_NOTICE, "event=queue_cancel id=%s", queued_ids[i]);
+		unqueue(queued_ids[i]);
+	}
+	nqueued = 0;
+}
+
 int queue_outbound(struct session *s, const char *qid, int fd, const char *staging, off_t size,
 		   int eight_bit, const char *sender, const struct queue_rcpt *remote, size_t nremote)
 {
@@ -98,6 +117,7 @@ int queue_outbound(struct session *s, const char *qid, int fd, const char *stagi
 	size_t nplain = 0, nfwd = 0;
 	int sfd, qfd = fd, r = 0, e, rewritten = 0;
 
+	nqueued = 0;
 	for (size_t i = 0; i < nremote; i++) {
 		if (is_forwarded(s, &remote[i])) {
 			fwd[nfwd++] = remote[i];
@@ -120,6 +140,8 @@ int queue_outbound(struct session *s, const char *qid, int fd, const char *stagi
 	if (!rewritten) {
 		r = queue_enqueue(qfd, path, qid, sender, (unsigned long long)size, eight_bit, s->smtputf8,
 				  s->peer.ip, s->auth_login, remote, nremote);
+		if (r == 0)
+			remember_queued(qid);
 	} else {
 		/* One queue entry per envelope sender. */
 		queue_new_id(fwd_id, sizeof(fwd_id));
@@ -136,9 +158,13 @@ int queue_outbound(struct session *s, const char *qid, int fd, const char *stagi
 				errno = e;
 			}
 		}
-		if (r == 0)
+		if (r == 0) {
+			if (nplain > 0)
+				remember_queued(qid);
+			remember_queued(nplain > 0 ? fwd_id : qid);
 			log_event(LOG_INFO, "event=srs result=rewritten id=%s sender=\"%s\" rcpts=%zu", nplain > 0 ? fwd_id : qid,
 				  srs_sender, nfwd);
+		}
 	}
 	if (sfd >= 0) {
 		e = errno;

@@ -113,6 +113,9 @@ void receive_message(struct session *s);
 struct queue_rcpt;
 int queue_outbound(struct session *s, const char *qid, int fd, const char *staging, off_t size,
 		   int eight_bit, const char *sender, const struct queue_rcpt *remote, size_t nremote);
+/* Takes back what the last queue_outbound queued (a local copy of the
+ * same message could not be delivered after all). */
+void queue_outbound_cancel(void);
 /* RCPT to an SRS0 address of ours: 1 accepted (found[0] is the original
  * sender, *n = 1), 0 not SRS, -1 refused (replied). */
 int rcpt_srs(struct session *s, const struct address *rcpt, const char *safe,
