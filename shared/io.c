@@ -18,6 +18,7 @@ void io_init(struct io *io, int rfd, int wfd, int timeout_ms)
 	io->transport = NULL;
 	io->rstart = io->rend = io->wlen = 0;
 	io->bytes_in = io->bytes_out = 0;
+	io->write_failed = 0;
 }
 
 void io_set_transport(struct io *io, const struct io_transport *t)
@@ -107,6 +108,9 @@ int io_flush(struct io *io)
 			continue;
 		if (n < 0 && errno == EAGAIN && wait_writable(io->wfd, deadline) == 0)
 			continue;
+		/* The client will not see this reply: reading on would serve
+		 * commands (a DATA) whose answers it never gets. */
+		io->write_failed = 1;
 		io->wlen = 0;
 		return -1;
 	}
@@ -202,6 +206,8 @@ static enum io_result fill(struct io *io)
 enum io_result io_read_chunk(struct io *io, char *buf, size_t cap, size_t *len)
 {
 	*len = 0;
+	if (io->write_failed)
+		return IO_ERROR;
 	for (;;) {
 		size_t avail = io->rend - io->rstart;
 		char *start = io->rbuf + io->rstart;

@@ -34,6 +34,7 @@ struct io {
 	const struct io_transport *transport; /* NULL: plain fds */
 	size_t rstart, rend, wlen;
 	unsigned long long bytes_in, bytes_out;
+	int write_failed;   /* a write to the client failed: the session is over */
 	char rbuf[IO_BUFFER_SIZE];
 	char wbuf[IO_BUFFER_SIZE];
 };
