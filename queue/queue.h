@@ -56,6 +56,9 @@
 /* Spool files with no queue row, and stale staging files, are removed
  * when older than this (a crash between link and commit leaves them). */
 #define QUEUE_ORPHAN_SECONDS (24 * 3600)
+/* How long a delivery's result waits for a database an administrator
+ * holds: a "sent" that is not recorded is sent again on the next run. */
+#define QUEUE_RECORD_PATIENCE_SECONDS (10 * 60)
 /* Original headers quoted in a bounce (text/rfc822-headers). */
 #define DSN_HEADERS_MAX (64 * 1024)
 

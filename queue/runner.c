@@ -443,7 +443,18 @@ static void record(struct pass *p, size_t index, const struct report *r)
 			sqlite3_bind_text(s, 7, st->mta, -1, SQLITE_STATIC);
 		if (st->command[0])
 			sqlite3_bind_text(s, 8, st->command, -1, SQLITE_STATIC);
-		if (sqlite3_step(s) != SQLITE_DONE)
+		time_t give_up = time(NULL) + QUEUE_RECORD_PATIENCE_SECONDS;
+		int step;
+
+		/* Busy beyond the busy timeout (an administrator's open
+		 * transaction): keep trying rather than forget the result. */
+		while ((step = sqlite3_step(s)) == SQLITE_BUSY || step == SQLITE_LOCKED) {
+			sqlite3_reset(s);
+			if (time(NULL) >= give_up)
+				break;
+			log_event(LOG_WARNING, "event=delivery result=db_busy id=%s action=retry", m->id);
+		}
+		if (step != SQLITE_DONE)
 			log_event(LOG_ERR, "event=delivery result=db_error id=%s error=\"%s\"", m->id,
 				  sqlite3_errmsg(db_handle()));
 		sqlite3_reset(s);
