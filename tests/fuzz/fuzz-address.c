@@ -73,6 +73,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		check_parsed(&a, allow_utf8);
 	}
 
+	/* allowing more never refuses what was accepted, nor changes it */
+	if (r == ADDRESS_OK && (!allow_null || !allow_utf8)) {
+		struct address wider;
+		const char *rest2 = NULL;
+
+		FUZZ_ASSERT(address_parse_path(s, 1, 1, &wider, &rest2) == ADDRESS_OK);
+		FUZZ_ASSERT(rest2 == rest && strcmp(wider.local, a.local) == 0 &&
+			    strcmp(wider.domain, a.domain) == 0 && wider.is_null == a.is_null);
+	}
+	if (r == ADDRESS_NEED_UTF8)
+		FUZZ_ASSERT(address_parse_path(s, allow_null, 1, &a, &rest) != ADDRESS_NEED_UTF8);
+
 	r = address_parse_plain(s, allow_utf8, &a);
 	if (r == ADDRESS_OK) {
 		FUZZ_ASSERT(!a.is_null && !a.is_postmaster);

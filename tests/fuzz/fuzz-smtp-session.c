@@ -35,6 +35,7 @@
 #include <dirent.h>
 #include <ftw.h>
 #include <net/if.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <sched.h>
@@ -262,12 +263,25 @@ static int connect_with(const char *source, const uint8_t *data, size_t len, int
 	memset(&from, 0, sizeof(from));
 	from.sin_family = AF_INET;
 	inet_pton(AF_INET, source, &from.sin_addr);
-	if (bind(c, (struct sockaddr *)&from, sizeof(from)) < 0 ||
-	    connect(c, (struct sockaddr *)&listen_addr, sizeof(listen_addr)) < 0)
-		die("connect over loopback");
-	s = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
-	if (s < 0)
-		die("accept");
+	if (bind(c, (struct sockaddr *)&from, sizeof(from)) < 0)
+		die("bind to loopback");
+	/* libFuzzer's timeout timer (SIGALRM) may interrupt: the connection
+	 * then completes on its own */
+	if (connect(c, (struct sockaddr *)&listen_addr, sizeof(listen_addr)) < 0) {
+		struct pollfd p = { .fd = c, .events = POLLOUT };
+		int err = 0;
+		socklen_t elen = sizeof(err);
+
+		if (errno != EINTR && errno != EINPROGRESS)
+			die("connect over loopback");
+		while (poll(&p, 1, 5000) < 0 && errno == EINTR)
+			;
+		if (getsockopt(c, SOL_SOCKET, SO_ERROR, &err, &elen) < 0 || err != 0)
+			die("connect over loopback");
+	}
+	while ((s = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC)) < 0)
+		if (errno != EINTR)
+			die("accept");
 	while (off < len) {
 		ssize_t n = write(c, data + off, len - off);
 		if (n < 0 && errno == EINTR)
