@@ -185,7 +185,7 @@ static int sender_owned(struct session *s, const struct address *sender, const c
 	log_printable(safe, sizeof(safe), addr, strlen(addr));
 	if (r == 0 || strcmp(owner, login) != 0) {
 		log_event(LOG_NOTICE, "event=mail result=sender_not_owned login=%s sender=\"%s\"", login, safe);
-		reply(s, "553 5.7.1 <%s>: Sender address rejected: not owned by %s", safe, login);
+		reply(s, "553 5.7.1 <%s>: sender not owned by %s", safe, login);
 		return -1;
 	}
 	return 0;

@@ -302,7 +302,7 @@ static void cmd_rcpt(struct session *s, const char *arg)
 		return;
 	case RESOLVE_UNKNOWN:
 		log_event(LOG_INFO, "event=rcpt result=unknown rcpt=\"%s\"", safe);
-		reply(s, "550 5.1.1 <%s>: Recipient address rejected: user unknown", safe);
+		reply(s, "550 5.1.1 <%s>: user unknown", safe);
 		return;
 	case RESOLVE_LOOP:
 		log_event(LOG_WARNING, "event=rcpt result=forward_loop rcpt=\"%s\"", safe);
@@ -317,7 +317,7 @@ static void cmd_rcpt(struct session *s, const char *arg)
 		if (!relay) {
 			log_event(LOG_NOTICE, "event=rcpt result=relay_denied ip=%s rcpt=\"%s\"",
 				  s->peer.ip[0] ? s->peer.ip : "local", safe);
-			reply(s, "554 5.7.1 <%s>: Relay access denied", safe);
+			reply(s, "554 5.7.1 <%s>: relay access denied", safe);
 			return;
 		}
 		if (session_check_relay_sender(s) < 0)

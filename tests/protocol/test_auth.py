@@ -437,7 +437,7 @@ account default : postage
                 else:
                     self.assertEqual(code, 553, lines)
                     self.assertTrue(lines[0].startswith('553 5.7.1'), lines)
-                    self.assertIn('alice', lines[0])
+                    self.assertIn('sender not owned by alice', lines[0])
         self.assertIn('event=mail result=sender_not_owned login=alice', self.p.log_text())
 
     # -- the failed-login throttle --------------------------------------------

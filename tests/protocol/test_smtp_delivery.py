@@ -261,6 +261,7 @@ class Routing(SmtpTestCase):
         c.cmd('MAIL FROM:<s@remote.example>')
         code, text = c.cmd('RCPT TO:<whoever@example.test>')
         self.assertEqual(code, 550, text)
+        self.assertEqual(text[0], '5.1.1 <whoever@example.test>: user unknown')
 
     def test_mailbox_with_addresses_in_two_domains(self):
         c = self.session()

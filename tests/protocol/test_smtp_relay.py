@@ -51,6 +51,7 @@ class Relay(SmtpTestCase):
         self.assertEqual(code, 554, text)
         self.assertTrue(text[0].startswith('5.7.1'), text)
         self.assertIn('elsewhere.test', text[0])
+        self.assertIn('<someone@elsewhere.test>: relay access denied', text[0])
         code, text = c.cmd('DATA')
         self.assertEqual(code // 100, 5, text)
         self.assertEqual(c.cmd('NOOP')[0], 250)
