@@ -21,6 +21,19 @@
 
 /* The Authentication-Results field and the quarantine mark. */
 #define AUTH_RESULTS_MAX 4096
+/* Authors' domains of one From field checked for DMARC. */
+#define FROM_DOMAINS_MAX 4
+
+/* Is verdict a stricter outcome than b (a failure with a harder
+ * disposition, or a failure against no failure)? */
+static int dmarc_stricter(const struct dmarc_verdict *a, const struct dmarc_verdict *b)
+{
+	if ((a->result == DMARC_FAIL) != (b->result == DMARC_FAIL))
+		return a->result == DMARC_FAIL;
+	if (a->result == DMARC_FAIL)
+		return a->disposition > b->disposition;
+	return a->result == DMARC_TEMPERROR && b->result != DMARC_TEMPERROR;
+}
 
 static long long elapsed_ms(const struct timespec *t0)
 {
@@ -154,6 +167,7 @@ int checks_message(struct session *s, const char *qid, int *fd, char *staging, s
 	struct header_block hb;
 	struct dmarc_verdict dm;
 	char from[ADDRESS_DOMAIN_MAX + 1] = "", cm[200], newpath[PATH_MAX_POSTAGE], name[QUEUE_ID_LEN + 16];
+	static char from_domains[FROM_DOMAINS_MAX][ADDRESS_DOMAIN_MAX + 1];
 	size_t ndk = 0, ndrop = 0, len = 0, nfrom = 0;
 	unsigned long long dropped_lfs = 0, added_lfs = 0;
 	struct timespec t0;
@@ -169,12 +183,20 @@ int checks_message(struct session *s, const char *qid, int *fd, char *staging, s
 	if (have_hb) {
 		long pos = -1;
 		const struct header_field *f = header_next(&hb, "from", &pos);
-		char domains[2][ADDRESS_DOMAIN_MAX + 1];
-
+		/* RFC 7489 6.6.1: one From field. Several authors: each
+		 * domain is checked and the strictest outcome counts, so a
+		 * second author cannot dodge a policy. */
 		if (f && !header_next(&hb, "from", &pos)) {
-			nfrom = header_address_domains(f, domains, 2);
-			if (nfrom == 1)
-				snprintf(from, sizeof(from), "%s", domains[0]);
+			nfrom = header_address_domains(f, from_domains, FROM_DOMAINS_MAX);
+			for (size_t i = 1; i < nfrom; i++)
+				for (size_t k = 0; k < i; k++)
+					if (strcmp(from_domains[i], from_domains[k]) == 0) {
+						memmove(from_domains[i], from_domains[nfrom - 1],
+							sizeof(from_domains[0]));
+						nfrom--;
+						i--;
+						break;
+					}
 		}
 		ndk = dkim_verify(*fd, &hb, dk, DKIM_VERIFY_MAX, deadline);
 		pos = -1;
@@ -182,7 +204,16 @@ int checks_message(struct session *s, const char *qid, int *fd, char *staging, s
 			if (claims_our_id(f, host) && ndrop < MESSAGE_HEADER_FIELDS_MAX)
 				drop[ndrop++] = f;
 	}
-	dmarc_check(from, c->spf_mailfrom, c->spf_domain, dk, ndk, deadline, &dm);
+	dmarc_check(nfrom ? from_domains[0] : "", c->spf_mailfrom, c->spf_domain, dk, ndk, deadline,
+		    &dm);
+	for (size_t i = 1; i < nfrom; i++) {
+		struct dmarc_verdict other;
+
+		dmarc_check(from_domains[i], c->spf_mailfrom, c->spf_domain, dk, ndk, deadline, &other);
+		if (dmarc_stricter(&other, &dm))
+			dm = other;
+	}
+	snprintf(from, sizeof(from), "%s", dm.from_domain);
 
 	/* RFC 8601 2.2: authserv-id; then one resinfo a method. */
 	len = (size_t)snprintf(ar, sizeof(ar), "Authentication-Results: %s", host);

@@ -413,6 +413,15 @@ class ChecksTest(unittest.TestCase):
         # sp= of the organizational domain applies to its subdomains.
         msg, tag = self.message('a@sub.orgpol.example')
         self.send(c, 'x@pass.example', msg, expect=550)
+        # Several authors: the strictest of their domains' outcomes.
+        msg, tag = self.message('a@reject.example>, <b@reject.example')
+        self.send(c, 'x@pass.example', msg, expect=550)
+        msg, tag = self.message('a@pnone.example>, <b@reject.example')
+        self.send(c, 'x@pass.example', msg, expect=550)
+        msg, tag = self.message('a@pnone.example>, <b@unrelated.example')
+        self.send(c, 'x@pass.example', msg)
+        self.assertEqual(self.auth_results(self.delivered(tag))['dmarc'],
+                         [('fail', {'header.from': 'pnone.example'})])
         # No policy at all: dmarc=none.
         msg, tag = self.message('a@unrelated.example')
         self.send(c, 'x@pass.example', msg)
