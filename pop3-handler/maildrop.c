@@ -235,6 +235,10 @@ enum maildrop_status maildrop_open(struct maildrop *d, const char *mail_root, co
 		goto error;
 	if (snapshot(d) < 0)
 		goto error;
+	/* The owner's login is the "next run" for what a delivery killed
+	 * half-way left in tmp/. */
+	if (maildir_sweep_tmp(d->dir) > 0)
+		log_event(LOG_NOTICE, "event=maildrop result=swept_tmp dir=%s", d->dir);
 	return MAILDROP_OK;
 error:
 	log_event(LOG_ERR, "event=maildrop result=error dir=%s error=\"%s\"", d->dir, strerror(errno));

@@ -64,6 +64,10 @@
 #define LINGER_CLOSE_MS 1000
 #define LINGER_CLOSE_BYTES_MAX 65536
 
+/* maildir(5): a file in tmp/ untouched for 36 hours is left over from a
+ * delivery that died, and may be removed. */
+#define MAILDIR_TMP_STALE_SECONDS (36 * 3600)
+
 /* Settings values and file paths. */
 #define SETTING_VALUE_MAX 1024
 #define PATH_MAX_POSTAGE 4096

@@ -9,7 +9,10 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
+
+#include "limits.h"
 
 int fsync_dir(const char *dir)
 {
@@ -244,6 +247,31 @@ int maildir_deliver(const char *maildir, const char *prefix, size_t prefix_len, 
 	}
 	snprintf(name_out, name_cap, "%s", st.name);
 	return 0;
+}
+
+int maildir_sweep_tmp(const char *maildir)
+{
+	char path[4096 + 8];
+	time_t old = time(NULL) - MAILDIR_TMP_STALE_SECONDS;
+	struct dirent *e;
+	int removed = 0;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "%s/tmp", maildir);
+	d = opendir(path);
+	if (!d)
+		return 0;
+	while ((e = readdir(d)) != NULL) {
+		struct stat st;
+
+		if (e->d_name[0] == '.' || fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISREG(st.st_mode) || st.st_mtime > old)
+			continue;
+		if (unlinkat(dirfd(d), e->d_name, 0) == 0)
+			removed++;
+	}
+	closedir(d);
+	return removed;
 }
 
 int maildir_name_size(const char *name, char tag, unsigned long long *value)

@@ -39,6 +39,10 @@ int maildir_stage(const char *maildir, const char *prefix, size_t prefix_len, in
 int maildir_publish(struct maildir_staged *st);
 void maildir_discard(struct maildir_staged *st);
 
+/* Removes files in tmp/ older than MAILDIR_TMP_STALE_SECONDS: what a
+ * delivery killed half-way left (maildir(5)). Returns how many. */
+int maildir_sweep_tmp(const char *maildir);
+
 /* Bytes used by the messages in new/ and cur/ (from ,S= when present). */
 long long maildir_usage(const char *maildir);
 
