@@ -14,6 +14,34 @@
 static struct __res_state resolver;
 static int resolver_ready;
 
+static int resolver_init(void)
+{
+	if (resolver_ready)
+		return 0;
+	if (res_ninit(&resolver) < 0) {
+		log_event(LOG_ERR, "event=dns result=error error=\"cannot read the resolver configuration\"");
+		return -1;
+	}
+	resolver.options |= RES_USE_EDNS0;
+	resolver.options &= ~(unsigned long)(RES_DNSRCH | RES_DEFNAMES);
+	resolver_ready = 1;
+	return 0;
+}
+
+int dns_resolver_is_local(void)
+{
+	if (resolver_init() < 0 || resolver.nscount <= 0)
+		return 0;
+	for (int i = 0; i < resolver.nscount && i < MAXNS; i++) {
+		const struct sockaddr_in *sin = &resolver.nsaddr_list[i];
+		/* IPv6 servers live in _u._ext; an unset IPv4 slot means one. */
+		if (sin->sin_family != AF_INET ||
+		    (ntohl(sin->sin_addr.s_addr) >> 24) != 127)
+			return 0;
+	}
+	return 1;
+}
+
 long long dns_deadline(long long ms_from_now)
 {
 	struct timespec ts;
@@ -82,15 +110,8 @@ static enum dns_result query(const char *name, int type, unsigned char *ans, int
 	left = deadline - now_ms();
 	if (left <= 0)
 		return DNS_TEMPFAIL;
-	if (!resolver_ready) {
-		if (res_ninit(&resolver) < 0) {
-			log_event(LOG_ERR, "event=dns result=error error=\"cannot read the resolver configuration\"");
-			return DNS_TEMPFAIL;
-		}
-		resolver.options |= RES_USE_EDNS0;
-		resolver.options &= ~(unsigned long)(RES_DNSRCH | RES_DEFNAMES);
-		resolver_ready = 1;
-	}
+	if (resolver_init() < 0)
+		return DNS_TEMPFAIL;
 	/* RFC 7208 4.6.4: bounded time. The resolver waits retrans seconds
 	 * per server and attempt; keep that within what is left. */
 	resolver.retry = DNS_QUERY_ATTEMPTS;

@@ -34,6 +34,10 @@ struct dns_txt {
 	size_t len[DNS_RECORDS_MAX];
 	char buf[DNS_ANSWER_MAX + DNS_RECORDS_MAX];
 };
+/* Every configured name server is on this host (127.0.0.0/8): lookups
+ * stay on the machine. */
+int dns_resolver_is_local(void);
+
 enum dns_result dns_txt(const char *name, struct dns_txt *out, long long deadline);
 
 /* A (family AF_INET, 4 bytes) or AAAA (AF_INET6, 16 bytes) addresses. */

@@ -43,13 +43,17 @@ static long long elapsed_ms(const struct timespec *t0)
 	return (long long)(t1.tv_sec - t0->tv_sec) * 1000 + (t1.tv_nsec - t0->tv_nsec) / 1000000;
 }
 
-/* Mail from outside, on the MX. Loopback is this machine: like
- * pypolicyd-spf and OpenDKIM, we leave it alone. */
+/* Mail from outside, on the MX: not AUTH, not relay_networks. A loopback
+ * client is this machine itself; its mail is checked only when the
+ * resolver is on this machine too (a local unbound, or a test's own
+ * network namespace), so that local submissions cause no lookups at a
+ * remote resolver and no delay when it is unreachable. */
 static int checks_apply(struct session *s)
 {
 	if (s->mode != MODE_MX || s->auth_login[0] || !s->peer.ip[0])
 		return 0;
-	if (cidr_match(s->peer.ip, "127.0.0.0/8") == 1 || cidr_match(s->peer.ip, "::1") == 1)
+	if ((cidr_match(s->peer.ip, "127.0.0.0/8") == 1 || cidr_match(s->peer.ip, "::1") == 1) &&
+	    !dns_resolver_is_local())
 		return 0;
 	return session_may_relay(s) == 0;
 }
