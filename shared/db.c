@@ -65,6 +65,19 @@ enum db_status db_open(void)
 		db_state = DB_TEMPFAIL;
 		return DB_TEMPFAIL;
 	}
+	/* When opening for writing fails (EACCES, EROFS after the file
+	 * system went read-only on an error, EIO), SQLite quietly opens the
+	 * file read-only instead. Every program here must write (the queue
+	 * runner its results: read-only, it would send the same mail on every
+	 * run), so that is a temporary failure too. */
+	if (sqlite3_db_readonly(db, "main") != 0) {
+		log_event(LOG_ERR, "event=db_open result=error db=%s error=\"opened read-only: the "
+			  "database or its directory cannot be written\"", db_path());
+		sqlite3_close(db);
+		db = NULL;
+		db_state = DB_TEMPFAIL;
+		return DB_TEMPFAIL;
+	}
 	sqlite3_busy_timeout(db, DB_BUSY_TIMEOUT_MS);
 
 	rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL);
