@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <signal.h>
 #include <stddef.h>
+#include <unistd.h>
 
 #include "db.h"
 #include "log.h"
@@ -21,6 +22,9 @@ int main(int argc, char **argv)
 	int c;
 
 	log_init("postage-pop3");
+	/* Under inetd stderr is the client's socket: getopt must not
+	 * print there; the log says what was wrong. */
+	opterr = 0;
 	while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
 		switch (c) {
 		case 'd':

@@ -37,6 +37,9 @@ int main(int argc, char **argv)
 	int c;
 
 	log_init("postage-smtp");
+	/* Under inetd stderr is the client's socket: getopt must not
+	 * print there; the log says what was wrong. */
+	opterr = 0;
 	while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
 		switch (c) {
 		case 'm':
