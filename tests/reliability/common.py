@@ -306,7 +306,7 @@ def queue_copy_ok(path, body_lf):
 def strace_cmd(trace_file, syscalls, inject=None, follow=True):
     """strace arguments: trace the given syscalls into trace_file, and
     inject (a string like 'write:error=EIO:when=3') if given."""
-    cmd = [STRACE, '-qq', '-o', trace_file, '-e', 'trace=' + ','.join(syscalls)]
+    cmd = [STRACE, '-qq', '-y', '-o', trace_file, '-e', 'trace=' + ','.join(syscalls)]
     if follow:
         cmd.insert(1, '-f')
     if inject:
