@@ -126,6 +126,38 @@ static void refuse_storage(struct session *s, int e, const char *what)
  * copies appear in new/. So a failure, or a crash, before the commit
  * leaves nothing a POP3 or IMAP client could already have taken, and the
  * client's retry makes no second copy. */
+/* Quota at the end of DATA, when the size is known (a client need not
+ * declare SIZE=). One DATA reply cannot refuse some recipients only: when
+ * every destination is a mailbox the message would overflow, it is refused
+ * (552 5.2.2 when it could never fit, else 452 4.2.2); when some
+ * destination takes it, the full mailboxes get it too rather than a
+ * bounce, and RCPT refuses them from then on. Returns -1 after replying. */
+static int quota_refusal(struct session *s, const char *qid, off_t size)
+{
+	int never = 1;
+
+	for (size_t i = 0; i < s->ndests; i++) {
+		const struct destination *d = &s->dests[i].dest;
+		char dir[4096];
+		long long used = 0;
+
+		if (d->kind != DEST_MAILBOX || d->quota_bytes < 0)
+			return 0;
+		if (maildir_path(setting(SET_MAIL_ROOT), d->mailbox, dir, sizeof(dir), 0) == 0)
+			used = maildir_usage(dir);
+		if (used + (long long)size <= d->quota_bytes)
+			return 0;
+		if ((long long)size <= d->quota_bytes)
+			never = 0;
+	}
+	log_event(LOG_INFO, "event=data result=over_quota id=%s size=%lld", qid, (long long)size);
+	if (never)
+		reply(s, "552 5.2.2 Error: message larger than the mailbox quota");
+	else
+		reply(s, "452 4.2.2 Error: mailbox full, try again later");
+	return -1;
+}
+
 static void deliver(struct session *s, const char *qid, int fd, const char *staging,
 		    const struct data_reader *r, off_t size)
 {
@@ -265,7 +297,8 @@ void receive_message(struct session *s)
 		for (int i = 0; i < hlen; i++)
 			header_lfs += header[i] == '\n';
 		r.lf_count += header_lfs;
-		if (checks_message(s, qid, &fd, staging, sizeof(staging), hlen, &st.st_size,
+		if (quota_refusal(s, qid, st.st_size) == 0 &&
+		    checks_message(s, qid, &fd, staging, sizeof(staging), hlen, &st.st_size,
 				   &r.lf_count) == 0)
 			deliver(s, qid, fd, staging, &r, st.st_size);
 	}

@@ -89,28 +89,48 @@ class Quota(SmtpTestCase):
 
     def test_full_mailbox_is_a_temporary_failure(self):
         c = self.session()
-        first = new_message(body='q' * 3200 + '\n')  # over, but it was empty
-        self.transaction(c, 's@remote.example', ['dave@example.test'], first)
+        self.transaction(c, 's@remote.example', ['dave@example.test'],
+                         new_message(body='q' * 2400 + '\n'))  # fits
         self.assertEqual(len(self.p.messages('dave')), 1)
-        # now over quota: 452 4.2.2 for dave, alice still gets hers
+        # no SIZE= declared: the quota is checked at the end of DATA
+        self.assertEqual(c.cmd('MAIL FROM:<s@remote.example>')[0], 250)
+        self.assertEqual(c.cmd('RCPT TO:<dave@example.test>')[0], 250)
+        code, text = self.send_data(c, new_message(body='r' * 1000 + '\n'), expect=None)
+        self.assertEqual(code, 452, text)
+        self.assertTrue(text[0].startswith('4.2.2'), text)
+        self.assertEqual(len(self.p.messages('dave')), 1)
+        # larger than the whole quota: it can never fit
+        self.assertEqual(c.cmd('MAIL FROM:<s@remote.example>')[0], 250)
+        self.assertEqual(c.cmd('RCPT TO:<dave@example.test>')[0], 250)
+        code, text = self.send_data(c, new_message(body='s' * 4000 + '\n'), expect=None)
+        self.assertEqual(code, 552, text)
+        self.assertTrue(text[0].startswith('5.2.2'), text)
+        # with another recipient that takes it, both get it (one DATA
+        # reply cannot refuse only dave) ...
+        self.transaction(c, 's@remote.example', ['dave@example.test', 'alice@example.test'],
+                         new_message(body='t' * 1000 + '\n'))
+        self.assertEqual(len(self.p.messages('dave')), 2)
+        self.assertEqual(len(self.p.messages('alice')), 1)
+        # ... and now dave is over quota: 452 4.2.2 at RCPT, alice still gets hers
         self.assertEqual(c.cmd('MAIL FROM:<s@remote.example>')[0], 250)
         code, text = c.cmd('RCPT TO:<dave@example.test>')
         self.assertEqual(code, 452, text)
         self.assertTrue(text[0].startswith('4.2.2'), text)
         self.assertEqual(c.cmd('RCPT TO:<alice@example.test>')[0], 250)
         self.send_data(c, new_message())
-        self.assertEqual(len(self.p.messages('dave')), 1)
-        self.assertEqual(len(self.p.messages('alice')), 1)
+        self.assertEqual(len(self.p.messages('dave')), 2)
+        self.assertEqual(len(self.p.messages('alice')), 2)
         # when room is made, dave takes mail again
         self.p.sql("UPDATE mailboxes SET quota_bytes = 100000 WHERE login = 'dave'")
         self.transaction(c, 's@remote.example', ['dave@example.test'], new_message())
-        self.assertEqual(len(self.p.messages('dave')), 2)
+        self.assertEqual(len(self.p.messages('dave')), 3)
 
     def test_forward_into_full_mailbox(self):
         self.p.add_forward('team@example.test', 'dave@example.test')
         self.p.add_forward('team@example.test', 'bob@example.test')
         c = self.session()
-        self.transaction(c, 's@remote.example', ['dave@example.test'],
+        # fill dave: with alice also taking it, an oversized message lands
+        self.transaction(c, 's@remote.example', ['dave@example.test', 'alice@example.test'],
                          new_message(body='q' * 3500 + '\n'))
         self.transaction(c, 's@remote.example', ['team@example.test'], new_message())
         self.assertEqual(len(self.p.messages('dave')), 1)
