@@ -512,6 +512,7 @@ class Postage:
             os.makedirs(os.path.join(self.maildir, sub))
         self.smtp_port = None
         self.pop3_port = None
+        self.notes = []
         self.ssa_pids = []
 
     def fill_pop(self, fetch_count, big_bytes):
@@ -541,7 +542,11 @@ class Postage:
     def start(self):
         self.smtp_port = self._serve(self.env.smtp_handler, 'postage-smtp')
         if self.env.has_pop3:
-            self.pop3_port = self._serve(self.env.pop3_handler, 'postage-pop3')
+            try:
+                self.pop3_port = self._serve(self.env.pop3_handler, 'postage-pop3')
+            except BenchError as e:
+                self.env.has_pop3 = False
+                self.notes.append('postage pop3-handler did not start (%s): its POP3 rows are skipped' % e)
 
 
 class Postfix:
@@ -930,6 +935,7 @@ def main():
         dovecot.start()
         ceiling.start()
         postage.start_lite(ceiling.spawner)
+        res.notes.extend(postage.notes)
         log('postage smtp :%d pop3 :%s, postfix :%d, dovecot :%d, greeter :%d' % (
             postage.smtp_port, postage.pop3_port, postfix.smtp_port, dovecot.pop3_port, ceiling.port))
 
