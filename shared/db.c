@@ -79,6 +79,11 @@ enum db_status db_open(void)
 		return DB_TEMPFAIL;
 	}
 	sqlite3_busy_timeout(db, DB_BUSY_TIMEOUT_MS);
+	/* Every handler opens the database alone, and a process that finds
+	 * no other connection open rebuilds the WAL index from the whole WAL
+	 * file: a long WAL costs every connection (bench/README.md). Keep it
+	 * short by checkpointing often. */
+	sqlite3_wal_autocheckpoint(db, DB_WAL_AUTOCHECKPOINT_PAGES);
 
 	rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL);
 	if (rc == SQLITE_OK)

@@ -54,6 +54,8 @@
 /* SQLite busy timeout: an administrator's open transaction gets this long,
  * then the client gets a 4xx. */
 #define DB_BUSY_TIMEOUT_MS 5000
+/* WAL pages before a commit checkpoints (SQLite's default is 1000). */
+#define DB_WAL_AUTOCHECKPOINT_PAGES 32
 
 /* TLS handshake bound, then hang up. */
 #define TLS_HANDSHAKE_TIMEOUT_MS (60 * 1000)
