@@ -19,7 +19,7 @@
 #include "message.h"
 
 /* Bytes read from a message file at a time. */
-#define MAILDROP_READ_CHUNK 8192
+#define MAILDROP_READ_CHUNK 65536
 
 static void message_base(const char *name, char *base, size_t cap)
 {
@@ -316,7 +316,7 @@ int maildrop_open_message(struct maildrop *d, size_t i)
  * LF gets a CRLF before the terminator (maildrop_send does the same). */
 static int wire_size(int fd, unsigned long long *size)
 {
-	char buf[MAILDROP_READ_CHUNK];
+	static char buf[MAILDROP_READ_CHUNK];
 	unsigned long long bytes = 0, lfs = 0;
 	char last = '\n';
 
@@ -460,7 +460,7 @@ static size_t top_cut(struct top_state *t, const char *buf, size_t len, int *don
 
 int maildrop_send(int fd, long top_lines, struct io *io, unsigned long long *sent)
 {
-	char in[MAILDROP_READ_CHUNK], out[2 * MAILDROP_READ_CHUNK];
+	static char in[MAILDROP_READ_CHUNK], out[2 * MAILDROP_READ_CHUNK];
 	struct top_state top = { top_lines, 1, 1, 1 };
 	int at_line_start = 1, done = 0;
 

@@ -88,18 +88,19 @@ static int wait_writable(int fd, long long deadline)
 	}
 }
 
-int io_flush(struct io *io)
+/* Writes all of buf within the timeout; -1 when the client is gone. */
+static int write_out(struct io *io, const char *buf, size_t len)
 {
 	size_t off = 0;
 	long long deadline = now_ms() + io->timeout_ms;
 
-	while (off < io->wlen) {
+	while (off < len) {
 		ssize_t n;
 
 		if (io->transport)
-			n = io->transport->write(io->transport->ctx, io->wbuf + off, io->wlen - off);
+			n = io->transport->write(io->transport->ctx, buf + off, len - off);
 		else
-			n = write(io->wfd, io->wbuf + off, io->wlen - off);
+			n = write(io->wfd, buf + off, len - off);
 		if (n > 0) {
 			off += (size_t)n;
 			continue;
@@ -111,18 +112,30 @@ int io_flush(struct io *io)
 		/* The client will not see this reply: reading on would serve
 		 * commands (a DATA) whose answers it never gets. */
 		io->write_failed = 1;
-		io->wlen = 0;
 		return -1;
 	}
-	io->bytes_out += io->wlen;
-	io->wlen = 0;
+	io->bytes_out += len;
 	return 0;
+}
+
+int io_flush(struct io *io)
+{
+	int r = write_out(io, io->wbuf, io->wlen);
+
+	io->wlen = 0;
+	return r;
 }
 
 int io_write(struct io *io, const void *data, size_t len)
 {
 	const char *p = data;
 
+	/* A large block (a POP3 RETR) goes out directly, not through wbuf. */
+	if (len >= sizeof(io->wbuf)) {
+		if (io_flush(io) < 0)
+			return -1;
+		return write_out(io, p, len);
+	}
 	while (len > 0) {
 		size_t room = sizeof(io->wbuf) - io->wlen;
 		size_t n = len < room ? len : room;
