@@ -93,7 +93,7 @@ static int read_data(struct session *s, int fd, struct data_reader *r, unsigned 
 		}
 		n = data_feed(r, chunk, len, out);
 		/* Stop writing once the message is refused anyway. */
-		if (n > 0 && !r->bare && r->wire_bytes <= max && !*write_error) {
+		if (n > 0 && !r->bare && !r->has_nul && r->wire_bytes <= max && !*write_error) {
 			const char *p = out;
 			while (n > 0) {
 				ssize_t w = write(fd, p, n);
@@ -274,6 +274,12 @@ void receive_message(struct session *s)
 	if (r.bare) {
 		log_event(LOG_NOTICE, "event=data result=refused reason=bare_cr_lf id=%s", qid);
 		reply(s, "550 5.6.0 Error: bare CR or LF in message data is not allowed");
+	} else if (r.has_nul) {
+		/* RFC 6152: 8BITMIME data holds no NUL, and we offer no
+		 * BINARYMIME. A server further on that drops NULs would turn
+		 * <CRLF><NUL>.<CRLF> into an end of data (SMTP smuggling). */
+		log_event(LOG_NOTICE, "event=data result=refused reason=nul id=%s", qid);
+		reply(s, "550 5.6.0 Error: NUL in message data is not allowed");
 	} else if (r.wire_bytes > max) {
 		log_event(LOG_NOTICE, "event=data result=refused reason=too_big id=%s bytes=%llu", qid,
 			  r.wire_bytes);
