@@ -1,11 +1,14 @@
 /* The whole SMTP session, fed from the fuzz input: the smtp-handler's
  * sources (all but main.c) are built into this target, and each input is
- * one connection. The first byte picks who connects (byte % 4):
+ * one connection. The first byte picks who connects ('0' to '4', other
+ * bytes modulo 5):
  *   0  a local peer (fd 0 is a memfd holding the input), port 25
  *   1  127.0.0.1, which is in relay_networks (so AUTH is offered), port 25
  *   2  127.0.0.1 on the submission port (MAIL needs AUTH)
  *   3  127.0.0.2, which has a recent POP3 login (POP-before-SMTP)
- * For 1-3, fd 0 is the server side of a loopback TCP connection whose
+ *   4  192.0.2.1, an outside client, port 25: the inbound SPF/DMARC checks
+ *      run (their DNS finds no route out of the namespace: temperror)
+ * For 1-4, fd 0 is the server side of a loopback TCP connection whose
  * client wrote the input and half-closed. Replies (fd 1) go to another
  * memfd and are checked: each a well-formed reply line (RFC 5321 4.2: a
  * code, '-' or ' ', text without control characters, CRLF) of at most 512
@@ -22,7 +25,8 @@
  * next client talks) and a leaked file descriptor.
  *
  * LLVMFuzzerInitialize moves the process into a private network namespace
- * with only loopback up (it refuses to run otherwise), so that nothing a
+ * with only loopback up, 192.0.2.1 added to it (it refuses to run
+ * otherwise), so that nothing a
  * session looks up (DNS for SPF, DKIM, DMARC) can leave the machine; then
  * it makes the database once, from schema/schema.sql, and names it in
  * $POSTAGE_DB. Files go under $POSTAGE_FUZZ_DIR, else /dev/shm (cheap
@@ -78,7 +82,8 @@ static void write_proc(const char *path, const char *text)
 	close(fd);
 }
 
-/* A private network namespace with loopback up, or exit. */
+/* A private network namespace with loopback up and 192.0.2.1 (TEST-NET-1,
+ * the outside client) on it, or exit. */
 static void isolate_network(void)
 {
 	struct ifreq ifr;
@@ -107,6 +112,19 @@ static void isolate_network(void)
 	ifr.ifr_flags |= IFF_UP;
 	if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
 		die("SIOCSIFFLAGS lo");
+	{
+		struct sockaddr_in *a = (struct sockaddr_in *)&ifr.ifr_addr;
+
+		memset(&ifr, 0, sizeof(ifr));
+		snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo:1");
+		a->sin_family = AF_INET;
+		inet_pton(AF_INET, "192.0.2.1", &a->sin_addr);
+		if (ioctl(s, SIOCSIFADDR, &ifr) < 0)
+			die("SIOCSIFADDR lo:1 192.0.2.1");
+		inet_pton(AF_INET, "255.255.255.255", &a->sin_addr);
+		if (ioctl(s, SIOCSIFNETMASK, &ifr) < 0)
+			die("SIOCSIFNETMASK lo:1");
+	}
 	close(s);
 }
 
@@ -542,7 +560,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 1 || size > 65536)
 		return 0;
 	fd_before = lowest_free_fd();
-	scenario = data[0] % 4;
+	scenario = data[0] >= '0' && data[0] <= '4' ? data[0] - '0' : data[0] % 5;
 	data++;
 	size--;
 	if (size > SOCKET_INPUT_MAX)
@@ -553,7 +571,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		    lseek(memfd, 0, SEEK_SET) < 0 || dup2(memfd, 0) < 0)
 			die("memfd");
 	} else {
-		server = connect_with(scenario == 3 ? "127.0.0.2" : "127.0.0.1", data, size, &client);
+		static const char *const sources[] = { "", "127.0.0.1", "127.0.0.1", "127.0.0.2",
+							"192.0.2.1" };
+
+		server = connect_with(sources[scenario], data, size, &client);
 		if (dup2(server, 0) < 0)
 			die("dup2");
 	}
