@@ -1,0 +1,149 @@
+/* shared/spool.c: queue ids, staging files, and queue_enqueue: the file
+ * linked into the queue and the rows written together, or neither (a
+ * database held by an administrator's open transaction). */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "db.h"
+#include "limits.h"
+#include "spool.h"
+#include "testdir.h"
+
+static int count_rows(const char *sql, const char *id)
+{
+	sqlite3_stmt *st;
+	int n = -1;
+
+	REQUIRE(sqlite3_prepare_v2(db_handle(), sql, -1, &st, NULL) == SQLITE_OK);
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		n = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	return n;
+}
+
+static void test_ids(void)
+{
+	char a[QUEUE_ID_LEN + 1], b[QUEUE_ID_LEN + 1], now_hex[16];
+	int hex = 1;
+
+	queue_new_id(a, sizeof(a));
+	queue_new_id(b, sizeof(b));
+	CHECK_INT(a, QUEUE_ID_LEN, strlen(a));
+	for (const char *c = a; *c; c++)
+		hex &= (*c >= '0' && *c <= '9') || (*c >= 'A' && *c <= 'F');
+	CHECK_TRUE(a, hex);
+	CHECK_TRUE(a, strcmp(a, b) != 0);
+	/* time-ordered: the first 8 digits are the time */
+	snprintf(now_hex, sizeof(now_hex), "%08llX", (unsigned long long)time(NULL) & 0xffffffffULL);
+	CHECK_TRUE(a, strncmp(a, now_hex, 6) == 0);
+}
+
+static void test_enqueue(const char *dir)
+{
+	const char *db = testdb_make(dir);
+	char sql[8400], id[QUEUE_ID_LEN + 1], id2[QUEUE_ID_LEN + 1], path[4096], qpath[4096];
+	static const char body[] = "Received: by x\nSubject: q\n\nbody\n";
+	struct queue_rcpt rcpts[] = {
+		{ "a@remote.example", "list@example.org" },
+		{ "b@remote.example", "b@remote.example" },
+		{ "a@remote.example", "dup@example.org" }, /* the same recipient once */
+	};
+	struct stat st;
+	int fd, fd2;
+
+	snprintf(sql, sizeof(sql), "INSERT INTO settings VALUES ('spool_dir', '%s/spool');", dir);
+	testdb_exec(db, sql);
+	REQUIRE(db_open() == DB_OK);
+
+	queue_new_id(id, sizeof(id));
+	fd = spool_staging_open(id, path, sizeof(path));
+	CHECK_TRUE("spool_staging_open makes the spool", fd >= 0);
+	REQUIRE(fd >= 0);
+	snprintf(qpath, sizeof(qpath), "%s/spool/tmp/%s", dir, id);
+	CHECK_STR("staging path", qpath, path);
+	if (CHECK_INT(path, 0, stat(path, &st)))
+		CHECK_INT(path, 0600, st.st_mode & 07777);
+	errno = 0;
+	CHECK_INT("the same id again", -1, spool_staging_open(id, qpath, sizeof(qpath)));
+	CHECK_INT("the same id again", EEXIST, errno);
+	REQUIRE(write(fd, body, sizeof(body) - 1) == (ssize_t)sizeof(body) - 1);
+
+	CHECK_INT("enqueue", 0, queue_enqueue(fd, path, id, "sender@example.org", sizeof(body) - 1, 1, 0,
+					       "192.0.2.7", "", rcpts, 3));
+	queue_path(id, qpath, sizeof(qpath));
+	if (CHECK_INT(qpath, 0, stat(qpath, &st))) {
+		CHECK_INT(qpath, sizeof(body) - 1, st.st_size);
+		CHECK_INT("queue file is a link of the staging file", 2, st.st_nlink);
+	}
+	CHECK_INT("queue_messages row", 1,
+		  count_rows("SELECT count(*) FROM queue_messages WHERE id = ?1 AND sender = "
+			     "'sender@example.org' AND size = 32 AND body_8bit = 1 AND smtputf8 = 0 "
+			     "AND client_ip = '192.0.2.7' AND auth_login IS NULL",
+			     id));
+	CHECK_INT("queue_recipients rows", 2,
+		  count_rows("SELECT count(*) FROM queue_recipients WHERE message_id = ?1 AND "
+			     "state = 'queued' AND attempts = 0",
+			     id));
+	CHECK_INT("orig_rcpt kept", 1,
+		  count_rows("SELECT count(*) FROM queue_recipients WHERE message_id = ?1 AND "
+			     "recipient = 'a@remote.example' AND orig_rcpt = 'list@example.org'",
+			     id));
+	/* the same id twice: refused, the first stays as it was */
+	CHECK_INT("enqueue the same id again", -1,
+		  queue_enqueue(fd, path, id, "x@example.org", 1, 0, 0, "", "", rcpts, 1));
+	CHECK_INT("after a refused second enqueue", 0, stat(qpath, &st));
+	CHECK_INT("after a refused second enqueue", 1,
+		  count_rows("SELECT count(*) FROM queue_messages WHERE id = ?1", id));
+	close(fd);
+	unlink(path);
+
+	/* an administrator holds the database: after the busy timeout the
+	 * enqueue fails and leaves neither file nor rows */
+	queue_new_id(id2, sizeof(id2));
+	if (strcmp(id2, id) == 0)
+		id2[QUEUE_ID_LEN - 1] = id2[QUEUE_ID_LEN - 1] == 'A' ? 'B' : 'A';
+	fd2 = spool_staging_open(id2, path, sizeof(path));
+	REQUIRE(fd2 >= 0);
+	REQUIRE(write(fd2, "x\n", 2) == 2);
+	{
+		sqlite3 *admin;
+		time_t t0;
+
+		REQUIRE(sqlite3_open(db, &admin) == SQLITE_OK);
+		REQUIRE(sqlite3_exec(admin, "BEGIN EXCLUSIVE", NULL, NULL, NULL) == SQLITE_OK);
+		t0 = time(NULL);
+		CHECK_INT("enqueue while the database is held", -1,
+			  queue_enqueue(fd2, path, id2, "", 2, 0, 0, "", "login", rcpts, 1));
+		CHECK_TRUE("waited for the busy timeout", time(NULL) - t0 >= DB_BUSY_TIMEOUT_MS / 1000 - 1);
+		sqlite3_exec(admin, "ROLLBACK", NULL, NULL, NULL);
+		sqlite3_close(admin);
+	}
+	queue_path(id2, qpath, sizeof(qpath));
+	CHECK_INT("no queue file after the failure", -1, stat(qpath, &st));
+	CHECK_INT("no row after the failure", 0,
+		  count_rows("SELECT count(*) FROM queue_messages WHERE id = ?1", id2));
+	/* and once the administrator is gone it works */
+	CHECK_INT("enqueue after the database is free", 0,
+		  queue_enqueue(fd2, path, id2, "", 2, 0, 1, "", "login", rcpts, 1));
+	CHECK_INT("auth_login kept", 1,
+		  count_rows("SELECT count(*) FROM queue_messages WHERE id = ?1 AND auth_login = 'login' "
+			     "AND sender = '' AND smtputf8 = 1",
+			     id2));
+	close(fd2);
+}
+
+int main(void)
+{
+	const char *dir = testdir_make("spool");
+
+	test_ids();
+	test_enqueue(dir);
+	return check_finish("spool");
+}
