@@ -175,7 +175,7 @@ fail:
 
 int maildir_publish(struct maildir_staged *st)
 {
-	char tmp[4096 + 512], dst[4096 + 512], newdir[4096 + 8];
+	char tmp[4096 + 512], dst[4096 + 512];
 
 	snprintf(tmp, sizeof(tmp), "%s/tmp/%s", st->dir, st->base);
 	snprintf(dst, sizeof(dst), "%s/new/%s", st->dir, st->name);
@@ -184,6 +184,13 @@ int maildir_publish(struct maildir_staged *st)
 		return -1;
 	st->published = 1;
 	unlink(tmp);
+	return 0;
+}
+
+int maildir_sync(const struct maildir_staged *st)
+{
+	char newdir[4096 + 8];
+
 	snprintf(newdir, sizeof(newdir), "%s/new", st->dir);
 	return fsync_dir(newdir);
 }
@@ -239,7 +246,7 @@ int maildir_deliver(const char *maildir, const char *prefix, size_t prefix_len, 
 
 	if (maildir_stage(maildir, prefix, prefix_len, src_fd, src_len, lf_count, &st) < 0)
 		return -1;
-	if (maildir_publish(&st) < 0) {
+	if (maildir_publish(&st) < 0 || maildir_sync(&st) < 0) {
 		saved = errno;
 		maildir_discard(&st);
 		errno = saved;

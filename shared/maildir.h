@@ -21,13 +21,15 @@ void maildir_unique_name(char *buf, size_t cap);
 int maildir_deliver(const char *maildir, const char *prefix, size_t prefix_len, int src_fd,
 		    off_t src_len, unsigned long long lf_count, char *name_out, size_t name_cap);
 
-/* maildir_deliver in two steps, for a caller that must not let a reader
- * see a copy before the whole message is committed (the SMTP handler
- * queues the remote recipients in between): maildir_stage writes and
- * fsyncs tmp/<base>, which no reader looks at; maildir_publish links it
- * into new/ under its final name and fsyncs new/; maildir_discard takes
- * back either (after publish, from new/, or from cur/ when a reader moved
- * it there meanwhile). */
+/* maildir_deliver in steps, for a caller that must not let a reader see
+ * a copy before the whole message is committed (the SMTP handler queues
+ * the remote recipients in between): maildir_stage writes and fsyncs
+ * tmp/<base>, which no reader looks at; maildir_publish links it into
+ * new/ under its final name; maildir_sync fsyncs new/, after which the
+ * copy survives a crash; maildir_discard takes back any of them (after
+ * publish, from new/, or from cur/ when a reader moved it there). A
+ * caller delivering several copies publishes them all, then syncs them
+ * all, so that a crash in between rarely leaves some and not others. */
 struct maildir_staged {
 	char dir[4096];  /* the Maildir */
 	char base[256];  /* tmp/<base> */
@@ -37,6 +39,7 @@ struct maildir_staged {
 int maildir_stage(const char *maildir, const char *prefix, size_t prefix_len, int src_fd,
 		  off_t src_len, unsigned long long lf_count, struct maildir_staged *st);
 int maildir_publish(struct maildir_staged *st);
+int maildir_sync(const struct maildir_staged *st);
 void maildir_discard(struct maildir_staged *st);
 
 /* Removes files in tmp/ older than MAILDIR_TMP_STALE_SECONDS: what a

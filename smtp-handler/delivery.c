@@ -203,19 +203,25 @@ static void deliver(struct session *s, const char *qid, int fd, const char *stag
 		refuse_storage(s, e, "queue file write error");
 		return;
 	}
-	for (size_t k = 0; k < nstaged; k++) {
-		const struct txn_destination *d = &s->dests[staged_dest[k]];
+	/* All the links first, then the fsyncs: a crash between two links
+	 * is the only way to some copies and not others, and links are
+	 * quick where an fsync may take milliseconds. */
+	for (size_t pass = 0; pass < 2; pass++) {
+		for (size_t k = 0; k < nstaged; k++) {
+			const struct txn_destination *d = &s->dests[staged_dest[k]];
 
-		if (maildir_publish(&staged[k]) < 0) {
-			e = errno;
-			log_event(LOG_ERR, "event=deliver result=error id=%s mailbox=%s error=\"%s\"", qid,
-				  d->dest.mailbox, strerror(e));
-			if (nremote > 0)
-				queue_outbound_cancel();
-			goto undo;
+			if ((pass == 0 ? maildir_publish(&staged[k]) : maildir_sync(&staged[k])) < 0) {
+				e = errno;
+				log_event(LOG_ERR, "event=deliver result=error id=%s mailbox=%s error=\"%s\"",
+					  qid, d->dest.mailbox, strerror(e));
+				if (nremote > 0)
+					queue_outbound_cancel();
+				goto undo;
+			}
+			if (pass == 1)
+				log_event(LOG_INFO, "event=deliver result=ok id=%s mailbox=%s rcpt=\"%s\" "
+					  "file=%s", qid, d->dest.mailbox, s->rcpts[d->rcpt], staged[k].name);
 		}
-		log_event(LOG_INFO, "event=deliver result=ok id=%s mailbox=%s rcpt=\"%s\" file=%s", qid,
-			  d->dest.mailbox, s->rcpts[d->rcpt], staged[k].name);
 	}
 	for (size_t i = 0; i < nremote; i++)
 		log_event(LOG_INFO, "event=queue result=ok id=%s rcpt=\"%s\"", qid, remote[i].recipient);
