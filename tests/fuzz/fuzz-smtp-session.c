@@ -25,23 +25,22 @@
  * next client talks) and a leaked file descriptor.
  *
  * LLVMFuzzerInitialize moves the process into a private network namespace
- * with only loopback up, 192.0.2.1 added to it (it refuses to run
- * otherwise), so that nothing a
- * session looks up (DNS for SPF, DKIM, DMARC) can leave the machine; then
- * it makes the database once, from schema/schema.sql, and names it in
- * $POSTAGE_DB. Files go under $POSTAGE_FUZZ_DIR, else /dev/shm (cheap
- * fsync), else $TMPDIR. */
+ * with only loopback up and 192.0.2.1 added to it (it refuses to run
+ * otherwise), so that nothing a session looks up (DNS for SPF, DKIM,
+ * DMARC) can leave the machine; then it makes the database once, from
+ * schema/schema.sql, and names it in $POSTAGE_DB. Files go under
+ * $POSTAGE_FUZZ_DIR, else /dev/shm (cheap fsync), else $TMPDIR. */
 #include "fuzz.h"
 
+#include <arpa/inet.h>
 #include <crypt.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <dirent.h>
 #include <ftw.h>
 #include <net/if.h>
-#include <poll.h>
 #include <netinet/in.h>
-#include <arpa/inet.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sqlite3.h>
