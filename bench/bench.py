@@ -750,15 +750,205 @@ class Ceiling:
         return int(n) / float(secs)
 
 
+class Checks:
+    """Inbound SPF, DKIM and DMARC checks (smtp-handler/checks.c) against a
+    DNS server on loopback: dnsmasq on 127.0.0.1:53 in the benchmark's own
+    network namespace serves the sender domain's SPF, DKIM key and DMARC
+    records, and a second smtp-handler (same binary, same database, same
+    arguments as the plain one) runs in a mount namespace of its own where
+    /etc/resolv.conf is bind-mounted to name 127.0.0.1. The handler checks
+    a loopback client only when every name server is on loopback
+    (dns_resolver_is_local), so that one checks and the plain one, which
+    sees the machine's resolv.conf, does not. Nothing outside the
+    benchmark's namespaces sees either the DNS server or the bind mount."""
+    name = 'checks'
+    SENDER_DOMAIN = 'checks.test'
+    SENDER = 'sender@checks.test'
+    HELO = 'client.checks.test'
+    SELECTOR = 'bench'
+
+    def __init__(self, env, postage):
+        self.env = env
+        self.postage = postage
+        self.dir = env.path('checks')
+        os.makedirs(self.dir)
+        os.chmod(self.dir, 0o755)
+        self.port = None
+        self.message = os.path.join(self.dir, 'signed.eml')
+        self.resolv = os.path.join(self.dir, 'resolv.conf')
+
+    @staticmethod
+    def unavailable():
+        """Why this workload cannot run here, or None."""
+        try:
+            names = [n for _, n in socket.if_nameindex()]
+        except OSError as e:
+            return 'cannot list network interfaces: %s' % e
+        if names != ['lo']:
+            # dnsmasq takes 127.0.0.1:53: only in a namespace of our own.
+            return 'not in a private network namespace holding only loopback (BENCH_NETNS=0?)'
+        if os.geteuid() != 0:
+            return 'needs root (port 53, a mount namespace)'
+        for tool in ('dnsmasq', 'unshare', 'openssl'):
+            if not shutil.which(tool) and not os.path.exists('/usr/sbin/' + tool):
+                return '%s is not installed' % tool
+        try:
+            import dkim  # noqa: F401
+        except ImportError:
+            return 'python3-dkim is not installed'
+        return None
+
+    def _openssl(self, *args):
+        r = subprocess.run(['openssl'] + list(args), capture_output=True)
+        if r.returncode != 0:
+            raise BenchError('openssl %s: %s' % (args[0], r.stderr.decode(errors='replace')))
+        return r.stdout
+
+    def prepare(self):
+        """A key, the DNS records, one DKIM-signed message of about 4 KiB."""
+        import base64
+        import dkim
+        key = os.path.join(self.dir, 'dkim.pem')
+        self._openssl('genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048', '-out', key)
+        pem = self._openssl('rsa', '-in', key, '-traditional')
+        pub = base64.b64encode(self._openssl('pkey', '-in', key, '-pubout', '-outform', 'DER')).decode()
+        records = {
+            self.SENDER_DOMAIN: ['v=spf1 ip4:127.0.0.0/8 -all'],
+            self.HELO: ['v=spf1 ip4:127.0.0.0/8 -all'],
+            '%s._domainkey.%s' % (self.SELECTOR, self.SENDER_DOMAIN): ['v=DKIM1; k=rsa; p=' + pub],
+            '_dmarc.' + self.SENDER_DOMAIN: ['v=DMARC1; p=reject; adkim=s; aspf=s'],
+        }
+        lines = ['no-resolv', 'no-hosts', 'no-poll', 'bind-interfaces', 'listen-address=127.0.0.1',
+                 'port=53', 'cache-size=0', 'user=root', 'local=/test/']
+        for name, texts in records.items():
+            for t in texts:
+                # character-strings of at most 255 octets, each quoted
+                parts = [t[i:i + 255] for i in range(0, len(t), 255)]
+                lines.append('txt-record=%s,%s' % (name, ','.join('"%s"' % x for x in parts)))
+        self.dnsmasq_conf = os.path.join(self.dir, 'dnsmasq.conf')
+        with open(self.dnsmasq_conf, 'w') as f:
+            f.write('\n'.join(lines) + '\n')
+        with open(self.resolv, 'w') as f:
+            f.write('nameserver 127.0.0.1\noptions attempts:1 timeout:2\n')
+        os.chmod(self.resolv, 0o644)
+
+        head = ('From: Bench Sender <%s>\r\nTo: <%s>\r\nSubject: bench checks message\r\n'
+                'Message-ID: <checks.bench@%s>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n'
+                'MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n'
+                % (self.SENDER, SMTP_RCPT, self.SENDER_DOMAIN))
+        line = 'checks ' + 'x' * 70 + '\r\n'
+        body = line * (4096 // len(line))
+        body += 'z' * max(0, 4096 - len(body) - 2) + '\r\n'
+        msg = (head + body).encode()
+        sig = dkim.sign(msg, self.SELECTOR.encode(), self.SENDER_DOMAIN.encode(), pem,
+                        canonicalize=(b'relaxed', b'relaxed'),
+                        include_headers=[b'from', b'to', b'subject', b'date', b'message-id',
+                                         b'mime-version', b'content-type'])
+        # smtp-source -F appends CRLF to every line: the file has LF ends.
+        with open(self.message, 'wb') as f:
+            f.write((sig + msg).replace(b'\r\n', b'\n'))
+        os.chmod(self.message, 0o644)
+
+    def start(self):
+        exe = shutil.which('dnsmasq') or '/usr/sbin/dnsmasq'
+        PROCS.start('dnsmasq', [exe, '--keep-in-foreground', '--conf-file=' + self.dnsmasq_conf,
+                                '--pid-file='], log_path=os.path.join(self.dir, 'dnsmasq.log'))
+        deadline = time.monotonic() + 10
+        while not dns_answers(self.SENDER_DOMAIN):
+            if time.monotonic() > deadline:
+                raise BenchError('dnsmasq on 127.0.0.1:53 does not answer for %s' % self.SENDER_DOMAIN)
+            time.sleep(0.02)
+        # The checking handler: its own mount namespace (unshare makes its
+        # mounts private), resolv.conf bind-mounted there only.
+        self.port = free_port()
+        pg = self.postage
+        argv = [shutil.which('unshare') or '/usr/bin/unshare', '--mount', '--', '/bin/sh', '-c',
+                'mount --bind "$0" /etc/resolv.conf && exec "$@"', self.resolv,
+                self.env.ssa, '--inetd', '-a', '-l', '127.0.0.1:%d' % self.port,
+                '-E', 'POSTAGE_LOG_FILE=' + pg.logfile, self.env.smtp_handler, '--db', pg.db]
+        PROCS.start('postage-smtp-checks', argv, log_path=os.path.join(self.dir, 'supervisor.log'))
+        wait_greeting(self.port, what='postage with checks')
+
+    def forget_pop_logins(self):
+        """The POP3 workloads log in from 127.0.0.1, and POP-before-SMTP
+        then lets 127.0.0.1 relay, which exempts it from the checks (mail
+        from a client that may relay is not "from outside"). Forget those
+        logins, as for a client on the Internet."""
+        con = sqlite3.connect(self.postage.db, timeout=30)
+        with con:
+            con.execute("DELETE FROM pop_logins WHERE ip IN ('127.0.0.1', '::1')")
+        con.close()
+
+    def verify(self, maildir, expect):
+        """Every message in the Maildir carries our Authentication-Results
+        with spf=pass (MAIL FROM), dkim=pass and dmarc=pass (expect=True),
+        or none at all (expect=False: the plain handler). Raises if not."""
+        authserv = 'mx.' + DOMAIN
+        files = [os.path.join(maildir, sub, n) for sub in ('new', 'cur')
+                 for n in os.listdir(os.path.join(maildir, sub))]
+        if not files:
+            raise BenchError('checks: no message delivered to verify')
+        for path in files:
+            with open(path, 'rb') as f:
+                data = f.read(16384)
+            head = data.replace(b'\r\n', b'\n').split(b'\n\n', 1)[0].decode('ascii', 'replace')
+            fields = []
+            for ln in head.split('\n'):
+                if ln[:1] in (' ', '\t') and fields:
+                    fields[-1] += ' ' + ln.strip()
+                else:
+                    fields.append(ln)
+            ar = [f.split(':', 1)[1].strip() for f in fields
+                  if f.lower().startswith('authentication-results:')]
+            if not expect:
+                if ar:
+                    raise BenchError('checks: the plain handler added Authentication-Results (%s): '
+                                     'its row would not be plain' % ar[0][:200])
+                continue
+            ours = [v for v in ar if v.split(';', 1)[0].strip() == authserv]
+            if len(ours) != 1:
+                raise BenchError('checks: %s has %d Authentication-Results from %s (want 1): %r'
+                                 % (os.path.basename(path), len(ours), authserv, ar))
+            v = ours[0]
+            want = [('spf=pass', 'smtp.mailfrom=' + self.SENDER_DOMAIN),
+                    ('dkim=pass', 'header.d=' + self.SENDER_DOMAIN),
+                    ('dmarc=pass', 'header.from=' + self.SENDER_DOMAIN)]
+            resinfo = [r.strip() for r in v.split(';')[1:]]
+            for result, prop in want:
+                if not any(r.split()[:1] == [result] and prop in r.split() for r in resinfo):
+                    raise BenchError('checks: delivered message lacks %s (%s) in Authentication-Results: %s'
+                                     % (result, prop, v))
+        return len(files)
+
+
+def dns_answers(name):
+    """Does 127.0.0.1:53 answer a TXT query for name with an answer?"""
+    qname = b''.join(bytes([len(p)]) + p.encode() for p in name.split('.')) + b'\0'
+    query = b'\x42\x42\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00' + qname + b'\x00\x10\x00\x01'
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.2)
+        try:
+            s.sendto(query, ('127.0.0.1', 53))
+            reply = s.recv(4096)
+        except OSError:
+            return False
+    # same id, rcode 0, at least one answer
+    return reply[:2] == b'\x42\x42' and (reply[3] & 0x0f) == 0 and reply[6:8] != b'\0\0'
+
+
 # ---------------------------------------------------------------------------
 # Workloads
 # ---------------------------------------------------------------------------
 
-def smtp_run(port, maildir, sessions, per_conn, total):
-    """smtp-source load until every message is a file in the Maildir."""
+def smtp_run(port, maildir, sessions, per_conn, total, message=None, sender=SMTP_FROM, helo=None):
+    """smtp-source load until every message is a file in the Maildir.
+    message: a file smtp-source sends as it is (-F) instead of its own."""
     clear_dir(os.path.join(maildir, 'new'))
     clear_dir(os.path.join(maildir, 'cur'))
-    base = ['smtp-source', '-l', '4096', '-f', SMTP_FROM, '-t', SMTP_RCPT]
+    base = ['smtp-source', '-f', sender, '-t', SMTP_RCPT]
+    base += ['-F', message] if message else ['-l', '4096']
+    if helo:
+        base += ['-M', helo]
     target = '127.0.0.1:%d' % port
     if per_conn == 1:
         runs = [base + ['-s', str(sessions), '-m', str(total), target]]
@@ -875,6 +1065,8 @@ SIZES = {
     'smtp_20s_1m': (200, 600),
     'smtp_1s_10m': (100, 300),
     'smtp_20s_10m': (400, 1000),
+    'smtp_checks_1_session': (80, 300),
+    'smtp_checks_20_sessions': (200, 600),
     'connect_1c': (100, 300),
     'connect_20c': (200, 600),
     'login_1c': (40, 120),
@@ -893,7 +1085,7 @@ def main():
     ap.add_argument('--root', required=True)
     ap.add_argument('--quick', action='store_true', help='smaller counts, under 3 minutes')
     ap.add_argument('--reps', type=int, help='repetitions of each workload')
-    ap.add_argument('--only', help='comma list of: smtp,connect,login,fetch,startup,ceiling')
+    ap.add_argument('--only', help='comma list of: smtp,checks,connect,login,fetch,startup,ceiling')
     ap.add_argument('--keep', action='store_true', help='keep the temporary directory')
     ap.add_argument('--tmpdir', default='/var/tmp', help='where the temporary directory goes (a disk, not tmpfs)')
     ap.add_argument('--no-install', action='store_true', help=argparse.SUPPRESS)
@@ -906,7 +1098,7 @@ def main():
     if args.reps:
         size['reps'] = size['fetch_reps'] = size['rss_count'] = args.reps
     reps = size['reps']
-    only = set((args.only or 'smtp,connect,login,fetch,startup,ceiling').split(','))
+    only = set((args.only or 'smtp,checks,connect,login,fetch,startup,ceiling').split(','))
 
     for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(s, _on_signal)
@@ -926,6 +1118,14 @@ def main():
         postfix = Postfix(env)
         dovecot = Dovecot(env, fetch_count, big_bytes)
         ceiling = Ceiling(env)
+        checks = None
+        if 'checks' in only:
+            why = Checks.unavailable()
+            if why:
+                res.notes.append('smtp_checks skipped: ' + why)
+            else:
+                checks = Checks(env, postage)
+                checks.prepare()
         if env.has_pop3:
             postage.fill_pop(fetch_count, big_bytes)
         else:
@@ -935,6 +1135,8 @@ def main():
         dovecot.start()
         ceiling.start()
         postage.start_lite(ceiling.spawner)
+        if checks:
+            checks.start()
         res.notes.extend(postage.notes)
         log('postage smtp :%d pop3 :%s, postfix :%d, dovecot :%d, greeter :%d' % (
             postage.smtp_port, postage.pop3_port, postfix.smtp_port, dovecot.pop3_port, ceiling.port))
@@ -949,6 +1151,17 @@ def main():
         # Dovecot's indexes, page caches fill.
         for name, port, md in smtp_servers:
             smtp_run(port, md, 1, 1, 5)
+        if checks:
+            # The same signed message through the plain handler and the
+            # checking one: the plain one must add no Authentication-Results,
+            # the checking one spf=pass dkim=pass dmarc=pass (else the rows
+            # would measure something else: fail loudly).
+            smtp_run(postage.smtp_port, postage.maildir, 1, 1, 5, checks.message,
+                     Checks.SENDER, Checks.HELO)
+            checks.verify(postage.maildir, False)
+            smtp_run(checks.port, postage.maildir, 1, 1, 5, checks.message, Checks.SENDER, Checks.HELO)
+            log('checks: %d warm-up messages carry spf=pass dkim=pass dmarc=pass' %
+                checks.verify(postage.maildir, True))
         for name, port in list(pop_servers):
             try:
                 for i in range(POP_USERS):
@@ -993,6 +1206,23 @@ def main():
                         res.add(key.replace('smtp_', 'smtp_lite_'), label.replace('SMTP', 'SMTP (spawner)'),
                                 'msg/s', 'postage', smtp_run(postage.smtp_lite_port, postage.maildir,
                                                              sessions, per_conn, size[key]))
+
+        if checks:
+            checks.forget_pop_logins()
+            for key, sessions, label in (
+                    ('smtp_checks_1_session', 1,
+                     'SMTP 4 KiB, SPF+DKIM+DMARC checked: 1 session, 1 msg/conn'),
+                    ('smtp_checks_20_sessions', 20,
+                     'SMTP 4 KiB, SPF+DKIM+DMARC checked: 20 sessions, 1 msg/conn')):
+                log(key)
+                for rep in range(reps):
+                    # The same signed message, sender and HELO to both; the
+                    # delivered messages are checked after the clock stops.
+                    for who, port in (('plain', postage.smtp_port), ('postage', checks.port)):
+                        res.add(key, label, 'msg/s', who,
+                                smtp_run(port, postage.maildir, sessions, 1, size[key], checks.message,
+                                         Checks.SENDER, Checks.HELO))
+                        checks.verify(postage.maildir, who == 'postage')
 
         if 'connect' in only or 'ceiling' in only or 'login' in only:
             log('connect rate')
@@ -1088,7 +1318,7 @@ def main():
     return 0
 
 
-PEER = {'smtp': 'postfix', 'connect_smtp': 'postfix', 'connect_lite_smtp': 'postfix',
+PEER = {'smtp': 'postfix', 'smtp_checks': 'plain', 'connect_smtp': 'postfix', 'connect_lite_smtp': 'postfix',
         'greeting_lite_smtp': 'postfix', 'pop3': 'dovecot', 'greeting_smtp': 'postfix',
         'greeting_pop3': 'dovecot', 'rss_smtp': 'postfix', 'rss_pop3': 'dovecot'}
 
@@ -1107,6 +1337,8 @@ def ceiling_of(res, key):
     p = res.median(key, 'postage')
     if p is None:
         return None
+    if key.startswith('smtp_checks'):
+        return None  # compared with postage's own plain figure instead
     lite = '_lite_' in key
     spawn_key = 'spawnlite_%s' if lite else 'spawn_%s'
     base = key.replace('_lite_', '_')
@@ -1163,7 +1395,7 @@ def report(res, env, started, load_start, fs, args, size):
         if pv and ov:
             r = statistics.median(pv) / statistics.median(ov)
             ratio = '%.2f' % r
-            lines.append('ratio %s postage/%s %.2f' % (key, peer, r))
+            lines.append('ratio %s %s/%s %.2f' % (key, 'checks' if peer == 'plain' else 'postage', peer, r))
         c = ceiling_of(res, key)
         cs = ''
         if c is not None:
