@@ -15,6 +15,7 @@ void io_init(struct io *io, int rfd, int wfd, int timeout_ms)
 	io->rfd = rfd;
 	io->wfd = wfd;
 	io->timeout_ms = timeout_ms;
+	io->line_deadline = 0;
 	io->transport = NULL;
 	io->rstart = io->rend = io->wlen = 0;
 	io->bytes_in = io->bytes_out = 0;
@@ -177,6 +178,9 @@ static enum io_result fill(struct io *io)
 {
 	long long deadline = now_ms() + io->timeout_ms;
 
+	if (io->line_deadline && io->line_deadline < deadline)
+		deadline = io->line_deadline;
+
 	if (io->rstart > 0) {
 		memmove(io->rbuf, io->rbuf + io->rstart, io->rend - io->rstart);
 		io->rend -= io->rstart;
@@ -216,7 +220,23 @@ static enum io_result fill(struct io *io)
 	}
 }
 
+static enum io_result read_chunk(struct io *io, char *buf, size_t cap, size_t *len);
+
+/* The whole line (or chunk) must arrive within timeout_ms. */
 enum io_result io_read_chunk(struct io *io, char *buf, size_t cap, size_t *len)
+{
+	enum io_result r;
+	int own = io->line_deadline == 0;
+
+	if (own)
+		io->line_deadline = now_ms() + io->timeout_ms;
+	r = read_chunk(io, buf, cap, len);
+	if (own)
+		io->line_deadline = 0;
+	return r;
+}
+
+static enum io_result read_chunk(struct io *io, char *buf, size_t cap, size_t *len)
 {
 	*len = 0;
 	if (io->write_failed)
@@ -249,7 +269,19 @@ enum io_result io_read_chunk(struct io *io, char *buf, size_t cap, size_t *len)
 	}
 }
 
+static enum io_result read_line(struct io *io, char *buf, size_t cap, size_t *len);
+
 enum io_result io_read_line(struct io *io, char *buf, size_t cap, size_t *len)
+{
+	enum io_result r;
+
+	io->line_deadline = now_ms() + io->timeout_ms;
+	r = read_line(io, buf, cap, len);
+	io->line_deadline = 0;
+	return r;
+}
+
+static enum io_result read_line(struct io *io, char *buf, size_t cap, size_t *len)
 {
 	size_t n = 0;
 	int toolong = 0;

@@ -31,6 +31,10 @@ struct io_transport {
 struct io {
 	int rfd, wfd;
 	int timeout_ms;
+	/* When the line being read must be complete (monotonic ms, 0 none):
+	 * a client sending one byte every few seconds cannot hold a session
+	 * open past timeout_ms per line. */
+	long long line_deadline;
 	const struct io_transport *transport; /* NULL: plain fds */
 	size_t rstart, rend, wlen;
 	unsigned long long bytes_in, bytes_out;

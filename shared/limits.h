@@ -13,6 +13,10 @@
 #define SMTP_RECIPIENTS_MAX 100
 /* Unknown or malformed commands before we hang up with 421. */
 #define SMTP_BAD_COMMANDS_MAX 20
+/* NOOP, RSET, VRFY, EXPN, HELP without a message accepted in between,
+ * before we hang up (Postfix's smtpd_junk_command_limit): a client cannot
+ * hold a connection slot open with idle chatter. */
+#define SMTP_JUNK_COMMANDS_MAX 100
 /* RFC 5321 4.5.3.2.7: server timeout waiting for a command, 5 minutes. */
 #define SMTP_COMMAND_TIMEOUT_MS (5 * 60 * 1000)
 /* RFC 5321 4.5.3.2.5/6: data block and termination, 3 and 10 minutes. */

@@ -226,6 +226,7 @@ static void deliver(struct session *s, const char *qid, int fd, const char *stag
 	for (size_t i = 0; i < nremote; i++)
 		log_event(LOG_INFO, "event=queue result=ok id=%s rcpt=\"%s\"", qid, remote[i].recipient);
 	s->messages++;
+	s->junk_commands = 0;
 	rate_limit_charge(s, s->nrcpts);
 	log_event(LOG_INFO,
 		  "event=message result=accepted id=%s ip=%s from=\"%s\" size=%lld rcpts=%zu local=%zu "

@@ -209,6 +209,13 @@ static void dispatch(struct session *s, const char *line, size_t len)
 		reply(s, "554 5.5.1 Error: no valid recipients");
 		return;
 	}
+	if ((c->flags & CMD_JUNK) && ++s->junk_commands > SMTP_JUNK_COMMANDS_MAX) {
+		reply(s, "421 4.7.0 %s Error: too many commands without mail, closing",
+		      setting(SET_HOSTNAME));
+		log_event(LOG_NOTICE, "event=disconnect result=too_many_junk_commands");
+		s->quit = 1;
+		return;
+	}
 	c->run(s, arg);
 }
 

@@ -51,6 +51,7 @@ struct session {
 	size_t ndests;
 
 	int bad_commands;
+	int junk_commands;
 	int quit;
 	unsigned messages;
 
@@ -62,6 +63,7 @@ enum cmd_flags {
 	CMD_NEED_HELO = 1 << 0,
 	CMD_NEED_MAIL = 1 << 1,
 	CMD_NEED_RCPT = 1 << 2,
+	CMD_JUNK = 1 << 3, /* counts towards SMTP_JUNK_COMMANDS_MAX */
 };
 
 struct command {

@@ -84,6 +84,28 @@ class Recipients(SmtpTestCase):
         self.assertEqual(len(self.p.messages('bob')), 2)
 
 
+class JunkCommands(SmtpTestCase):
+    # Idle chatter cannot hold a connection slot: 100 NOOP/RSET/VRFY/HELP
+    # without a message in between, then 421 (Postfix's junk limit).
+
+    def test_junk_limit_then_421(self):
+        c = self.session()
+        for i in range(100):
+            code, text = c.cmd('NOOP' if i % 2 else 'RSET')
+            self.assertEqual(code, 250, (i, text))
+        code, text = c.cmd('NOOP')
+        self.assertEqual(code, 421, text)
+        self.assertTrue(text[0].startswith('4.7.0'), text)
+
+    def test_accepted_message_resets_the_count(self):
+        c = self.session()
+        for _ in range(90):
+            self.assertEqual(c.cmd('NOOP')[0], 250)
+        self.transaction(c, 's@remote.example', ['alice@example.test'], new_message())
+        for i in range(100):
+            self.assertEqual(c.cmd('NOOP')[0], 250, i)
+
+
 class Quota(SmtpTestCase):
     # dave's quota is 3000 bytes (smtp_base)
 

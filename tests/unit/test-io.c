@@ -197,6 +197,48 @@ static void test_timeout_and_flush(void)
 	close(out[1]);
 }
 
+/* A client trickling one byte every 40 ms never lets a single read wait
+ * the whole timeout, but the line as a whole must arrive within it
+ * (slowloris). */
+static void test_line_deadline(void)
+{
+	int fds[2];
+	pid_t child;
+	long long t0, elapsed;
+
+	REQUIRE(pipe2(fds, O_CLOEXEC) == 0);
+	child = fork();
+	REQUIRE(child >= 0);
+	if (child == 0) {
+		close(fds[0]);
+		for (int i = 0; i < 100; i++) {
+			struct timespec ts = { 0, 40 * 1000 * 1000 };
+			if (write(fds[1], "x", 1) != 1)
+				_exit(0);
+			nanosleep(&ts, NULL);
+		}
+		_exit(0);
+	}
+	close(fds[1]);
+	io_init(&io, fds[0], -1, 300);
+	t0 = now_ms();
+	expect_line("trickled line, timeout 300 ms", 64, IO_TIMEOUT, NULL, 0);
+	elapsed = now_ms() - t0;
+	CHECK_INT("trickle cut near the line timeout", 1, elapsed >= 280 && elapsed < 2000);
+	/* the same for a raw chunk (DATA) */
+	{
+		char buf[64];
+		size_t n;
+		t0 = now_ms();
+		CHECK_INT("trickled chunk times out", IO_TIMEOUT, io_read_chunk(&io, buf, sizeof(buf), &n));
+		elapsed = now_ms() - t0;
+		CHECK_INT("chunk cut near the timeout", 1, elapsed >= 280 && elapsed < 2000);
+	}
+	close(fds[0]);
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+}
+
 static void test_chunks(void)
 {
 	char buf[64];
@@ -355,6 +397,7 @@ int main(void)
 	signal(SIGPIPE, SIG_IGN);
 	test_lines();
 	test_timeout_and_flush();
+	test_line_deadline();
 	test_chunks();
 	test_stream();
 	test_writer();
