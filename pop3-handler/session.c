@@ -17,20 +17,11 @@
 
 void reply(struct session *s, const char *fmt, ...)
 {
-	char buf[1024];
 	va_list ap;
-	int n;
 
 	va_start(ap, fmt);
-	n = vsnprintf(buf, sizeof(buf) - 2, fmt, ap);
+	io_reply_line(&s->io, POP3_REPLY_LINE_MAX, fmt, ap);
 	va_end(ap);
-	if (n < 0)
-		return;
-	if ((size_t)n > sizeof(buf) - 3)
-		n = (int)sizeof(buf) - 3;
-	buf[n++] = '\r';
-	buf[n++] = '\n';
-	io_write(&s->io, buf, (size_t)n);
 }
 
 const char *session_ip(const struct session *s)

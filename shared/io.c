@@ -151,6 +151,23 @@ int io_write(struct io *io, const void *data, size_t len)
 	return 0;
 }
 
+int io_reply_line(struct io *io, size_t max_line, const char *fmt, va_list ap)
+{
+	char buf[1024];
+	int n;
+
+	if (max_line > sizeof(buf) || max_line < 3)
+		max_line = sizeof(buf);
+	n = vsnprintf(buf, max_line - 2, fmt, ap);
+	if (n < 0)
+		return -1;
+	if ((size_t)n > max_line - 3)
+		n = (int)max_line - 3;
+	buf[n++] = '\r';
+	buf[n++] = '\n';
+	return io_write(io, buf, (size_t)n);
+}
+
 int io_puts(struct io *io, const char *s)
 {
 	return io_write(io, s, strlen(s));

@@ -74,5 +74,9 @@ int io_puts(struct io *io, const char *s);
 int io_printf(struct io *io, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 int io_flush(struct io *io);
+/* One protocol reply line: fmt, cut to at most max_line octets including
+ * the CRLF that is added (max_line at most 1024). */
+int io_reply_line(struct io *io, size_t max_line, const char *fmt, va_list ap)
+	__attribute__((format(printf, 3, 0)));
 
 #endif

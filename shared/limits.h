@@ -39,6 +39,8 @@
 
 /* RFC 2449 4: a POP3 command line is at most 255 octets with CRLF. */
 #define POP3_COMMAND_LINE_MAX 255
+/* RFC 2449 4: a response line is at most 512 octets with CRLF. */
+#define POP3_REPLY_LINE_MAX 512
 /* RFC 1939 3: the autologout timer is at least 10 minutes. */
 #define POP3_IDLE_TIMEOUT_MS (10 * 60 * 1000)
 #define POP3_BAD_COMMANDS_MAX 20

@@ -17,21 +17,11 @@
 
 void reply(struct session *s, const char *fmt, ...)
 {
-	/* a longer text (a long UTF-8 address, escaped) is cut to fit */
-	char buf[SMTP_REPLY_LINE_MAX];
 	va_list ap;
-	int n;
 
 	va_start(ap, fmt);
-	n = vsnprintf(buf, sizeof(buf) - 2, fmt, ap);
+	io_reply_line(&s->io, SMTP_REPLY_LINE_MAX, fmt, ap);
 	va_end(ap);
-	if (n < 0)
-		return;
-	if ((size_t)n > sizeof(buf) - 3)
-		n = (int)sizeof(buf) - 3;
-	buf[n++] = '\r';
-	buf[n++] = '\n';
-	io_write(&s->io, buf, (size_t)n);
 }
 
 void session_reset_transaction(struct session *s)
