@@ -109,7 +109,9 @@ static void enhanced_status(const struct reply *r, char *out, size_t cap)
 	unsigned a, b, d;
 	int used = 0;
 
+	/* digits and dots only: %u would also take a sign or spaces */
 	if (t && sscanf(t + 1, "%1u.%3u.%3u%n", &a, &b, &d, &used) == 3 && (int)a == cls &&
+	    strspn(t + 1, "0123456789.") == (size_t)used &&
 	    (t[1 + used] == ' ' || t[1 + used] == '\0')) {
 		snprintf(out, cap, "%u.%u.%u", a, b, d);
 		return;
@@ -134,6 +136,19 @@ static void status_from_reply(const struct smtp_client *c, const struct reply *r
 	snprintf(st->text, sizeof(st->text), "%s", r->text);
 	snprintf(st->command, sizeof(st->command), "%s", command);
 	snprintf(st->mta, sizeof(st->mta), "%s[%s]", c->host, c->ip);
+}
+
+/* A reply taken as a temporary failure whatever its code: the RFC 3463
+ * status must say so too (class 4), or a delay warning would report a
+ * 2.x.x or 5.x.x status with Action: delayed. An unexpected success is a
+ * protocol error (4.5.0). */
+static void as_temporary(struct status_text *st)
+{
+	st->outcome = OUTCOME_TEMP;
+	if (st->status[0] == '2')
+		snprintf(st->status, sizeof(st->status), "4.5.0");
+	else if (st->status[0] == '5')
+		st->status[0] = '4';
 }
 
 /* A failed exchange (no reply) as a temporary outcome. */
@@ -276,7 +291,7 @@ static int greet(struct smtp_client *c, struct status_text *why)
 	}
 	if (r.code != 250) {
 		status_from_reply(c, &r, "EHLO", why);
-		why->outcome = OUTCOME_TEMP;
+		as_temporary(why);
 		return -1;
 	}
 	return 0;
@@ -343,7 +358,7 @@ static int authenticate(struct smtp_client *c, const struct client_auth *auth,
 	}
 	if (r.code != 235) {
 		status_from_reply(c, &r, "AUTH", why);
-		why->outcome = OUTCOME_TEMP;
+		as_temporary(why);
 		log_event(LOG_ERR, "event=relay_auth result=failed host=%s ip=%s mech=%s login=\"%s\"",
 			  c->host, c->ip, mech, auth->login);
 		return -1;
@@ -412,7 +427,7 @@ int client_open(struct smtp_client *c, const char *host, const struct host_addre
 	}
 	if (r.code != 220) {
 		status_from_reply(c, &r, "the greeting", why);
-		why->outcome = OUTCOME_TEMP;
+		as_temporary(why);
 		goto fail;
 	}
 	if (greet(c, why) < 0)
@@ -546,7 +561,7 @@ void client_transaction(struct smtp_client *c, const struct outbound *m, const c
 				status_from_error(c, e, "while sending RSET", &why);
 			} else {
 				status_from_reply(c, &r, "RSET", &why);
-				why.outcome = OUTCOME_TEMP;
+				as_temporary(&why);
 			}
 			c->broken = 1;
 			fail_pending(result, done, n, &why);
@@ -604,7 +619,7 @@ void client_transaction(struct smtp_client *c, const struct outbound *m, const c
 		if (r.code != 250) {
 			status_from_reply(c, &r, "MAIL FROM", &why);
 			if (why.outcome == OUTCOME_SENT)
-				why.outcome = OUTCOME_TEMP;
+				as_temporary(&why);
 			fail_pending(result, done, n, &why);
 			if (r.code == 421)
 				c->broken = 1;
@@ -631,7 +646,7 @@ void client_transaction(struct smtp_client *c, const struct outbound *m, const c
 		}
 		status_from_reply(c, &r, "RCPT TO", &result[i]);
 		if (result[i].outcome == OUTCOME_SENT)
-			result[i].outcome = OUTCOME_TEMP;
+			as_temporary(&result[i]);
 		done[i] = 1;
 		if (r.code == 421) {
 			c->broken = 1;
@@ -654,7 +669,7 @@ void client_transaction(struct smtp_client *c, const struct outbound *m, const c
 			mail_ok = 0;
 			status_from_reply(c, &r, "MAIL FROM", &why);
 			if (why.outcome == OUTCOME_SENT)
-				why.outcome = OUTCOME_TEMP;
+				as_temporary(&why);
 			fail_pending(result, done, n, &why);
 			memset(done, 1, sizeof(done[0]) * n);
 		}
@@ -673,7 +688,7 @@ void client_transaction(struct smtp_client *c, const struct outbound *m, const c
 			}
 			status_from_reply(c, &r, "RCPT TO", &result[i]);
 			if (result[i].outcome == OUTCOME_SENT)
-				result[i].outcome = OUTCOME_TEMP;
+				as_temporary(&result[i]);
 			done[i] = 1;
 		}
 		e = read_reply(c, CLIENT_DATA_INIT_TIMEOUT_MS, &r, NULL);
@@ -705,7 +720,7 @@ void client_transaction(struct smtp_client *c, const struct outbound *m, const c
 	if (r.code != 354) {
 		status_from_reply(c, &r, "DATA", &why);
 		if (why.outcome == OUTCOME_SENT)
-			why.outcome = OUTCOME_TEMP;
+			as_temporary(&why);
 		fail_pending(result, done, n, &why);
 		if (r.code == 421)
 			c->broken = 1;
