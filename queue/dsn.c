@@ -358,6 +358,8 @@ static int notice_recipient(const struct dsn_message *m, const char *what, struc
 		const char *rest;
 		snprintf(path, sizeof(path), "<%s>", m->sender);
 		ap = srs_parse_path(path, to, &rest);
+		if (ap == ADDRESS_OK && *rest)
+			ap = ADDRESS_SYNTAX; /* more than one path: not an address */
 	}
 	if (ap != ADDRESS_OK) {
 		log_event(LOG_WARNING, "event=%s result=dropped id=%s from=\"%s\" reason=bad_sender",
