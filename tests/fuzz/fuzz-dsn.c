@@ -213,7 +213,14 @@ static void check_notice(const char *out, size_t len, const char *id, const char
 	if (len == 0 || out[len - 1] != '\n')
 		broken("does not end with LF", out, len);
 
-	bnd = memmem(out, len, "boundary=\"", 10);
+	/* in the message's own header section, after Content-Type */
+	bnd = memmem(out, len, "\nContent-Type: multipart/report;", 32);
+	if (bnd) {
+		const char *hend = memmem(out, len, "\n\n", 2);
+		bnd = memmem(bnd, (size_t)(end - bnd), "boundary=\"", 10);
+		if (bnd && hend && bnd > hend)
+			bnd = NULL;
+	}
 	if (!bnd || (size_t)(end - bnd) < 10 + dl - 2 || memcmp(bnd + 10, delim + 2, dl - 2) != 0 ||
 	    bnd[10 + dl - 2] != '"')
 		broken("no boundary parameter naming the delimiter", out, len);
