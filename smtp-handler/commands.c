@@ -429,7 +429,7 @@ static void cmd_starttls(struct session *s, const char *arg)
 	}
 	if (!tls_available()) {
 		s->bad_commands++;
-		reply(s, "502 5.5.1 Error: command not implemented");
+		reply(s, "502 5.5.1 Error: STARTTLS not available (no certificate configured)");
 		return;
 	}
 	session_starttls(s);
