@@ -499,6 +499,23 @@ static void fail_pending(struct status_text *result, const int *done, size_t n,
 			result[i] = *why;
 }
 
+/* A reply other than the one wanted to MAIL FROM or DATA fails every
+ * recipient not yet settled with the server's own words (a stray success
+ * counts as temporary); a 421 also closes the connection. */
+static void fail_pending_on_reply(struct smtp_client *c, const struct reply *r,
+				  const char *command, struct status_text *result,
+				  const int *done, size_t n)
+{
+	struct status_text why;
+
+	status_from_reply(c, r, command, &why);
+	if (why.outcome == OUTCOME_SENT)
+		as_temporary(&why);
+	fail_pending(result, done, n, &why);
+	if (r->code == 421)
+		c->broken = 1;
+}
+
 /* Streams the spool file as the DATA body: CRLF, dot-stuffed, then the
  * terminator. -1 when the connection failed (*local set when reading the
  * spool file failed instead). */
@@ -617,12 +634,7 @@ void client_transaction(struct smtp_client *c, const struct outbound *m, const c
 			return;
 		}
 		if (r.code != 250) {
-			status_from_reply(c, &r, "MAIL FROM", &why);
-			if (why.outcome == OUTCOME_SENT)
-				as_temporary(&why);
-			fail_pending(result, done, n, &why);
-			if (r.code == 421)
-				c->broken = 1;
+			fail_pending_on_reply(c, &r, "MAIL FROM", result, done, n);
 			return;
 		}
 	}
@@ -718,12 +730,7 @@ void client_transaction(struct smtp_client *c, const struct outbound *m, const c
 		}
 	}
 	if (r.code != 354) {
-		status_from_reply(c, &r, "DATA", &why);
-		if (why.outcome == OUTCOME_SENT)
-			as_temporary(&why);
-		fail_pending(result, done, n, &why);
-		if (r.code == 421)
-			c->broken = 1;
+		fail_pending_on_reply(c, &r, "DATA", result, done, n);
 		return;
 	}
 	if (send_body(c, m, &local_error) < 0) {
