@@ -24,6 +24,7 @@
 
 #include "config.h"
 #include "db.h"
+#include "journal.h"
 #include "log.h"
 #include "maildir.h"
 #include "queue.h"
@@ -58,6 +59,7 @@ struct qmsg {
 	unsigned long long size;
 	int body_8bit, smtputf8;
 	int missing;                      /* its queue file is gone */
+	int held;                         /* waits for its journal */
 };
 
 struct qrcpt {
@@ -559,25 +561,12 @@ static void drop_missing(struct pass *p)
 	for (size_t i = 0; i < p->nmsgs; i++) {
 		char path[PATH_MAX_POSTAGE];
 		struct stat st;
-		sqlite3_stmt *s;
 
+		if (p->msgs[i].held)
+			continue;
 		queue_path(p->msgs[i].id, path, sizeof(path));
 		p->msgs[i].missing = stat(path, &st) < 0 && errno == ENOENT;
-		if (!p->msgs[i].missing || db_begin() < 0)
-			continue;
-		s = db_stmt("DELETE FROM queue_recipients WHERE message_id = ?1");
-		if (s) {
-			sqlite3_bind_text(s, 1, p->msgs[i].id, -1, SQLITE_STATIC);
-			sqlite3_step(s);
-			sqlite3_reset(s);
-		}
-		s = db_stmt("DELETE FROM queue_messages WHERE id = ?1");
-		if (s) {
-			sqlite3_bind_text(s, 1, p->msgs[i].id, -1, SQLITE_STATIC);
-			sqlite3_step(s);
-			sqlite3_reset(s);
-		}
-		if (db_commit() == 0)
+		if (p->msgs[i].missing && queue_remove(p->msgs[i].id) == 0)
 			log_event(LOG_ERR, "event=queue_drop id=%s reason=\"queue file %s is missing: "
 					   "nothing to send or bounce\"", p->msgs[i].id, path);
 	}
@@ -585,6 +574,57 @@ static void drop_missing(struct pass *p)
 		if (!p->msgs[p->rcpts[i].msg].missing)
 			p->rcpts[kept++] = p->rcpts[i];
 	p->nrcpts = kept;
+}
+
+/* Queue ids that wait for their delivery journal (journal.h). */
+struct held {
+	char (*ids)[QUEUE_ID_LEN + 1];
+	size_t n, cap;
+	int all;
+};
+
+static void hold_id(const char *id, void *ctx)
+{
+	struct held *h = ctx;
+
+	if (!id || h->all) {
+		h->all = 1;
+		return;
+	}
+	if (h->n == h->cap) {
+		size_t ncap = h->cap ? 2 * h->cap : 16;
+		void *n = realloc(h->ids, ncap * sizeof(*h->ids));
+		if (!n) {
+			h->all = 1;
+			return;
+		}
+		h->ids = n;
+		h->cap = ncap;
+	}
+	snprintf(h->ids[h->n++], sizeof(h->ids[0]), "%s", id);
+}
+
+/* A handler that died between the steps of a delivery left a journal:
+ * finish it (or take the message back) before anything is sent. Loaded
+ * rows of a journal a handler still holds, or whose message was taken
+ * back, are left out of this pass. The rows were committed after their
+ * journal was written, so any loaded row's journal is seen here. */
+static void drop_held(struct pass *p)
+{
+	struct held h = { 0 };
+	size_t kept = 0;
+
+	journal_recover(hold_id, &h);
+	for (size_t i = 0; i < p->nmsgs; i++) {
+		p->msgs[i].held = h.all;
+		for (size_t k = 0; !p->msgs[i].held && k < h.n; k++)
+			p->msgs[i].held = strcmp(h.ids[k], p->msgs[i].id) == 0;
+	}
+	for (size_t i = 0; i < p->nrcpts; i++)
+		if (!p->msgs[p->rcpts[i].msg].held)
+			p->rcpts[kept++] = p->rcpts[i];
+	p->nrcpts = kept;
+	free(h.ids);
 }
 
 static int rcpt_compare(const void *a, const void *b)
@@ -1023,6 +1063,7 @@ static int run_pass(const struct relay *relay, const struct client_auth *auth)
 		free(p.rcpts);
 		return -1;
 	}
+	drop_held(&p);
 	drop_missing(&p);
 	if (p.nrcpts > 0) {
 		qsort(p.rcpts, p.nrcpts, sizeof(p.rcpts[0]), rcpt_compare);

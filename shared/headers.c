@@ -9,6 +9,7 @@
 
 #include "address.h"
 #include "limits.h"
+#include "maildir.h"
 #include "spool.h"
 
 static int is_ftext(unsigned char c)
@@ -174,41 +175,6 @@ long header_value_flat(const struct header_field *f, char *out, size_t cap)
 	return (long)o;
 }
 
-static int write_all(int fd, const char *p, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -1;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-static int copy_span(int out, int in, off_t from, off_t to)
-{
-	static char buf[65536];
-
-	while (from < to) {
-		size_t want = (size_t)(to - from) < sizeof(buf) ? (size_t)(to - from) : sizeof(buf);
-		ssize_t n = pread(in, buf, want, from);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			if (n == 0)
-				errno = EIO;
-			return -1;
-		}
-		if (write_all(out, buf, (size_t)n) < 0)
-			return -1;
-		from += n;
-	}
-	return 0;
-}
-
 int header_copy_edited(int src, off_t size, const char *prefix, size_t prefix_len,
 		       const struct header_field *const *drop, size_t ndrop, const char *name,
 		       char *path, size_t cap, off_t *out_size)
@@ -219,20 +185,20 @@ int header_copy_edited(int src, off_t size, const char *prefix, size_t prefix_le
 	fd = spool_staging_open(name, path, cap);
 	if (fd < 0)
 		return -1;
-	if (write_all(fd, prefix, prefix_len) < 0)
+	if (fd_write_all(fd, prefix, prefix_len) < 0)
 		goto fail;
 	/* drop is in file order (fields come from one header block). */
 	for (size_t i = 0; i < ndrop; i++) {
 		if (drop[i]->offset < at)
 			continue;
-		if (copy_span(fd, src, at, drop[i]->offset) < 0)
+		if (fd_copy_range(fd, src, at, drop[i]->offset) < 0)
 			goto fail;
 		at = drop[i]->offset + (off_t)drop[i]->raw_len;
 	}
 	/* No fsync here: it is a staging file like the one it replaces;
 	 * whoever makes it durable (maildir_deliver's copy, queue_enqueue)
 	 * syncs it then. */
-	if (copy_span(fd, src, at, size) < 0)
+	if (fd_copy_range(fd, src, at, size) < 0)
 		goto fail;
 	*out_size = lseek(fd, 0, SEEK_END);
 	if (*out_size < 0 || lseek(fd, 0, SEEK_SET) < 0)

@@ -99,8 +99,10 @@ void maildir_unique_name(char *buf, size_t cap)
 			 (int)getpid(), seq, host);
 }
 
-static int write_all(int fd, const char *p, size_t len)
+int fd_write_all(int fd, const void *buf, size_t len)
 {
+	const char *p = buf;
+
 	while (len > 0) {
 		ssize_t n = write(fd, p, len);
 		if (n < 0) {
@@ -114,14 +116,13 @@ static int write_all(int fd, const char *p, size_t len)
 	return 0;
 }
 
-static int copy_range(int out, int in, off_t len)
+int fd_copy_range(int out, int in, off_t from, off_t to)
 {
-	char buf[65536];
-	off_t off = 0;
+	static char buf[65536];
 
-	while (off < len) {
-		size_t want = (size_t)(len - off) < sizeof(buf) ? (size_t)(len - off) : sizeof(buf);
-		ssize_t n = pread(in, buf, want, off);
+	while (from < to) {
+		size_t want = (size_t)(to - from) < sizeof(buf) ? (size_t)(to - from) : sizeof(buf);
+		ssize_t n = pread(in, buf, want, from);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -131,9 +132,9 @@ static int copy_range(int out, int in, off_t len)
 			errno = EIO;
 			return -1;
 		}
-		if (write_all(out, buf, (size_t)n) < 0)
+		if (fd_write_all(out, buf, (size_t)n) < 0)
 			return -1;
-		off += n;
+		from += n;
 	}
 	return 0;
 }
@@ -156,7 +157,7 @@ int maildir_stage(const char *maildir, const char *prefix, size_t prefix_len, in
 	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -1;
-	if (write_all(fd, prefix, prefix_len) < 0 || copy_range(fd, src_fd, src_len) < 0 ||
+	if (fd_write_all(fd, prefix, prefix_len) < 0 || fd_copy_range(fd, src_fd, 0, src_len) < 0 ||
 	    fsync(fd) < 0)
 		goto fail;
 	if (close(fd) < 0) {

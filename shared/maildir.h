@@ -56,6 +56,13 @@ int maildir_name_size(const char *name, char tag, unsigned long long *value);
  * when the file moves from new/ to cur/. */
 size_t maildir_name_uid(const char *name, char *buf, size_t cap);
 
+/* write() all of buf, through EINTR and short writes. 0, or -1 with errno. */
+int fd_write_all(int fd, const void *buf, size_t len);
+
+/* Copies bytes from..to of in (pread) to out. 0, or -1 with errno (EIO
+ * when in ends early). */
+int fd_copy_range(int out, int in, off_t from, off_t to);
+
 /* fsync a directory by path. */
 int fsync_dir(const char *dir);
 

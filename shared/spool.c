@@ -127,3 +127,58 @@ fail:
 	errno = saved;
 	return -1;
 }
+
+int queue_remove(const char *id)
+{
+	static const char *const sql[] = {
+		"DELETE FROM queue_recipients WHERE message_id = ?1",
+		"DELETE FROM queue_messages WHERE id = ?1",
+	};
+	char path[4096];
+
+	if (db_begin() < 0)
+		return -1;
+	for (size_t i = 0; i < 2; i++) {
+		sqlite3_stmt *st = db_stmt(sql[i]);
+		int rc;
+
+		if (!st) {
+			db_rollback();
+			return -1;
+		}
+		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+		rc = sqlite3_step(st);
+		sqlite3_reset(st);
+		if (rc != SQLITE_DONE) {
+			db_rollback();
+			return -1;
+		}
+	}
+	if (db_commit() < 0)
+		return -1;
+	queue_path(id, path, sizeof(path));
+	unlink(path);
+	return 0;
+}
+
+int queue_exists(const char *id)
+{
+	sqlite3_stmt *st = db_stmt("SELECT 1 FROM queue_messages WHERE id = ?1");
+	char path[4096];
+	struct stat sb;
+	int rc;
+
+	if (!st)
+		return -1;
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc == SQLITE_DONE)
+		return 0;
+	if (rc != SQLITE_ROW)
+		return -1;
+	queue_path(id, path, sizeof(path));
+	if (stat(path, &sb) == 0)
+		return 1;
+	return errno == ENOENT ? 0 : -1;
+}

@@ -27,6 +27,14 @@ int queue_enqueue(int fd, const char *path, const char *id, const char *sender,
 		  unsigned long long size, int body_8bit, int smtputf8, const char *client_ip,
 		  const char *auth_login, const struct queue_rcpt *rcpts, size_t n);
 
+/* Takes a queued message out: its rows (committed), then its file.
+ * 0, or -1 with the rows left as they were. */
+int queue_remove(const char *id);
+
+/* 1 when the message is queued (its rows and its file are there), 0 when
+ * not, -1 when the database cannot tell. */
+int queue_exists(const char *id);
+
 /* Path of a queued message's file. */
 void queue_path(const char *id, char *path, size_t cap);
 

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "journal.h"
 #include "log.h"
 #include "maildir.h"
 #include "message.h"
@@ -120,12 +121,6 @@ static void refuse_storage(struct session *s, int e, const char *what)
 		reply(s, "451 4.3.0 Error: %s, try again later", what);
 }
 
-/* Every local copy is first written into its Maildir's tmp/, where no
- * reader looks; then the remote recipients are queued (the database
- * commit, which may wait out the busy timeout); only then do the local
- * copies appear in new/. So a failure, or a crash, before the commit
- * leaves nothing a POP3 or IMAP client could already have taken, and the
- * client's retry makes no second copy. */
 /* Quota at the end of DATA, when the size is known (a client need not
  * declare SIZE=). One DATA reply cannot refuse some recipients only: when
  * every destination is a mailbox the message would overflow, it is refused
@@ -158,10 +153,43 @@ static int quota_refusal(struct session *s, const char *qid, off_t size)
 	return -1;
 }
 
+/* Every local copy is first written into its Maildir's tmp/, where no
+ * reader looks; then the remote recipients are queued (the database
+ * commit, which may wait out the busy timeout); only then do the local
+ * copies appear in new/. So a failure, or a crash, before the commit
+ * leaves nothing a POP3 or IMAP client could already have taken, and the
+ * client's retry makes no second copy; a crash after it is finished by
+ * the queue runner from the journal. */
+static struct maildir_staged staged[MESSAGE_DESTINATIONS_MAX];
+
+/* The message being delivered, for write_journal. */
+static struct {
+	const char *qid;
+	size_t nstaged;
+	int journal;      /* a journal is held */
+	size_t nids;      /* queue ids it names */
+} pending;
+
+/* Before the queue commit, or before the links when nothing is queued:
+ * when more than one step makes the message visible, a journal lets a
+ * crash in between be finished or taken back whole (journal.h). */
+static int write_journal(const char *const *ids, size_t nids)
+{
+	if (pending.nstaged + nids < 2)
+		return 0;
+	if (journal_begin(pending.qid, staged, pending.nstaged, ids, nids) < 0) {
+		log_event(LOG_ERR, "event=journal result=error id=%s error=\"%s\"", pending.qid,
+			  strerror(errno));
+		return -1;
+	}
+	pending.journal = 1;
+	pending.nids = nids;
+	return 0;
+}
+
 static void deliver(struct session *s, const char *qid, int fd, const char *staging,
 		    const struct data_reader *r, off_t size)
 {
-	static struct maildir_staged staged[MESSAGE_DESTINATIONS_MAX];
 	static size_t staged_dest[MESSAGE_DESTINATIONS_MAX];
 	static struct queue_rcpt remote[MESSAGE_DESTINATIONS_MAX];
 	char sender[ADDRESS_PATH_MAX + 1], prefix[2 * ADDRESS_PATH_MAX + 64];
@@ -193,13 +221,22 @@ static void deliver(struct session *s, const char *qid, int fd, const char *stag
 		}
 		staged_dest[nstaged++] = i;
 	}
+	pending.qid = qid;
+	pending.nstaged = nstaged;
+	pending.journal = 0;
+	pending.nids = 0;
+	if (nremote == 0 && write_journal(NULL, 0) < 0) {
+		e = errno;
+		goto undo;
+	}
 	if (nremote > 0 &&
 	    queue_outbound(s, qid, fd, staging, size, s->body_8bit || r->eight_bit, sender, remote,
-			   nremote) < 0) {
+			   nremote, write_journal) < 0) {
 		e = errno;
 		log_event(LOG_ERR, "event=enqueue result=error id=%s error=\"%s\"", qid, strerror(e));
 		for (size_t k = 0; k < nstaged; k++)
 			maildir_discard(&staged[k]);
+		journal_end(0);
 		refuse_storage(s, e, "queue file write error");
 		return;
 	}
@@ -214,6 +251,10 @@ static void deliver(struct session *s, const char *qid, int fd, const char *stag
 				e = errno;
 				log_event(LOG_ERR, "event=deliver result=error id=%s mailbox=%s error=\"%s\"",
 					  qid, d->dest.mailbox, strerror(e));
+				/* From here a crash takes every copy back. */
+				if (pending.journal && journal_abort() < 0)
+					log_event(LOG_ERR, "event=journal result=error id=%s error=\"%s\"",
+						  qid, strerror(errno));
 				if (nremote > 0)
 					queue_outbound_cancel();
 				goto undo;
@@ -223,6 +264,7 @@ static void deliver(struct session *s, const char *qid, int fd, const char *stag
 					  "file=%s", qid, d->dest.mailbox, s->rcpts[d->rcpt], staged[k].name);
 		}
 	}
+	journal_end(pending.nids > 1);
 	for (size_t i = 0; i < nremote; i++)
 		log_event(LOG_INFO, "event=queue result=ok id=%s rcpt=\"%s\"", qid, remote[i].recipient);
 	s->messages++;
@@ -239,6 +281,7 @@ static void deliver(struct session *s, const char *qid, int fd, const char *stag
 undo:
 	for (size_t k = 0; k < nstaged; k++)
 		maildir_discard(&staged[k]);
+	journal_end(0);
 	refuse_storage(s, e, "local delivery failed");
 }
 

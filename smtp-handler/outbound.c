@@ -53,32 +53,6 @@ static int sign_copy(struct session *s, const char *qid, int fd, off_t *size, ch
 	return sfd;
 }
 
-/* Takes back a message queued a moment ago (the second part of a split
- * message could not be queued). */
-static void unqueue(const char *id)
-{
-	char path[PATH_MAX_POSTAGE];
-	sqlite3_stmt *st;
-
-	if (db_begin() == 0) {
-		st = db_stmt("DELETE FROM queue_recipients WHERE message_id = ?1");
-		if (st) {
-			sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-			sqlite3_step(st);
-			sqlite3_reset(st);
-		}
-		st = db_stmt("DELETE FROM queue_messages WHERE id = ?1");
-		if (st) {
-			sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-			sqlite3_step(st);
-			sqlite3_reset(st);
-		}
-		db_commit();
-	}
-	queue_path(id, path, sizeof(path));
-	unlink(path);
-}
-
 /* Is remote[i] a destination a forward reached? Its recipient points
  * into s->dests. */
 static int is_forwarded(const struct session *s, const struct queue_rcpt *q)
@@ -103,14 +77,16 @@ void queue_outbound_cancel(void)
 {
 	for (size_t i = 0; i < nqueued; i++) {
 		log_event(LOG_NOTICE, "event=queue_cancel id=%s", queued_ids[i]);
-		unqueue(queued_ids[i]);
+		queue_remove(queued_ids[i]);
 	}
 	nqueued = 0;
 }
 
 int queue_outbound(struct session *s, const char *qid, int fd, const char *staging, off_t size,
-		   int eight_bit, const char *sender, const struct queue_rcpt *remote, size_t nremote)
+		   int eight_bit, const char *sender, const struct queue_rcpt *remote, size_t nremote,
+		   int (*before_commit)(const char *const *ids, size_t n))
 {
+	const char *ids[2];
 	static struct queue_rcpt plain[MESSAGE_DESTINATIONS_MAX], fwd[MESSAGE_DESTINATIONS_MAX];
 	char signed_path[PATH_MAX_POSTAGE], srs_sender[ADDRESS_PATH_MAX + 1], fwd_id[QUEUE_ID_LEN + 8];
 	const char *path = staging, *srs_domain = NULL;
@@ -131,6 +107,14 @@ int queue_outbound(struct session *s, const char *qid, int fd, const char *stagi
 	 * here and SPF at the next hop checks our own record. */
 	if (nfwd > 0 && srs_domain)
 		rewritten = srs_forward(&s->sender, srs_domain, srs_sender, sizeof(srs_sender)) == 1;
+	/* One queue entry per envelope sender. */
+	ids[0] = qid;
+	if (rewritten && nplain > 0) {
+		queue_new_id(fwd_id, sizeof(fwd_id));
+		ids[1] = fwd_id;
+	}
+	if (before_commit && before_commit(ids, rewritten && nplain > 0 ? 2 : 1) < 0)
+		return -1;
 
 	sfd = sign_copy(s, qid, fd, &size, signed_path, sizeof(signed_path));
 	if (sfd >= 0) {
@@ -143,8 +127,6 @@ int queue_outbound(struct session *s, const char *qid, int fd, const char *stagi
 		if (r == 0)
 			remember_queued(qid);
 	} else {
-		/* One queue entry per envelope sender. */
-		queue_new_id(fwd_id, sizeof(fwd_id));
 		if (nplain > 0)
 			r = queue_enqueue(qfd, path, qid, sender, (unsigned long long)size, eight_bit,
 					  s->smtputf8, s->peer.ip, s->auth_login, plain, nplain);
@@ -154,7 +136,7 @@ int queue_outbound(struct session *s, const char *qid, int fd, const char *stagi
 					  s->auth_login, fwd, nfwd);
 			if (r < 0 && nplain > 0) {
 				e = errno;
-				unqueue(qid);
+				queue_remove(qid);
 				errno = e;
 			}
 		}
