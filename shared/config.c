@@ -30,6 +30,7 @@ static const struct {
 	[SET_SRS_SECRET] = { "srs_secret", "" },
 	[SET_DMARC_REJECT] = { "dmarc_reject", "1" },
 	[SET_SPF_REJECT_FAIL] = { "spf_reject_fail", "0" },
+	[SET_SLOW_SESSIONS_MAX] = { "slow_sessions_max", "20" },
 };
 
 static char values[SET_COUNT][SETTING_VALUE_MAX];

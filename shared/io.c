@@ -17,6 +17,8 @@ void io_init(struct io *io, int rfd, int wfd, int timeout_ms)
 	io->timeout_ms = timeout_ms;
 	io->line_deadline = 0;
 	io->transport = NULL;
+	io->slow = NULL;
+	io->slow_ms = 0;
 	io->rstart = io->rend = io->wlen = 0;
 	io->bytes_in = io->bytes_out = 0;
 	io->write_failed = 0;
@@ -191,6 +193,28 @@ int io_printf(struct io *io, const char *fmt, ...)
 
 /* Refills rbuf (after moving what is left to the front). Flushes pending
  * output first when it must wait, so pipelined replies go out together. */
+/* Waits for input until deadline, asking io->slow on the way. */
+static enum io_result wait_input(struct io *io, long long deadline)
+{
+	for (;;) {
+		long long now = now_ms(), until = deadline;
+		enum io_result w;
+
+		if (io->slow && io->slow_ms > 0 && io->line_deadline) {
+			long long check = io->line_deadline - io->timeout_ms + io->slow_ms;
+			if (check <= now)
+				check = now + io->slow_ms - (now - check) % io->slow_ms;
+			if (check < until)
+				until = check;
+		}
+		w = io_wait_readable(io, io->rfd, (int)(until - now));
+		if (w != IO_TIMEOUT || until >= deadline)
+			return w;
+		if (io->slow(io))
+			return IO_TIMEOUT;
+	}
+}
+
 static enum io_result fill(struct io *io)
 {
 	long long deadline = now_ms() + io->timeout_ms;
@@ -215,7 +239,7 @@ static enum io_result fill(struct io *io)
 
 			if (io->wlen > 0 && io_flush(io) < 0)
 				return IO_ERROR;
-			w = io_wait_readable(io, io->rfd, (int)(deadline - now_ms()));
+			w = wait_input(io, deadline);
 			if (w != IO_OK)
 				return w;
 		}

@@ -57,6 +57,12 @@
 #define THROTTLE_REFUSE_AT 20
 #define THROTTLE_DELAY_MAX_SECONDS 16
 
+/* A line that has taken this long makes its session slow (stress.h);
+ * under load a slow session gives up at the next such interval. */
+#define STRESS_SLOW_MS (10 * 1000)
+/* Bytes of the slow-session lock file: at most this many counted. */
+#define STRESS_SLOTS 4096
+
 /* SQLite busy timeout: an administrator's open transaction gets this long,
  * then the client gets a 4xx. */
 #define DB_BUSY_TIMEOUT_MS 5000

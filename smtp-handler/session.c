@@ -13,6 +13,7 @@
 #include "log.h"
 #include "message.h"
 #include "spool.h"
+#include "stress.h"
 #include "tls.h"
 
 void reply(struct session *s, const char *fmt, ...)
@@ -219,6 +220,7 @@ int session_run(struct session *s)
 	queue_new_id(s->id, sizeof(s->id));
 	log_set_session(s->id);
 	io_init(&s->io, 0, 1, SMTP_COMMAND_TIMEOUT_MS);
+	stress_watch(&s->io);
 	log_event(LOG_INFO, "event=connect ip=%s port=%d mode=%s", s->peer.ip[0] ? s->peer.ip : "local",
 		  s->peer.port,
 		  s->mode == MODE_MX ? "mx" : s->mode == MODE_SUBMISSION ? "submission" : "submissions");

@@ -5,7 +5,8 @@ source addresses.
 
 Under systemd-socket-activate (no limits of its own) and under xinetd with
 the limits of units/xinetd/postage-smtp (instances, per_source, cps,
-rlimit_as), this measures: how many fast sessions complete and how long
+rlimit_as), this measures: that slow sessions beyond slow_sessions_max
+make way after about 10 seconds (shared/stress.h); how many fast sessions complete and how long
 they take while the slow ones hold their connections; whether the slow
 ones are cut off, and when; the handlers' memory (VmRSS) over time; and
 that no handler outlives its client. The full run also keeps idle clients
@@ -25,6 +26,7 @@ from common import Tally
 RATE = 25            # new connections a second (xinetd: cps 50 per the entry)
 SLOW_INTERVAL = 3.0  # seconds between the slow clients' bytes
 IDLE_TIMEOUT = 300   # SMTP_COMMAND_TIMEOUT_MS
+SLOW_MAX = 20        # the setting slow_sessions_max's default (shared/stress.h)
 
 
 def entry_limits():
@@ -282,6 +284,12 @@ def scenario(tally, supervisor, n, slow_seconds, idle, log):
             kinds[v[0]] = kinds.get(v[0], 0) + 1
         tally.note(f'{name}: slow sessions after {slow_seconds} s: ' +
                    ', '.join(f'{k} {c}' for k, c in sorted(kinds.items())))
+        # Beyond slow_sessions_max, slow sessions make way after about
+        # 10 s (STRESS_SLOW_MS) instead of holding a slot for minutes.
+        still = sum(1 for v in slow.values() if v[0] == 'open')
+        if still > SLOW_MAX:
+            tally.problem('error', f'{name}: {still} slow sessions still open after '
+                          f'{slow_seconds} s, more than slow_sessions_max ({SLOW_MAX})')
         cut = [v for v in slow.values() if v[0] == 'cut']
         if cut:
             tally.note(f'{name}: slow sessions cut after {min(v[1] for v in cut):.0f} to '
