@@ -312,8 +312,9 @@ int maildrop_open_message(struct maildrop *d, size_t i)
 	return fd;
 }
 
-/* Octets of the wire form: every LF becomes CRLF, and a last line without
- * LF gets a CRLF before the terminator (maildrop_send does the same). */
+/* Octets of the wire form: every LF not after a CR becomes CRLF, and a
+ * last line without LF gets a CRLF before the terminator (maildrop_send
+ * does the same, through wire_encode). */
 static int wire_size(int fd, unsigned long long *size)
 {
 	static char buf[MAILDROP_READ_CHUNK];
@@ -331,10 +332,11 @@ static int wire_size(int fd, unsigned long long *size)
 		if (n == 0)
 			break;
 		bytes += (unsigned long long)n;
-		for (ssize_t k = 0; k < n; k++)
-			if (buf[k] == '\n')
+		for (ssize_t k = 0; k < n; k++) {
+			if (buf[k] == '\n' && last != '\r')
 				lfs++;
-		last = buf[n - 1];
+			last = buf[k];
+		}
 	}
 	*size = bytes + lfs + (last != '\n' ? 2 : 0);
 	return 0;
@@ -482,7 +484,7 @@ int maildrop_send(int fd, long top_lines, struct io *io, unsigned long long *sen
 		*sent += o;
 	}
 	/* RFC 1939 3: the terminator follows a CRLF. */
-	if (!at_line_start) {
+	if (at_line_start != 1) {
 		if (io_write(io, "\r\n", 2) < 0)
 			return -1;
 		*sent += 2;

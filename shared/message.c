@@ -109,16 +109,19 @@ size_t wire_encode(int *at_line_start, const char *in, size_t len, char *out)
 	for (size_t i = 0; i < len; i++) {
 		char c = in[i];
 
-		if (*at_line_start && c == '.')
+		if (*at_line_start == 1 && c == '.')
 			out[o++] = '.';
 		if (c == '\n') {
-			out[o++] = '\r';
+			/* A file that already holds CRLF (not written by
+			 * postage) keeps its CR: no CR CR LF. */
+			if (*at_line_start != 2)
+				out[o++] = '\r';
 			out[o++] = '\n';
 			*at_line_start = 1;
 			continue;
 		}
 		out[o++] = c;
-		*at_line_start = 0;
+		*at_line_start = c == '\r' ? 2 : 0;
 	}
 	return o;
 }

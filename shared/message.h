@@ -27,9 +27,10 @@ void data_reader_init(struct data_reader *r);
  * how many bytes; sets r->ended at the terminator. */
 size_t data_feed(struct data_reader *r, const char *chunk, size_t len, char *out);
 
-/* LF form to wire form: LF becomes CRLF, a '.' at a line start is doubled.
- * out needs room for 2 * len bytes. at_line_start carries state between
- * calls; start it at 1. */
+/* LF form to wire form: LF becomes CRLF (a CRLF stays as it is), a '.' at
+ * a line start is doubled. out needs room for 2 * len bytes.
+ * at_line_start carries state between calls: start it at 1; it is 1 after
+ * a line end, 2 after a CR, else 0. */
 size_t wire_encode(int *at_line_start, const char *in, size_t len, char *out);
 
 /* Splits a command line into verb (upper-cased into verb, at most cap-1

@@ -91,6 +91,19 @@ class Sizes(Pop3TestCase):
         # The size was read once and kept: the same answer again.
         self.assertEqual(c.cmd('LIST 1'), f'+OK 1 {wire_octets(data)}')
 
+    def test_file_with_crlf_keeps_it(self):
+        # Another MDA stored CRLF line ends: they go out as they are (no
+        # CR CR LF), and LIST counts what RETR sends.
+        data = b'Subject: crlf\r\n\r\n.dot\r\nbare\rcr\nlast'
+        self.put(data, sizes=False)
+        c = self.session()
+        want = b'Subject: crlf\r\n\r\n..dot\r\nbare\rcr\r\nlast\r\n'
+        # The size leaves out the dot stuffing, as Dovecot's W= does.
+        size = len(want) - 1
+        self.assertEqual(c.cmd('LIST 1'), f'+OK 1 {size}')
+        self.assertEqual(c.cmd('RETR 1'), f'+OK {size} octets')
+        self.assertEqual(c.raw_multi(), want + b'.\r\n')
+
     def test_w_from_name_is_used(self):
         # An honest W= is what LIST says, without reading the file.
         data = new_message('w')

@@ -242,6 +242,9 @@ static void test_wire_encode(void)
 		{ "\n\n", "\r\n\r\n" },
 		{ "no newline", "no newline" },
 		{ ".", ".." },
+		/* a file that already holds CRLF keeps it */
+		{ "a\r\n.b\r\n", "a\r\n..b\r\n" },
+		{ "bare\rcr\n", "bare\rcr\r\n" },
 	};
 	char out[256];
 
@@ -261,6 +264,14 @@ static void test_wire_encode(void)
 		n += wire_encode(&at, ".c\n", 3, out + n);
 		n += wire_encode(&at, ".", 1, out + n);
 		CHECK_MEM_N("a\n, .b, .c\n, .", 14, "a\r\n..b.c\r\n..", 12, out, n);
+	}
+	/* a CRLF split between two calls */
+	{
+		int at = 1;
+		size_t n = wire_encode(&at, "x\r", 2, out);
+
+		n += wire_encode(&at, "\n.y\n", 4, out + n);
+		CHECK_MEM_N("x\r, \n.y\n", 9, "x\r\n..y\r\n", 8, out, n);
 	}
 
 	/* LF form -> wire_encode -> data_feed gives back the LF form */
