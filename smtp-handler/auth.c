@@ -193,7 +193,10 @@ static int sender_owned(struct session *s, const struct address *sender, const c
 
 int session_check_sender(struct session *s, const struct address *sender)
 {
-	if (!s->auth_login[0])
+	/* The null sender is nobody's address: a logged-in user sends read
+	 * receipts (RFC 8098) and vacation replies with it. (Relaying by a
+	 * POP3 login's IP alone still needs one of the login's addresses.) */
+	if (!s->auth_login[0] || sender->is_null)
 		return 0;
 	return sender_owned(s, sender, s->auth_login);
 }

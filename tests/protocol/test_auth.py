@@ -440,6 +440,16 @@ account default : postage
                     self.assertIn('sender not owned by alice', lines[0])
         self.assertIn('event=mail result=sender_not_owned login=alice', self.p.log_text())
 
+    def test_null_sender_when_authenticated(self):
+        # A read receipt (RFC 8098) or a vacation reply: MAIL FROM:<>.
+        c = self.raw()
+        self.assertEqual(c.cmd('AUTH PLAIN ' + plain('alice', PASSWORD))[0], 235)
+        self.assertEqual(c.cmd('MAIL FROM:<>')[0], 250)
+        self.assertEqual(c.cmd('RCPT TO:<mdn@remote.example>')[0], 250)
+        self.assertEqual(c.cmd('RSET')[0], 250)
+        # <postmaster> alone is still nobody's to send as.
+        self.assertIn(c.cmd('MAIL FROM:<postmaster>')[0], (501, 553))
+
     # -- the failed-login throttle --------------------------------------------
 
     def timed_auth(self, source, login, password):
