@@ -155,6 +155,19 @@ int maildir_stage(const char *maildir, const char *prefix, size_t prefix_len, in
 	snprintf(st->name, sizeof(st->name), "%s,S=%llu,W=%llu", st->base, size, size + lf_count);
 	snprintf(tmp, sizeof(tmp), "%s/tmp/%s", maildir, st->base);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0 && errno == ENOENT) {
+		/* A Maildir missing a subfolder (maildir_path looks at cur/
+		 * only): make what is missing, then try again. */
+		static const char *const subs[] = { "tmp", "new", "cur" };
+		char sub[4096 + 8];
+
+		for (size_t i = 0; i < 3; i++) {
+			snprintf(sub, sizeof(sub), "%s/%s", maildir, subs[i]);
+			if (mkdir_durable(sub, maildir) < 0)
+				return -1;
+		}
+		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	}
 	if (fd < 0)
 		return -1;
 	if (fd_write_all(fd, prefix, prefix_len) < 0 || fd_copy_range(fd, src_fd, 0, src_len) < 0 ||

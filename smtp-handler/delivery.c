@@ -69,13 +69,15 @@ static int received_header(const struct session *s, const char *qid, char *buf, 
 	return n < 0 || (size_t)n >= cap ? -1 : n;
 }
 
-/* Reads DATA to its end. Returns 0 when the terminator came (the verdict
- * in r), -1 when the connection failed (nothing to answer). */
+/* Reads DATA to its end, writing the LF form into fd in blocks of
+ * sizeof(block) (not a write per line). Returns 0 when the terminator came
+ * (the verdict in r), -1 when the connection failed (nothing to answer). */
 static int read_data(struct session *s, int fd, struct data_reader *r, unsigned long long max,
 		     int *write_error)
 {
-	static char chunk[SMTP_DATA_CHUNK_MAX], out[SMTP_DATA_CHUNK_MAX];
+	static char chunk[SMTP_DATA_CHUNK_MAX], block[16 * SMTP_DATA_CHUNK_MAX];
 	int saved_timeout = s->io.timeout_ms;
+	size_t held = 0;
 
 	s->io.timeout_ms = SMTP_DATA_TIMEOUT_MS;
 	while (!r->ended) {
@@ -92,23 +94,19 @@ static int read_data(struct session *s, int fd, struct data_reader *r, unsigned 
 				  res == IO_TIMEOUT ? "timeout" : "connection_lost", r->wire_bytes);
 			return -1;
 		}
-		n = data_feed(r, chunk, len, out);
-		/* Stop writing once the message is refused anyway. */
-		if (n > 0 && !r->bare && !r->has_nul && r->wire_bytes <= max && !*write_error) {
-			const char *p = out;
-			while (n > 0) {
-				ssize_t w = write(fd, p, n);
-				if (w < 0 && errno == EINTR)
-					continue;
-				if (w < 0) {
-					*write_error = errno;
-					break;
-				}
-				p += w;
-				n -= (size_t)w;
-			}
+		if (held + len > sizeof(block)) {
+			if (!*write_error && fd_write_all(fd, block, held) < 0)
+				*write_error = errno;
+			held = 0;
 		}
+		/* data_feed writes at most len bytes. */
+		n = data_feed(r, chunk, len, block + held);
+		/* Stop keeping it once the message is refused anyway. */
+		if (!r->bare && !r->has_nul && r->wire_bytes <= max && !*write_error)
+			held += n;
 	}
+	if (held > 0 && !*write_error && fd_write_all(fd, block, held) < 0)
+		*write_error = errno;
 	s->io.timeout_ms = saved_timeout;
 	return 0;
 }

@@ -241,6 +241,26 @@ class MaildirFiles(SmtpTestCase):
         self.assertEqual(sorted(os.listdir(md)), ['cur', 'new', 'tmp'])
         self.assertEqual(len(os.listdir(os.path.join(md, 'new'))), 1)
 
+    def test_maildir_missing_tmp_and_new_is_completed(self):
+        # A Maildir someone made by hand with cur/ only.
+        md = self.p.maildir('bob')
+        os.makedirs(os.path.join(md, 'cur'))
+        c = self.session()
+        self.transaction(c, 's@remote.example', ['bob@example.test'], new_message())
+        self.assertEqual(sorted(os.listdir(md)), ['cur', 'new', 'tmp'])
+        self.assertEqual(len(os.listdir(os.path.join(md, 'new'))), 1)
+
+    def test_big_message_is_stored_whole(self):
+        # 3 MiB in lines of every length up to 998 octets: the staging
+        # file is written in blocks, not line by line.
+        lines = [(b'%06d ' % i) + b'z' * (i % 990) for i in range(6000)]
+        body = b'\n'.join(lines) + b'\n'
+        msg = new_message(body=body.decode())
+        c = self.session()
+        self.transaction(c, 's@remote.example', ['alice@example.test'], msg)
+        _, rest = self.split_prefix(self.only_message('alice'))
+        self.assertEqual(rest, stored(msg))
+
 
 class Routing(SmtpTestCase):
     def test_catch_all(self):
