@@ -51,6 +51,9 @@
 #define QUEUE_PASS_RECIPIENTS_MAX 10000
 /* Passes in one run without --once (new mail that came in meanwhile). */
 #define QUEUE_PASSES_MAX 10
+/* Pause before the next pass when one left messages to a handler that
+ * still holds their delivery journal (shared/journal.h). */
+#define QUEUE_HELD_WAIT_MS 100
 /* One delay warning once a message has waited this long. */
 #define QUEUE_DELAY_WARNING_SECONDS (4 * 3600)
 /* Spool files with no queue row, and stale staging files, are removed

@@ -36,6 +36,8 @@
 #define PASS_MESSAGES_STEP 1000
 
 static long long pass_now;
+/* Messages the last pass left for a handler still at work on them. */
+static size_t pass_held;
 
 long long queue_now(void)
 {
@@ -620,6 +622,9 @@ static void drop_held(struct pass *p)
 		for (size_t k = 0; !p->msgs[i].held && k < h.n; k++)
 			p->msgs[i].held = strcmp(h.ids[k], p->msgs[i].id) == 0;
 	}
+	pass_held = 0;
+	for (size_t i = 0; i < p->nmsgs; i++)
+		pass_held += p->msgs[i].held != 0;
 	for (size_t i = 0; i < p->nrcpts; i++)
 		if (!p->msgs[p->rcpts[i].msg].held)
 			p->rcpts[kept++] = p->rcpts[i];
@@ -1147,6 +1152,13 @@ int runner_run(const struct runner_options *opt)
 		}
 		if (opt->once || !due_now())
 			break;
+		if (pass_held > 0) {
+			/* A handler is between its queue commit and its last
+			 * link (milliseconds): give it that before passing
+			 * again. */
+			struct timespec ts = { 0, QUEUE_HELD_WAIT_MS * 1000000L };
+			nanosleep(&ts, NULL);
+		}
 	}
 	close(lock);
 	return 0;

@@ -13,6 +13,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -186,6 +187,27 @@ class JournalTest(unittest.TestCase):
         self.runner()
         self.assertEqual(self.copies(tag, body), {LOCAL[0][0]: 1, LOCAL[1][0]: 1})
         self.assertEqual(self.queued()[0][2], 1, 'the finished message was not tried')
+
+    def test_runner_passes_again_once_the_handler_lets_go(self):
+        # Without --once the runner comes back for what it held: released
+        # after 0.3 s, the journal is finished and the copy tried in the
+        # same run, not at the next timer.
+        rcpts = [a for a, _ in LOCAL] + [FORWARD]
+        tag, body, _ = self.send(rcpts, 'link:signal=KILL:when=3')
+        [name] = self.journals()
+        fd = os.open(os.path.join(self.p.spool_dir, 'links', name), os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        release = threading.Timer(0.3, os.close, (fd,))
+        release.start()
+        try:
+            r = subprocess.run([harness.binary(common.QUEUE), '--db', self.p.db],
+                               capture_output=True, timeout=120, env=self.p.env())
+        finally:
+            release.join()
+        self.assertEqual(r.returncode, 0, r.stderr[-500:])
+        self.assertEqual(self.copies(tag, body), {LOCAL[0][0]: 1, LOCAL[1][0]: 1})
+        self.assertEqual(self.journals(), [])
+        self.assertEqual(self.queued()[0][2], 1, 'the released message was not tried')
 
     def test_one_mailbox_needs_no_journal(self):
         # One copy is one link: no journal, and so no extra fsyncs.
