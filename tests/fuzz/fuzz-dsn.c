@@ -25,9 +25,7 @@
 
 #include "../../queue/dsn.c"
 
-#include <crypt.h>
 #include <ctype.h>
-#include <ftw.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <sys/mman.h>
@@ -38,70 +36,18 @@
 #define RCPTS_MAX 8
 #define ORIG_ID "0000000000FUZZ01"
 
-static char workdir[1024];
 static int memfd = -1;
 
-static void die(const char *what)
+/* The settings (an SRS secret for the reversal), the domain, and the
+ * spool's queue/ for the original message. */
+static void make_world(void)
 {
-	fprintf(stderr, "fuzz-dsn: %s: %s\n", what, strerror(errno));
-	exit(1);
-}
+	char path[1200];
+	const char *workdir =
+		fuzz_world("INSERT INTO settings VALUES ('hostname', 'mx.fuzz.example'),"
+			   " ('srs_secret', 'fuzz-secret-0123456789');"
+			   "INSERT INTO domains VALUES ('example.org');");
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	remove(path);
-	return 0;
-}
-
-static void cleanup(void)
-{
-	if (workdir[0] && !getenv("POSTAGE_KEEP_TMP"))
-		nftw(workdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static void make_database(void)
-{
-	static char schema[1 << 16];
-	char path[1200], sql[4096], *err = NULL;
-	const char *base = getenv("POSTAGE_FUZZ_DIR");
-	sqlite3 *db;
-	FILE *f;
-	size_t n;
-
-	if (!base || !*base)
-		base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : getenv("TMPDIR");
-	if (!base || !*base)
-		base = "/tmp";
-	snprintf(workdir, sizeof(workdir), "%s/postage-fuzz-XXXXXX", base);
-	if (!mkdtemp(workdir))
-		die(workdir);
-	atexit(cleanup);
-	f = fopen(SCHEMA_SQL, "r");
-	if (!f)
-		die(SCHEMA_SQL);
-	n = fread(schema, 1, sizeof(schema) - 1, f);
-	fclose(f);
-	schema[n] = '\0';
-	snprintf(path, sizeof(path), "%s/postage.db", workdir);
-	if (sqlite3_open(path, &db) != SQLITE_OK)
-		die(path);
-	snprintf(sql, sizeof(sql),
-		 "%s;INSERT INTO settings VALUES ('hostname', 'mx.fuzz.example'),"
-		 " ('mail_root', '%s/mail'), ('spool_dir', '%s/spool'),"
-		 " ('srs_secret', 'fuzz-secret-0123456789');"
-		 "INSERT INTO domains VALUES ('example.org');",
-		 "SELECT 1", workdir, workdir);
-	if (sqlite3_exec(db, schema, NULL, NULL, &err) != SQLITE_OK ||
-	    sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK) {
-		fprintf(stderr, "fuzz-dsn: sql: %s\n", err ? err : "?");
-		exit(1);
-	}
-	sqlite3_close(db);
-	if (setenv("POSTAGE_DB", path, 1) < 0)
-		die("setenv");
 	snprintf(path, sizeof(path), "%s/spool", workdir);
 	mkdir(path, 0700);
 	snprintf(path, sizeof(path), "%s/spool/queue", workdir);
@@ -112,15 +58,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
 	(void)argv;
-	make_database();
-	setenv("POSTAGE_LOG_FILE", "/dev/null", 0);
+	make_world();
 	signal(SIGPIPE, SIG_IGN);
 	log_init("postage-dsn-fuzz");
 	memfd = memfd_create("dsn", MFD_CLOEXEC);
 	if (memfd < 0)
-		die("memfd");
+		fuzz_die("memfd");
 	if (db_open() != DB_OK)
-		die("database");
+		fuzz_die("database");
 	return 0;
 }
 
@@ -359,12 +304,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	queue_path(ORIG_ID, path, sizeof(path));
 	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0 || write(fd, msg, msg_len) != (ssize_t)msg_len)
-		die(path);
+		fuzz_die(path);
 	close(fd);
 
 	queue_new_id(id, sizeof(id));
 	if (ftruncate(memfd, 0) < 0 || lseek(memfd, 0, SEEK_SET) < 0)
-		die("memfd");
+		fuzz_die("memfd");
 	memset(&o, 0, sizeof(o));
 	o.fd = memfd;
 	compose(&o, kind, &m, to_text, rcpts, n, id);
@@ -373,7 +318,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	got = pread(memfd, result, sizeof(result), 0);
 	if (got < 0)
-		die("pread");
+		fuzz_die("pread");
 	FUZZ_ASSERT((unsigned long long)got == o.total);
 	{
 		unsigned long long lfs = 0;

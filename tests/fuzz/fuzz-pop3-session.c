@@ -24,12 +24,10 @@
  * Files go under $POSTAGE_FUZZ_DIR, else /dev/shm, else $TMPDIR. */
 #include "fuzz.h"
 
-#include <crypt.h>
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <sys/file.h>
@@ -44,93 +42,29 @@
 #define MESSAGES 4
 
 static struct session session; /* large: keep it off the stack */
-static char workdir[1024], maildir[1200];
+static char maildir[1200];
 static int memfd = -1, replyfd = -1, null_fd = -1;
 static int last_changes;
 
-static void die(const char *what)
+/* The settings, the domain and the mailboxes (password "secret"; carol
+ * disabled), and an empty mail_root. */
+static void make_world(void)
 {
-	fprintf(stderr, "fuzz-pop3-session: %s: %s\n", what, strerror(errno));
-	exit(1);
-}
+	char path[1200], sql[4096];
+	const char *workdir, *hash = fuzz_password_hash("secret");
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	remove(path);
-	return 0;
-}
-
-static void cleanup(void)
-{
-	if (workdir[0] && !getenv("POSTAGE_KEEP_TMP"))
-		nftw(workdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static void exec_sql(sqlite3 *db, const char *sql)
-{
-	char *err = NULL;
-
-	if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK) {
-		fprintf(stderr, "fuzz-pop3-session: sql failed: %s\n%s\n", err ? err : "?", sql);
-		exit(1);
-	}
-}
-
-static void make_database(void)
-{
-	static char schema[1 << 16];
-	char path[1200], sql[4096], salt[CRYPT_GENSALT_OUTPUT_SIZE];
-	struct crypt_data cd;
-	const char *hash, *base = getenv("POSTAGE_FUZZ_DIR");
-	sqlite3 *db;
-	FILE *f;
-	size_t n;
-
-	if (!base || !*base)
-		base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : getenv("TMPDIR");
-	if (!base || !*base)
-		base = "/tmp";
-	snprintf(workdir, sizeof(workdir), "%s/postage-fuzz-XXXXXX", base);
-	if (!mkdtemp(workdir))
-		die(workdir);
-	atexit(cleanup);
-
-	f = fopen(SCHEMA_SQL, "r");
-	if (!f)
-		die(SCHEMA_SQL);
-	n = fread(schema, 1, sizeof(schema) - 1, f);
-	fclose(f);
-	schema[n] = '\0';
-	snprintf(path, sizeof(path), "%s/postage.db", workdir);
-	if (sqlite3_open(path, &db) != SQLITE_OK)
-		die(path);
-	exec_sql(db, schema);
-
-	if (!crypt_gensalt_rn("$6$", 1000, NULL, 0, salt, sizeof(salt)))
-		die("crypt_gensalt");
-	memset(&cd, 0, sizeof(cd));
-	hash = crypt_r("secret", salt, &cd);
-	if (!hash || hash[0] != '$')
-		die("crypt");
 	snprintf(sql, sizeof(sql),
-		 "INSERT INTO settings VALUES ('hostname', 'pop.fuzz.example'),"
-		 " ('mail_root', '%s/mail'), ('spool_dir', '%s/spool');"
+		 "INSERT INTO settings VALUES ('hostname', 'pop.fuzz.example');"
 		 "INSERT INTO domains VALUES ('example.org');"
 		 "INSERT INTO mailboxes (login, password, quota_bytes, enabled) VALUES"
 		 " ('alice', '%s', NULL, 1), ('carol', '%s', NULL, 0);"
 		 "INSERT INTO addresses VALUES ('alice@example.org', 'alice'),"
 		 " ('carol@example.org', 'carol');",
-		 workdir, workdir, hash, hash);
-	exec_sql(db, sql);
-	sqlite3_close(db);
-	if (setenv("POSTAGE_DB", path, 1) < 0)
-		die("setenv");
+		 hash, hash);
+	workdir = fuzz_world(sql);
 	snprintf(path, sizeof(path), "%s/mail", workdir);
 	if (mkdir(path, 0700) < 0)
-		die(path);
+		fuzz_die(path);
 	snprintf(maildir, sizeof(maildir), "%s/mail/alice", workdir);
 }
 
@@ -139,7 +73,7 @@ static void write_file(const char *path, const char *text)
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 
 	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text))
-		die(path);
+		fuzz_die(path);
 	close(fd);
 }
 
@@ -161,12 +95,12 @@ static void make_maildir(void)
 	};
 	char path[1400];
 
-	nftw(maildir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+	fuzz_remove_tree(maildir);
 	mkdir(maildir, 0700);
 	for (const char *const *sub = (const char *const[]){ "new", "cur", "tmp", NULL }; *sub; sub++) {
 		snprintf(path, sizeof(path), "%s/%s", maildir, *sub);
 		if (mkdir(path, 0700) < 0)
-			die(path);
+			fuzz_die(path);
 	}
 	for (int i = 0; i < MESSAGES; i++) {
 		/* ,S= and ,W= on two of them; the others are measured */
@@ -204,8 +138,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
 	(void)argv;
-	make_database();
-	setenv("POSTAGE_LOG_FILE", "/dev/null", 0);
+	make_world();
 	signal(SIGPIPE, SIG_IGN);
 	log_init("postage-pop3-fuzz");
 
@@ -213,11 +146,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	memfd = memfd_create("pop3-input", MFD_CLOEXEC);
 	replyfd = memfd_create("pop3-replies", MFD_CLOEXEC);
 	if (null_fd < 0 || memfd < 0 || replyfd < 0)
-		die("open");
+		fuzz_die("open");
 	if (dup2(null_fd, 1) < 0 || dup2(null_fd, 0) < 0)
-		die("dup2");
+		fuzz_die("dup2");
 	if (db_open() != DB_OK || db_begin() < 0 || db_commit() < 0)
-		die("database");
+		fuzz_die("database");
 	last_changes = sqlite3_total_changes(db_handle());
 	return 0;
 }
@@ -339,7 +272,7 @@ static void check_session(const uint8_t *data, size_t size, struct outcome *o)
 	int toolong;
 
 	if (n < 0)
-		die("pread replies");
+		fuzz_die("pread replies");
 	r.p = buf;
 	r.end = buf + n;
 	if (!next_reply_line(&r, &rl, &rlen, 0) || strncmp(rl, "+OK ", 4) != 0)
@@ -403,7 +336,7 @@ static int lowest_free_fd(void)
 	int fd = dup(null_fd);
 
 	if (fd < 0)
-		die("dup");
+		fuzz_die("dup");
 	close(fd);
 	return fd;
 }
@@ -423,9 +356,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (ftruncate(memfd, 0) < 0 || pwrite(memfd, data, size, 0) != (ssize_t)size ||
 	    lseek(memfd, 0, SEEK_SET) < 0 || dup2(memfd, 0) < 0)
-		die("memfd");
+		fuzz_die("memfd");
 	if (ftruncate(replyfd, 0) < 0 || lseek(replyfd, 0, SEEK_SET) < 0 || dup2(replyfd, 1) < 0)
-		die("reply memfd");
+		fuzz_die("reply memfd");
 
 	memset(&session, 0, sizeof(session));
 	session_run(&session);
@@ -458,7 +391,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (db) {
 		FUZZ_ASSERT(sqlite3_get_autocommit(db));
 		if (sqlite3_total_changes(db) != last_changes) {
-			exec_sql(db, "DELETE FROM auth_failures; DELETE FROM pop_logins;");
+			fuzz_exec_sql(db, "DELETE FROM auth_failures; DELETE FROM pop_logins;");
 			last_changes = sqlite3_total_changes(db);
 		}
 	}

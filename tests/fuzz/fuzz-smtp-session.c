@@ -33,7 +33,6 @@
 #include "fuzz.h"
 
 #include <arpa/inet.h>
-#include <crypt.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -61,23 +60,17 @@
 #define SOCKET_INPUT_MAX 32768
 
 static struct session session; /* large: keep it off the stack */
-static char workdir[1024];
+static const char *workdir;
 static int memfd = -1, replyfd = -1, listen_fd = -1, null_fd = -1;
 static struct sockaddr_in listen_addr;
 static int last_changes;
-
-static void die(const char *what)
-{
-	fprintf(stderr, "fuzz-smtp-session: %s: %s\n", what, strerror(errno));
-	exit(1);
-}
 
 static void write_proc(const char *path, const char *text)
 {
 	int fd = open(path, O_WRONLY | O_CLOEXEC);
 
 	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text))
-		die(path);
+		fuzz_die(path);
 	close(fd);
 }
 
@@ -93,8 +86,8 @@ static void isolate_network(void)
 		unsigned uid = (unsigned)getuid(), gid = (unsigned)getgid();
 
 		if (unshare(CLONE_NEWUSER | CLONE_NEWNET) < 0)
-			die("cannot make a private network namespace (needs root or user "
-			    "namespaces); refusing to fuzz sessions that could reach the network");
+			fuzz_die("cannot make a private network namespace (needs root or user "
+				 "namespaces); refusing to fuzz sessions that could reach the network");
 		write_proc("/proc/self/setgroups", "deny");
 		snprintf(map, sizeof(map), "0 %u 1", uid);
 		write_proc("/proc/self/uid_map", map);
@@ -103,14 +96,14 @@ static void isolate_network(void)
 	}
 	s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (s < 0)
-		die("socket");
+		fuzz_die("socket");
 	memset(&ifr, 0, sizeof(ifr));
 	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
 	if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
-		die("SIOCGIFFLAGS lo");
+		fuzz_die("SIOCGIFFLAGS lo");
 	ifr.ifr_flags |= IFF_UP;
 	if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
-		die("SIOCSIFFLAGS lo");
+		fuzz_die("SIOCSIFFLAGS lo");
 	{
 		struct sockaddr_in *a = (struct sockaddr_in *)&ifr.ifr_addr;
 
@@ -119,21 +112,12 @@ static void isolate_network(void)
 		a->sin_family = AF_INET;
 		inet_pton(AF_INET, "192.0.2.1", &a->sin_addr);
 		if (ioctl(s, SIOCSIFADDR, &ifr) < 0)
-			die("SIOCSIFADDR lo:1 192.0.2.1");
+			fuzz_die("SIOCSIFADDR lo:1 192.0.2.1");
 		inet_pton(AF_INET, "255.255.255.255", &a->sin_addr);
 		if (ioctl(s, SIOCSIFNETMASK, &ifr) < 0)
-			die("SIOCSIFNETMASK lo:1");
+			fuzz_die("SIOCSIFNETMASK lo:1");
 	}
 	close(s);
-}
-
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	remove(path);
-	return 0;
 }
 
 static int remove_file(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -145,62 +129,15 @@ static int remove_file(const char *path, const struct stat *st, int flag, struct
 	return 0;
 }
 
-static void cleanup(void)
+/* The settings, domains, mailboxes (password "secret"), addresses,
+ * forwards, relay network and POP-before-SMTP login the scenarios use. */
+static void make_world(void)
 {
-	if (workdir[0] && !getenv("POSTAGE_KEEP_TMP"))
-		nftw(workdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
+	char sql[4096];
+	const char *hash = fuzz_password_hash("secret");
 
-static void exec_sql(sqlite3 *db, const char *sql)
-{
-	char *err = NULL;
-
-	if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK) {
-		fprintf(stderr, "fuzz-smtp-session: sql failed: %s\n%s\n", err ? err : "?", sql);
-		exit(1);
-	}
-}
-
-static void make_database(void)
-{
-	static char schema[1 << 16];
-	char path[1200], sql[4096], salt[CRYPT_GENSALT_OUTPUT_SIZE];
-	struct crypt_data cd;
-	const char *hash, *base = getenv("POSTAGE_FUZZ_DIR");
-	sqlite3 *db;
-	FILE *f;
-	size_t n;
-
-	if (!base || !*base)
-		base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : getenv("TMPDIR");
-	if (!base || !*base)
-		base = "/tmp";
-	snprintf(workdir, sizeof(workdir), "%s/postage-fuzz-XXXXXX", base);
-	if (!mkdtemp(workdir))
-		die(workdir);
-	atexit(cleanup);
-
-	f = fopen(SCHEMA_SQL, "r");
-	if (!f)
-		die(SCHEMA_SQL);
-	n = fread(schema, 1, sizeof(schema) - 1, f);
-	fclose(f);
-	schema[n] = '\0';
-	snprintf(path, sizeof(path), "%s/postage.db", workdir);
-	if (sqlite3_open(path, &db) != SQLITE_OK)
-		die(path);
-	exec_sql(db, schema);
-
-	/* a cheap password hash: sha512-crypt at its least number of rounds */
-	if (!crypt_gensalt_rn("$6$", 1000, NULL, 0, salt, sizeof(salt)))
-		die("crypt_gensalt");
-	memset(&cd, 0, sizeof(cd));
-	hash = crypt_r("secret", salt, &cd);
-	if (!hash || hash[0] != '$')
-		die("crypt");
 	snprintf(sql, sizeof(sql),
 		 "INSERT INTO settings VALUES ('hostname', 'mx.fuzz.example'),"
-		 " ('mail_root', '%s/mail'), ('spool_dir', '%s/spool'),"
 		 " ('max_message_bytes', '8000'), ('pop_before_smtp_minutes', '1000000'),"
 		 " ('max_messages_per_hour_per_login', '50'), ('received_show_login', '1');"
 		 "INSERT INTO domains VALUES ('example.org'), ('example.net'),"
@@ -219,11 +156,8 @@ static void make_database(void)
 		 " ('loop1@example.org', 'loop2@example.org'), ('loop2@example.org', 'loop1@example.org');"
 		 "INSERT INTO relay_networks VALUES ('127.0.0.1/32'), ('2001:db8::/32');"
 		 "INSERT INTO pop_logins VALUES ('127.0.0.2', 'alice', %lld);",
-		 workdir, workdir, hash, hash, hash, hash, (long long)time(NULL));
-	exec_sql(db, sql);
-	sqlite3_close(db);
-	if (setenv("POSTAGE_DB", path, 1) < 0)
-		die("setenv");
+		 hash, hash, hash, hash, (long long)time(NULL));
+	workdir = fuzz_world(sql);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -233,9 +167,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	(void)argc;
 	(void)argv;
 	isolate_network();
-	make_database();
-	/* logs would go to the journal; the file keeps them off the system */
-	setenv("POSTAGE_LOG_FILE", "/dev/null", 0);
+	make_world();
 	signal(SIGPIPE, SIG_IGN);
 	log_init("postage-smtp-fuzz");
 
@@ -244,23 +176,23 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	replyfd = memfd_create("smtp-replies", MFD_CLOEXEC);
 	listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (null_fd < 0 || memfd < 0 || replyfd < 0 || listen_fd < 0)
-		die("open");
+		fuzz_die("open");
 	memset(&listen_addr, 0, sizeof(listen_addr));
 	listen_addr.sin_family = AF_INET;
 	listen_addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	if (bind(listen_fd, (struct sockaddr *)&listen_addr, sizeof(listen_addr)) < 0 ||
 	    listen(listen_fd, 4) < 0 ||
 	    getsockname(listen_fd, (struct sockaddr *)&listen_addr, &len) < 0)
-		die("listen on 127.0.0.1");
+		fuzz_die("listen on 127.0.0.1");
 	/* between sessions fds 0 and 1 are /dev/null; libFuzzer reports on
 	 * stderr */
 	if (dup2(null_fd, 1) < 0 || dup2(null_fd, 0) < 0)
-		die("dup2");
+		fuzz_die("dup2");
 
 	/* open the database and its WAL now, so that what a session opens
 	 * and keeps can be told apart from what SQLite keeps */
 	if (db_open() != DB_OK || db_begin() < 0 || db_commit() < 0)
-		die("database");
+		fuzz_die("database");
 	last_changes = sqlite3_total_changes(db_handle());
 	return 0;
 }
@@ -275,13 +207,13 @@ static int connect_with(const char *source, const uint8_t *data, size_t len, int
 
 	c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (c < 0)
-		die("socket");
+		fuzz_die("socket");
 	setsockopt(c, SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
 	memset(&from, 0, sizeof(from));
 	from.sin_family = AF_INET;
 	inet_pton(AF_INET, source, &from.sin_addr);
 	if (bind(c, (struct sockaddr *)&from, sizeof(from)) < 0)
-		die("bind to loopback");
+		fuzz_die("bind to loopback");
 	/* libFuzzer's timeout timer (SIGALRM) may interrupt: the connection
 	 * then completes on its own */
 	if (connect(c, (struct sockaddr *)&listen_addr, sizeof(listen_addr)) < 0) {
@@ -290,21 +222,21 @@ static int connect_with(const char *source, const uint8_t *data, size_t len, int
 		socklen_t elen = sizeof(err);
 
 		if (errno != EINTR && errno != EINPROGRESS)
-			die("connect over loopback");
+			fuzz_die("connect over loopback");
 		while (poll(&p, 1, 5000) < 0 && errno == EINTR)
 			;
 		if (getsockopt(c, SOL_SOCKET, SO_ERROR, &err, &elen) < 0 || err != 0)
-			die("connect over loopback");
+			fuzz_die("connect over loopback");
 	}
 	while ((s = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC)) < 0)
 		if (errno != EINTR)
-			die("accept");
+			fuzz_die("accept");
 	while (off < len) {
 		ssize_t n = write(c, data + off, len - off);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
-			die("write to loopback");
+			fuzz_die("write to loopback");
 		off += (size_t)n;
 	}
 	shutdown(c, SHUT_WR);
@@ -342,7 +274,7 @@ static void check_replies(void)
 		return;
 	len = pread(replyfd, buf, sizeof(buf), 0);
 	if (len < 0)
-		die("pread replies");
+		fuzz_die("pread replies");
 	while (off < (size_t)len) {
 		const char *p = buf + off;
 		const char *lf = memchr(p, '\n', (size_t)len - off);
@@ -390,7 +322,7 @@ static void measure(const char *path, unsigned long long *size, unsigned long lo
 
 	*size = *lfs = 0;
 	if (fd < 0)
-		die(path);
+		fuzz_die(path);
 	while ((n = read(fd, buf, sizeof(buf))) > 0) {
 		*size += (unsigned long long)n;
 		for (ssize_t i = 0; i < n; i++)
@@ -406,7 +338,7 @@ static int queued_size(const char *id, long long *size)
 
 	if (sqlite3_prepare_v2(db_handle(), "SELECT size FROM queue_messages WHERE id = ?1", -1, &st,
 			       NULL) != SQLITE_OK)
-		die("prepare");
+		fuzz_die("prepare");
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
 	if (sqlite3_step(st) == SQLITE_ROW) {
 		*size = sqlite3_column_int64(st, 0);
@@ -488,7 +420,7 @@ static void check_disk(void)
 	each_file(dir, queued_file);
 	/* and each row has its file */
 	if (sqlite3_prepare_v2(db_handle(), "SELECT id FROM queue_messages", -1, &st, NULL) != SQLITE_OK)
-		die("prepare");
+		fuzz_die("prepare");
 	while (sqlite3_step(st) == SQLITE_ROW) {
 		char path[1400];
 		struct stat sb;
@@ -507,7 +439,7 @@ static int lowest_free_fd(void)
 	int fd = dup(null_fd);
 
 	if (fd < 0)
-		die("dup");
+		fuzz_die("dup");
 	close(fd);
 	return fd;
 }
@@ -525,8 +457,8 @@ static void after_session(int fd_before)
 		FUZZ_ASSERT(sqlite3_get_autocommit(db));
 		check_disk();
 		if (sqlite3_total_changes(db) != last_changes) {
-			exec_sql(db, "DELETE FROM queue_recipients; DELETE FROM queue_messages;"
-				     "DELETE FROM auth_failures; DELETE FROM send_counts;");
+			fuzz_exec_sql(db, "DELETE FROM queue_recipients; DELETE FROM queue_messages;"
+					  "DELETE FROM auth_failures; DELETE FROM send_counts;");
 			last_changes = sqlite3_total_changes(db);
 		}
 	}
@@ -568,18 +500,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (scenario == 0) {
 		if (ftruncate(memfd, 0) < 0 || pwrite(memfd, data, size, 0) != (ssize_t)size ||
 		    lseek(memfd, 0, SEEK_SET) < 0 || dup2(memfd, 0) < 0)
-			die("memfd");
+			fuzz_die("memfd");
 	} else {
 		static const char *const sources[] = { "", "127.0.0.1", "127.0.0.1", "127.0.0.2",
 							"192.0.2.1" };
 
 		server = connect_with(sources[scenario], data, size, &client);
 		if (dup2(server, 0) < 0)
-			die("dup2");
+			fuzz_die("dup2");
 	}
 
 	if (ftruncate(replyfd, 0) < 0 || lseek(replyfd, 0, SEEK_SET) < 0 || dup2(replyfd, 1) < 0)
-		die("reply memfd");
+		fuzz_die("reply memfd");
 
 	memset(&session, 0, sizeof(session));
 	session.mode = scenario == 2 ? MODE_SUBMISSION : MODE_MX;

@@ -1,6 +1,7 @@
 /* What every libFuzzer target here shares: the entry points (declared, for
  * -Wmissing-prototypes) and a check that aborts with a message, so that a
- * broken invariant is a crash libFuzzer keeps as a reproducer. */
+ * broken invariant is a crash libFuzzer keeps as a reproducer; and, for
+ * the targets built with fuzz-world.c, the world they run in. */
 #ifndef POSTAGE_FUZZ_H
 #define POSTAGE_FUZZ_H
 
@@ -34,5 +35,30 @@ static inline char *fuzz_cstring(const uint8_t *data, size_t size)
 	s[size] = '\0';
 	return s;
 }
+
+/* ---- fuzz-world.c ------------------------------------------------------- */
+
+struct sqlite3;
+
+/* Makes the work dir ($POSTAGE_FUZZ_DIR, else /dev/shm, else $TMPDIR or
+ * /tmp; removed at exit unless $POSTAGE_KEEP_TMP is set) and in it
+ * postage.db from schema/schema.sql, with the settings mail_root (its
+ * mail/) and spool_dir (its spool/), then setup_sql (if not NULL) run on
+ * it; names it in $POSTAGE_DB and sets $POSTAGE_LOG_FILE to /dev/null
+ * unless set. Returns the work dir. Exits on failure. */
+const char *fuzz_world(const char *setup_sql);
+
+/* A sha512-crypt hash of password at its least number of rounds (a cheap
+ * login); static, replaced by the next call. */
+const char *fuzz_password_hash(const char *password);
+
+/* sql run on db, or exit with the error. */
+void fuzz_exec_sql(struct sqlite3 *db, const char *sql);
+
+/* Removes path and everything under it. */
+void fuzz_remove_tree(const char *path);
+
+/* "<program>: what: strerror(errno)" on stderr, then exit(1). */
+_Noreturn void fuzz_die(const char *what);
 
 #endif
