@@ -10,9 +10,15 @@ The fixture (SmtpTestCase.setUp) hosts three domains:
 
 and a mailbox dave (quota 3000 bytes) at dave@example.test. Nothing may
 relay (relay_networks stays empty, as in a fresh schema).
+
+TlsTestCase is the class-wide fixture of the TLS and AUTH tests
+(test_auth.py, test_relay.py, test_security.py, test_tls_smtp.py): a
+self-signed certificate as tls_cert/tls_key and mailboxes with a password.
 """
 import os
 import re
+import ssl
+import subprocess
 import sys
 import time
 import unittest
@@ -134,6 +140,65 @@ def new_message(subject='test', body=None, extra_headers=''):
     return (f'From: sender@remote.example\nTo: someone@example.test\n'
             f'Subject: {subject} {tag}\nMessage-ID: <{tag}@remote.example>\n'
             f'{extra_headers}\n{body}').encode()
+
+
+def make_cert(directory, name='server', cn='mx.test.example'):
+    """A self-signed P-256 certificate and key made with openssl, as
+    directory/name.crt and name.key: (cert path, key path)."""
+    cert = os.path.join(directory, name + '.crt')
+    key = os.path.join(directory, name + '.key')
+    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt',
+                    'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert,
+                    '-days', '2', '-subj', '/CN=' + cn],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def use_cert(p):
+    """A new certificate in p.dir as p's tls_cert and tls_key: (cert, key)."""
+    cert, key = make_cert(p.dir)
+    p.set('tls_cert', cert)
+    p.set('tls_key', key)
+    return cert, key
+
+
+def insecure_context(**kw):
+    """A TLS client context that takes our self-signed certificates; each
+    keyword sets that attribute of it (minimum_version=...)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    for k, v in kw.items():
+        setattr(ctx, k, v)
+    return ctx
+
+
+class TlsTestCase(unittest.TestCase):
+    """One Postage for the whole class (cls.p) with a self-signed
+    certificate as tls_cert/tls_key (cls.cert, cls.key), the domain DOMAIN
+    and, for each login in LOGINS, a mailbox with the password PASSWORD at
+    login@DOMAIN. A subclass sets PASSWORD (and LOGINS), adds what else it
+    needs and starts its servers in setUpClass after
+    super().setUpClass(); tearDownClass checks the sanitizer logs."""
+    PASSWORD = None
+    LOGINS = ('alice',)
+    DOMAIN = 'example.test'
+
+    @classmethod
+    def setUpClass(cls):
+        cls.p = Postage().__enter__()
+        cls.cert, cls.key = use_cert(cls.p)
+        cls.p.add_domain(cls.DOMAIN)
+        for login in cls.LOGINS:
+            cls.p.add_mailbox(login, cls.PASSWORD)
+            cls.p.add_address(f'{login}@{cls.DOMAIN}', login)
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.p.check_sanitizers()
+        finally:
+            cls.p.__exit__(None, None, None)
 
 
 class SmtpTestCase(unittest.TestCase):

@@ -8,7 +8,6 @@ import os
 import shutil
 import smtplib
 import socket
-import ssl
 import statistics
 import subprocess
 import sys
@@ -18,27 +17,11 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import Postage  # noqa: E402
+from smtp_base import TlsTestCase, insecure_context, use_cert  # noqa: E402
 
 HANDLER = 'smtp-handler/smtp-handler'
 PASSWORD = 'Tr0ub4dor&3-auth'
 WINDOW = 15 * 60
-
-
-def make_cert(directory):
-    cert = os.path.join(directory, 'server.crt')
-    key = os.path.join(directory, 'server.key')
-    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt',
-                    'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert,
-                    '-days', '2', '-subj', '/CN=mx.test.example'],
-                   check=True, capture_output=True)
-    return cert, key
-
-
-def insecure_context():
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 def b64(text):
@@ -96,19 +79,15 @@ def run(cmd, input=b'', timeout=60):
     return subprocess.run(cmd, input=input, capture_output=True, timeout=timeout)
 
 
-class AuthTest(unittest.TestCase):
+class AuthTest(TlsTestCase):
+    PASSWORD = PASSWORD
+    LOGINS = ('alice', 'bob', 'dave', 'erin', 'frank')
+
     @classmethod
     def setUpClass(cls):
-        cls.p = Postage().__enter__()
+        super().setUpClass()
         p = cls.p
-        cert, key = make_cert(p.dir)
-        p.set('tls_cert', cert)
-        p.set('tls_key', key)
-        for d in ('example.test', 'alice.test'):
-            p.add_domain(d)
-        for login in ('alice', 'bob', 'dave', 'erin', 'frank'):
-            p.add_mailbox(login, PASSWORD)
-            p.add_address(f'{login}@example.test', login)
+        p.add_domain('alice.test')
         p.add_mailbox('carol', PASSWORD, enabled=0)
         p.add_address('carol@example.test', 'carol')
         p.add_address('@alice.test', 'alice')           # alice's catch-all domain
@@ -116,13 +95,6 @@ class AuthTest(unittest.TestCase):
         cls.sub = p.serve(HANDLER, ['--mode=submission'])
         cls.subs = p.serve(HANDLER, ['--mode=submissions'])
         cls.mx = p.serve(HANDLER, ['--mode=mx'])
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.p.check_sanitizers()
-        finally:
-            cls.p.__exit__(None, None, None)
 
     # -- helpers ---------------------------------------------------------
 
@@ -642,9 +614,7 @@ class DummyHashTimingTest(unittest.TestCase):
 
     def test_unknown_login_takes_as_long_as_wrong_password(self):
         with Postage() as p:
-            cert, key = make_cert(p.dir)
-            p.set('tls_cert', cert)
-            p.set('tls_key', key)
+            use_cert(p)
             p.add_mailbox('yes', PASSWORD, scheme='yescrypt')
             srv = p.serve(HANDLER, ['--mode=submissions'])
             times = {'wrong': [], 'unknown': []}

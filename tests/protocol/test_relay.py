@@ -11,7 +11,6 @@ import re
 import shutil
 import smtplib
 import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -19,28 +18,11 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import Postage  # noqa: E402
+from smtp_base import TlsTestCase, insecure_context  # noqa: E402
 
 HANDLER = 'smtp-handler/smtp-handler'
 POP3 = 'pop3-handler/pop3-handler'
 PASSWORD = 'Pop-before-smtp-pw-5r2'
-
-
-def make_cert(directory):
-    cert = os.path.join(directory, 'server.crt')
-    key = os.path.join(directory, 'server.key')
-    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt',
-                    'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert,
-                    '-days', '2', '-subj', '/CN=mx.test.example'],
-                   check=True, capture_output=True)
-    return cert, key
-
-
-def insecure_context():
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 def have_pop3():
@@ -59,28 +41,17 @@ class POP3From(poplib.POP3):
                                         source_address=(self._source, 0))
 
 
-class RelayTest(unittest.TestCase):
+class RelayTest(TlsTestCase):
+    PASSWORD = PASSWORD
+    LOGINS = ('alice', 'bob')
+
     @classmethod
     def setUpClass(cls):
-        cls.p = Postage().__enter__()
+        super().setUpClass()
         p = cls.p
-        cert, key = make_cert(p.dir)
-        p.set('tls_cert', cert)
-        p.set('tls_key', key)
-        p.add_domain('example.test')
-        for login in ('alice', 'bob'):
-            p.add_mailbox(login, PASSWORD)
-            p.add_address(f'{login}@example.test', login)
         cls.mx = p.serve(HANDLER, ['--mode=mx'])
         cls.sub = p.serve(HANDLER, ['--mode=submission'])
         cls.pop = p.serve(POP3, []) if have_pop3() else None
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.p.check_sanitizers()
-        finally:
-            cls.p.__exit__(None, None, None)
 
     def setUp(self):
         self.p.sql('DELETE FROM pop_logins')

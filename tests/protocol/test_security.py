@@ -33,16 +33,15 @@ import base64
 import os
 import re
 import socket
-import ssl
 import stat
-import subprocess
 import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import Postage  # noqa: E402
-from smtp_base import BODY_MARKER, SmtpTestCase, Raw, new_message, wire  # noqa: E402
+from smtp_base import (BODY_MARKER, SmtpTestCase, Raw, TlsTestCase,  # noqa: E402
+                       insecure_context, new_message, wire)
 import pop3_base  # noqa: E402
 
 SMTP = 'smtp-handler/smtp-handler'
@@ -59,23 +58,6 @@ def b64(data):
     if isinstance(data, str):
         data = data.encode()
     return base64.b64encode(data).decode()
-
-
-def make_cert(directory):
-    cert = os.path.join(directory, 'server.crt')
-    key = os.path.join(directory, 'server.key')
-    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt',
-                    'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert,
-                    '-days', '2', '-subj', '/CN=mx.test.example'],
-                   check=True, capture_output=True)
-    return cert, key
-
-
-def insecure_context():
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 def header_section(data):
@@ -195,29 +177,18 @@ class FileModes(unittest.TestCase):
 
 # -- logs ---------------------------------------------------------------------
 
-class Logs(unittest.TestCase):
+class Logs(TlsTestCase):
+    PASSWORD = RIGHT
+    LOGINS = ('alice', 'bob')
+
     @classmethod
     def setUpClass(cls):
-        cls.p = Postage().__enter__()
+        super().setUpClass()
         p = cls.p
-        cert, key = make_cert(p.dir)
-        p.set('tls_cert', cert)
-        p.set('tls_key', key)
-        p.add_domain('example.test')
-        for login in ('alice', 'bob'):
-            p.add_mailbox(login, RIGHT)
-            p.add_address(f'{login}@example.test', login)
         cls.subs = p.serve(SMTP, ['--mode=submissions'])
         cls.mx = p.serve(SMTP, ['--mode=mx'])
         cls.pop = p.serve(POP3)
         cls.pops = p.serve(POP3, ['--tls'])
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.p.check_sanitizers()
-        finally:
-            cls.p.__exit__(None, None, None)
 
     def setUp(self):
         # Keep the throttle's delay out of these dialogs.

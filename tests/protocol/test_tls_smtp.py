@@ -21,35 +21,16 @@ import warnings
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import Postage  # noqa: E402
+from smtp_base import TlsTestCase, insecure_context, make_cert  # noqa: E402
 
 HANDLER = 'smtp-handler/smtp-handler'
 PASSWORD = 'correct horse battery'
-
-
-def make_cert(directory, name, cn='mx.test.example'):
-    """A self-signed P-256 certificate and key: (cert path, key path)."""
-    cert = os.path.join(directory, name + '.crt')
-    key = os.path.join(directory, name + '.key')
-    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt',
-                    'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert,
-                    '-days', '2', '-subj', '/CN=' + cn],
-                   check=True, capture_output=True)
-    return cert, key
 
 
 def der_fingerprint(pem_path):
     with open(pem_path) as f:
         der = ssl.PEM_cert_to_DER_cert(f.read())
     return hashlib.sha256(der).hexdigest()
-
-
-def insecure_context(**kw):
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    for k, v in kw.items():
-        setattr(ctx, k, v)
-    return ctx
 
 
 class Lines:
@@ -90,27 +71,16 @@ def run(cmd, input=b'', timeout=60):
     return subprocess.run(cmd, input=input, capture_output=True, timeout=timeout)
 
 
-class TLSTest(unittest.TestCase):
+class TLSTest(TlsTestCase):
+    PASSWORD = PASSWORD
+
     @classmethod
     def setUpClass(cls):
-        cls.p = Postage().__enter__()
+        super().setUpClass()
         p = cls.p
-        cls.cert, cls.key = make_cert(p.dir, 'server')
-        p.set('tls_cert', cls.cert)
-        p.set('tls_key', cls.key)
-        p.add_domain('example.test')
-        p.add_mailbox('alice', PASSWORD)
-        p.add_address('alice@example.test', 'alice')
         cls.mx = p.serve(HANDLER, ['--mode=mx'])
         cls.sub = p.serve(HANDLER, ['--mode=submission'])
         cls.subs = p.serve(HANDLER, ['--mode=submissions'])
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.p.check_sanitizers()
-        finally:
-            cls.p.__exit__(None, None, None)
 
     def tearDown(self):
         # Tests that change the certificate put the original back.
