@@ -18,7 +18,8 @@ void io_init(struct io *io, int rfd, int wfd, int timeout_ms)
 	io->line_deadline = 0;
 	io->transport = NULL;
 	io->slow = NULL;
-	io->slow_ms = 0;
+	io->slow_ms = io->slow_partial_ms = 0;
+	io->line_start_bytes = 0;
 	io->rstart = io->rend = io->wlen = 0;
 	io->bytes_in = io->bytes_out = 0;
 	io->write_failed = 0;
@@ -201,9 +202,14 @@ static enum io_result wait_input(struct io *io, long long deadline)
 		enum io_result w;
 
 		if (io->slow && io->slow_ms > 0 && io->line_deadline) {
-			long long check = io->line_deadline - io->timeout_ms + io->slow_ms;
+			/* Bytes of the line came and the rest does not: a
+			 * client trickling it (slowloris) is asked about sooner
+			 * than one that is only quiet. */
+			int every = io->bytes_in > io->line_start_bytes && io->slow_partial_ms > 0 ?
+					    io->slow_partial_ms : io->slow_ms;
+			long long check = io->line_deadline - io->timeout_ms + every;
 			if (check <= now)
-				check = now + io->slow_ms - (now - check) % io->slow_ms;
+				check = now + every - (now - check) % every;
 			if (check < until)
 				until = check;
 		}
@@ -269,8 +275,10 @@ enum io_result io_read_chunk(struct io *io, char *buf, size_t cap, size_t *len)
 	enum io_result r;
 	int own = io->line_deadline == 0;
 
-	if (own)
+	if (own) {
 		io->line_deadline = now_ms() + io->timeout_ms;
+		io->line_start_bytes = io->bytes_in;
+	}
 	r = read_chunk(io, buf, cap, len);
 	if (own)
 		io->line_deadline = 0;
@@ -317,6 +325,7 @@ enum io_result io_read_line(struct io *io, char *buf, size_t cap, size_t *len)
 	enum io_result r;
 
 	io->line_deadline = now_ms() + io->timeout_ms;
+	io->line_start_bytes = io->bytes_in;
 	r = read_line(io, buf, cap, len);
 	io->line_deadline = 0;
 	return r;

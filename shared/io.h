@@ -35,11 +35,13 @@ struct io {
 	 * a client sending one byte every few seconds cannot hold a session
 	 * open past timeout_ms per line. */
 	long long line_deadline;
-	/* When a line has taken slow_ms and every slow_ms after that,
-	 * slow(io) is asked whether to go on waiting (0) or to give up as on
-	 * a timeout (1): slow sessions make way under load (stress.h). */
+	/* When a line has taken slow_ms and every slow_ms after that
+	 * (slow_partial_ms once some of its bytes came), slow(io) is asked
+	 * whether to go on waiting (0) or to give up as on a timeout (1):
+	 * slow sessions make way under load (stress.h). */
 	int (*slow)(struct io *io);
-	int slow_ms;
+	int slow_ms, slow_partial_ms;
+	unsigned long long line_start_bytes; /* bytes_in when the line began */
 	const struct io_transport *transport; /* NULL: plain fds */
 	size_t rstart, rend, wlen;
 	unsigned long long bytes_in, bytes_out;

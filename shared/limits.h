@@ -58,8 +58,12 @@
 #define THROTTLE_DELAY_MAX_SECONDS 16
 
 /* A line that has taken this long makes its session slow (stress.h);
- * under load a slow session gives up at the next such interval. */
+ * under load a slow session gives up at the next such interval. Once
+ * some bytes of the line came, the rest must follow within
+ * STRESS_PARTIAL_MS (a client sends a line in one go; a slowloris
+ * trickles it). */
 #define STRESS_SLOW_MS (10 * 1000)
+#define STRESS_PARTIAL_MS (2 * 1000)
 /* Bytes of the slow-session lock file: at most this many counted. */
 #define STRESS_SLOTS 4096
 

@@ -1,4 +1,6 @@
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* F_OFD_SETLK */
+#endif
 #include "stress.h"
 
 #include <errno.h>
@@ -19,6 +21,7 @@ void stress_watch(struct io *io)
 {
 	io->slow = stress_slow;
 	io->slow_ms = STRESS_SLOW_MS;
+	io->slow_partial_ms = STRESS_PARTIAL_MS;
 }
 
 /* Takes a free byte of the slot file: this process is slow. */

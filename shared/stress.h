@@ -4,11 +4,12 @@
  * instances, a socket unit's MaxConnections=), and a client that sends
  * one byte every few seconds holds one for as long as the line timeout
  * allows (5 minutes per line, RFC 5321 4.5.3.2.7). A session whose line
- * has taken STRESS_SLOW_MS counts itself as slow (a lock on one byte of
+ * has taken STRESS_SLOW_MS (STRESS_PARTIAL_MS when part of the line came
+ * and the rest did not) counts itself as slow (a lock on one byte of
  * spool_dir/slow.lock, which goes when the process does); while more than
  * the setting slow_sessions_max sessions (SMTP and POP3 together) are
- * slow, each of them gives up at its next look, every STRESS_SLOW_MS, as
- * on a timeout. Fast sessions never touch the file. */
+ * slow, each of them gives up at its next look (at the same intervals),
+ * as on a timeout. Fast sessions never touch the file. */
 #ifndef POSTAGE_STRESS_H
 #define POSTAGE_STRESS_H
 

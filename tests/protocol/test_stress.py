@@ -1,5 +1,5 @@
 """Slow sessions make way under load (shared/stress.h): once a line has
-taken 10 seconds the session counts as slow, and while more sessions than
+taken 10 seconds (2 once part of it came) the session counts as slow, and while more sessions than
 slow_sessions_max (SMTP and POP3 together) are slow, the ones that look
 give up with the protocol's timeout reply. Under the limit a slow session
 waits the full line timeout as RFC 5321 4.5.3.2.7 asks."""
@@ -74,6 +74,25 @@ class Stress(unittest.TestCase):
         for s in conns:
             s.close()
         self.assertIn('event=stress result=cut', self.p.log_text())
+
+    def test_a_trickled_line_is_slow_after_two_seconds(self):
+        # Part of a line and then nothing (slowloris): slow after 2 s,
+        # not 10.
+        self.p.set('slow_sessions_max', 1)
+        first, _ = connect(self.smtp)
+        first.sendall(b'NO')
+        time.sleep(0.3)
+        second, _ = connect(self.smtp)
+        second.sendall(b'NO')
+        t0 = time.monotonic()
+        said = reply_within(second, 8)
+        self.assertTrue(said and said.startswith(b'421 4.4.2 '), said)
+        self.assertLess(time.monotonic() - t0, 5)
+        self.assertEqual(reply_within(first, 0.5), b'')
+        first.sendall(b'OP\r\n')
+        self.assertTrue(reply_within(first, 10).startswith(b'250 '))
+        first.close()
+        second.close()
 
     def test_smtp_and_pop3_count_together(self):
         self.p.set('slow_sessions_max', 1)
