@@ -199,6 +199,35 @@ static int parse(struct journal *j)
 #undef NEXT
 }
 
+int journal_parse(const char *data, size_t len, size_t *nids, size_t *ncopies)
+{
+	struct journal j;
+	int r;
+
+	memset(&j, 0, sizeof(j));
+	j.data = malloc(len ? len : 1);
+	if (!j.data)
+		return -1;
+	memcpy(j.data, data, len);
+	j.len = len;
+	r = parse(&j);
+	if (r == 0) {
+		/* What finish() relies on. */
+		for (size_t i = 0; i < j.ncopies; i++)
+			if (strchr(j.copies[i].base, '/') || strchr(j.copies[i].name, '/') ||
+			    !j.copies[i].base[0] || !j.copies[i].name[0])
+				abort();
+		for (size_t i = 0; i < j.nids; i++)
+			if (strlen(j.ids[i]) > QUEUE_ID_LEN || strchr(j.ids[i], '/'))
+				abort();
+		*nids = j.nids;
+		*ncopies = j.ncopies;
+	}
+	free(j.data);
+	free(j.copies);
+	return r;
+}
+
 static int read_journal(int fd, struct journal *j)
 {
 	struct stat sb;

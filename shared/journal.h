@@ -44,4 +44,8 @@ void journal_end(int durable);
  * journals were finished. */
 int journal_recover(void (*hold)(const char *id, void *ctx), void *ctx);
 
+/* The reader of journal files, for tests and fuzzing: how many queue ids
+ * and copies data names, or -1 when it is not a whole journal. */
+int journal_parse(const char *data, size_t len, size_t *nids, size_t *ncopies);
+
 #endif
