@@ -34,14 +34,17 @@ ERRORS = {
     'mkdir': ['EIO', 'ENOSPC'],
     'ftruncate': ['EIO'],
     'fcntl': ['EIO'],
+    'flock': ['ENOLCK'],
 }
 # SQLite's commit: pwrite64 (WAL frames), fdatasync/fsync (WAL and, at
-# checkpoint, the database), ftruncate (WAL reset), fcntl (its locks).
+# checkpoint, the database), ftruncate (WAL reset), fcntl (its locks);
+# flock: the delivery journal's lock, the POP3 maildrop's, the runner's.
 # Not close: strace's error= skips the call, so the descriptor would stay
 # open, which Linux never does (close frees it even when it reports EIO);
 # a pipe end left open that way hangs its reader, a fault no disk makes.
 SYSCALLS = ['write', 'pwrite64', 'fsync', 'fdatasync', 'rename', 'renameat', 'renameat2',
-            'link', 'linkat', 'unlink', 'unlinkat', 'openat', 'mkdir', 'ftruncate', 'fcntl']
+            'link', 'linkat', 'unlink', 'unlinkat', 'openat', 'mkdir', 'ftruncate', 'fcntl',
+            'flock']
 # What --quick does: every call of these (the durability-critical ones) ...
 QUICK_ALL = {'fsync', 'fdatasync', 'rename', 'renameat', 'renameat2', 'link', 'linkat',
              'unlink', 'unlinkat'}
