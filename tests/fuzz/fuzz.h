@@ -1,7 +1,7 @@
 /* What every libFuzzer target here shares: the entry points (declared, for
  * -Wmissing-prototypes) and a check that aborts with a message, so that a
  * broken invariant is a crash libFuzzer keeps as a reproducer; and, for
- * the targets built with fuzz-world.c, the world they run in. */
+ * the targets built with world.c, the world they run in. */
 #ifndef POSTAGE_FUZZ_H
 #define POSTAGE_FUZZ_H
 
@@ -36,7 +36,7 @@ static inline char *fuzz_cstring(const uint8_t *data, size_t size)
 	return s;
 }
 
-/* ---- fuzz-world.c ------------------------------------------------------- */
+/* ---- world.c ------------------------------------------------------- */
 
 struct sqlite3;
 
