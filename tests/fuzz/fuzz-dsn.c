@@ -117,16 +117,7 @@ static int status_ok(const char *s)
 
 static void broken(const char *what, const char *p, size_t len)
 {
-	fprintf(stderr, "fuzz-dsn: %s: \"", what);
-	for (size_t i = 0; i < len && i < 300; i++) {
-		unsigned char c = (unsigned char)p[i];
-		if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
-			fputc(c, stderr);
-		else
-			fprintf(stderr, "\\x%02x", c);
-	}
-	fprintf(stderr, "\"\n");
-	abort();
+	fuzz_broken("fuzz-dsn", what, p, len);
 }
 
 /* The original's header section as copy_headers should quote it. */

@@ -163,16 +163,7 @@ struct cursor {
 
 static void broken(const char *what, const char *p, size_t len)
 {
-	fprintf(stderr, "fuzz-pop3-session: %s (%zu octets): \"", what, len);
-	for (size_t i = 0; i < len && i < 600; i++) {
-		unsigned char c = (unsigned char)p[i];
-		if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
-			fputc(c, stderr);
-		else
-			fprintf(stderr, "\\x%02x", c);
-	}
-	fprintf(stderr, "\"\n");
-	abort();
+	fuzz_broken("fuzz-pop3-session", what, p, len);
 }
 
 /* The next reply line (with its CRLF) in *line, *len; 0 at the end. */

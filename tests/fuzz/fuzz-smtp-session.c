@@ -246,16 +246,7 @@ static int connect_with(const char *source, const uint8_t *data, size_t len, int
 
 static void show_reply(const char *what, const char *p, size_t len)
 {
-	fprintf(stderr, "fuzz-smtp-session: %s (%zu octets): \"", what, len);
-	for (size_t i = 0; i < len && i < 600; i++) {
-		unsigned char c = (unsigned char)p[i];
-		if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
-			fputc(c, stderr);
-		else
-			fprintf(stderr, "\\x%02x", c);
-	}
-	fprintf(stderr, "\"\n");
-	abort();
+	fuzz_broken("fuzz-smtp-session", what, p, len);
 }
 
 /* Every reply line: Reply-code [ ("-" / SP) textstring ] CRLF, at most

@@ -23,6 +23,23 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 		}                                                                          \
 	} while (0)
 
+/* Aborts after printing what broke and the bytes that show it (at most
+ * 600, escaped), so libFuzzer keeps the input as a reproducer. */
+__attribute__((noreturn)) static inline void fuzz_broken(const char *target, const char *what,
+							 const char *p, size_t len)
+{
+	fprintf(stderr, "%s: %s (%zu octets): \"", target, what, len);
+	for (size_t i = 0; i < len && i < 600; i++) {
+		unsigned char c = (unsigned char)p[i];
+		if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
+			fputc(c, stderr);
+		else
+			fprintf(stderr, "\\x%02x", c);
+	}
+	fprintf(stderr, "\"\n");
+	abort();
+}
+
 /* A NUL-terminated copy of the input (free it); a NUL inside ends it
  * early, as it would for a C string from the wire. */
 static inline char *fuzz_cstring(const uint8_t *data, size_t size)
