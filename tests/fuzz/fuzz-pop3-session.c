@@ -322,16 +322,6 @@ static void check_session(const uint8_t *data, size_t size, struct outcome *o)
 
 /* ---- one session -------------------------------------------------------- */
 
-static int lowest_free_fd(void)
-{
-	int fd = dup(null_fd);
-
-	if (fd < 0)
-		fuzz_die("dup");
-	close(fd);
-	return fd;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct outcome o = { 0, 0, 0 };
@@ -343,7 +333,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size > 65536)
 		return 0;
 	make_maildir();
-	fd_before = lowest_free_fd();
+	fd_before = fuzz_lowest_free_fd(null_fd);
 
 	if (ftruncate(memfd, 0) < 0 || pwrite(memfd, data, size, 0) != (ssize_t)size ||
 	    lseek(memfd, 0, SEEK_SET) < 0 || dup2(memfd, 0) < 0)
@@ -386,9 +376,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			last_changes = sqlite3_total_changes(db);
 		}
 	}
-	if (lowest_free_fd() != fd_before) {
+	if (fuzz_lowest_free_fd(null_fd) != fd_before) {
 		fprintf(stderr, "fuzz-pop3-session: file descriptor leaked (next free fd %d, was %d)\n",
-			lowest_free_fd(), fd_before);
+			fuzz_lowest_free_fd(null_fd), fd_before);
 		abort();
 	}
 	return 0;

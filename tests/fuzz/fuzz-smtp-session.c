@@ -424,17 +424,6 @@ static void check_disk(void)
 	sqlite3_finalize(st);
 }
 
-/* The lowest free file descriptor. */
-static int lowest_free_fd(void)
-{
-	int fd = dup(null_fd);
-
-	if (fd < 0)
-		fuzz_die("dup");
-	close(fd);
-	return fd;
-}
-
 /* Puts the world back as it was before the session (which began with
  * fd_before as the lowest free descriptor). */
 static void after_session(int fd_before)
@@ -458,7 +447,7 @@ static void after_session(int fd_before)
 	snprintf(dir, sizeof(dir), "%s/spool", workdir);
 	nftw(dir, remove_file, 16, FTW_PHYS);
 
-	probe = lowest_free_fd();
+	probe = fuzz_lowest_free_fd(null_fd);
 	if (probe != fd_before) {
 		fprintf(stderr, "fuzz-smtp-session: file descriptor leaked (next free fd %d, was %d)\n",
 			probe, fd_before);
@@ -481,7 +470,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (size < 1 || size > 65536)
 		return 0;
-	fd_before = lowest_free_fd();
+	fd_before = fuzz_lowest_free_fd(null_fd);
 	scenario = data[0] >= '0' && data[0] <= '4' ? data[0] - '0' : data[0] % 5;
 	data++;
 	size--;

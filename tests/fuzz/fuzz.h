@@ -78,4 +78,8 @@ void fuzz_remove_tree(const char *path);
 /* "<program>: what: strerror(errno)" on stderr, then exit(1). */
 _Noreturn void fuzz_die(const char *what);
 
+/* The lowest free file descriptor (a dup of null_fd, closed again): a
+ * session that leaks a descriptor moves it. */
+int fuzz_lowest_free_fd(int null_fd);
+
 #endif

@@ -133,3 +133,13 @@ const char *fuzz_world(const char *setup_sql)
 	setenv("POSTAGE_LOG_FILE", "/dev/null", 0);
 	return workdir;
 }
+
+int fuzz_lowest_free_fd(int null_fd)
+{
+	int fd = dup(null_fd);
+
+	if (fd < 0)
+		fuzz_die("dup");
+	close(fd);
+	return fd;
+}
