@@ -67,6 +67,10 @@
 /* Bytes of the slow-session lock file: at most this many counted. */
 #define STRESS_SLOTS 4096
 
+/* A message being received stays in memory up to this size, then moves
+ * to a file in the spool (spool.h): 20 sessions hold at most 20 MiB. */
+#define STAGING_MEMORY_MAX (1024 * 1024)
+
 /* SQLite busy timeout: an administrator's open transaction gets this long,
  * then the client gets a 4xx. */
 #define DB_BUSY_TIMEOUT_MS 5000

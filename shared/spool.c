@@ -1,9 +1,13 @@
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* memfd_create */
+#endif
 #include "spool.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -54,6 +58,54 @@ int spool_staging_open(const char *id, char *path, size_t cap)
 			return -1;
 	}
 	return open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+}
+
+int spool_staging_begin(const char *id, char *path, size_t cap)
+{
+#ifdef MFD_CLOEXEC
+#ifndef MFD_NOEXEC_SEAL
+#define MFD_NOEXEC_SEAL 0x0008U
+#endif
+	/* MFD_NOEXEC_SEAL (Linux 6.3) keeps newer kernels from warning;
+	 * older ones refuse the flag with EINVAL. */
+	int fd = memfd_create("postage-staging", MFD_CLOEXEC | MFD_NOEXEC_SEAL);
+
+	if (fd < 0 && errno == EINVAL)
+		fd = memfd_create("postage-staging", MFD_CLOEXEC);
+	if (fd >= 0) {
+		if (cap > 0)
+			path[0] = '\0';
+		return fd;
+	}
+#endif
+	return spool_staging_open(id, path, cap);
+}
+
+int spool_staging_to_disk(int *fd, const char *id, char *path, size_t cap)
+{
+	struct stat st;
+	int nfd, saved;
+
+	if (path[0])
+		return 0;
+	if (fstat(*fd, &st) < 0)
+		return -1;
+	nfd = spool_staging_open(id, path, cap);
+	if (nfd < 0) {
+		path[0] = '\0';
+		return -1;
+	}
+	if (fd_copy_range(nfd, *fd, 0, st.st_size) < 0) {
+		saved = errno;
+		close(nfd);
+		unlink(path);
+		path[0] = '\0';
+		errno = saved;
+		return -1;
+	}
+	close(*fd);
+	*fd = nfd;
+	return 0;
 }
 
 void queue_path(const char *id, char *path, size_t cap)

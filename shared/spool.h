@@ -15,6 +15,20 @@ void queue_new_id(char *id, size_t cap);
  * its path goes to path. Returns the fd (read-write) or -1 with errno. */
 int spool_staging_open(const char *id, char *path, size_t cap);
 
+/* Staging in memory (a memfd) for the message being received: one that
+ * goes only to local Maildirs then never creates or removes a file in the
+ * spool (on ext4 without a journal each removed inode also slows the next
+ * file creations for a minute). path is set to "". Falls back to
+ * spool_staging_open when memfd_create is not allowed. Returns the fd or
+ * -1 with errno. */
+int spool_staging_begin(const char *id, char *path, size_t cap);
+
+/* Moves an in-memory staging file (path "") to spool_dir/tmp/<id>: when
+ * it outgrows STAGING_MEMORY_MAX, or must be linked into the queue. *fd
+ * becomes the disk file's, at its end. 0 (also when already on disk), or
+ * -1 with errno and *fd, path unchanged. */
+int spool_staging_to_disk(int *fd, const char *id, char *path, size_t cap);
+
 struct queue_rcpt {
 	const char *recipient; /* where it goes */
 	const char *orig_rcpt; /* the RCPT address it came from */

@@ -302,7 +302,8 @@ int checks_message(struct session *s, const char *qid, int *fd, char *staging, s
 		return -1;
 	}
 	close(*fd);
-	unlink(staging);
+	if (staging[0])
+		unlink(staging);
 	*fd = nfd;
 	snprintf(staging, cap, "%s", newpath);
 	*size = newsize;

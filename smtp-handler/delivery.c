@@ -1,6 +1,6 @@
-/* DATA: read the message into a staging file, check it, deliver it to
- * every local Maildir and queue it for remote recipients, and only then
- * answer 250. */
+/* DATA: read the message into a staging file (in memory while it is
+ * small, spool.h), check it, deliver it to every local Maildir and queue
+ * it for remote recipients, and only then answer 250. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -69,15 +69,33 @@ static int received_header(const struct session *s, const char *qid, char *buf, 
 	return n < 0 || (size_t)n >= cap ? -1 : n;
 }
 
-/* Reads DATA to its end, writing the LF form into fd in blocks of
+/* Writes a block of the message to the staging file, moving it from
+ * memory to disk once it outgrows STAGING_MEMORY_MAX. */
+static void stage_block(int *fd, char *staging, size_t cap, const char *qid, const char *block,
+			size_t len, unsigned long long *stored, int *write_error)
+{
+	if (*write_error)
+		return;
+	if (!staging[0] && *stored + len > STAGING_MEMORY_MAX &&
+	    spool_staging_to_disk(fd, qid, staging, cap) < 0) {
+		*write_error = errno;
+		return;
+	}
+	if (fd_write_all(*fd, block, len) < 0)
+		*write_error = errno;
+	*stored += len;
+}
+
+/* Reads DATA to its end, writing the LF form into *fd in blocks of
  * sizeof(block) (not a write per line). Returns 0 when the terminator came
  * (the verdict in r), -1 when the connection failed (nothing to answer). */
-static int read_data(struct session *s, int fd, struct data_reader *r, unsigned long long max,
-		     int *write_error)
+static int read_data(struct session *s, int *fd, char *staging, size_t cap, const char *qid,
+		     struct data_reader *r, unsigned long long max, int *write_error)
 {
 	static char chunk[SMTP_DATA_CHUNK_MAX], block[16 * SMTP_DATA_CHUNK_MAX];
 	int saved_timeout = s->io.timeout_ms;
 	size_t held = 0;
+	unsigned long long stored = 0;
 
 	s->io.timeout_ms = SMTP_DATA_TIMEOUT_MS;
 	while (!r->ended) {
@@ -95,8 +113,7 @@ static int read_data(struct session *s, int fd, struct data_reader *r, unsigned 
 			return -1;
 		}
 		if (held + len > sizeof(block)) {
-			if (!*write_error && fd_write_all(fd, block, held) < 0)
-				*write_error = errno;
+			stage_block(fd, staging, cap, qid, block, held, &stored, write_error);
 			held = 0;
 		}
 		/* data_feed writes at most len bytes. */
@@ -105,8 +122,8 @@ static int read_data(struct session *s, int fd, struct data_reader *r, unsigned 
 		if (!r->bare && !r->has_nul && r->wire_bytes <= max && !*write_error)
 			held += n;
 	}
-	if (held > 0 && !*write_error && fd_write_all(fd, block, held) < 0)
-		*write_error = errno;
+	if (held > 0)
+		stage_block(fd, staging, cap, qid, block, held, &stored, write_error);
 	s->io.timeout_ms = saved_timeout;
 	return 0;
 }
@@ -185,7 +202,7 @@ static int write_journal(const char *const *ids, size_t nids)
 	return 0;
 }
 
-static void deliver(struct session *s, const char *qid, int fd, const char *staging,
+static void deliver(struct session *s, const char *qid, int *fd, char *staging, size_t cap,
 		    const struct data_reader *r, off_t size)
 {
 	static size_t staged_dest[MESSAGE_DESTINATIONS_MAX];
@@ -210,7 +227,7 @@ static void deliver(struct session *s, const char *qid, int fd, const char *stag
 				s->rcpts[d->rcpt]);
 		if (plen < 0 || (size_t)plen >= sizeof(prefix) ||
 		    maildir_path(setting(SET_MAIL_ROOT), d->dest.mailbox, dir, sizeof(dir), 1) < 0 ||
-		    maildir_stage(dir, prefix, (size_t)plen, fd, size, r->lf_count + 2,
+		    maildir_stage(dir, prefix, (size_t)plen, *fd, size, r->lf_count + 2,
 				  &staged[nstaged]) < 0) {
 			e = errno;
 			log_event(LOG_ERR, "event=deliver result=error id=%s mailbox=%s error=\"%s\"", qid,
@@ -228,7 +245,7 @@ static void deliver(struct session *s, const char *qid, int fd, const char *stag
 		goto undo;
 	}
 	if (nremote > 0 &&
-	    queue_outbound(s, qid, fd, staging, size, s->body_8bit || r->eight_bit, sender, remote,
+	    queue_outbound(s, qid, fd, staging, cap, size, s->body_8bit || r->eight_bit, sender, remote,
 			   nremote, write_journal) < 0) {
 		e = errno;
 		log_event(LOG_ERR, "event=enqueue result=error id=%s error=\"%s\"", qid, strerror(e));
@@ -292,7 +309,7 @@ void receive_message(struct session *s)
 	struct stat st;
 
 	queue_new_id(qid, sizeof(qid));
-	fd = spool_staging_open(qid, staging, sizeof(staging));
+	fd = spool_staging_begin(qid, staging, sizeof(staging));
 	if (fd < 0) {
 		int e = errno;
 		log_event(LOG_ERR, "event=data result=spool_error error=\"%s\"", strerror(e));
@@ -314,7 +331,7 @@ void receive_message(struct session *s)
 	reply(s, "354 End data with <CR><LF>.<CR><LF>");
 	io_flush(&s->io);
 	data_reader_init(&r);
-	if (read_data(s, fd, &r, max, &write_error) < 0) {
+	if (read_data(s, &fd, staging, sizeof(staging), qid, &r, max, &write_error) < 0) {
 		s->quit = 1;
 		goto done;
 	}
@@ -354,10 +371,11 @@ void receive_message(struct session *s)
 		if (quota_refusal(s, qid, st.st_size) == 0 &&
 		    checks_message(s, qid, &fd, staging, sizeof(staging), hlen, &st.st_size,
 				   &r.lf_count) == 0)
-			deliver(s, qid, fd, staging, &r, st.st_size);
+			deliver(s, qid, &fd, staging, sizeof(staging), &r, st.st_size);
 	}
 done:
 	close(fd);
-	unlink(staging);
+	if (staging[0])
+		unlink(staging);
 	session_reset_transaction(s);
 }

@@ -82,7 +82,7 @@ void queue_outbound_cancel(void)
 	nqueued = 0;
 }
 
-int queue_outbound(struct session *s, const char *qid, int fd, const char *staging, off_t size,
+int queue_outbound(struct session *s, const char *qid, int *fd, char *staging, size_t cap, off_t size,
 		   int eight_bit, const char *sender, const struct queue_rcpt *remote, size_t nremote,
 		   int (*before_commit)(const char *const *ids, size_t n))
 {
@@ -91,7 +91,7 @@ int queue_outbound(struct session *s, const char *qid, int fd, const char *stagi
 	char signed_path[PATH_MAX_POSTAGE], srs_sender[ADDRESS_PATH_MAX + 1], fwd_id[QUEUE_ID_LEN + 8];
 	const char *path = staging, *srs_domain = NULL;
 	size_t nplain = 0, nfwd = 0;
-	int sfd, qfd = fd, r = 0, e, rewritten = 0;
+	int sfd, qfd, r = 0, e, rewritten = 0;
 
 	nqueued = 0;
 	for (size_t i = 0; i < nremote; i++) {
@@ -116,10 +116,15 @@ int queue_outbound(struct session *s, const char *qid, int fd, const char *stagi
 	if (before_commit && before_commit(ids, rewritten && nplain > 0 ? 2 : 1) < 0)
 		return -1;
 
-	sfd = sign_copy(s, qid, fd, &size, signed_path, sizeof(signed_path));
+	sfd = sign_copy(s, qid, *fd, &size, signed_path, sizeof(signed_path));
 	if (sfd >= 0) {
 		qfd = sfd;
 		path = signed_path;
+	} else if (spool_staging_to_disk(fd, qid, staging, cap) < 0) {
+		return -1;
+	} else {
+		/* The queue file is the staging file, linked. */
+		qfd = *fd;
 	}
 	if (!rewritten) {
 		r = queue_enqueue(qfd, path, qid, sender, (unsigned long long)size, eight_bit, s->smtputf8,

@@ -110,12 +110,13 @@ void rate_limit_charge(struct session *s, size_t count);
 void receive_message(struct session *s);
 
 /* outbound.c: queues the staged message for the remote recipients (DKIM
- * signing it when one of our users sends it, SRS for forwarded mail).
+ * signing it when one of our users sends it, SRS for forwarded mail). A
+ * staging file still in memory is first moved to disk (*fd, staging).
  * Once the queue ids are known, and before anything is committed,
  * before_commit(ids, n) is called (when not NULL); when it fails, nothing
  * is queued. 0, or -1 with errno and nothing queued. */
 struct queue_rcpt;
-int queue_outbound(struct session *s, const char *qid, int fd, const char *staging, off_t size,
+int queue_outbound(struct session *s, const char *qid, int *fd, char *staging, size_t cap, off_t size,
 		   int eight_bit, const char *sender, const struct queue_rcpt *remote, size_t nremote,
 		   int (*before_commit)(const char *const *ids, size_t n));
 /* Takes back what the last queue_outbound queued (a local copy of the

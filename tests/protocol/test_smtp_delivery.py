@@ -262,6 +262,68 @@ class MaildirFiles(SmtpTestCase):
         self.assertEqual(rest, stored(msg))
 
 
+class Staging(SmtpTestCase):
+    """A message is staged in memory while it is small (spool.h): a local
+    delivery makes no file in the spool; a large one, or one that is queued,
+    still arrives whole."""
+
+    def spool_tmp_state(self):
+        tmp = os.path.join(self.p.spool_dir, 'tmp')
+        if not os.path.isdir(tmp):
+            return None
+        st = os.stat(tmp)
+        return (sorted(os.listdir(tmp)), st.st_mtime_ns, st.st_ctime_ns)
+
+    def test_local_delivery_touches_no_spool_file(self):
+        c = self.session()
+        self.transaction(c, 's@remote.example', ['alice@example.test'], new_message())
+        before = self.spool_tmp_state()
+        time.sleep(0.05)  # a later change would show in the mtime
+        for i in range(3):
+            self.transaction(c, 's@remote.example', ['alice@example.test', 'bob@example.test'],
+                             new_message(subject=f'n{i}'))
+        # A file made and removed in spool_dir/tmp would change its mtime.
+        self.assertEqual(self.spool_tmp_state(), before)
+        self.assertEqual(len(self.p.messages('alice')), 4)
+        self.assertEqual(len(self.p.messages('bob')), 3)
+
+    def queued_file(self):
+        rows = self.p.sql('SELECT id FROM queue_messages')
+        self.assertEqual(len(rows), 1, rows)
+        return self.read(os.path.join(self.p.spool_dir, 'queue', rows[0][0]))
+
+    def test_small_queued_message_is_written_whole(self):
+        self.p.add_forward('ext@example.test', 'u@elsewhere.test')
+        self.p.add_forward('ext@example.test', 'alice@example.test')
+        msg = new_message(body='short body\n' + BODY_MARKER + '\n')
+        c = self.session()
+        self.transaction(c, 's@remote.example', ['ext@example.test'], msg)
+        queued = self.queued_file()
+        self.assertTrue(queued.startswith(b'Received: '), queued[:80])
+        self.assertTrue(queued.endswith(stored(msg)), queued[-200:])
+        _, rest = self.split_prefix(self.only_message('alice'))
+        self.assertTrue(rest.endswith(stored(msg)))
+        tmp = os.path.join(self.p.spool_dir, 'tmp')
+        self.assertEqual(os.listdir(tmp) if os.path.isdir(tmp) else [], [])
+
+    def test_large_message_moves_to_disk_and_is_queued_whole(self):
+        # 3 MiB: past the in-memory bound, so the staging file moves to the
+        # spool while DATA is still arriving, then is linked into the queue.
+        lines = [(b'%06d ' % i) + b'q' * (i % 997) for i in range(6500)]
+        msg = new_message(body=(b'\n'.join(lines) + b'\n').decode())
+        self.assertGreater(len(msg), 2 * 1024 * 1024)
+        self.p.add_forward('ext@example.test', 'u@elsewhere.test')
+        self.p.add_forward('ext@example.test', 'bob@example.test')
+        c = self.session()
+        self.transaction(c, 's@remote.example', ['ext@example.test', 'alice@example.test'], msg)
+        self.assertTrue(self.queued_file().endswith(stored(msg)))
+        for login in ('alice', 'bob'):
+            _, rest = self.split_prefix(self.only_message(login))
+            self.assertTrue(rest.endswith(stored(msg)), login)
+        tmp = os.path.join(self.p.spool_dir, 'tmp')
+        self.assertEqual(os.listdir(tmp) if os.path.isdir(tmp) else [], [])
+
+
 class Routing(SmtpTestCase):
     def test_catch_all(self):
         c = self.session()

@@ -139,11 +139,43 @@ static void test_enqueue(const char *dir)
 	close(fd2);
 }
 
+/* In-memory staging: no file until spool_staging_to_disk, which moves the
+ * bytes written so far to spool_dir/tmp/<id> and leaves the fd at its end. */
+static void test_staging_in_memory(const char *dir)
+{
+	char id[QUEUE_ID_LEN + 1], path[4096], want[4096], buf[64];
+	struct stat st;
+	int fd, before;
+
+	queue_new_id(id, sizeof(id));
+	strcpy(path, "unset");
+	fd = spool_staging_begin(id, path, sizeof(path));
+	REQUIRE(fd >= 0);
+	CHECK_STR("in memory: no path", "", path);
+	snprintf(want, sizeof(want), "%s/spool/tmp/%s", dir, id);
+	CHECK_INT("in memory: no file", -1, stat(want, &st));
+	REQUIRE(write(fd, "first part\n", 11) == 11);
+	before = fd;
+	CHECK_INT("to disk", 0, spool_staging_to_disk(&fd, id, path, sizeof(path)));
+	CHECK_STR("to disk: the path", want, path);
+	CHECK_TRUE("to disk: another fd", fd != before);
+	REQUIRE(write(fd, "second\n", 7) == 7);
+	if (CHECK_INT(path, 0, stat(path, &st)))
+		CHECK_INT("both parts in the file", 18, st.st_size);
+	CHECK_INT("read back", 18, pread(fd, buf, sizeof(buf), 0));
+	CHECK_TRUE("read back", memcmp(buf, "first part\nsecond\n", 18) == 0);
+	CHECK_INT("on disk already: nothing to do", 0, spool_staging_to_disk(&fd, id, path, sizeof(path)));
+	CHECK_STR("on disk already: the same path", want, path);
+	close(fd);
+	unlink(path);
+}
+
 int main(void)
 {
 	const char *dir = testdir_make("spool");
 
 	test_ids();
 	test_enqueue(dir);
+	test_staging_in_memory(dir);
 	return check_finish("spool");
 }
