@@ -177,12 +177,15 @@ long header_value_flat(const struct header_field *f, char *out, size_t cap)
 
 int header_copy_edited(int src, off_t size, const char *prefix, size_t prefix_len,
 		       const struct header_field *const *drop, size_t ndrop, const char *name,
-		       char *path, size_t cap, off_t *out_size)
+		       int in_memory, char *path, size_t cap, off_t *out_size)
 {
 	off_t at = 0;
 	int fd, e;
 
-	fd = spool_staging_open(name, path, cap);
+	if (in_memory && size + (off_t)prefix_len <= STAGING_MEMORY_MAX)
+		fd = spool_staging_begin(name, path, cap);
+	else
+		fd = spool_staging_open(name, path, cap);
 	if (fd < 0)
 		return -1;
 	if (fd_write_all(fd, prefix, prefix_len) < 0)
@@ -207,7 +210,8 @@ int header_copy_edited(int src, off_t size, const char *prefix, size_t prefix_le
 fail:
 	e = errno;
 	close(fd);
-	unlink(path);
+	if (path[0])
+		unlink(path);
 	errno = e;
 	return -1;
 }

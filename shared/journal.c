@@ -47,11 +47,18 @@ int journal_begin(const char *id, const struct maildir_staged *st, size_t nst,
 {
 	char dir[PATH_MAX_POSTAGE], tmp[PATH_MAX_POSTAGE + 8];
 	size_t len = sizeof(JOURNAL_MAGIC) + 2, off = 0;
-	int renamed = 0, saved;
+	int renamed = 0, saved, made;
 	char *buf;
 
 	links_dir(dir, sizeof(dir));
-	if (mkdir(dir, 0700) == 0) {
+	made = mkdir(dir, 0700) == 0;
+	/* A message staged in memory may be the first to need the spool. */
+	if (!made && errno == ENOENT) {
+		if (spool_make() < 0)
+			return -1;
+		made = mkdir(dir, 0700) == 0;
+	}
+	if (made) {
 		if (fsync_dir(setting(SET_SPOOL_DIR)) < 0)
 			return -1;
 	} else if (errno != EEXIST) {

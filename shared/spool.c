@@ -36,27 +36,31 @@ static int ensure_dir(const char *path)
 	return -1;
 }
 
-int spool_staging_open(const char *id, char *path, size_t cap)
+int spool_make(void)
 {
 	const char *spool = setting(SET_SPOOL_DIR);
+	char dir[4096];
+
+	if (ensure_dir(spool) < 0)
+		return -1;
+	snprintf(dir, sizeof(dir), "%s/tmp", spool);
+	if (ensure_dir(dir) < 0)
+		return -1;
+	snprintf(dir, sizeof(dir), "%s/queue", spool);
+	return ensure_dir(dir);
+}
+
+int spool_staging_open(const char *id, char *path, size_t cap)
+{
 	int fd;
 
-	snprintf(path, cap, "%s/tmp/%s", spool, id);
+	snprintf(path, cap, "%s/tmp/%s", setting(SET_SPOOL_DIR), id);
 	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd >= 0 || errno != ENOENT)
 		return fd;
 	/* First use: make the spool. */
-	{
-		char dir[4096];
-		if (ensure_dir(spool) < 0)
-			return -1;
-		snprintf(dir, sizeof(dir), "%s/tmp", spool);
-		if (ensure_dir(dir) < 0)
-			return -1;
-		snprintf(dir, sizeof(dir), "%s/queue", spool);
-		if (ensure_dir(dir) < 0)
-			return -1;
-	}
+	if (spool_make() < 0)
+		return -1;
 	return open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 }
 

@@ -11,6 +11,10 @@
 /* A fresh queue id: 16 hex digits, time-ordered with random low bits. */
 void queue_new_id(char *id, size_t cap);
 
+/* Makes spool_dir and its tmp/ and queue/ where they are missing (mode
+ * 0700). 0, or -1 with errno. */
+int spool_make(void);
+
 /* Creates spool_dir/tmp/<id> (mode 0600) for the message being received;
  * its path goes to path. Returns the fd (read-write) or -1 with errno. */
 int spool_staging_open(const char *id, char *path, size_t cap);

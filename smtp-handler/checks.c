@@ -290,7 +290,7 @@ int checks_message(struct session *s, const char *qid, int *fd, char *staging, s
 		for (size_t k = 0; k < drop[i]->raw_len; k++)
 			dropped_lfs += drop[i]->raw[k] == '\n';
 	snprintf(name, sizeof(name), "%s.ar", qid);
-	nfd = header_copy_edited(*fd, *size, ar, len, drop, ndrop, name, newpath, sizeof(newpath),
+	nfd = header_copy_edited(*fd, *size, ar, len, drop, ndrop, name, 1, newpath, sizeof(newpath),
 				 &newsize);
 	if (have_hb)
 		header_block_free(&hb);

@@ -42,7 +42,9 @@ static int sign_copy(struct session *s, const char *qid, int fd, off_t *size, ch
 		return -1;
 	}
 	snprintf(name, sizeof(name), "%s.dkim", qid);
-	sfd = header_copy_edited(fd, *size, fields, (size_t)n, NULL, 0, name, path, cap, &signed_size);
+	/* On disk: it is linked into the queue. */
+	sfd = header_copy_edited(fd, *size, fields, (size_t)n, NULL, 0, name, 0, path, cap,
+				 &signed_size);
 	if (sfd < 0) {
 		log_event(LOG_ERR, "event=dkim result=not_signed id=%s domain=%s error=\"%s\"", qid, domain,
 			  strerror(errno));

@@ -287,6 +287,18 @@ class Staging(SmtpTestCase):
         self.assertEqual(len(self.p.messages('alice')), 4)
         self.assertEqual(len(self.p.messages('bob')), 3)
 
+    def test_first_message_without_a_spool_makes_it(self):
+        # Staged in memory, a message for two mailboxes is the first to need
+        # spool_dir (its delivery journal goes in spool_dir/links/).
+        shutil.rmtree(self.p.spool_dir, ignore_errors=True)
+        c = self.session()
+        self.transaction(c, 's@remote.example', ['alice@example.test', 'bob@example.test'],
+                         new_message())
+        self.assertEqual(len(self.p.messages('alice')), 1)
+        self.assertEqual(len(self.p.messages('bob')), 1)
+        self.assertEqual(os.stat(self.p.spool_dir).st_mode & 0o777, 0o700)
+        self.assertEqual(os.listdir(os.path.join(self.p.spool_dir, 'links')), [])
+
     def queued_file(self):
         rows = self.p.sql('SELECT id FROM queue_messages')
         self.assertEqual(len(rows), 1, rows)
