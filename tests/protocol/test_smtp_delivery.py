@@ -299,6 +299,22 @@ class Staging(SmtpTestCase):
         self.assertEqual(os.stat(self.p.spool_dir).st_mode & 0o777, 0o700)
         self.assertEqual(os.listdir(os.path.join(self.p.spool_dir, 'links')), [])
 
+    def test_spool_unusable_refuses_only_what_needs_it(self):
+        # A spool that cannot be made: a small local message needs none and
+        # is delivered; one past the in-memory bound must move to the spool,
+        # cannot, and is refused whole with nothing delivered.
+        self.p.set('spool_dir', '/dev/null/spool')
+        lines = [(b'%06d ' % i) + b'r' * 500 for i in range(3000)]
+        big = new_message(body=(b'\n'.join(lines) + b'\n').decode())
+        self.assertGreater(len(big), 1024 * 1024)
+        c = self.session()
+        code, text = self.transaction(c, 's@remote.example', ['alice@example.test'], big,
+                                      expect=None)
+        self.assertEqual(code, 451, text)
+        self.assertEqual(self.p.messages('alice'), [])
+        self.transaction(c, 's@remote.example', ['alice@example.test'], new_message())
+        self.assertEqual(len(self.p.messages('alice')), 1)
+
     def queued_file(self):
         rows = self.p.sql('SELECT id FROM queue_messages')
         self.assertEqual(len(rows), 1, rows)
