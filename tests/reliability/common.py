@@ -464,3 +464,17 @@ def connect(host, port, timeout=10, source=None):
     return s
 
 
+# The world of a fault run: two local mailboxes and a forward to a remote
+# address, whose mail goes to relayhost (host:port in brackets).
+LOCAL = [('alice@example.test', 'alice'), ('bob@example.test', 'bob')]
+FORWARD = 'fwd@example.test'
+REMOTE = 'carol@remote.example'
+
+
+def add_fault_world(p, password, relayhost):
+    p.add_domain('example.test')
+    for addr, login in LOCAL:
+        p.add_mailbox(login, password)
+        p.add_address(addr, login)
+    p.add_forward(FORWARD, REMOTE)
+    p.set('relayhost', relayhost)

@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 
 import common
-from common import Tally
+from common import FORWARD, LOCAL, REMOTE, Tally
 
 # errno values that fit each syscall; every syscall is also run with KILL.
 ERRORS = {
@@ -154,10 +154,7 @@ class World:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
-LOCAL = [('alice@example.test', 'alice'), ('bob@example.test', 'bob')]
 SMTP_PASSWORD = 'smtp-fault-owner'
-REMOTE = 'carol@remote.example'
-FORWARD = 'fwd@example.test'
 
 
 class SmtpWorld(World):
@@ -169,12 +166,7 @@ class SmtpWorld(World):
         super().__init__()
         p = self.p
         self.sink = common.Sink()
-        p.add_domain('example.test')
-        for addr, login in LOCAL:
-            p.add_mailbox(login, SMTP_PASSWORD)
-            p.add_address(addr, login)
-        p.add_forward(FORWARD, REMOTE)
-        p.set('relayhost', f'[127.0.0.1]:{self.sink.port}')
+        common.add_fault_world(p, SMTP_PASSWORD, f'[127.0.0.1]:{self.sink.port}')
         for sub in ('tmp', 'new', 'cur'):
             os.makedirs(os.path.join(p.maildir('alice'), sub))
         self.freeze()

@@ -18,12 +18,9 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
-from common import Postage, harness  # noqa: E402
+from common import FORWARD, LOCAL, REMOTE, Postage, harness  # noqa: E402
 
 PASSWORD = 'journal-test-password'
-LOCAL = [('alice@example.test', 'alice'), ('bob@example.test', 'bob')]
-FORWARD = 'fwd@example.test'
-REMOTE = 'carol@remote.example'
 
 
 class JournalTest(unittest.TestCase):
@@ -33,13 +30,8 @@ class JournalTest(unittest.TestCase):
         self.p = Postage().__enter__()
         self.addCleanup(self.p.__exit__, None, None, None)
         p = self.p
-        p.add_domain('example.test')
-        for addr, login in LOCAL:
-            p.add_mailbox(login, PASSWORD)
-            p.add_address(addr, login)
-        p.add_forward(FORWARD, REMOTE)
-        # Nothing listens there: the runner defers remote mail.
-        p.set('relayhost', f'[127.0.0.1]:{harness._free_port("127.0.0.1")}')
+        # Nothing listens at the relayhost: the runner defers remote mail.
+        common.add_fault_world(p, PASSWORD, f'[127.0.0.1]:{harness._free_port("127.0.0.1")}')
         self.trace = os.path.join(p.dir, 'trace.txt')
         self.tag_n = 0
 
