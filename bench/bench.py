@@ -178,13 +178,43 @@ def count_files(d):
         return 0
 
 
+# Where clear_dir puts what it takes away: a directory in the temporary
+# directory, deleted with it when the run is over.
+RETIRED = None
+
+
 def clear_dir(d):
+    """Leaves d empty for the next repetition without deleting a file:
+    d is renamed into RETIRED and made again, with its owner and mode.
+    Deleting thousands of files between repetitions would slow down every
+    file creation that follows for minutes on ext4 without a journal (this
+    test machine's root file system): there ext4 will not reuse an inode
+    freed in the last 60 s (360 s while its inode table block is dirty), so
+    each new file's inode allocation first walks past every recently freed
+    one (bench/README.md, "Durability"). Production file systems journal;
+    the servers' own work is what should be measured."""
     try:
+        st = os.stat(d)
         with os.scandir(d) as it:
-            for e in it:
-                os.unlink(e.path)
+            if next(it, None) is None:
+                return
     except FileNotFoundError:
-        pass
+        return
+    if RETIRED is None:
+        raise BenchError('clear_dir before RETIRED is set')
+    os.rename(d, os.path.join(tempfile.mkdtemp(dir=RETIRED), 'd'))
+    os.mkdir(d)
+    os.chown(d, st.st_uid, st.st_gid)
+    os.chmod(d, st.st_mode & 0o7777)
+
+
+def in_turn(servers, rep):
+    """The servers in the order repetition rep measures them: as given on
+    even repetitions, reversed on odd ones, so that neither always runs
+    right after the other (a server's leftovers, such as Postfix's deleted
+    queue files or its delivery tail, slow down whoever comes next)."""
+    servers = list(servers)
+    return servers if rep % 2 == 0 else servers[::-1]
 
 
 def wait_greeting(port, timeout=15.0, what='server'):
@@ -1108,6 +1138,9 @@ def main():
     load_start = os.getloadavg()
     env = Env(args)
     atexit.register(lambda: None if args.keep else shutil.rmtree(env.tmp, ignore_errors=True))
+    global RETIRED
+    RETIRED = env.path('retired')
+    os.mkdir(RETIRED, 0o700)
     fs = check_fs(env.tmp)
     res = Results()
     fetch_count, big_bytes = 100, 20 * 1024 * 1024
@@ -1198,7 +1231,7 @@ def main():
                         # fsync rates drift with the machine's other I/O:
                         # measure them next to the messages they bound.
                         durable_ceiling()
-                    for name, port, md in smtp_servers:
+                    for name, port, md in in_turn(smtp_servers, rep):
                         res.add(key, label, 'msg/s', name, smtp_run(port, md, sessions, per_conn, size[key]))
                     if per_conn == 1:
                         # The same under a supervisor that only accepts and
@@ -1218,7 +1251,7 @@ def main():
                 for rep in range(reps):
                     # The same signed message, sender and HELO to both; the
                     # delivered messages are checked after the clock stops.
-                    for who, port in (('plain', postage.smtp_port), ('postage', checks.port)):
+                    for who, port in in_turn((('plain', postage.smtp_port), ('postage', checks.port)), rep):
                         res.add(key, label, 'msg/s', who,
                                 smtp_run(port, postage.maildir, sessions, 1, size[key], checks.message,
                                          Checks.SENDER, Checks.HELO))
@@ -1234,7 +1267,7 @@ def main():
                 key = 'connect_smtp_%dc' % clients
                 n = size['connect_%dc' % clients]
                 for rep in range(reps):
-                    for name, port in servers:
+                    for name, port in in_turn(servers, rep):
                         plural = 's' if clients > 1 else ''
                         k, label = {
                             'machine': ('spawn_%dc' % clients,
@@ -1253,7 +1286,7 @@ def main():
                 key = 'pop3_login_%dc' % clients
                 log(key)
                 for rep in range(reps):
-                    for name, port in pop_servers:
+                    for name, port in in_turn(pop_servers, rep):
                         res.add(key, 'POP3 USER, PASS, STAT, QUIT; %d client%s' % (
                             clients, 's' if clients > 1 else ''), 'login/s', name,
                             run_parallel(op_pop3_login, port, size['login_%dc' % clients], clients))
@@ -1261,7 +1294,7 @@ def main():
         if 'fetch' in only:
             log('pop3 fetch')
             for rep in range(size['fetch_reps']):
-                for name, port in pop_servers:
+                for name, port in in_turn(pop_servers, rep):
                     sess, retr = pop3_fetch(port, 'fetch', fetch_count)
                     res.add('pop3_fetch_100x4k_ms', 'POP3 login, RETR 1..100 of 4 KiB, QUIT',
                             'ms', name, sess * 1000)
