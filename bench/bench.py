@@ -734,7 +734,8 @@ service pop3-login {{
 
 class Ceiling:
     """The machine's own limits: a static greeter per connection under the
-    same supervisor, and durable 4 KiB writes."""
+    same supervisor, a static SMTP server that keeps nothing (bench/sink.c)
+    under it too, and durable 4 KiB writes."""
     name = 'machine'
 
     def __init__(self, env):
@@ -744,8 +745,9 @@ class Ceiling:
         self.greeter = os.path.join(d, 'greeter')
         self.durable = os.path.join(d, 'durable')
         self.spawner = os.path.join(d, 'spawner')
+        self.sink = os.path.join(d, 'sink')
         for src, out, static in (('greeter.c', self.greeter, True), ('durable.c', self.durable, False),
-                                 ('spawner.c', self.spawner, False)):
+                                 ('spawner.c', self.spawner, False), ('sink.c', self.sink, True)):
             cmd = ['gcc', '-O2', '-o', out, os.path.join(BENCH_DIR, src)]
             if static:
                 cmd.insert(1, '-static')
@@ -753,6 +755,7 @@ class Ceiling:
             if r.returncode != 0:
                 raise BenchError('cannot build %s: %s' % (src, r.stderr))
         self.lite_port = None
+        self.sink_port = None
         self.ddir = os.path.join(d, 'maildir')
         for sub in ('tmp', 'new', 'cur'):
             os.makedirs(os.path.join(self.ddir, sub))
@@ -768,6 +771,11 @@ class Ceiling:
         PROCS.start('greeter-lite', [self.spawner, str(self.lite_port), self.greeter],
                     log_path=self.env.path('ceiling', 'spawner.log'))
         wait_greeting(self.lite_port, what='greeter under spawner')
+        self.sink_port = free_port()
+        PROCS.start('sink', [self.env.ssa, '--inetd', '-a', '-l', '127.0.0.1:%d' % self.sink_port,
+                             self.sink],
+                    log_path=self.env.path('ceiling', 'sink.log'))
+        wait_greeting(self.sink_port, what='sink')
 
     def durable_rate(self, count, writers):
         clear_dir(os.path.join(self.ddir, 'new'))
@@ -970,29 +978,47 @@ def dns_answers(name):
 # Workloads
 # ---------------------------------------------------------------------------
 
-def smtp_run(port, maildir, sessions, per_conn, total, message=None, sender=SMTP_FROM, helo=None):
-    """smtp-source load until every message is a file in the Maildir.
-    message: a file smtp-source sends as it is (-F) instead of its own."""
-    clear_dir(os.path.join(maildir, 'new'))
-    clear_dir(os.path.join(maildir, 'cur'))
+def smtp_source_runs(port, sessions, per_conn, total, message=None, sender=SMTP_FROM, helo=None):
+    """The smtp-source command lines that send total messages with the given
+    number of sessions and messages per connection."""
     base = ['smtp-source', '-f', sender, '-t', SMTP_RCPT]
     base += ['-F', message] if message else ['-l', '4096']
     if helo:
         base += ['-M', helo]
     target = '127.0.0.1:%d' % port
     if per_conn == 1:
-        runs = [base + ['-s', str(sessions), '-m', str(total), target]]
-    else:
-        per_round = sessions * per_conn
-        if total % per_round:
-            raise BenchError('total %d is not a multiple of %d' % (total, per_round))
-        runs = [base + ['-d', '-s', str(sessions), '-m', str(per_round), target]] * (total // per_round)
-    new = os.path.join(maildir, 'new')
-    t0 = time.perf_counter()
+        return [base + ['-s', str(sessions), '-m', str(total), target]]
+    per_round = sessions * per_conn
+    if total % per_round:
+        raise BenchError('total %d is not a multiple of %d' % (total, per_round))
+    return [base + ['-d', '-s', str(sessions), '-m', str(per_round), target]] * (total // per_round)
+
+
+def run_smtp_source(runs):
     for argv in runs:
         r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
         if r.returncode != 0:
             raise BenchError('smtp-source failed (%d): %s' % (r.returncode, (r.stderr or r.stdout)[-300:]))
+
+
+def sink_run(port, sessions, per_conn, total):
+    """The same load against bench/sink.c, which keeps nothing: the clock
+    stops when the last smtp-source is done."""
+    runs = smtp_source_runs(port, sessions, per_conn, total)
+    t0 = time.perf_counter()
+    run_smtp_source(runs)
+    return total / (time.perf_counter() - t0)
+
+
+def smtp_run(port, maildir, sessions, per_conn, total, message=None, sender=SMTP_FROM, helo=None):
+    """smtp-source load until every message is a file in the Maildir.
+    message: a file smtp-source sends as it is (-F) instead of its own."""
+    clear_dir(os.path.join(maildir, 'new'))
+    clear_dir(os.path.join(maildir, 'cur'))
+    runs = smtp_source_runs(port, sessions, per_conn, total, message, sender, helo)
+    new = os.path.join(maildir, 'new')
+    t0 = time.perf_counter()
+    run_smtp_source(runs)
     deadline = time.monotonic() + 120
     while True:
         n = count_files(new)
@@ -1231,6 +1257,10 @@ def main():
                         # fsync rates drift with the machine's other I/O:
                         # measure them next to the messages they bound.
                         durable_ceiling()
+                        res.add('sink_' + key, 'null SMTP server: %d session%s, %s msg/conn' % (
+                            sessions, 's' if sessions > 1 else '', per_conn if sessions == 1 or per_conn == 1
+                            else '~%d' % per_conn), 'msg/s', 'machine',
+                            sink_run(ceiling.sink_port, sessions, per_conn, size[key]))
                     for name, port, md in in_turn(smtp_servers, rep):
                         res.add(key, label, 'msg/s', name, smtp_run(port, md, sessions, per_conn, size[key]))
                     if per_conn == 1:
@@ -1376,14 +1406,20 @@ def ceiling_of(res, key):
     spawn_key = 'spawnlite_%s' if lite else 'spawn_%s'
     base = key.replace('_lite_', '_')
     if base.startswith('smtp_'):
-        # A session = one spawn, then per message one durable write: the
-        # machine's limit for m messages per connection at c clients is
-        # m / (m/durable_c + 1/spawn_c).
         parts = base.split('_')
         c = int(parts[1][:-1])
         m = int(parts[2][:-1])
-        spawn = res.median(spawn_key % ('%dc' % c), 'machine')
         dur = res.median('durable_%dw' % c, 'machine')
+        sink = None if lite else res.median('sink_' + base, 'machine')
+        if sink and dur:
+            # The same smtp-source load against a server that keeps
+            # nothing (starting smtp-source, the spawns, the round trips),
+            # plus one durable write per message with c writers:
+            # 1 / (1/sink + 1/durable_c) messages per second.
+            return p * (1.0 / sink + 1.0 / dur)
+        # Without the sink: a session = one spawn, then per message one
+        # durable write: m / (m/durable_c + 1/spawn_c).
+        spawn = res.median(spawn_key % ('%dc' % c), 'machine')
         if not spawn or not dur:
             return None
         return p / (m / (m / dur + 1.0 / spawn))
@@ -1434,6 +1470,12 @@ def report(res, env, started, load_start, fs, args, size):
         if c is not None:
             cs = '%.2f' % c
             lines.append('ceiling %s %.2f' % (key, c))
+            if ov and key.startswith('smtp_') and peer == 'postfix' and '_lite_' not in key:
+                # The most the machine allows (postage's rate over its
+                # ceiling), as a multiple of Postfix's rate: below 2, no
+                # per-connection server reaches 2x Postfix here.
+                lines.append('limit %s machine/%s %.2f' % (
+                    key, peer, statistics.median(pv) / c / statistics.median(ov)))
         print('%-56s %-21s %-29s %6s %7s' % (label, fmt(pv, row['unit']),
                                              ('%s %s' % (peer, fmt(ov, row['unit']))) if ov else '-',
                                              ratio, cs))
