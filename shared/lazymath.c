@@ -11,7 +11,7 @@
  * This file is compiled into each executable (not into libpostage.a, from
  * which the linker would take libm's definitions first). The list follows
  * the undefined libm symbols of Debian's libsqlite3.a; if SQLite starts to
- * need another one, the linker keeps libm and tests/unit/lazymath.sh says
+ * need another one, the linker keeps libm and tests/unit/lazymath-needed.sh says
  * which handler depends on it. */
 #include <dlfcn.h>
 #include <errno.h>
