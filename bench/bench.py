@@ -12,6 +12,9 @@ machine-readable lines:
     ratio FIGURE postage/PEER X.XX   postage's value divided by the peer's
     ceiling FIGURE X.XX              postage as a fraction of the machine's
                                      limit for the same work
+    limit FIGURE machine/postfix X   the machine's limit against Postfix
+    limit FIGURE floor/machine X     bench/floor.c (the least a handler
+    limit FIGURE floor/PEER X        must do) as postage's ceiling / ratio
 
 Figures named *_ms or *_mb are costs (lower is better); all others are rates
 (higher is better). See bench/README.md.
@@ -788,6 +791,56 @@ class Ceiling:
         return int(n) / float(secs)
 
 
+class Floor:
+    """bench/floor.c on a copy of postage's database, under the same
+    supervisor: the least a handler must do (open the SQLite database, read
+    the settings, greet; for POP3 also check a sha512-crypt password and
+    record the login), linked as postage's handlers are ('floor': libc
+    dynamically, SQLite and libcrypt statically, no libm) and fully
+    statically ('floor-static'). Its figures bound what postage's handlers
+    can reach on this machine."""
+    name = 'floor'
+
+    def __init__(self, env, postage):
+        self.env = env
+        d = env.path('floor')
+        os.makedirs(d)
+        self.db = os.path.join(d, 'postage.db')
+        # postage's database is closed (so checkpointed) at this point: a
+        # copy, so that the floor's logins do not lengthen postage's log.
+        src = sqlite3.connect(postage.db)
+        dst = sqlite3.connect(self.db)
+        with dst:
+            src.backup(dst)
+        mode = src.execute('PRAGMA journal_mode').fetchone()[0]
+        if dst.execute('PRAGMA journal_mode = %s' % mode).fetchone()[0] != mode:
+            raise BenchError('floor database: journal_mode is not %s' % mode)
+        src.close()
+        dst.close()
+        src_c = os.path.join(BENCH_DIR, 'floor.c')
+        lazymath = os.path.join(env.args.root, 'shared', 'lazymath.c')
+        self.programs = {'floor': os.path.join(d, 'floor'), 'floor-static': os.path.join(d, 'floor-static')}
+        for cmd in (['gcc', '-O2', '-I', os.path.dirname(lazymath), '-o', self.programs['floor'], src_c,
+                     lazymath, '-Wl,-z,now', '-Wl,-Bstatic', '-lsqlite3', '-lcrypt', '-Wl,-Bdynamic'],
+                    ['gcc', '-O2', '-static-pie', '-o', self.programs['floor-static'], src_c,
+                     '-lsqlite3', '-lcrypt', '-lm']):
+            r = subprocess.run(cmd, capture_output=True, text=True, cwd=d)
+            if r.returncode != 0:
+                raise BenchError('cannot build floor.c: %s' % r.stderr)
+        self.ports = {}
+
+    def start(self):
+        for name, program in sorted(self.programs.items()):
+            for proto in ('smtp', 'pop3'):
+                port = free_port()
+                PROCS.start('%s-%s' % (name, proto),
+                            [self.env.ssa, '--inetd', '-a', '-l', '127.0.0.1:%d' % port, program, proto,
+                             self.db],
+                            log_path=self.env.path('floor', '%s-%s.supervisor.log' % (name, proto)))
+                wait_greeting(port, what='%s %s' % (name, proto))
+                self.ports[name, proto] = port
+
+
 class Checks:
     """Inbound SPF, DKIM and DMARC checks (smtp-handler/checks.c) against a
     DNS server on loopback: dnsmasq on 127.0.0.1:53 in the benchmark's own
@@ -1177,6 +1230,7 @@ def main():
         postfix = Postfix(env)
         dovecot = Dovecot(env, fetch_count, big_bytes)
         ceiling = Ceiling(env)
+        floor = Floor(env, postage) if only & {'connect', 'ceiling', 'login', 'startup'} else None
         checks = None
         if 'checks' in only:
             why = Checks.unavailable()
@@ -1194,6 +1248,8 @@ def main():
         dovecot.start()
         ceiling.start()
         postage.start_lite(ceiling.spawner)
+        if floor:
+            floor.start()
         if checks:
             checks.start()
         res.notes.extend(postage.notes)
@@ -1290,6 +1346,7 @@ def main():
         if 'connect' in only or 'ceiling' in only or 'login' in only:
             log('connect rate')
             servers = [('machine', ceiling.port), ('machine-lite', ceiling.lite_port)]
+            servers += [(name, floor.ports[name, 'smtp']) for name in ('floor', 'floor-static')]
             if 'connect' in only:
                 servers += [('postage', postage.smtp_port), ('postfix', postfix.smtp_port),
                             ('postage-lite', postage.smtp_lite_port)]
@@ -1304,22 +1361,34 @@ def main():
                                         'static greeter per connection, %d client%s' % (clients, plural)),
                             'machine-lite': ('spawnlite_%dc' % clients,
                                              'same under spawner, %d client%s' % (clients, plural)),
+                            'floor': ('floor_connect_%dc' % clients,
+                                      'floor: database, settings, greeting; %d client%s' % (clients, plural)),
+                            'floor-static': ('floorstatic_connect_%dc' % clients,
+                                             'same, floor linked statically, %d client%s' % (clients, plural)),
                             'postage-lite': ('connect_lite_smtp_%dc' % clients,
                                              'SMTP (spawner) connect, greeting, QUIT; %d client%s' % (
                                                  clients, plural)),
                         }.get(name, (key, 'SMTP connect, greeting, QUIT; %d client%s' % (clients, plural)))
-                        who = name.replace('-lite', '')
+                        who = 'machine' if name.startswith('floor') else name.replace('-lite', '')
                         res.add(k, label, 'conn/s', who, run_parallel(op_connect, port, n, clients))
 
         if 'login' in only:
             for clients in (1, 20):
                 key = 'pop3_login_%dc' % clients
                 log(key)
+                plural = 's' if clients > 1 else ''
+                floors = [('floor', floor.ports['floor', 'pop3'],
+                           'floor_login_%dc' % clients, 'floor: POP3 login; %d client%s' % (clients, plural)),
+                          ('floor-static', floor.ports['floor-static', 'pop3'], 'floorstatic_login_%dc' % clients,
+                           'same, floor linked statically, %d client%s' % (clients, plural))]
                 for rep in range(reps):
                     for name, port in in_turn(pop_servers, rep):
                         res.add(key, 'POP3 USER, PASS, STAT, QUIT; %d client%s' % (
-                            clients, 's' if clients > 1 else ''), 'login/s', name,
+                            clients, plural), 'login/s', name,
                             run_parallel(op_pop3_login, port, size['login_%dc' % clients], clients))
+                    for name, port, k, label in in_turn(floors, rep):
+                        res.add(k, label, 'login/s', 'machine',
+                                run_parallel(op_pop3_login, port, size['login_%dc' % clients], clients))
 
         if 'fetch' in only:
             log('pop3 fetch')
@@ -1374,6 +1443,12 @@ def main():
                 if env.has_pop3:
                     res.add('rss_pop3_login_mb', None, 'MB', 'postage',
                             session_rss(postage.pop3_port, 'pop3-greeting', ('pop3-handler',)))
+                for name, label in (('floor', 'floor'), ('floor-static', 'floor linked statically')):
+                    k = name.replace('-', '')
+                    res.add(k + '_rss_smtp_mb', '%s: SMTP RSS in session' % label, 'MB', 'machine',
+                            session_rss(floor.ports[name, 'smtp'], 'smtp', (name,)))
+                    res.add(k + '_rss_pop3_mb', '%s: POP3 RSS in session' % label, 'MB', 'machine',
+                            session_rss(floor.ports[name, 'pop3'], 'pop3', (name,)))
     finally:
         PROCS.stop_all()
 
@@ -1432,6 +1507,26 @@ def ceiling_of(res, key):
     return None
 
 
+def floor_limits(res):
+    """What bench/floor.c reached, in the units of postage's own lines: for
+    rates a fraction of the static greeter's rate (as postage's 'ceiling'
+    line), for RSS a fraction of the peer's (as postage's 'ratio' line)."""
+    lines = []
+    for name, k in (('floor', 'floor'), ('floor-static', 'floorstatic')):
+        for clients in (1, 20):
+            spawn = res.median('spawn_%dc' % clients, 'machine')
+            for figure, key in (('connect_smtp_%dc', '%s_connect_%dc'), ('pop3_login_%dc', '%s_login_%dc')):
+                v = res.median(key % (k, clients), 'machine')
+                if v and spawn:
+                    lines.append('limit %s %s/machine %.2f' % (figure % clients, name, v / spawn))
+        for proto, peer in (('smtp', 'postfix'), ('pop3', 'dovecot')):
+            v = res.median('%s_rss_%s_mb' % (k, proto), 'machine')
+            o = res.median('rss_%s_mb' % proto, peer)
+            if v and o:
+                lines.append('limit rss_%s_mb %s/%s %.2f' % (proto, name, peer, v / o))
+    return lines
+
+
 def report(res, env, started, load_start, fs, args, size):
     now = datetime.datetime.now(datetime.timezone.utc)
     uname = platform.uname()
@@ -1479,6 +1574,7 @@ def report(res, env, started, load_start, fs, args, size):
         print('%-56s %-21s %-29s %6s %7s' % (label, fmt(pv, row['unit']),
                                              ('%s %s' % (peer, fmt(ov, row['unit']))) if ov else '-',
                                              ratio, cs))
+    lines.extend(floor_limits(res))
     if machine_rows:
         print()
         print('%-56s %s' % ('the machine, same run', 'value'))
