@@ -109,6 +109,9 @@
 #define SPF_DNS_TERMS_MAX 10
 #define SPF_VOID_LOOKUPS_MAX 2
 #define SPF_NAMES_PER_TERM_MAX 10
+/* Of a domain's SPF explanation (exp=), at most this much (with the
+ * terminating NUL) goes into a 550 reply. */
+#define SPF_EXPLANATION_SHOWN 161
 /* RFC 7208 4.6.4 suggests at least 20 seconds for a whole check; the
  * handler's whole budget for the checks of one message is this. */
 #define AUTH_CHECK_TIME_MS (20 * 1000)

@@ -7,12 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "dns.h"
 #include "limits.h"
 
 #define SPF_DOMAIN_MAX 253
 #define SPF_TERMS_MAX 64
+#define SPF_EXP_SPEC_MAX 512
 
 enum mech { M_ALL, M_INCLUDE, M_A, M_MX, M_PTR, M_IP4, M_IP6, M_EXISTS };
 
@@ -36,6 +38,12 @@ struct spf_ctx {
 	char *reason;
 	size_t reason_cap;
 	int reason_is_error;
+	/* The exp= of the record whose mechanism gave the latest "fail"
+	 * (RFC 7208 6.2), and that record's domain; exp_set 0: none. */
+	char exp_spec[SPF_EXP_SPEC_MAX + 1];
+	char exp_domain[SPF_DOMAIN_MAX + 2];
+	int exp_set;
+	const char *receiver; /* %{r}, explanations only */
 };
 
 const char *spf_result_name(enum spf_result r)
@@ -159,25 +167,53 @@ static void macro_value(struct spf_ctx *c, char letter, const char *domain, char
 	case 'h':
 		snprintf(v, cap, "%s", c->helo && *c->helo ? c->helo : "unknown");
 		break;
+	case 'c': /* explanations only: the client's address, readable */
+		snprintf(v, cap, "%s", c->ipstr);
+		break;
+	case 'r':
+		snprintf(v, cap, "%s", c->receiver && *c->receiver ? c->receiver : "unknown");
+		break;
+	case 't':
+		snprintf(v, cap, "%lld", (long long)time(NULL));
+		break;
 	default:
 		v[0] = '\0';
 	}
 }
 
-/* One %{...} macro: letter, digits, 'r', delimiters. */
+/* RFC 7208 7.3: an upper-case macro letter URL-escapes the value (RFC
+ * 3986: all but the unreserved characters). */
+static void put_escaped(struct out *o, const char *s, size_t n, int escape)
+{
+	static const char hex[] = "0123456789ABCDEF";
+
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		char e[3] = { '%', hex[ch >> 4], hex[ch & 15] };
+
+		if (!escape || isalnum(ch) || ch == '-' || ch == '.' || ch == '_' || ch == '~')
+			put(o, s + i, 1);
+		else
+			put(o, e, 3);
+	}
+}
+
+/* One %{...} macro: letter, digits, 'r', delimiters. explain: the
+ * letters c, r and t are allowed (explanation strings only, 7.2). */
 static int expand_macro(struct spf_ctx *c, const char *m, size_t len, const char *domain,
-			struct out *o)
+			struct out *o, int explain)
 {
 	char value[1024], *parts[128], delims[8] = "";
 	size_t i = 1, nparts = 0, keep = 0, nd = 0;
 	char letter;
-	int reverse = 0;
+	int reverse = 0, escape;
 
 	if (len < 1)
 		return -1;
 	letter = (char)tolower((unsigned char)m[0]);
-	if (!strchr("slodiphv", letter))
-		return -1; /* c, r, t only in exp=, which we do not expand */
+	escape = isupper((unsigned char)m[0]) != 0;
+	if (!strchr(explain ? "slodiphvcrt" : "slodiphv", letter))
+		return -1;
 	if (i < len && isdigit((unsigned char)m[i])) {
 		if (m[i] == '0')
 			return -1;
@@ -223,23 +259,26 @@ static int expand_macro(struct spf_ctx *c, const char *m, size_t len, const char
 		for (size_t k = first; k < nparts; k++) {
 			if (k > first)
 				put(o, ".", 1);
-			put(o, parts[k], strlen(parts[k]));
+			put_escaped(o, parts[k], strlen(parts[k]), escape);
 		}
 	}
 	return 0;
 }
 
-/* Expands a domain-spec; 0, or -1 on a syntax error. The result is cut
- * from the left to 253 octets (RFC 7208 7.3). */
-static int expand(struct spf_ctx *c, const char *spec, size_t len, const char *domain, char *dst,
-		  size_t cap)
+/* Expands a domain-spec (explain 0) or an explanation string (explain
+ * 1: spaces and the macros c, r, t allowed, RFC 7208 6.2 and 7.1); 0, or
+ * -1 on a syntax error or when the result does not fit. A domain-spec's
+ * result is cut from the left to 253 octets (7.3). */
+static int expand_string(struct spf_ctx *c, const char *spec, size_t len, const char *domain,
+			 char *dst, size_t cap, int explain)
 {
 	struct out o = { dst, 0, cap, 0 };
 
 	dst[0] = '\0';
 	for (size_t i = 0; i < len; i++) {
 		if (spec[i] != '%') {
-			if ((unsigned char)spec[i] <= ' ' || (unsigned char)spec[i] >= 0x7f)
+			if ((unsigned char)spec[i] < ' ' || (unsigned char)spec[i] >= 0x7f ||
+			    (spec[i] == ' ' && !explain))
 				return -1;
 			put(&o, spec + i, 1);
 			continue;
@@ -256,7 +295,7 @@ static int expand(struct spf_ctx *c, const char *spec, size_t len, const char *d
 		} else if (spec[i] == '{') {
 			const char *close = memchr(spec + i, '}', len - i);
 			if (!close || expand_macro(c, spec + i + 1, (size_t)(close - spec - i - 1), domain,
-						   &o) < 0)
+						   &o, explain) < 0)
 				return -1;
 			i = (size_t)(close - spec);
 		} else {
@@ -265,6 +304,8 @@ static int expand(struct spf_ctx *c, const char *spec, size_t len, const char *d
 	}
 	if (o.overflow)
 		return -1;
+	if (explain)
+		return 0;
 	while (o.len > 0 && dst[o.len - 1] == '.')
 		dst[--o.len] = '\0';
 	while (o.len > SPF_DOMAIN_MAX) {
@@ -275,6 +316,12 @@ static int expand(struct spf_ctx *c, const char *spec, size_t len, const char *d
 		o.len = strlen(dst);
 	}
 	return 0;
+}
+
+static int expand(struct spf_ctx *c, const char *spec, size_t len, const char *domain, char *dst,
+		  size_t cap)
+{
+	return expand_string(c, spec, len, domain, dst, cap, 0);
 }
 
 /* -- record parsing (RFC 7208 4.6, 12) --------------------------------- */
@@ -336,16 +383,17 @@ static int is_name_char(char c)
 	return isalnum((unsigned char)c) || c == '-' || c == '_' || c == '.';
 }
 
-/* Parses a record's terms; the modifiers redirect= (into *redirect) are
- * returned separately. 0, or -1 on a syntax error. */
+/* Parses a record's terms; the modifiers redirect= and exp= (into
+ * *redirect, *exp) are returned separately. 0, or -1 on a syntax error. */
 static int parse_record(const char *rec, struct term *terms, size_t *n, const char **redirect,
-			size_t *redirect_len)
+			size_t *redirect_len, const char **exp, size_t *exp_len)
 {
 	const char *p = rec + 6; /* after "v=spf1" */
-	int seen_exp = 0;
 
 	*n = 0;
 	*redirect = NULL;
+	*exp = NULL;
+	*exp_len = 0;
 	while (*p) {
 		const char *start, *end, *q;
 
@@ -370,8 +418,10 @@ static int parse_record(const char *rec, struct term *terms, size_t *n, const ch
 				if (*redirect_len == 0)
 					return -1;
 			} else if (nl == 3 && strncasecmp(start, "exp", 3) == 0) {
-				if (seen_exp++ || end == q + 1)
+				if (*exp || end == q + 1)
 					return -1;
+				*exp = q + 1;
+				*exp_len = (size_t)(end - q - 1);
 			}
 			continue;
 		}
@@ -664,8 +714,8 @@ static enum spf_result check_host(struct spf_ctx *c, const char *domain, int dep
 	static struct dns_txt txt;
 	struct term terms[SPF_TERMS_MAX];
 	char record[DNS_ANSWER_MAX + 1], dom[SPF_DOMAIN_MAX + 2];
-	const char *redirect;
-	size_t nterms = 0, redirect_len = 0, found = 0;
+	const char *redirect, *exp;
+	size_t nterms = 0, redirect_len = 0, exp_len = 0, found = 0;
 	enum dns_result d;
 
 	snprintf(dom, sizeof(dom), "%s", domain);
@@ -690,7 +740,7 @@ static enum spf_result check_host(struct spf_ctx *c, const char *domain, int dep
 		return why(c, SPF_NONE, "no SPF record for %s", dom);
 	if (found > 1)
 		return why(c, SPF_PERMERROR, "more than one SPF record for %s", dom);
-	if (parse_record(record, terms, &nterms, &redirect, &redirect_len) < 0)
+	if (parse_record(record, terms, &nterms, &redirect, &redirect_len, &exp, &exp_len) < 0)
 		return why(c, SPF_PERMERROR, "syntax error in the SPF record of %s", dom);
 
 	for (size_t i = 0; i < nterms; i++) {
@@ -701,6 +751,17 @@ static enum spf_result check_host(struct spf_ctx *c, const char *domain, int dep
 			return res;
 		if (m > 0) {
 			enum spf_result r = qualifier_result(terms[i].qualifier);
+
+			/* 6.2: the explanation of a fail is this record's
+			 * exp= (an include's own is never used: its fail is
+			 * only "no match" here, and whatever decides later
+			 * sets this again). Fetched only if asked for. */
+			c->exp_set = r == SPF_FAIL && exp && exp_len <= SPF_EXP_SPEC_MAX;
+			if (c->exp_set) {
+				memcpy(c->exp_spec, exp, exp_len);
+				c->exp_spec[exp_len] = '\0';
+				snprintf(c->exp_domain, sizeof(c->exp_domain), "%s", dom);
+			}
 			return why(c, r, "%s %s %s as permitted sender", dom,
 				   r == SPF_PASS ? "designates" : "does not designate", c->ipstr);
 		}
@@ -767,26 +828,86 @@ int spf_macro_expand(const char *spec, const char *ip, const char *sender, const
 int spf_record_valid(const char *record)
 {
 	static struct term terms[SPF_TERMS_MAX];
-	const char *redirect;
-	size_t n, rl;
+	const char *redirect, *exp;
+	size_t n, rl, el;
 
 	if (strncasecmp(record, "v=spf1", 6) != 0 || (record[6] != ' ' && record[6] != '\0'))
 		return 0;
-	return parse_record(record, terms, &n, &redirect, &rl) == 0;
+	return parse_record(record, terms, &n, &redirect, &rl, &exp, &el) == 0;
 }
+
+/* The latest spf_check's state, for spf_explanation. */
+static struct spf_ctx last;
+static int last_fail;
 
 enum spf_result spf_check(const char *ip, const char *domain, const char *sender,
 			  const char *helo, long long deadline, char *reason, size_t cap)
 {
-	static struct spf_ctx c;
+	enum spf_result r;
 
 	reason[0] = '\0';
-	if (ctx_init(&c, ip, domain, sender, helo) < 0) {
+	last_fail = 0;
+	if (ctx_init(&last, ip, domain, sender, helo) < 0) {
 		snprintf(reason, cap, "no client address");
 		return SPF_NONE;
 	}
-	c.reason = reason;
-	c.reason_cap = cap;
-	c.deadline = deadline;
-	return check_host(&c, domain, 0);
+	last.reason = reason;
+	last.reason_cap = cap;
+	last.deadline = deadline;
+	r = check_host(&last, domain, 0);
+	last_fail = r == SPF_FAIL;
+	/* reason belongs to the caller and may be gone by the next call. */
+	last.reason = NULL;
+	last.reason_cap = 0;
+	return r;
+}
+
+static int spf_explain(struct spf_ctx *c, const char *text, size_t len, char *out, size_t cap)
+{
+	if (expand_string(c, text, len, c->exp_domain, out, cap, 1) < 0)
+		return -1;
+	/* A macro's value (the sender's local part under SMTPUTF8, say)
+	 * may hold other bytes: the text goes into a reply line. */
+	for (char *p = out; *p; p++)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+			*p = '?';
+	return 0;
+}
+
+int spf_explanation(const char *receiver, char *out, size_t cap)
+{
+	static struct dns_txt txt;
+	char target[SPF_DOMAIN_MAX + 64];
+
+	if (cap == 0)
+		return -1;
+	out[0] = '\0';
+	if (!last_fail || !last.exp_set)
+		return -1;
+	last.receiver = receiver;
+	/* 6.2: any trouble (a bad macro, a DNS error, no record or more
+	 * than one, a syntax error in the text) means no explanation. */
+	if (expand(&last, last.exp_spec, strlen(last.exp_spec), last.exp_domain, target,
+		   sizeof(target)) < 0 || !domain_ok(target))
+		return -1;
+	if (dns_txt(target, &txt, last.deadline) != DNS_OK || txt.n != 1 ||
+	    strlen(txt.text[0]) != txt.len[0])
+		return -1;
+	if (spf_explain(&last, txt.text[0], txt.len[0], out, cap) < 0) {
+		out[0] = '\0';
+		return -1;
+	}
+	return 0;
+}
+
+int spf_explain_expand(const char *text, const char *ip, const char *sender, const char *domain,
+		       const char *helo, const char *receiver, char *out, size_t cap)
+{
+	static struct spf_ctx c;
+
+	if (ctx_init(&c, ip, domain, sender, helo) < 0)
+		return -1;
+	c.receiver = receiver;
+	snprintf(c.exp_domain, sizeof(c.exp_domain), "%s", domain);
+	return spf_explain(&c, text, strlen(text), out, cap);
 }

@@ -64,6 +64,7 @@ int checks_mail_from(struct session *s, const struct address *sender)
 	char identity[ADDRESS_PATH_MAX + 16], safe[ADDRESS_PATH_MAX * 4 + 8];
 	struct timespec t0;
 	long long deadline;
+	int fresh = 0; /* spf_mailfrom is the latest spf_check's verdict */
 
 	c->active = checks_apply(s);
 	if (!c->active)
@@ -81,6 +82,7 @@ int checks_mail_from(struct session *s, const struct address *sender)
 			snprintf(identity, sizeof(identity), "postmaster@%s", s->helo);
 			c->spf_helo = spf_check(s->peer.ip, s->helo, identity, s->helo, deadline,
 						c->spf_helo_reason, sizeof(c->spf_helo_reason));
+			fresh = 1;
 		}
 	}
 	/* MAIL FROM; RFC 7208 2.4: for <> it is postmaster@HELO, checked above. */
@@ -95,6 +97,7 @@ int checks_mail_from(struct session *s, const struct address *sender)
 					  SPF_NONE :
 					  spf_check(s->peer.ip, sender->domain, identity, s->helo, deadline,
 						    c->spf_mailfrom_reason, sizeof(c->spf_mailfrom_reason));
+		fresh = !sender->is_literal;
 	}
 	address_format(sender, identity, sizeof(identity));
 	log_printable(safe, sizeof(safe), identity, strlen(identity));
@@ -102,9 +105,21 @@ int checks_mail_from(struct session *s, const struct address *sender)
 		  safe, s->helo[0] ? s->helo : "-", spf_result_name(c->spf_mailfrom),
 		  spf_result_name(c->spf_helo), elapsed_ms(&t0));
 	if (c->spf_mailfrom == SPF_FAIL && setting_int(SET_SPF_REJECT_FAIL)) {
-		log_event(LOG_NOTICE, "event=spf result=refused ip=%s from=\"%s\"", s->peer.ip, safe);
-		reply(s, "550 5.7.23 <%s>: Sender address rejected: SPF check failed: %s", safe,
-		      c->spf_mailfrom_reason[0] ? c->spf_mailfrom_reason : "not permitted");
+		/* RFC 7208 6.2: the domain's own explanation (exp=), if it
+		 * gives one, marked as its words (8.4). Cut to keep the
+		 * reply within its line (RFC 5321 4.5.3.1.5). */
+		char exp[1024], shown[SPF_EXPLANATION_SHOWN];
+
+		if (fresh && spf_explanation(setting(SET_HOSTNAME), exp, sizeof(exp)) == 0 && exp[0])
+			log_printable(shown, sizeof(shown), exp, strlen(exp));
+		else
+			shown[0] = '\0';
+		log_event(LOG_NOTICE, "event=spf result=refused ip=%s from=\"%s\" explanation=%s",
+			  s->peer.ip, safe, shown[0] ? "yes" : "no");
+		reply(s, "550 5.7.23 <%s>: Sender address rejected: SPF check failed: %s%s%s%s%s", safe,
+		      c->spf_mailfrom_reason[0] ? c->spf_mailfrom_reason : "not permitted",
+		      shown[0] ? "; " : "", shown[0] ? c->spf_domain : "", shown[0] ? " explains: " : "",
+		      shown);
 		return -1;
 	}
 	return 0;

@@ -51,6 +51,7 @@ CLIENT6 = '2001:db8::7'
 RELAY_CLIENT = '192.0.2.20'
 HOST = 'mx.test.example'
 BODY_MARKER = 'auth-body-never-in-logs-31337'
+EXPLANATION = "%{i} is not one of %{d}'s designated mail servers; see http://%{d}/why?s=%{S}"
 
 # SPF records: name -> TXT. Names outside the local zones (test, example)
 # get REFUSED from dnsmasq, a temporary error.
@@ -69,6 +70,12 @@ SPF = {
     'bad.example': 'v=spf1 foo:bar.example -all',
     'two.example': ('v=spf1 -all', 'v=spf1 +all'),
     'mail.pass.example': 'v=spf1 a -all',
+    # exp= (RFC 7208 6.2): the failing record's own explanation only.
+    'expl.example': 'v=spf1 ip4:203.0.113.5 -all exp=why._spf.%{d}',
+    'exinc.example': 'v=spf1 include:expl.example -all',
+    'exred.example': 'v=spf1 exp=why._spf.exinc.example redirect=expl.example',
+    'exnone.example': 'v=spf1 -all exp=missing._spf.%{d}',
+    'exsoft.example': 'v=spf1 ~all exp=why._spf.expl.example',
     # DMARC test domains, with SPF that passes for the client.
     'reject.example': 'v=spf1 -all',
     'quar.example': 'v=spf1 -all',
@@ -127,6 +134,8 @@ class ChecksTest(unittest.TestCase):
         d.mx('amxfail.example', 'mx1.amxfail.example')
         d.a('mx1.amxfail.example', '203.0.113.10')
         d.a('198.51.100.7._spf.macro.example', '127.0.0.2')
+        d.txt('why._spf.expl.example', EXPLANATION)
+        d.txt('why._spf.exinc.example', 'never shown: the redirecting record')
         d.a('mail.pass.example', CLIENT)
         d.a('unrelated.example', '203.0.113.11')
         for dom in ('signed.example', 'reject.example', 'example.test'):
@@ -306,6 +315,44 @@ class ChecksTest(unittest.TestCase):
             code, text = c.mail(sender)
             self.assertEqual(code, 250, (sender, text))
             c.rset()
+
+    def test_spf_fail_explanation(self):
+        """RFC 7208 6.2: with spf_reject_fail, the 550 carries the failing
+        record's exp= text, macro-expanded as python3-spf expands it and
+        marked as the domain's words; an include's or a redirecting
+        record's exp= is never used, and a missing one is no explanation."""
+        self.p.set('spf_reject_fail', '1')
+        c = self.client()
+        code, text = c.mail('x@expl.example')
+        self.assertEqual(code, 550, text)
+        want = ("198.51.100.7 is not one of expl.example's designated mail servers; "
+                "see http://expl.example/why?s=x%40expl.example")
+        self.assertIn(b'expl.example explains: ' + want.encode(), text)
+        if spf is not None:
+            result, exp = spf.check2(i=CLIENT, s='x@expl.example', h='mail.pass.example')
+            self.assertEqual((result, exp), ('fail', want))
+        # redirect=: the target's exp=, with %{d} the target's domain
+        code, text = c.mail('y@exred.example')
+        self.assertEqual(code, 550, text)
+        self.assertIn(b'exred.example explains: 198.51.100.7 is not one of expl.example', text)
+        self.assertNotIn(b'never shown', text)
+        # include: the included record's fail is only "no match"; the
+        # including record's -all has no exp=
+        for sender in ('z@exinc.example', 'w@exnone.example'):
+            code, text = c.mail(sender)
+            self.assertEqual(code, 550, (sender, text))
+            self.assertTrue(text.startswith(b'5.7.23'), text)
+            self.assertNotIn(b'explains', text, sender)
+        # softfail is never refused, exp= or not
+        code, text = c.mail('v@exsoft.example')
+        self.assertEqual(code, 250, text)
+        c.rset()
+        # not refusing: no explanation is fetched, the mail is marked
+        self.p.set('spf_reject_fail', '0')
+        c = self.client()
+        msg, tag = self.message('someone@unrelated.example')
+        self.send(c, 'x@expl.example', msg)
+        self.assertEqual(self.spf_of(self.delivered(tag))[0], 'fail')
 
     # -- DKIM ------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
  * record syntax (RFC 7208 4.6, 5, 6, 12). check_host() itself, with DNS,
  * is tested against python3-spf in tests/protocol/test_spf_dmarc.py. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
@@ -93,6 +94,53 @@ int main(void)
 		CHECK_TRUE("long result cut to 253", strlen(out) <= 253);
 		CHECK_TRUE("long result keeps the right end",
 			   strlen(out) > 10 && strcmp(out + strlen(out) - 10, ".x.example") == 0);
+	}
+
+	/* Explanation strings (6.2, 7): spaces, c, r, t, URL escaping. */
+	{
+		static const struct macro_case explain[] = {
+			/* RFC 7208 7.4's example */
+			{ "%{i} is not one of %{d}'s designated mail servers.",
+			  "192.0.2.3 is not one of email.example.com's designated mail servers." },
+			{ "See http://%{d}/why.html?s=%{S}&i=%{I}",
+			  "See http://email.example.com/why.html?s=strong-bad%40email.example.com&i=192.0.2.3" },
+			{ "%{l} via %{c} at %{r}", "strong-bad via 192.0.2.3 at mx.receiver.example" },
+			{ "%{R}", "mx.receiver.example" },
+			{ "100%% %_", "100%  " },
+			{ "", "" },
+			{ "bad %{z}", NULL },
+			{ "bad %z", NULL },
+			{ "tab\there", NULL },
+			{ "high \x80", NULL },
+		};
+
+		for (size_t i = 0; i < sizeof(explain) / sizeof(explain[0]); i++) {
+			const struct macro_case *c = &explain[i];
+			int r = spf_explain_expand(c->spec, "192.0.2.3", "strong-bad@email.example.com",
+						   "email.example.com", "mx.example.org",
+						   "mx.receiver.example", out, sizeof(out));
+
+			if (c->want) {
+				if (CHECK_INT(c->spec, 0, r))
+					CHECK_STR(c->spec, c->want, out);
+			} else {
+				CHECK_INT(c->spec, -1, r);
+			}
+		}
+		CHECK_INT("explain c v6", 0,
+			  spf_explain_expand("%{c}", "2001:db8::cb01", "a@example.com", "example.com", "h",
+					     "r.example", out, sizeof(out)));
+		CHECK_STR("explain c v6", "2001:db8::cb01", out);
+		CHECK_INT("explain t", 0,
+			  spf_explain_expand("%{t}", "192.0.2.3", "a@example.com", "example.com", "h",
+					     "r.example", out, sizeof(out)));
+		CHECK_TRUE("explain t is a recent unix time",
+			   strlen(out) >= 10 && strspn(out, "0123456789") == strlen(out) &&
+				   atoll(out) > 1700000000LL);
+		/* Too long for the buffer: an error, never a cut string. */
+		CHECK_INT("explain overflow", -1,
+			  spf_explain_expand("%{d}%{d}%{d}", "192.0.2.3", "a@example.com", "example.com",
+					     "h", "r.example", out, 20));
 	}
 
 	/* Record syntax. */
