@@ -110,8 +110,9 @@ int checks_mail_from(struct session *s, const struct address *sender)
 		 * reply within its line (RFC 5321 4.5.3.1.5). */
 		char exp[1024], shown[SPF_EXPLANATION_SHOWN];
 
-		if (fresh && spf_explanation(setting(SET_HOSTNAME), exp, sizeof(exp)) == 0 && exp[0])
-			log_printable(shown, sizeof(shown), exp, strlen(exp));
+		/* spf_explanation gives printable ASCII and spaces only. */
+		if (fresh && spf_explanation(setting(SET_HOSTNAME), exp, sizeof(exp)) == 0)
+			snprintf(shown, sizeof(shown), "%s", exp);
 		else
 			shown[0] = '\0';
 		log_event(LOG_NOTICE, "event=spf result=refused ip=%s from=\"%s\" explanation=%s",
