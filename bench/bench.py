@@ -1581,8 +1581,16 @@ def report(res, env, started, load_start, fs, args, size):
         print('-' * len(head))
         for label, v in machine_rows:
             print('%-56s %s' % (label, v))
+    # The limit lines first, in a block of their own, so that the output
+    # ends with the ratio and ceiling lines alone, one per figure.
+    limits = sorted(line for line in lines if line.startswith('limit '))
+    if limits:
+        print()
+        for line in limits:
+            print(line)
     print()
-    for line in sorted(lines, key=lambda s: (s.split()[0] != 'ratio', s)):
+    for line in sorted((line for line in lines if not line.startswith('limit ')),
+                       key=lambda s: (s.split()[0] != 'ratio', s)):
         print(line)
     sys.stdout.flush()
 
