@@ -512,11 +512,24 @@ static int expand(struct resolver *r, const struct address *a, int depth)
 	return found;
 }
 
+static enum resolve_result resolve(const struct address *rcpt, struct destination *out, size_t max,
+				   size_t *n, int postmaster_fallback);
+
 enum resolve_result resolve_recipient(const struct address *rcpt, struct destination *out,
 				      size_t max, size_t *n)
 {
+	return resolve(rcpt, out, max, n, 1);
+}
+
+/* postmaster_fallback: a hosted domain's postmaster that the domain does
+ * not define goes where <postmaster> goes (RFC 5321 4.5.1: the postmaster
+ * of every domain we serve must be accepted). 0 inside that fallback. */
+static enum resolve_result resolve(const struct address *rcpt, struct destination *out, size_t max,
+				   size_t *n, int postmaster_fallback)
+{
 	static struct resolver r; /* large: keep it off the stack */
 	struct address pm;
+	enum resolve_result got;
 	int local;
 
 	memset(&r, 0, sizeof(r));
@@ -538,8 +551,8 @@ enum resolve_result resolve_recipient(const struct address *rcpt, struct destina
 		local = domain_is_local(pm.domain);
 		if (local < 0)
 			return RESOLVE_TEMPFAIL;
-		if (local)
-			return resolve_recipient(&pm, out, max, n);
+		if (local && (got = resolve(&pm, out, max, n, 0)) != RESOLVE_UNKNOWN)
+			return got;
 		st = db_stmt("SELECT name FROM domains ORDER BY name LIMIT 50");
 		if (!st)
 			return RESOLVE_TEMPFAIL;
@@ -555,7 +568,7 @@ enum resolve_result resolve_recipient(const struct address *rcpt, struct destina
 				snprintf(pm.domain, sizeof(pm.domain), "%s", names[i]);
 				for (char *c = pm.domain; *c; c++)
 					*c = (char)tolower((unsigned char)*c);
-				res = resolve_recipient(&pm, out, max, n);
+				res = resolve(&pm, out, max, n, 0);
 				if (res == RESOLVE_TEMPFAIL)
 					return res;
 			}
@@ -573,7 +586,18 @@ enum resolve_result resolve_recipient(const struct address *rcpt, struct destina
 		return RESOLVE_TEMPFAIL;
 	if (r.n > 0)
 		return RESOLVE_OK;
-	return r.loop ? RESOLVE_LOOP : RESOLVE_UNKNOWN;
+	if (r.loop)
+		return RESOLVE_LOOP;
+	if (postmaster_fallback && strcasecmp(rcpt->local, "postmaster") == 0) {
+		enum resolve_result res;
+
+		memset(&pm, 0, sizeof(pm));
+		pm.is_postmaster = 1;
+		strcpy(pm.local, "postmaster");
+		res = resolve(&pm, out, max, n, 0);
+		return res == RESOLVE_OK || res == RESOLVE_TEMPFAIL ? res : RESOLVE_UNKNOWN;
+	}
+	return RESOLVE_UNKNOWN;
 }
 
 int address_owner(const struct address *a, char *login, size_t cap)

@@ -611,6 +611,37 @@ class OpenRelay(SmtpTestCase):
             self.assertGreaterEqual(code, 500, text)
         self.assert_nothing_queued()
 
+    def test_every_hosted_domain_has_a_postmaster(self):
+        # RFC 5321 4.5.1: postmaster@ each domain we serve is accepted. A
+        # domain that defines none (no address, forward or catch-all) hands
+        # it to where <postmaster> goes; a domain we do not host never.
+        self.p.sql("DELETE FROM addresses WHERE address = '@catch.test'")
+        for form in ('postmaster@other.test', 'postmaster@example.test'):
+            c, (code, text) = self.rcpt(form)
+            self.assertEqual(code, 550, (form, text))  # nobody is postmaster yet
+            c.close()
+        self.p.add_address('postmaster@example.test', 'alice')
+        before = len(self.p.messages('alice'))
+        for form in ('postmaster@other.test', 'PostMaster@Other.Test', 'postmaster@catch.test'):
+            c, (code, text) = self.rcpt(form)
+            self.assertEqual(code, 250, (form, text))
+            self.send_data(c, new_message())
+            c.close()
+        self.assertEqual(len(self.p.messages('alice')), before + 3)
+        # What the domain defines itself comes first.
+        self.p.add_address('postmaster@other.test', 'bob')
+        before_bob = len(self.p.messages('bob'))
+        c, (code, text) = self.rcpt('postmaster@other.test')
+        self.assertEqual(code, 250, text)
+        self.send_data(c, new_message())
+        self.assertEqual(len(self.p.messages('bob')), before_bob + 1)
+        self.assertEqual(len(self.p.messages('alice')), before + 3)
+        for form in ('postmaster@elsewhere.test', 'postmaster@sub.example.test'):
+            c, (code, text) = self.rcpt(form)
+            self.assertGreaterEqual(code, 500, (form, text))
+            c.close()
+        self.assert_nothing_queued()
+
     # Domains we do not host, written as IDNA, as UTF-8 and in mixed case.
     FOREIGN = ['u@xn--bcher-kva.example', 'u@XN--BCHER-KVA.EXAMPLE', 'u@Xn--BcHeR-kVa.Example',
                'u@sub.xn--bcher-kva.example', 'alice@xn--exmple-cua.test',
