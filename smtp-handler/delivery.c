@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "headers.h"
 #include "journal.h"
 #include "log.h"
 #include "maildir.h"
@@ -300,6 +301,78 @@ undo:
 	refuse_storage(s, e, "local delivery failed");
 }
 
+/* RFC 6409 8.2, 8.3: a message from one of our own users (a client with
+ * the right to send) that has no Date: or no Message-ID: field gets one
+ * from us, below our Received: line, before it is delivered, queued or
+ * signed. Big providers refuse mail without a Message-ID. Mail from
+ * outside is never touched (RFC 5321 6.4 leaves that to its submission
+ * server). Returns 0 (the staging file is replaced when fields were added;
+ * any trouble reading the header section leaves the message as it is),
+ * or -1 after a 4xx reply. */
+static int add_missing_fields(struct session *s, const char *qid, int *fd, char *staging,
+			      size_t cap, const char *received, int hlen, off_t *size,
+			      unsigned long long *lf_count)
+{
+	static char prefix[2048 + 512];
+	struct header_field ours;
+	const struct header_field *drop[1] = { &ours };
+	struct header_block hb;
+	char date[64], newpath[PATH_MAX_POSTAGE], name[QUEUE_ID_LEN + 16];
+	int has_date, has_id, nfd, n;
+	size_t len = (size_t)hlen;
+	long pos = -1;
+	off_t newsize;
+
+	if (s->checks.active || session_may_relay(s) != 1 ||
+	    header_block_read(*fd, hlen, *size, &hb) < 0)
+		return 0;
+	has_date = header_next(&hb, "date", &pos) != NULL;
+	pos = -1;
+	has_id = header_next(&hb, "message-id", &pos) != NULL;
+	header_block_free(&hb);
+	if ((has_date && has_id) || len >= sizeof(prefix))
+		return 0;
+	memcpy(prefix, received, len);
+	if (!has_date) {
+		rfc5322_date(date, sizeof(date));
+		n = snprintf(prefix + len, sizeof(prefix) - len, "Date: %s\n", date);
+		if (n < 0 || (size_t)n >= sizeof(prefix) - len)
+			return 0;
+		len += (size_t)n;
+	}
+	if (!has_id) {
+		n = snprintf(prefix + len, sizeof(prefix) - len, "Message-ID: <%lld.%s@%s>\n",
+			     (long long)time(NULL), qid, setting(SET_HOSTNAME));
+		if (n < 0 || (size_t)n >= sizeof(prefix) - len)
+			return 0;
+		len += (size_t)n;
+	}
+	/* Our Received: is the first hlen bytes: dropped from the copy and
+	 * written again at the head of the prefix, the new fields under it. */
+	memset(&ours, 0, sizeof(ours));
+	ours.raw_len = (size_t)hlen;
+	snprintf(name, sizeof(name), "%s.hdr", qid);
+	nfd = header_copy_edited(*fd, *size, prefix, len, drop, 1, name, 1, newpath, sizeof(newpath),
+				 &newsize);
+	if (nfd < 0) {
+		int e = errno;
+
+		log_event(LOG_ERR, "event=data result=spool_error id=%s error=\"%s\"", qid, strerror(e));
+		refuse_storage(s, e, "adding Date/Message-ID failed");
+		return -1;
+	}
+	close(*fd);
+	if (staging[0])
+		unlink(staging);
+	*fd = nfd;
+	snprintf(staging, cap, "%s", newpath);
+	*size = newsize;
+	*lf_count += (unsigned long long)!has_date + (unsigned long long)!has_id;
+	log_event(LOG_INFO, "event=data added=%s%s%s id=%s", has_date ? "" : "date",
+		  !has_date && !has_id ? "," : "", has_id ? "" : "message-id", qid);
+	return 0;
+}
+
 void receive_message(struct session *s)
 {
 	char qid[QUEUE_ID_LEN + 8], staging[4096], header[2048];
@@ -370,7 +443,9 @@ void receive_message(struct session *s)
 		r.lf_count += header_lfs;
 		if (quota_refusal(s, qid, st.st_size) == 0 &&
 		    checks_message(s, qid, &fd, staging, sizeof(staging), hlen, &st.st_size,
-				   &r.lf_count) == 0)
+				   &r.lf_count) == 0 &&
+		    add_missing_fields(s, qid, &fd, staging, sizeof(staging), header, hlen,
+				       &st.st_size, &r.lf_count) == 0)
 			deliver(s, qid, &fd, staging, sizeof(staging), &r, st.st_size);
 	}
 done:

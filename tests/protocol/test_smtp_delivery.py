@@ -140,6 +140,45 @@ class Headers(SmtpTestCase):
         self.assertRegex(rcvd, rb'; \w{3}, \d{1,2} \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4}$')
         self.assertEqual(rest, stored(msg))
 
+    def test_missing_date_and_message_id_added_for_our_users_only(self):
+        # RFC 6409 8.2, 8.3: a message one of our users sends without
+        # Date: or Message-ID: gets them under our Received:; mail from
+        # outside is stored as it came.
+        bare = b'From: a@example.test\nTo: alice@example.test\nSubject: no id\n\nbody\n'
+        c = self.session()
+        self.transaction(c, 's@remote.example', ['alice@example.test'], bare)
+        _, rest = self.split_prefix(self.only_message('alice'))
+        self.assertEqual(rest, stored(bare))
+        os.unlink(self.p.messages('alice')[0])
+
+        self.p.sql("INSERT INTO relay_networks VALUES ('127.0.0.1')")
+        c = self.session()
+        self.transaction(c, 'a@example.test', ['alice@example.test'], bare)
+        (_, _, rcvd, date, mid), rest = self.split_prefix(self.only_message('alice'), 5)
+        self.assertTrue(rcvd.startswith(b'Received: '), rcvd)
+        self.assertRegex(date, rb'^Date: \w{3}, \d{1,2} \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4}$')
+        self.assertRegex(mid, rb'^Message-ID: <\d+\.[0-9A-Za-z]+@mx\.test\.example>$')
+        self.assertEqual(rest, stored(bare))
+        # The file name's sizes count the added fields.
+        name = os.path.basename(self.p.messages('alice')[0])
+        data = self.only_message('alice')
+        self.assertIn(f',S={len(data)},'.encode(), name.encode())
+        wire_size = len(data) + data.count(b'\n')
+        self.assertIn(f',W={wire_size}'.encode(), name.encode())
+        os.unlink(self.p.messages('alice')[0])
+
+        # Only what is missing; and a message with both is left alone.
+        with_id = b'Message-ID: <x1@example.test>\n' + bare
+        full = b'Date: Mon, 23 Nov 2026 10:00:00 +0000\n' + with_id
+        for msg, added in ((with_id, [b'Date: ']), (full, [])):
+            self.transaction(c, 'a@example.test', ['alice@example.test'], msg)
+            fields, rest = self.split_prefix(self.only_message('alice'), 3 + len(added))
+            for field, start in zip(fields[3:], added):
+                self.assertTrue(field.startswith(start), field)
+            self.assertEqual(rest, stored(msg))
+            os.unlink(self.p.messages('alice')[0])
+        c.cmd('QUIT')
+
     def test_helo_gives_with_smtp_and_null_sender(self):
         msg = new_message()
         c = self.connect()
