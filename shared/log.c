@@ -104,7 +104,7 @@ static size_t log_fields(char *line, char store[][LOG_LINE_MAX / 8],
 	char *p = line;
 
 	while (*p && n < max) {
-		char *eq, *end;
+		char *eq, *end, *vstart, *vend;
 		size_t k = 0, o;
 		char *f = store[n];
 
@@ -120,6 +120,15 @@ static size_t log_fields(char *line, char store[][LOG_LINE_MAX / 8],
 		}
 		if (!end)
 			end = p + strlen(p);
+		/* The field carries the value alone: "login=\"alice\"" and
+		 * "login=alice" both give POSTAGE_LOGIN=alice, so a journalctl
+		 * match finds every event. */
+		vstart = eq + 1;
+		vend = end;
+		if (*vstart == '"' && vend - vstart >= 2 && vend[-1] == '"') {
+			vstart++;
+			vend--;
+		}
 		o = (size_t)snprintf(f, LOG_LINE_MAX / 8, "POSTAGE_");
 		for (char *c = p; c < eq && o + k < 40; c++, k++) {
 			if (!isalnum((unsigned char)*c) && *c != '_')
@@ -131,11 +140,12 @@ static size_t log_fields(char *line, char store[][LOG_LINE_MAX / 8],
 			continue;
 		}
 		o += k;
+		f[o++] = '=';
 		{
-			size_t vlen = (size_t)(end - eq);
+			size_t vlen = (size_t)(vend - vstart);
 			if (o + vlen >= LOG_LINE_MAX / 8)
 				vlen = LOG_LINE_MAX / 8 - o - 1;
-			memcpy(f + o, eq, vlen);
+			memcpy(f + o, vstart, vlen);
 			o += vlen;
 		}
 		f[o] = '\0';
@@ -147,9 +157,32 @@ static size_t log_fields(char *line, char store[][LOG_LINE_MAX / 8],
 	return n;
 }
 
+/* Every line is printable ASCII, whatever a caller passed in: a byte that
+ * is not (UTF-8 from a client, a control byte) becomes \xNN, the form
+ * log_printable uses, so one address is written the same way by every
+ * program. Text already made printable passes unchanged. */
+static void log_ascii(char *out, size_t cap, const char *in)
+{
+	size_t o = 0;
+
+	for (; *in && o + 1 < cap; in++) {
+		unsigned char c = (unsigned char)*in;
+
+		if (c >= 0x20 && c < 0x7f) {
+			out[o++] = (char)c;
+		} else {
+			if (o + 5 > cap)
+				break;
+			snprintf(out + o, 5, "\\x%02x", c);
+			o += 4;
+		}
+	}
+	out[o] = '\0';
+}
+
 void log_event(int priority, const char *fmt, ...)
 {
-	char line[LOG_LINE_MAX];
+	char raw[LOG_LINE_MAX], line[LOG_LINE_MAX];
 	char msg[LOG_LINE_MAX + 64];
 	char prio[32], ident[64];
 	static char store[LOG_FIELDS_MAX][LOG_LINE_MAX / 8];
@@ -159,10 +192,11 @@ void log_event(int priority, const char *fmt, ...)
 	int len;
 
 	va_start(ap, fmt);
-	len = vsnprintf(line, sizeof(line), fmt, ap);
+	len = vsnprintf(raw, sizeof(raw), fmt, ap);
 	va_end(ap);
 	if (len < 0)
 		return;
+	log_ascii(line, sizeof(line), raw);
 
 	if (log_session[0])
 		snprintf(msg, sizeof(msg), "MESSAGE=session=%s %s", log_session, line);

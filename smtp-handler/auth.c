@@ -22,7 +22,7 @@ static int sasl_read(struct session *s, char *out, size_t cap, long *len)
 		return -1;
 	}
 	if (r != IO_OK) {
-		s->quit = 1;
+		session_end(s, r == IO_TIMEOUT ? "timeout" : "eof");
 		return -1;
 	}
 	return sasl_decode(s, line, out, cap, len);
@@ -72,7 +72,7 @@ static void auth_finish(struct session *s, const char *mech, const char *login, 
 			  s->peer.ip[0] ? s->peer.ip : "local");
 		reply(s, "421 4.7.0 %s Error: too many failed logins, try again later",
 		      setting(SET_HOSTNAME));
-		s->quit = 1;
+		session_end(s, "auth_throttled");
 		return;
 	case AUTH_DISABLED:
 	case AUTH_FAIL:
@@ -85,7 +85,7 @@ static void auth_finish(struct session *s, const char *mech, const char *login, 
 	reply(s, "535 5.7.8 Error: authentication credentials invalid");
 	if (s->auth_failures >= SMTP_AUTH_FAILURES_MAX) {
 		reply(s, "421 4.7.0 %s Error: too many failed logins", setting(SET_HOSTNAME));
-		s->quit = 1;
+		session_end(s, "too_many_auth_failures");
 	}
 }
 
@@ -122,7 +122,7 @@ void cmd_auth(struct session *s, const char *arg)
 		log_event(LOG_NOTICE, "event=auth result=throttled ip=%s", s->peer.ip[0] ? s->peer.ip : "local");
 		reply(s, "421 4.7.0 %s Error: too many failed logins, try again later",
 		      setting(SET_HOSTNAME));
-		s->quit = 1;
+		session_end(s, "auth_throttled");
 		return;
 	}
 

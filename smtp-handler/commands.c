@@ -390,7 +390,7 @@ static void cmd_quit(struct session *s, const char *arg)
 {
 	(void)arg;
 	reply(s, "221 2.0.0 Bye");
-	s->quit = 1;
+	session_end(s, "quit");
 }
 
 static void cmd_vrfy(struct session *s, const char *arg)

@@ -405,7 +405,7 @@ void receive_message(struct session *s)
 	io_flush(&s->io);
 	data_reader_init(&r);
 	if (read_data(s, &fd, staging, sizeof(staging), qid, &r, max, &write_error) < 0) {
-		s->quit = 1;
+		session_end(s, "data_lost");
 		goto done;
 	}
 

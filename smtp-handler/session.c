@@ -36,6 +36,13 @@ void session_reset_transaction(struct session *s)
 	s->ndests = 0;
 }
 
+void session_end(struct session *s, const char *reason)
+{
+	s->quit = 1;
+	if (!s->end_reason)
+		s->end_reason = reason;
+}
+
 /* relay_networks holds the client's address. 1 yes, 0 no, -1 trouble. */
 static int in_relay_networks(const char *ip)
 {
@@ -132,8 +139,7 @@ void session_starttls(struct session *s)
 	/* Whatever the client pipelined after STARTTLS is dropped unread
 	 * (tls_server_start discards it): RFC 3207 4.2, CVE-2011-0411. */
 	if (tls_server_start(&s->io, s->tls_info, sizeof(s->tls_info)) < 0) {
-		log_event(LOG_NOTICE, "event=disconnect result=tls_failed");
-		s->quit = 1;
+		session_end(s, "tls_failed");
 		return;
 	}
 	s->tls_active = 1;
@@ -203,8 +209,7 @@ static void dispatch(struct session *s, const char *line, size_t len)
 	if ((c->flags & CMD_JUNK) && ++s->junk_commands > SMTP_JUNK_COMMANDS_MAX) {
 		reply(s, "421 4.7.0 %s Error: too many commands without mail, closing",
 		      setting(SET_HOSTNAME));
-		log_event(LOG_NOTICE, "event=disconnect result=too_many_junk_commands");
-		s->quit = 1;
+		session_end(s, "too_many_junk_commands");
 		return;
 	}
 	c->run(s, arg);
@@ -253,21 +258,22 @@ int session_run(struct session *s)
 			reply(s, "500 5.5.2 Error: line too long");
 		} else if (r == IO_TIMEOUT) {
 			reply(s, "421 4.4.2 %s Error: timeout exceeded", setting(SET_HOSTNAME));
-			log_event(LOG_INFO, "event=disconnect result=timeout");
+			session_end(s, "timeout");
 			break;
 		} else if (r != IO_OK) {
-			log_event(LOG_INFO, "event=disconnect result=%s messages=%u",
-				  r == IO_EOF ? "eof" : "error", s->messages);
+			session_end(s, r == IO_EOF ? "eof" : "error");
 			break;
 		} else {
 			dispatch(s, line, len);
 		}
 		if (s->bad_commands >= SMTP_BAD_COMMANDS_MAX) {
 			reply(s, "421 4.7.0 %s Error: too many errors", setting(SET_HOSTNAME));
-			log_event(LOG_NOTICE, "event=disconnect result=too_many_errors");
+			session_end(s, "too_many_errors");
 			break;
 		}
 	}
+	log_event(LOG_INFO, "event=disconnect result=%s messages=%u",
+		  s->end_reason ? s->end_reason : "quit", s->messages);
 	io_flush(&s->io);
 	session_end_tls(s);
 	/* Closing with unread input sends a reset that can destroy the last

@@ -53,6 +53,7 @@ struct session {
 	int bad_commands;
 	int junk_commands;
 	int quit;
+	const char *end_reason; /* the disconnect line's result= */
 	unsigned messages;
 
 	struct inbound_checks checks; /* checks.c: SPF, DKIM, DMARC */
@@ -77,6 +78,9 @@ extern const struct command smtp_commands[];
 /* Writes one reply line (text ends without CRLF). */
 void reply(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void session_reset_transaction(struct session *s);
+/* Ends the session after this command; reason is logged once, in the
+ * disconnect line ("quit", "timeout", "too_many_errors", ...). */
+void session_end(struct session *s, const char *reason);
 int session_run(struct session *s);
 /* May this client send to domains we do not host? */
 int session_may_relay(struct session *s);
