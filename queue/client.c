@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "address.h"
 #include "auth.h"
 #include "config.h"
 #include "log.h"
@@ -48,13 +49,29 @@ struct reply {
  * EHLO keywords. */
 typedef void (*reply_line_fn)(struct smtp_client *c, int index, const char *text);
 
+/* Appends src, keeping printable ASCII and well-formed UTF-8 (a server's
+ * words in its own language belong in a bounce's message/global-
+ * delivery-status, RFC 6533); a control byte or broken UTF-8 becomes '?'.
+ * A character that does not fit whole is left out. */
 static void append_printable(char *dst, size_t cap, const char *src)
 {
-	size_t o = strlen(dst);
+	size_t o = strlen(dst), left = strlen(src);
+	const unsigned char *s = (const unsigned char *)src;
 
-	for (; *src && o + 1 < cap; src++) {
-		unsigned char ch = (unsigned char)*src;
-		dst[o++] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
+	while (left > 0 && o + 1 < cap) {
+		size_t k = *s >= 0x80 ? utf8_seq(s, left) : 1;
+
+		if (k > 1) {
+			if (o + k >= cap)
+				break;
+			memcpy(dst + o, s, k);
+			o += k;
+		} else {
+			dst[o++] = *s >= 0x20 && *s < 0x7f ? (char)*s : '?';
+			k = 1;
+		}
+		s += k;
+		left -= k;
 	}
 	dst[o] = '\0';
 }
@@ -218,14 +235,32 @@ static int connect_with_timeout(int fd, const struct sockaddr *sa, socklen_t len
 	return 0;
 }
 
+/* Is the first word of text our own hostname (a trailing dot aside)? A
+ * server that greets with our name is us: the MX or relayhost points
+ * back here (Postfix's "mail loops back to myself"). */
+static int names_us(const char *text)
+{
+	const char *us = setting(SET_HOSTNAME);
+	size_t n = strcspn(text, " "), m = strlen(us);
+
+	if (n > 0 && text[n - 1] == '.')
+		n--;
+	if (m > 0 && us[m - 1] == '.')
+		m--;
+	return n > 0 && n == m && strncasecmp(text, us, n) == 0;
+}
+
 static void ehlo_line(struct smtp_client *c, int index, const char *text)
 {
 	char kw[32];
 	size_t k = 0;
 	const char *args;
 
-	if (index == 0)
-		return; /* the greeting line of the EHLO reply */
+	if (index == 0) {
+		/* the server's name, first in the EHLO reply */
+		c->loops |= names_us(text);
+		return;
+	}
 	while (text[k] && text[k] != ' ' && text[k] != '=' && k + 1 < sizeof(kw)) {
 		kw[k] = (char)toupper((unsigned char)text[k]);
 		k++;
@@ -430,8 +465,15 @@ int client_open(struct smtp_client *c, const char *host, const struct host_addre
 		as_temporary(why);
 		goto fail;
 	}
+	c->loops = strlen(r.text) > 4 && names_us(r.text + 4);
 	if (greet(c, why) < 0)
 		goto fail;
+	if (c->loops) {
+		status_set_local(why, OUTCOME_PERM, "5.4.6",
+				 "%s[%s]:%d greets with our own name %s: mail loops back to myself",
+				 host, addr->ip, port, setting(SET_HOSTNAME));
+		goto fail;
+	}
 
 	if ((c->ext & EXT_STARTTLS) && tls == CLIENT_TLS_STARTTLS) {
 		e = command(c, "STARTTLS", CLIENT_COMMAND_TIMEOUT_MS, &r, NULL);

@@ -173,12 +173,18 @@ static void compose(struct out *o, enum dsn_kind kind, const struct dsn_message 
 {
 	const char *host = setting(SET_HOSTNAME);
 	char date[64], arrival[64], until[64], boundary[64];
-	int utf8 = non_ascii(m->sender) || non_ascii(to);
+	int utf8_addr = non_ascii(m->sender) || non_ascii(to);
+	int utf8;
 	const char *addr_type;
 
 	for (size_t i = 0; i < n; i++)
-		utf8 |= non_ascii(rcpts[i].recipient) || non_ascii(rcpts[i].orig_rcpt);
-	addr_type = utf8 ? "utf-8" : "rfc822";
+		utf8_addr |= non_ascii(rcpts[i].recipient) || non_ascii(rcpts[i].orig_rcpt);
+	addr_type = utf8_addr ? "utf-8" : "rfc822";
+	/* RFC 6533: UTF-8 addresses, or a remote server's reply in UTF-8
+	 * (kept as it said it), make the report the global kind. */
+	utf8 = utf8_addr;
+	for (size_t i = 0; i < n; i++)
+		utf8 |= non_ascii(rcpts[i].text);
 	rfc5322_date_of(time(NULL), date, sizeof(date));
 	rfc5322_date_of(m->created_at, arrival, sizeof(arrival));
 	rfc5322_date_of(m->give_up_at, until, sizeof(until));

@@ -3,8 +3,9 @@
  *
  *   queue-runner [--db PATH] [--once] [--now UNIXSECONDS]
  *
- * --once makes one pass over what is due and exits; without it the runner
- * keeps passing while mail that came in meanwhile is due. --now makes the
+ * Either way the runner passes over what is due, again and again while
+ * mail queued meanwhile is due, and exits when nothing it could send now
+ * is left (--once is what an administrator types; it runs the same). --now makes the
  * run behave as if at that time (retries, expiry, delay warnings), for
  * tests and for an administrator who wants to flush the queue early. */
 #include <errno.h>
@@ -18,6 +19,15 @@
 #include "db.h"
 #include "log.h"
 #include "queue.h"
+#include "spool.h"
+
+/* Stopped mid-bounce: the bounce's staging file goes with us. */
+static void on_sigterm(int sig)
+{
+	spool_staging_abandon();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
 
 int main(int argc, char **argv)
 {
@@ -63,6 +73,7 @@ int main(int argc, char **argv)
 	}
 	/* A server that hangs up must not kill us mid-write. */
 	signal(SIGPIPE, SIG_IGN);
+	signal(SIGTERM, on_sigterm);
 	/* Random order among MX hosts of equal preference. */
 	if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t)sizeof(seed))
 		seed = (unsigned int)time(NULL) ^ (unsigned int)getpid();

@@ -49,11 +49,17 @@
 #define QUEUE_PARALLEL_MAX 4
 /* Recipients taken in one pass; the rest wait for the next one. */
 #define QUEUE_PASS_RECIPIENTS_MAX 10000
-/* Passes in one run without --once (new mail that came in meanwhile). */
-#define QUEUE_PASSES_MAX 10
+/* Passes in one run: a run goes on while mail queued meanwhile is due
+ * (systemd does not start it again for a .path event while it runs); a
+ * server that never stops queueing ends a run here, and the next queued
+ * file starts a new one. */
+#define QUEUE_PASSES_MAX 1000
 /* Pause before the next pass when one left messages to a handler that
  * still holds their delivery journal (shared/journal.h). */
 #define QUEUE_HELD_WAIT_MS 100
+/* Passes in a row that may find nothing but held messages: a handler
+ * stuck longer than this leaves them to the next run. */
+#define QUEUE_HELD_WAITS_MAX 20
 /* One delay warning once a message has waited this long. */
 #define QUEUE_DELAY_WARNING_SECONDS (4 * 3600)
 /* Spool files with no queue row, and stale staging files, are removed
@@ -138,6 +144,7 @@ struct smtp_client {
 	int tls_verified;
 	char tls_info[160];
 	int transactions;              /* on this connection, for RSET before the next */
+	int loops;                     /* greeted with our own hostname: it is us */
 	int broken;                    /* unusable: close, do not reuse */
 };
 
@@ -157,7 +164,8 @@ enum client_tls {
 
 /* Connects to one address of host and runs greeting, EHLO, TLS as tls
  * says, and AUTH. 0 when ready for a transaction; -1 with the reason in
- * why (always temporary), and *tls_failed set when a STARTTLS handshake
+ * why (temporary, but for a server that greets with our own hostname:
+ * c->loops set, 5.4.6), and *tls_failed set when a STARTTLS handshake
  * itself failed (then the caller may try the same address once more
  * without TLS). */
 int client_open(struct smtp_client *c, const char *host, const struct host_address *addr,

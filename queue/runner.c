@@ -7,6 +7,8 @@
  * warnings, and the removal of messages whose every recipient is final. */
 #define _GNU_SOURCE /* pipe2 */
 #include <dirent.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -171,6 +173,66 @@ static void log_connect_failure(const char *host, const char *ip, int port,
 		  ip, port, log_printable(safe, sizeof(safe), why->text, strlen(why->text)));
 }
 
+/* Is name our own hostname (a trailing dot aside)? */
+static int host_is_us(const char *name)
+{
+	const char *us = setting(SET_HOSTNAME);
+	size_t n = strlen(name), m = strlen(us);
+
+	if (n > 0 && name[n - 1] == '.')
+		n--;
+	if (m > 0 && us[m - 1] == '.')
+		m--;
+	return n > 0 && n == m && strncasecmp(name, us, n) == 0;
+}
+
+/* Is the address one of this host's own, loopback aside? Loopback is
+ * left out because other servers listen there (content filters, the
+ * tests' sinks); a domain whose MX is 127.0.0.1 is caught by the
+ * greeting instead. 1 yes, 0 no. */
+static int address_is_ours(const struct host_address *a)
+{
+	static struct ifaddrs *ifs;
+	static int loaded;
+
+	if (!loaded) {
+		loaded = 1;
+		if (getifaddrs(&ifs) < 0)
+			ifs = NULL;
+	}
+	for (struct ifaddrs *i = ifs; i; i = i->ifa_next) {
+		if (!i->ifa_addr || (i->ifa_flags & IFF_LOOPBACK) ||
+		    i->ifa_addr->sa_family != a->sa.ss_family)
+			continue;
+		if (a->sa.ss_family == AF_INET &&
+		    ((const struct sockaddr_in *)i->ifa_addr)->sin_addr.s_addr ==
+			    ((const struct sockaddr_in *)&a->sa)->sin_addr.s_addr)
+			return 1;
+		if (a->sa.ss_family == AF_INET6 &&
+		    memcmp(&((const struct sockaddr_in6 *)i->ifa_addr)->sin6_addr,
+			   &((const struct sockaddr_in6 *)&a->sa)->sin6_addr, sizeof(struct in6_addr)) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* The destination leads back here: a domain's mail bounces (5.4.6, as
+ * in Postfix), a relayhost that is us is our own setting: deferred. */
+static int destination_loops(struct destination_state *d, struct status_text *why)
+{
+	if (d->is_relay)
+		status_set_local(why, OUTCOME_TEMP, "4.4.6", "relayhost %s loops back to myself",
+				 d->host);
+	else
+		status_set_local(why, OUTCOME_PERM, "5.4.6", "mail for %s loops back to myself", d->host);
+	log_event(LOG_ERR, "event=connect result=loop host=%s action=\"%s\"", d->host,
+		  d->is_relay ? "the relayhost setting names this host" :
+				"the domain's MX names this host but the domain is not in domains");
+	d->dead = 1;
+	d->dead_why = *why;
+	return -1;
+}
+
 /* A usable connection to the destination, made or reused. */
 static int destination_ready(const struct pass *p, struct destination_state *d,
 			     struct status_text *why)
@@ -204,11 +266,39 @@ static int destination_ready(const struct pass *p, struct destination_state *d,
 			d->dead_why = *why;
 			return -1;
 		}
+		/* RFC 5321 5.1: when we are one of the domain's MX hosts, only
+		 * hosts more preferred than we are may take the mail; with none,
+		 * it loops back to us. (By name here, by address below.) */
+		for (size_t k = 0; k < d->nmx && !d->no_mx; k++) {
+			if (host_is_us(d->mx[k].name)) {
+				d->nmx = k;
+				while (d->nmx > 0 && d->mx[d->nmx - 1].preference >= d->mx[k].preference)
+					d->nmx--;
+				if (d->nmx == 0)
+					return destination_loops(d, why);
+				break;
+			}
+		}
 	}
 	for (size_t k = 0; k < d->nmx && tried < QUEUE_ADDRESSES_MAX; k++) {
 		struct status_text w;
 		size_t na;
 		enum mx_result r = dns_host_addresses(d->mx[k].name, addrs, QUEUE_ADDRESSES_MAX, &na, &w);
+		int ours = 0;
+
+		for (size_t a = 0; r == MX_OK && !d->no_mx && a < na; a++)
+			ours |= address_is_ours(&addrs[a]);
+		if (ours) {
+			/* This MX host is us: it and every host no more preferred
+			 * are dropped (hosts are in order of preference). */
+			size_t keep = k;
+			while (keep > 0 && d->mx[keep - 1].preference >= d->mx[k].preference)
+				keep--;
+			if (keep == 0)
+				return destination_loops(d, why);
+			d->nmx = keep;
+			break;
+		}
 
 		if (r != MX_OK) {
 			/* Only a domain with no MX and no address is the sender's
@@ -231,6 +321,10 @@ static int destination_ready(const struct pass *p, struct destination_state *d,
 					&tls_failed) == 0) {
 				d->connected = 1;
 				return 0;
+			}
+			if (d->conn.loops) {
+				log_connect_failure(d->mx[k].name, addrs[a].ip, d->port, &w);
+				return destination_loops(d, why);
 			}
 			if (tls_failed) {
 				/* Opportunistic TLS: a failed handshake falls back to
@@ -1012,9 +1106,28 @@ static void remove_finished(void)
 				log_event(LOG_INFO, "event=queue_remove result=ok id=%s", ids[i]);
 }
 
+/* A staging file in use is flocked by its process (spool_staging_open):
+ * one that is not, and is older than the moment between its creation and
+ * its lock, belongs to a session that died. 1 remove it, 0 keep it. */
+static int staging_abandoned(int dir, const char *name, const struct stat *st, time_t now)
+{
+	int fd, locked;
+
+	if (st->st_mtime > now - SPOOL_STAGING_SWEEP_SECONDS)
+		return 0;
+	if (st->st_mtime <= now - QUEUE_ORPHAN_SECONDS)
+		return 1;
+	fd = openat(dir, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	if (fd < 0)
+		return 0;
+	locked = flock(fd, LOCK_EX | LOCK_NB) < 0;
+	close(fd);
+	return !locked;
+}
+
 /* Files a crash left behind: a queue file whose rows never committed, a
- * staging file whose session died. Old ones only: a young one may be in
- * the middle of being queued right now. */
+ * staging file whose session died (unlocked). A young queue file may be
+ * in the middle of being queued right now: only old ones go. */
 static void sweep_orphans(void)
 {
 	static const char *const subdirs[] = { "queue", "tmp" };
@@ -1033,7 +1146,11 @@ static void sweep_orphans(void)
 			struct stat st;
 
 			if (e->d_name[0] == '.' || fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-			    !S_ISREG(st.st_mode) || st.st_mtime > real_now - QUEUE_ORPHAN_SECONDS)
+			    !S_ISREG(st.st_mode))
+				continue;
+			if (i == 1 && !staging_abandoned(dirfd(d), e->d_name, &st, real_now))
+				continue;
+			if (i == 0 && st.st_mtime > real_now - QUEUE_ORPHAN_SECONDS)
 				continue;
 			if (i == 0) {
 				sqlite3_stmt *s = db_stmt("SELECT 1 FROM queue_messages WHERE id = ?1");
@@ -1054,7 +1171,10 @@ static void sweep_orphans(void)
 	}
 }
 
-static int run_pass(const struct relay *relay, const struct client_auth *auth)
+/* One pass over what is due now. 0, or -1 on trouble; *stalled is set
+ * when it found due recipients and settled none of them (held for a
+ * handler, or no child could start): passing again at once would spin. */
+static int run_pass(const struct relay *relay, const struct client_auth *auth, int *stalled)
 {
 	struct pass p;
 	size_t sent = 0;
@@ -1081,6 +1201,7 @@ static int run_pass(const struct relay *relay, const struct client_auth *auth)
 		sent += p.rcpts[i].reported;
 	log_event(LOG_INFO, "event=pass result=done messages=%zu rcpts=%zu reported=%zu now=%lld",
 		  p.nmsgs, p.nrcpts, sent, pass_now);
+	*stalled = p.nrcpts > 0 && sent == 0;
 	free(p.msgs);
 	free(p.rcpts);
 	return 0;
@@ -1144,14 +1265,27 @@ int runner_run(const struct runner_options *opt)
 	auth.login = setting(SET_RELAYHOST_LOGIN);
 	auth.password = setting(SET_RELAYHOST_PASSWORD);
 	sweep_orphans();
-	for (int i = 0; i < (opt->once ? 1 : QUEUE_PASSES_MAX); i++) {
+	/* Pass again while anything is due by the clock as it is now: mail
+	 * queued during a pass leaves in this run, since systemd does not
+	 * start the service again for a .path event while it is running. */
+	for (int i = 0, held_waits = 0;; i++) {
+		int stalled = 0;
+
 		pass_now = opt->now ? opt->now : (long long)time(NULL);
-		if (run_pass(&relay, &auth) < 0) {
+		if (run_pass(&relay, &auth, &stalled) < 0) {
 			close(lock);
 			return -1;
 		}
-		if (opt->once || !due_now())
+		pass_now = opt->now ? opt->now : (long long)time(NULL);
+		if (stalled && (pass_held == 0 || ++held_waits > QUEUE_HELD_WAITS_MAX))
 			break;
+		if (!due_now())
+			break;
+		if (i + 1 >= QUEUE_PASSES_MAX) {
+			log_event(LOG_WARNING, "event=runner result=pass_limit passes=%d "
+					       "reason=\"still due; the next run goes on\"", i + 1);
+			break;
+		}
 		if (pass_held > 0) {
 			/* A handler is between its queue commit and its last
 			 * link (milliseconds): give it that before passing

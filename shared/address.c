@@ -18,7 +18,7 @@ static int is_atext(unsigned char c)
 
 /* A well-formed UTF-8 sequence starting at s (within n bytes): its length,
  * or 0. Overlongs and surrogates are refused. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
+size_t utf8_seq(const unsigned char *s, size_t n)
 {
 	size_t len;
 	unsigned int cp;

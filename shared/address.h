@@ -39,6 +39,10 @@ void address_format(const struct address *a, char *buf, size_t cap);
  * or an address literal). */
 int address_domain_valid(const char *d, size_t len, int allow_utf8);
 
+/* A well-formed UTF-8 sequence starting at s (within n bytes, s[0] >=
+ * 0x80): its length, or 0. Overlongs and surrogates are refused. */
+size_t utf8_seq(const unsigned char *s, size_t n);
+
 /* Is domain one we host? 1 yes, 0 no, -1 database trouble. */
 int domain_is_local(const char *domain);
 

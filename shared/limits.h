@@ -90,6 +90,13 @@
  * delivery that died, and may be removed. */
 #define MAILDIR_TMP_STALE_SECONDS (36 * 3600)
 
+/* Staging files in spool_dir/tmp: the ones a process remembers to remove
+ * when it is told to stop (a message, its Date/Message-ID copy, a bounce
+ * being written), and how old an unlocked one must be before the queue
+ * runner sweeps it (the lock is taken right after the file is made). */
+#define SPOOL_STAGING_LIVE_MAX 4
+#define SPOOL_STAGING_SWEEP_SECONDS 60
+
 /* Settings values and file paths. */
 #define SETTING_VALUE_MAX 1024
 #define PATH_MAX_POSTAGE 4096

@@ -7,6 +7,8 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -15,6 +17,7 @@
 
 #include "config.h"
 #include "db.h"
+#include "limits.h"
 #include "log.h"
 #include "maildir.h"
 
@@ -50,18 +53,55 @@ int spool_make(void)
 	return ensure_dir(dir);
 }
 
+/* The staging files this process made, newest last, for
+ * spool_staging_abandon() in a signal handler: only async-signal-safe
+ * reads happen there, so a slot is written before it is counted. */
+static char staging_live[SPOOL_STAGING_LIVE_MAX][PATH_MAX_POSTAGE];
+static volatile sig_atomic_t staging_live_n;
+
+static void staging_remember(const char *path)
+{
+	size_t slot = (size_t)staging_live_n % SPOOL_STAGING_LIVE_MAX;
+
+	if (strlen(path) >= sizeof(staging_live[0]))
+		return;
+	memcpy(staging_live[slot], path, strlen(path) + 1);
+	staging_live_n = staging_live_n + 1;
+}
+
+void spool_staging_abandon(void)
+{
+	sig_atomic_t n = staging_live_n;
+
+	/* unlink is async-signal-safe; a path already removed (delivered,
+	 * queued, refused) is simply not there any more. The queue's and
+	 * the Maildirs' own links to the same file are untouched. */
+	for (sig_atomic_t i = 0; i < n && i < SPOOL_STAGING_LIVE_MAX; i++)
+		unlink(staging_live[i]);
+}
+
 int spool_staging_open(const char *id, char *path, size_t cap)
 {
 	int fd;
 
 	snprintf(path, cap, "%s/tmp/%s", setting(SET_SPOOL_DIR), id);
 	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd >= 0 || errno != ENOENT)
-		return fd;
-	/* First use: make the spool. */
-	if (spool_make() < 0)
+	if (fd < 0 && errno == ENOENT) {
+		/* First use: make the spool. */
+		if (spool_make() < 0)
+			return -1;
+		fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	}
+	if (fd < 0)
 		return -1;
-	return open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	/* Held while the file is in use, and gone with the process however
+	 * it ends: the queue runner removes unlocked staging files, so a
+	 * killed session leaves nothing behind for long. */
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0)
+		log_event(LOG_WARNING, "event=spool result=unlocked file=%s error=\"%s\"", path,
+			  strerror(errno));
+	staging_remember(path);
+	return fd;
 }
 
 int spool_staging_begin(const char *id, char *path, size_t cap)

@@ -16,8 +16,15 @@ void queue_new_id(char *id, size_t cap);
 int spool_make(void);
 
 /* Creates spool_dir/tmp/<id> (mode 0600) for the message being received;
- * its path goes to path. Returns the fd (read-write) or -1 with errno. */
+ * its path goes to path. Returns the fd (read-write) or -1 with errno.
+ * The fd holds an flock on the file for as long as it is open: an
+ * unlocked staging file belongs to no live process (the queue runner
+ * sweeps those). */
 int spool_staging_open(const char *id, char *path, size_t cap);
+
+/* Removes the staging files this process made (the last
+ * SPOOL_STAGING_LIVE_MAX): for a SIGTERM handler, async-signal-safe. */
+void spool_staging_abandon(void);
 
 /* Staging in memory (a memfd) for the message being received: one that
  * goes only to local Maildirs then never creates or removes a file in the

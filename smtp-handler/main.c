@@ -10,8 +10,19 @@
 #include "db.h"
 #include "log.h"
 #include "session.h"
+#include "spool.h"
 
 static struct session session;
+
+/* systemd stops a session with SIGTERM (RuntimeMaxSec=, a shutdown,
+ * systemctl stop): a message being received is not accepted yet, so its
+ * staging file goes at once instead of waiting for the queue runner. */
+static void on_sigterm(int sig)
+{
+	spool_staging_abandon();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
 
 static int parse_mode(const char *m, enum smtp_mode *mode)
 {
@@ -58,6 +69,7 @@ int main(int argc, char **argv)
 	}
 	/* A client that goes away must not kill us mid-write. */
 	signal(SIGPIPE, SIG_IGN);
+	signal(SIGTERM, on_sigterm);
 
 	session.mode = mode;
 	return session_run(&session) == 0 ? 0 : 1;

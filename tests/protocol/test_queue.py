@@ -136,7 +136,7 @@ class Sink:
 
     def __init__(self, host='127.0.0.1', port=None, tls_cert=None, auth=False,
                  auth_require_tls=True, data_size_limit=33554432, smtputf8=True,
-                 implicit_tls=False):
+                 implicit_tls=False, server_hostname='sink.test'):
         if Controller is None:
             raise unittest.SkipTest('aiosmtpd is not installed (package python3-aiosmtpd)')
         self.handler = SinkHandler()
@@ -156,7 +156,7 @@ class Sink:
             kw['authenticator'] = self.handler.authenticator
             kw['auth_require_tls'] = auth_require_tls
         self.controller = Controller(self.handler, hostname=host, port=self.port,
-                                     server_hostname='sink.test', ready_timeout=10,
+                                     server_hostname=server_hostname, ready_timeout=10,
                                      ssl_context=ssl_context, **kw)
         self.controller.start()
 
@@ -480,6 +480,35 @@ class DeliveryTest(QueueCase):
         self.assertEqual(len(self.sink.messages), 1)
         self.assert_queue_empty()
 
+    def test_mail_queued_during_a_pass_leaves_in_the_same_run(self):
+        # systemd does not start postage-queue.service again for a .path
+        # event while it runs: mail queued during a slow pass must not
+        # wait for the timer. The next hop takes 3 s per message.
+        self.sink.handler.data_delay = 3
+        for once in (True, False):
+            with self.subTest(once=once):
+                self.sink.handler.reached.clear()
+                before = len(self.sink.messages)
+                self.submit('alice@local.test', [f'first{once}@remote.test'], subject='first')
+                args = (['--once'] if once else [])
+                runner = self.p.spawn(RUNNER, args, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                try:
+                    self.assertTrue(self.sink.handler.reached.wait(20), 'first never reached the sink')
+                    # The pass is under way (the sink holds the first
+                    # message): queue the second now.
+                    self.submit('alice@local.test', [f'second{once}@remote.test'], subject='second')
+                    runner.wait(timeout=60)
+                finally:
+                    if runner.poll() is None:
+                        runner.kill()
+                        runner.wait()
+                self.assertEqual(runner.returncode, 0)
+                got = [m['rcpts'] for m in self.sink.messages[before:]]
+                self.assertEqual(got, [[f'first{once}@remote.test'], [f'second{once}@remote.test']],
+                                 'the message queued during the pass did not leave in that run')
+                self.assert_queue_empty()
+
     def test_forward_to_remote_address_goes_through_the_queue(self):
         self.p.add_forward('list@local.test', 'bob@remote.test')
         self.p.add_forward('list@local.test', 'alice@local.test')
@@ -642,6 +671,30 @@ class BounceTest(QueueCase):
         self.assertEqual(len(self.bounces()), 1, 'bounced twice')
         self.assertRegex(self.p.log_text(), r'rcpt="bob@remote.test" .* status=bounced dsn=5\.1\.1')
 
+    def test_remote_utf8_reply_is_kept_in_a_global_delivery_status(self):
+        # RFC 6533: message/global-delivery-status carries UTF-8; the
+        # remote server's own words reach the sender as it said them.
+        reply = '550 5.1.1 <bob@remote.test>: Empfänger unbekannt – Postfach gelöscht'
+        self.sink.handler.rules['bob@remote.test'] = reply
+        self.submit('alice@local.test', ['bob@remote.test'], subject='utf8 reply')
+        run_queue(self.p)
+        bounces = self.bounces()
+        self.assertEqual(len(bounces), 1)
+        parts = bounces[0].get_payload()
+        self.assertEqual([p.get_content_type() for p in parts],
+                         ['text/plain', 'message/global-delivery-status', 'message/global-headers'])
+        with open(self.p.messages('alice')[0], 'rb') as f:
+            raw = f.read()
+        self.assertIn(('Diagnostic-Code: smtp; ' + reply).encode(), raw)
+        self.assertIn(reply.encode(), parts[0].get_payload(decode=True))
+        self.assertNotIn(b'??', raw)
+        self.assertIn('Final-Recipient: rfc822; bob@remote.test', raw.decode())
+        # The log stays ASCII: the same words, escaped.
+        log = self.p.log_text()
+        self.assertIn('Empf\\xc3\\xa4nger', log)
+        self.assertTrue(all(32 <= ord(c) < 127 or c == '\n' for c in log), 'non-ASCII in the log')
+        self.assert_queue_empty()
+
     def test_partial_failure_bounces_only_the_refused_one(self):
         for pipelining in (False, True):
             with self.subTest(pipelining=pipelining):
@@ -699,12 +752,12 @@ class BounceTest(QueueCase):
         reply = '550 5.2.1 <bob@remote.test>: mailbox disabled'
         self.sink.handler.rules['bob@remote.test'] = reply
         self.submit('someone@elsewhere.test', ['bob@remote.test'], subject='from afar')
+        # The bounce is queued, and leaves in the same run: a run goes on
+        # while anything queued meanwhile is due.
         run_queue(self.p)
         self.assertEqual(self.bounces(), [])
-        rows = self.p.sql('SELECT m.sender, r.recipient FROM queue_messages m '
-                          'JOIN queue_recipients r ON r.message_id = m.id')
-        self.assertEqual(rows, [('', 'someone@elsewhere.test')], 'bounce not queued')
-        run_queue(self.p)
+        self.assertRegex(self.p.log_text(), r'event=delivery id=\w+ rcpt="someone@elsewhere\.test" '
+                                            r'.* status=sent')
         msgs = self.sink.messages
         self.assertEqual(len(msgs), 1)
         self.assertEqual(msgs[0]['mail_from'], '<>', 'a bounce has the null sender')
@@ -724,12 +777,6 @@ class BounceTest(QueueCase):
         reply = '550 5.1.1 <bob@remote.test>: gone'
         self.sink.handler.rules['bob@remote.test'] = reply
         self.submit('stranger@elsewhere.test', ['list@local.test'], subject='to the list')
-        run_queue(self.p)
-        sender = self.p.sql('SELECT sender FROM queue_messages')
-        self.assertEqual(len(sender), 1)
-        self.assertEqual(sender[0][0], '', 'expected the queued bounce (null sender)')
-        rcpts = self.p.sql('SELECT recipient FROM queue_recipients')
-        self.assertEqual(rcpts, [('stranger@elsewhere.test',)])
         run_queue(self.p)
         msgs = self.sink.messages
         self.assertEqual(len(msgs), 1)
@@ -925,6 +972,19 @@ class ClientRobustnessTest(QueueCase):
         self.assertEqual(blocks[1]['Status'], '5.1.1')
         self.assert_queue_empty()
 
+    def test_broken_utf8_and_control_bytes_in_a_reply_become_question_marks(self):
+        # Well-formed UTF-8 is kept; a lone 0xff, an overlong sequence, a
+        # surrogate and a control byte are not.
+        self.scripted(RCPT='550 5.1.1 gut: ü, schlecht: '.encode() +
+                      b'\xff \xc0\xaf \xed\xa0\x80 \x1b[31m end\r\n')
+        self.submit('alice@local.test', ['bob@remote.test'])
+        run_queue(self.p)
+        with open(self.p.messages('alice')[0], 'rb') as f:
+            raw = f.read()
+        self.assertIn('Diagnostic-Code: smtp; 550 5.1.1 gut: ü, schlecht: ? ?? ??? ?[31m end'.encode(),
+                      raw)
+        self.assert_queue_empty()
+
     def test_overlong_reply_line_is_a_protocol_error(self):
         self.scripted(EHLO=b'250-' + b'x' * 5000 + b'\r\n250 OK\r\n')
         self.submit('alice@local.test', ['bob@remote.test'])
@@ -992,6 +1052,81 @@ class HousekeepingTest(QueueCase):
         self.assertEqual(self.bounces(), [])
         self.assert_queue_empty()
         self.assertIn(f'event=queue_drop id={name}', self.p.log_text())
+
+    def begin_big_data(self):
+        """A session in the middle of a DATA past STAGING_MEMORY_MAX (so
+        staged on disk): returns (socket, its reader, handler pid, staging
+        path)."""
+        tdir = os.path.join(self.p.spool_dir, 'tmp')
+        before = set(os.listdir(tdir)) if os.path.isdir(tdir) else set()
+        pids_before = set(self.srv.handler_pids())
+        sock = self.srv.connect(timeout=30)
+        f = sock.makefile('rb')
+        f.readline()
+        for line in (b'EHLO client.test', b'MAIL FROM:<alice@local.test>',
+                     b'RCPT TO:<bob@remote.test>', b'DATA'):
+            sock.sendall(line + b'\r\n')
+            while True:
+                reply = f.readline()
+                if reply[3:4] != b'-':
+                    break
+        self.assertTrue(reply.startswith(b'354'), reply)
+        sock.sendall(b'Subject: big\r\n\r\n' + (b'x' * 998 + b'\r\n') * 1600)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            now = set(os.listdir(tdir)) if os.path.isdir(tdir) else set()
+            if now - before:
+                break
+            time.sleep(0.05)
+        new = sorted((set(os.listdir(tdir)) if os.path.isdir(tdir) else set()) - before)
+        self.assertEqual(len(new), 1, f'no staging file on disk: {new}')
+        pid, = set(self.srv.handler_pids()) - pids_before
+        return sock, f, pid, os.path.join(tdir, new[0])
+
+    def wait_gone(self, pid):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and pid in self.srv.handler_pids():
+            time.sleep(0.02)
+        self.assertNotIn(pid, self.srv.handler_pids())
+
+    def test_staging_file_of_a_stopped_session_does_not_stay(self):
+        # SIGTERM (systemctl stop, RuntimeMaxSec=): gone at once.
+        sock, reader, pid, path = self.begin_big_data()
+        os.kill(pid, signal.SIGTERM)
+        self.wait_gone(pid)
+        sock.close()
+        self.assertFalse(os.path.exists(path), 'staging file left after SIGTERM')
+        # SIGKILL: left, but unlocked; the runner sweeps it once it is
+        # older than a minute, not before.
+        sock, reader, pid, path = self.begin_big_data()
+        os.kill(pid, signal.SIGKILL)
+        self.wait_gone(pid)
+        sock.close()
+        self.assertTrue(os.path.exists(path))
+        run_queue(self.p)
+        self.assertTrue(os.path.exists(path), 'a young staging file was swept')
+        old = time.time() - 120
+        os.utime(path, (old, old))
+        run_queue(self.p)
+        self.assertFalse(os.path.exists(path), 'the dead session\'s staging file was not swept')
+        self.assertIn(f'event=sweep result=removed file=tmp/{os.path.basename(path)}',
+                      self.p.log_text())
+        # A live session's file stays however old it looks, and its
+        # message is then accepted whole.
+        sock, reader, pid, path = self.begin_big_data()
+        old = time.time() - 7200
+        os.utime(path, (old, old))
+        run_queue(self.p)
+        self.assertTrue(os.path.exists(path), 'a live session\'s staging file was swept')
+        sock.sendall(b'.\r\n')
+        self.assertTrue(reader.readline().startswith(b'250'))
+        sock.sendall(b'QUIT\r\n')
+        sock.close()
+        run_queue(self.p)
+        got = [m for m in self.sink.messages if b'Subject: big' in m['content']]
+        self.assertEqual(len(got), 1)
+        self.assertGreater(len(got[0]['content']), 1600 * 998)
+        self.assert_queue_empty()
 
     def test_orphans_swept_only_when_old(self):
         qdir = os.path.join(self.p.spool_dir, 'queue')

@@ -20,6 +20,11 @@ The zone (all under .test, answered only from here: --local=/test/):
   relay.test    MX 10 relaymx.test (127.0.0.7), and A 127.0.0.8
   broken.test   forwarded to a server that does not answer: SERVFAIL
   nosuch.test   NXDOMAIN
+  self.test     MX 10 <our hostname>                (mail loops back to us)
+  selfbest.test MX 5 <our hostname>, MX 10 backup.mx.test (127.0.0.12)
+  selfbackup.test MX 5 primary.mx.test (127.0.0.11), MX 10 <our hostname>
+  ouraddr.test  MX 10 ouraddr.mx.test (192.0.2.25, on a veth of this namespace)
+  greets.test   MX 10 greets.mx.test (127.0.0.13: a server greeting with our name)
 """
 import os
 import shutil
@@ -85,6 +90,17 @@ DNSMASQ_RECORDS = [
     '--mx-host=relay.test,relaymx.test,10',
     '--host-record=relaymx.test,127.0.0.7',
     '--host-record=relay.test,127.0.0.8',
+    f'--mx-host=self.test,{harness.HOSTNAME},10',
+    f'--mx-host=selfbest.test,{harness.HOSTNAME},5',
+    '--mx-host=selfbest.test,backup.mx.test,10',
+    '--host-record=backup.mx.test,127.0.0.12',
+    '--mx-host=selfbackup.test,primary.mx.test,5',
+    f'--mx-host=selfbackup.test,{harness.HOSTNAME},10',
+    '--host-record=primary.mx.test,127.0.0.11',
+    '--mx-host=ouraddr.test,ouraddr.mx.test,10',
+    '--host-record=ouraddr.mx.test,192.0.2.25',
+    '--mx-host=greets.test,greets.mx.test,10',
+    '--host-record=greets.mx.test,127.0.0.13',
 ]
 
 _state = {}
@@ -97,6 +113,14 @@ def setUpModule():
     _state['tmp'] = tmp
     try:
         subprocess.run(['ip', 'link', 'set', 'lo', 'up'], check=True, capture_output=True)
+        # An address of this host that is not loopback (TEST-NET-1, on a
+        # veth pair that exists only in this namespace).
+        for cmd in (['ip', 'link', 'add', 'pgv0', 'type', 'veth', 'peer', 'name', 'pgv1'],
+                    ['ip', 'addr', 'add', '192.0.2.25/24', 'dev', 'pgv0'],
+                    ['ip', 'link', 'set', 'pgv0', 'up']):
+            if subprocess.run(cmd, capture_output=True).returncode != 0:
+                _state['no_veth'] = ' '.join(cmd)
+                break
         resolv = os.path.join(tmp, 'resolv.conf')
         with open(resolv, 'w') as f:
             f.write('nameserver 127.0.0.1\noptions timeout:1 attempts:2\n')
@@ -316,6 +340,70 @@ class MXTest(unittest.TestCase):
         run_queue(self.p)
         self.assertEqual([m['rcpts'] for m in lit.messages], [['postmaster@[127.0.0.9]']],
                          self.p.log_text()[-3000:])
+
+    # -- mail that would come back to us (a domain whose MX is this host,
+    # but which is not in domains) bounces, as in Postfix --------------------
+
+    def assert_loop_bounce(self, domain):
+        text, blocks, _ = self.only_bounce()
+        self.assertEqual(blocks[1]['Status'], '5.4.6', self.p.log_text()[-3000:])
+        self.assertIn(f'mail for {domain} loops back to myself', text)
+        self.assertIn(f'mail for {domain} loops back to myself', blocks[1]['Diagnostic-Code'])
+        self.assertEqual(self.rows(), [])
+        self.assertIn(f'event=connect result=loop host={domain}', self.p.log_text())
+
+    def test_mx_named_as_us_bounces_without_a_connection(self):
+        self.submit(['bob@self.test'])
+        run_queue(self.p)
+        self.assert_loop_bounce('self.test')
+        self.assertNotIn(f'host={harness.HOSTNAME} ip=', self.p.log_text())
+
+    def test_when_we_are_the_best_mx_a_less_preferred_one_is_not_used(self):
+        backup = self.sink('127.0.0.12')
+        self.submit(['bob@selfbest.test'])
+        run_queue(self.p)
+        self.assert_loop_bounce('selfbest.test')
+        self.assertEqual(backup.messages, [], 'the backup MX got mail the best MX (us) should take')
+
+    def test_a_more_preferred_mx_than_us_still_gets_the_mail(self):
+        primary = self.sink('127.0.0.11')
+        self.submit(['bob@selfbackup.test'])
+        run_queue(self.p)
+        self.assertEqual([m['rcpts'] for m in primary.messages], [['bob@selfbackup.test']],
+                         self.p.log_text()[-3000:])
+        self.assertEqual(self.p.messages('alice'), [], 'a bounce for delivered mail')
+        # With the primary down, the mail waits: it never comes to us.
+        primary.stop()
+        self.submit(['carol@selfbackup.test'])
+        run_queue(self.p)
+        self.assertEqual([r[:2] for r in self.rows()], [('carol@selfbackup.test', 'queued')])
+
+    def test_mx_at_one_of_our_addresses_bounces_without_a_connection(self):
+        if _state.get('no_veth'):
+            self.skipTest('cannot add a veth address here: ' + _state['no_veth'])
+        self.submit(['bob@ouraddr.test'])
+        run_queue(self.p)
+        self.assert_loop_bounce('ouraddr.test')
+        self.assertNotIn('ip=192.0.2.25', self.p.log_text())
+
+    def test_server_greeting_with_our_name_bounces(self):
+        us = self.sink('127.0.0.13', server_hostname=harness.HOSTNAME)
+        self.submit(['bob@greets.test'])
+        run_queue(self.p)
+        self.assert_loop_bounce('greets.test')
+        self.assertEqual(us.messages, [])
+
+    def test_relayhost_greeting_with_our_name_defers(self):
+        # Our own setting pointing back here: deferred, never bounced.
+        us = self.sink('127.0.0.13', server_hostname=harness.HOSTNAME)
+        self.p.set('relayhost', '[127.0.0.13]:25')
+        self.submit(['bob@far.test'])
+        run_queue(self.p)
+        self.assertEqual(us.messages, [])
+        self.assertEqual(self.p.messages('alice'), [], 'bounced instead of deferred')
+        (rcpt, state, _attempts, error), = self.rows()
+        self.assertEqual((rcpt, state), ('bob@far.test', 'queued'))
+        self.assertIn('relayhost 127.0.0.13 loops back to myself', error)
 
 
 if __name__ == '__main__':
