@@ -1,4 +1,4 @@
--- postage database, schema version 1.
+-- postage database, schema version 2.
 --
 -- Create a fresh database with:   sqlite3 /var/lib/postage/postage.db < schema/schema.sql
 -- Upgrade an older one with the files in schema/migrations/, in order.
@@ -30,6 +30,8 @@ BEGIN;
 --   received_show_login      0
 --   max_messages_per_hour_per_login  500
 --   srs_secret, dmarc_reject (1), spf_reject_fail (0)
+--   harvest_limit            50    (unknown recipients per client IP in 15 min)
+--   auth_failure_delay_ms    500   (least time before a failed login is answered)
 CREATE TABLE settings (
     key   TEXT PRIMARY KEY NOT NULL,
     value TEXT
@@ -86,6 +88,16 @@ CREATE TABLE pop_logins (
     ip    TEXT PRIMARY KEY NOT NULL,
     login TEXT NOT NULL,
     at    INTEGER NOT NULL
+);
+
+-- Lets a login use an address it does not own in From:, Sender: and
+-- Resent-From: (and as envelope sender): an assistant sending for a
+-- manager, a shared info@. '@domain' grants every address of the domain.
+CREATE TABLE send_as (
+    login   TEXT NOT NULL REFERENCES mailboxes(login)
+        ON UPDATE CASCADE ON DELETE CASCADE,
+    address TEXT NOT NULL COLLATE NOCASE CHECK (instr(address, '@') > 0),
+    PRIMARY KEY (login, address)
 );
 
 -- DKIM signing keys, one row per (domain, selector).
@@ -149,6 +161,15 @@ CREATE TABLE auth_failures (
     last_at  INTEGER NOT NULL
 );
 
+-- Unknown-recipient refusals per client IP (IPv6 per /64), against address
+-- harvesting (harvest_limit within 15 minutes of the last refusal).
+CREATE TABLE harvest (
+    ip_key   TEXT PRIMARY KEY NOT NULL,
+    refusals INTEGER NOT NULL,
+    first_at INTEGER NOT NULL,
+    last_at  INTEGER NOT NULL
+);
+
 -- Messages sent per authenticated login, for max_messages_per_hour_per_login.
 CREATE TABLE send_counts (
     login  TEXT NOT NULL,
@@ -163,6 +184,6 @@ CREATE TABLE tls_ticket_keys (
     key        BLOB NOT NULL
 );
 
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;
 
 COMMIT;

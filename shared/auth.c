@@ -6,6 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "db.h"
 #include "limits.h"
 #include "log.h"
@@ -62,33 +63,81 @@ int auth_throttle_delay(const char *ip)
 	return 0;
 }
 
-static void record(const char *key, int failed, time_t now)
+/* Takes a slot for one attempt before its password is checked: the IP's
+ * count goes up by one in the same statement that finds it below
+ * THROTTLE_REFUSE_AT, so however many sessions try at once, at most that
+ * many passwords are checked per IP and window. A success gives its slot
+ * back (slot_release); a failure keeps it. Returns the failures before
+ * this attempt, -2 when the IP is refused, -1 on database trouble (then
+ * the count is only read: an administrator holding the database must not
+ * stop every login). */
+static int slot_take(const char *key, time_t now)
 {
 	sqlite3_stmt *st;
+	int rc, n = -2;
 
-	if (db_begin() < 0)
-		return;
-	if (failed) {
-		st = db_stmt("DELETE FROM auth_failures WHERE last_at < ?1");
-		if (st) {
-			sqlite3_bind_int64(st, 1, (sqlite3_int64)(now - THROTTLE_WINDOW_SECONDS));
-			sqlite3_step(st);
-			sqlite3_reset(st);
-		}
-		st = db_stmt("INSERT INTO auth_failures (ip_key, failures, first_at, last_at) "
-			     "VALUES (?1, 1, ?2, ?2) ON CONFLICT(ip_key) DO UPDATE SET "
-			     "failures = failures + 1, last_at = excluded.last_at");
-	} else {
-		st = db_stmt("DELETE FROM auth_failures WHERE ip_key = ?1");
-	}
+	st = db_stmt("DELETE FROM auth_failures WHERE last_at < ?1");
 	if (st) {
-		sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-		if (failed)
-			sqlite3_bind_int64(st, 2, (sqlite3_int64)now);
+		sqlite3_bind_int64(st, 1, (sqlite3_int64)(now - THROTTLE_WINDOW_SECONDS));
 		sqlite3_step(st);
 		sqlite3_reset(st);
 	}
-	db_commit();
+	st = db_stmt("INSERT INTO auth_failures (ip_key, failures, first_at, last_at) "
+		     "VALUES (?1, 1, ?2, ?2) ON CONFLICT(ip_key) DO UPDATE SET "
+		     "failures = failures + 1, last_at = excluded.last_at "
+		     "WHERE failures < ?3 RETURNING failures");
+	if (!st)
+		return -1;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)now);
+	sqlite3_bind_int(st, 3, THROTTLE_REFUSE_AT);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		n = sqlite3_column_int(st, 0) - 1;
+	sqlite3_reset(st);
+	if (rc == SQLITE_ROW)
+		return n;
+	if (rc == SQLITE_DONE)
+		return -2; /* the row is there and full: nothing was updated */
+	log_event(LOG_WARNING, "event=auth result=not_counted error=\"%s\"", sqlite3_errmsg(db_handle()));
+	n = failures_recent(key, now);
+	if (n < 0)
+		return -1;
+	return n >= THROTTLE_REFUSE_AT ? -2 : n;
+}
+
+static void slot_release(const char *key)
+{
+	sqlite3_stmt *st = db_stmt("UPDATE auth_failures SET failures = failures - 1 WHERE ip_key = ?1");
+
+	if (!st)
+		return;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	sqlite3_step(st);
+	sqlite3_reset(st);
+}
+
+/* Every failed login is answered no sooner than auth_failure_delay_ms
+ * after its check began (Dovecot's auth_failure_delay): how long a wrong
+ * password, an unknown login or a disabled mailbox takes tells nothing. */
+static void failure_floor(const struct timespec *start)
+{
+	long long ms = setting_int(SET_AUTH_FAILURE_DELAY_MS);
+	struct timespec now, left;
+	long long spent;
+
+	if (ms <= 0)
+		return;
+	if (ms > AUTH_FAILURE_DELAY_MAX_MS)
+		ms = AUTH_FAILURE_DELAY_MAX_MS;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	spent = (now.tv_sec - start->tv_sec) * 1000LL + (now.tv_nsec - start->tv_nsec) / 1000000;
+	if (spent >= ms)
+		return;
+	left.tv_sec = (time_t)((ms - spent) / 1000);
+	left.tv_nsec = (long)((ms - spent) % 1000) * 1000000L;
+	while (nanosleep(&left, &left) < 0)
+		;
 }
 
 /* Hashes password with the setting of hash; 1 when it matches. */
@@ -106,17 +155,26 @@ enum auth_result auth_check(const char *ip, const char *login, const char *passw
 {
 	char key[80], hash[256] = "";
 	sqlite3_stmt *st;
+	struct timespec start;
 	time_t now = time(NULL);
-	int rc, enabled = 0, found = 0, delay, ok;
+	int rc, enabled = 0, found = 0, prior, ok;
 
 	ip_throttle_key(ip, key, sizeof(key));
-	delay = auth_throttle_delay(ip);
-	if (delay < 0) {
+	prior = slot_take(key, now);
+	if (prior == -2) {
+		clock_gettime(CLOCK_MONOTONIC, &start);
 		log_event(LOG_NOTICE, "event=auth result=throttled ip=%s", ip[0] ? ip : "local");
+		failure_floor(&start);
 		return AUTH_THROTTLED;
 	}
-	if (delay > 0)
-		sleep((unsigned)delay);
+	if (prior < 0)
+		return AUTH_TEMPFAIL;
+	if (prior >= THROTTLE_DELAY_AFTER) {
+		int d = 1 << ((prior - THROTTLE_DELAY_AFTER) / 5);
+		sleep((unsigned)(d > THROTTLE_DELAY_MAX_SECONDS ? THROTTLE_DELAY_MAX_SECONDS : d));
+	}
+	/* The floor comes on top of the throttle's delay. */
+	clock_gettime(CLOCK_MONOTONIC, &start);
 
 	st = db_stmt("SELECT password, enabled FROM mailboxes WHERE login = ?1");
 	if (!st)
@@ -152,12 +210,13 @@ enum auth_result auth_check(const char *ip, const char *login, const char *passw
 	}
 
 	if (ok && enabled) {
-		record(key, 0, now);
+		/* Gives back this attempt's slot only: failures from the
+		 * same address stay until the window ends, so one working
+		 * password does not buy unlimited guesses at others. */
+		slot_release(key);
 		return AUTH_OK;
 	}
-	record(key, 1, now);
-	if (ok && !enabled)
-		return AUTH_DISABLED;
+	failure_floor(&start);
 	if (found && !enabled)
 		return AUTH_DISABLED;
 	return AUTH_FAIL;

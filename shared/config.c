@@ -31,6 +31,8 @@ static const struct {
 	[SET_DMARC_REJECT] = { "dmarc_reject", "1" },
 	[SET_SPF_REJECT_FAIL] = { "spf_reject_fail", "0" },
 	[SET_SLOW_SESSIONS_MAX] = { "slow_sessions_max", "20" },
+	[SET_HARVEST_LIMIT] = { "harvest_limit", "50" },
+	[SET_AUTH_FAILURE_DELAY_MS] = { "auth_failure_delay_ms", "500" },
 };
 
 static char values[SET_COUNT][SETTING_VALUE_MAX];

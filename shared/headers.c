@@ -244,6 +244,110 @@ static size_t take_domain(const char *elem, size_t len, char (*out)[ADDRESS_DOMA
 	return n + 1;
 }
 
+/* One mailbox of an address list, as header_mailboxes wants it: trimmed,
+ * "local@domain" with a valid domain; else *malformed. */
+static size_t take_mailbox(const char *elem, size_t len, char (*out)[ADDRESS_PATH_MAX + 1],
+			   size_t n, size_t max, int *malformed)
+{
+	const char *at = NULL, *end = elem + len, *start = elem;
+
+	while (start < end && (*start == ' ' || *start == '\t'))
+		start++;
+	while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+	if (start == end)
+		return n; /* an empty element: "a@b, , c@d" or an empty group */
+	for (const char *c = start; c < end; c++)
+		if (*c == '@')
+			at = c;
+	if (!at || at == start || end - at - 1 <= 0 || (size_t)(end - start) > ADDRESS_PATH_MAX ||
+	    at[1] == '[' || !address_domain_valid(at + 1, (size_t)(end - at - 1), 1)) {
+		*malformed = 1;
+		return n;
+	}
+	if (n >= max) {
+		*malformed = 1;
+		return n;
+	}
+	memcpy(out[n], start, (size_t)(end - start));
+	out[n][end - start] = '\0';
+	return n + 1;
+}
+
+size_t header_mailboxes(const struct header_field *f, char (*out)[ADDRESS_PATH_MAX + 1],
+			size_t max, int *malformed)
+{
+	char elem[1024], angle[1024];
+	size_t el = 0, al = 0, n = 0;
+	int quoted = 0, comment = 0, in_angle = 0, has_angle = 0;
+
+	*malformed = 0;
+	for (size_t i = 0; i <= f->value_len; i++) {
+		char c = i < f->value_len ? f->value[i] : ',';
+
+		if (c == '\r' || c == '\n')
+			continue;
+		if (c == '\\' && (quoted || comment) && i + 1 < f->value_len) {
+			i++;
+			c = f->value[i];
+			if (quoted && in_angle && al + 2 < sizeof(angle)) {
+				angle[al++] = '\\';
+				angle[al++] = c;
+			} else if (quoted && !in_angle && el + 2 < sizeof(elem)) {
+				elem[el++] = '\\';
+				elem[el++] = c;
+			}
+			continue;
+		}
+		if (comment) {
+			if (c == '(')
+				comment++;
+			else if (c == ')')
+				comment--;
+			continue;
+		}
+		if (c == '"') {
+			quoted = !quoted;
+		} else if (quoted) {
+			/* inside a quoted string: kept, '@' and all */
+		} else if (c == '(') {
+			comment = 1;
+			continue;
+		} else if (c == '<' && !in_angle) {
+			in_angle = 1;
+			has_angle = 1;
+			al = 0;
+			continue;
+		} else if (c == '>' && in_angle) {
+			in_angle = 0;
+			continue;
+		} else if (!in_angle && c == ':') {
+			el = 0; /* a group's display name */
+			continue;
+		} else if (!in_angle && (c == ',' || c == ';')) {
+			n = has_angle ? take_mailbox(angle, al, out, n, max, malformed) :
+					take_mailbox(elem, el, out, n, max, malformed);
+			el = al = 0;
+			has_angle = 0;
+			quoted = 0;
+			continue;
+		}
+		if (in_angle) {
+			if (al + 1 < sizeof(angle))
+				angle[al++] = c;
+			else
+				*malformed = 1;
+		} else if (el + 1 < sizeof(elem)) {
+			elem[el++] = c;
+		} else {
+			*malformed = 1;
+		}
+	}
+	if (quoted || comment || in_angle)
+		*malformed = 1;
+	return n;
+}
+
 size_t header_address_domains(const struct header_field *f, char (*out)[ADDRESS_DOMAIN_MAX + 1],
 			      size_t max)
 {

@@ -62,6 +62,15 @@ int header_copy_edited(int src, off_t size, const char *prefix, size_t prefix_le
  * trailing space dropped. Returns the length, or -1 when it does not fit. */
 long header_value_flat(const struct header_field *f, char *out, size_t cap);
 
+/* The mailboxes (addr-specs, "local@domain") of an address-list field
+ * such as From:, Sender: or Resent-From: (RFC 5322 3.4: display names,
+ * comments, quoted strings and groups allowed), at most max into out; a
+ * quoted local part keeps its quotes. Returns how many. *malformed is set
+ * when an element is not a mailbox whose domain is valid, or more than
+ * max are there: a caller that must see every author refuses then. */
+size_t header_mailboxes(const struct header_field *f, char (*out)[ADDRESS_PATH_MAX + 1],
+			size_t max, int *malformed);
+
 /* The domains of the mailboxes in an address-list field such as From:
  * (RFC 5322 3.4: display names, comments, quoted strings and groups
  * allowed), lower-cased, at most max of them into out. Returns how many;

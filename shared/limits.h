@@ -11,8 +11,16 @@
 #define SMTP_DATA_CHUNK_MAX 4096
 /* RFC 5321 4.5.3.1.8: at least 100 recipients must be accepted. */
 #define SMTP_RECIPIENTS_MAX 100
-/* Unknown or malformed commands before we hang up with 421. */
-#define SMTP_BAD_COMMANDS_MAX 20
+/* Error replies (4xx, 5xx) in a session without a message accepted in
+ * between, as Postfix's smtpd_soft_error_limit, smtpd_hard_error_limit and
+ * smtpd_error_sleep_time: past the first, every reply waits; at the second
+ * the session ends with 421. */
+#define SMTP_ERRORS_SOFT 10
+#define SMTP_ERRORS_HARD 20
+#define SMTP_ERROR_DELAY_MS 1000
+/* Address harvesting (DESIGN.md): the setting harvest_limit counts the
+ * unknown-recipient refusals of one client address over this window. */
+#define HARVEST_WINDOW_SECONDS (15 * 60)
 /* NOOP, RSET, VRFY, EXPN, HELP without a message accepted in between,
  * before we hang up (Postfix's smtpd_junk_command_limit): a client cannot
  * hold a connection slot open with idle chatter. */
@@ -56,6 +64,9 @@
 #define THROTTLE_DELAY_AFTER 5
 #define THROTTLE_REFUSE_AT 20
 #define THROTTLE_DELAY_MAX_SECONDS 16
+/* auth_failure_delay_ms is capped here: a typo in the setting must not
+ * hold every failed login for minutes. */
+#define AUTH_FAILURE_DELAY_MAX_MS 10000
 
 /* A line that has taken this long makes its session slow (stress.h);
  * under load a slow session gives up at the next such interval. Once
@@ -101,11 +112,21 @@
 #define SETTING_VALUE_MAX 1024
 #define PATH_MAX_POSTAGE 4096
 
+/* RFC 5322 2.1.1: a line is at most 998 characters without its CRLF. Our
+ * users' longer lines are broken before the message is signed and sent
+ * (Postfix's smtp_line_length_limit); a break goes in a few octets early
+ * when that keeps a UTF-8 character whole. */
+#define MESSAGE_LINE_MAX 998
+#define MESSAGE_LINE_BREAK_SLACK 4
+
 /* Deliverability (dkim.c, spf.c, dmarc.c, srs.c, dns.c). */
 /* The header section we parse for DKIM and DMARC; Postfix's
  * header_size_limit is 100 KiB. */
 #define MESSAGE_HEADER_MAX (256 * 1024)
 #define MESSAGE_HEADER_FIELDS_MAX 1000
+/* Mailboxes read from one From:, Sender: or Resent-From: field; a field
+ * with more is refused where every author must be checked. */
+#define HEADER_AUTHORS_MAX 32
 /* DKIM-Signature fields verified per message; signatures made per message. */
 #define DKIM_VERIFY_MAX 5
 #define DKIM_SIGN_MAX 4

@@ -4,6 +4,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "limits.h"
+
 void data_reader_init(struct data_reader *r)
 {
 	memset(r, 0, sizeof(*r));
@@ -25,6 +27,66 @@ static void scan_header_line(struct data_reader *r, const char *p, size_t len)
 		r->received++;
 	else if (len >= 1 && p[0] != ' ' && p[0] != '\t' && !memchr(p, ':', len))
 		r->in_headers = 0; /* not a header line: the body began */
+}
+
+size_t line_wrap_feed(struct line_wrap *w, const char *in, size_t len, char *out)
+{
+	const size_t mark = MESSAGE_LINE_MAX - MESSAGE_LINE_BREAK_SLACK;
+	size_t o = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)in[i];
+		size_t p, rest;
+
+		if (c == '\n') {
+			memcpy(out + o, w->hold, w->nhold);
+			o += w->nhold;
+			out[o++] = '\n';
+			w->col = w->nhold = 0;
+			continue;
+		}
+		if (w->col < mark) {
+			out[o++] = (char)c;
+			w->col++;
+			continue;
+		}
+		/* Past the mark, bytes wait until the line is known to be too
+		 * long (or ends). */
+		w->hold[w->nhold++] = (char)c;
+		if (w->col + w->nhold <= MESSAGE_LINE_MAX)
+			continue;
+		/* One byte too many: break before the last held byte that
+		 * starts a character (UTF-8 stays whole), else before the
+		 * newest byte. */
+		p = w->nhold - 1;
+		for (size_t k = w->nhold; k-- > 0;) {
+			if (((unsigned char)w->hold[k] & 0xc0) != 0x80) {
+				p = k;
+				break;
+			}
+		}
+		memcpy(out + o, w->hold, p);
+		o += p;
+		out[o++] = '\n';
+		out[o++] = ' ';
+		w->breaks++;
+		rest = w->nhold - p;
+		memcpy(out + o, w->hold + p, rest);
+		o += rest;
+		w->col = 1 + rest;
+		w->nhold = 0;
+	}
+	return o;
+}
+
+size_t line_wrap_finish(struct line_wrap *w, char *out)
+{
+	size_t n = w->nhold;
+
+	memcpy(out, w->hold, n);
+	w->col += n;
+	w->nhold = 0;
+	return n;
 }
 
 size_t data_feed(struct data_reader *r, const char *chunk, size_t len, char *out)

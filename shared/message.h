@@ -7,6 +7,8 @@
 
 #include <stddef.h>
 
+#include "limits.h"
+
 struct data_reader {
 	int at_line_start;   /* the last byte seen ended a CRLF */
 	int pending_cr;      /* a CR ended the last chunk: LF must follow */
@@ -26,6 +28,21 @@ void data_reader_init(struct data_reader *r);
  * chunk cap). Writes the LF form into out (room for len bytes) and returns
  * how many bytes; sets r->ended at the terminator. */
 size_t data_feed(struct data_reader *r, const char *chunk, size_t len, char *out);
+
+/* Breaking lines longer than MESSAGE_LINE_MAX in the LF form: LF SPACE is
+ * inserted, which folds a header field and keeps a MIME body readable
+ * (what Postfix does); a line of MESSAGE_LINE_MAX or fewer is untouched.
+ * The state carries between calls: start it zeroed. out needs room for
+ * 2 * len + 16 bytes. Returns the bytes written; line_wrap_finish writes
+ * what is held at the end (out: 16 bytes). */
+struct line_wrap {
+	size_t col;                /* bytes of the current line written */
+	char hold[MESSAGE_LINE_BREAK_SLACK + 1]; /* its bytes past the slack mark */
+	size_t nhold;
+	unsigned long long breaks; /* inserted so far */
+};
+size_t line_wrap_feed(struct line_wrap *w, const char *in, size_t len, char *out);
+size_t line_wrap_finish(struct line_wrap *w, char *out);
 
 /* LF form to wire form: LF becomes CRLF (a CRLF stays as it is), a '.' at
  * a line start is doubled. out needs room for 2 * len bytes.

@@ -107,7 +107,8 @@ static int is_srs0(const char *local)
 	return strncasecmp(local, "SRS0=", 5) == 0;
 }
 
-int srs_forward(const struct address *sender, const char *srs_domain, char *out, size_t cap)
+int srs_forward(const struct address *sender, const char *srs_domain, int sender_trusted, char *out,
+		size_t cap)
 {
 	char hash[SRS_HASH_CHARS + 1], tt[3];
 	unsigned day = today((long long)time(NULL));
@@ -119,9 +120,12 @@ int srs_forward(const struct address *sender, const char *srs_domain, char *out,
 		log_event(LOG_INFO, "event=srs result=not_rewritten reason=quoted_or_utf8");
 		return 0;
 	}
-	local = domain_is_local(sender->domain);
+	/* One of our own domains from a client with the right to send: SPF
+	 * passes as it is. From anyone else it is forged: rewritten like any
+	 * other, so our SPF record does not vouch for it further on. */
+	local = sender_trusted ? domain_is_local(sender->domain) : 0;
 	if (local != 0)
-		return local < 0 ? -1 : 0; /* ours: SPF passes as it is */
+		return local < 0 ? -1 : 0;
 	if (srs_secret(1) < 0) {
 		log_event(LOG_ERR, "event=srs result=error error=\"cannot make or read srs_secret\"");
 		return -1;

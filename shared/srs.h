@@ -18,10 +18,12 @@
 #include "address.h"
 
 /* The SRS form of sender in srs_domain, into out (cap bytes). 1 when
- * rewritten; 0 when sender stays as it is (null, in one of our domains,
- * quoted, already one of our SRS addresses, too long: logged); -1 on
- * trouble (logged; the caller keeps the sender). */
-int srs_forward(const struct address *sender, const char *srs_domain, char *out, size_t cap);
+ * rewritten; 0 when sender stays as it is (null, in one of our domains
+ * when sender_trusted says the client had the right to send, quoted,
+ * already one of our SRS addresses, too long: logged); -1 on trouble
+ * (logged; the caller keeps the sender). */
+int srs_forward(const struct address *sender, const char *srs_domain, int sender_trusted, char *out,
+		size_t cap);
 
 enum srs_result {
 	SRS_NOT_SRS = 0, /* not an SRS0 address of one of our domains */

@@ -1,11 +1,14 @@
 /* SMTP AUTH (RFC 4954: PLAIN and LOGIN), and which senders a client that
  * may relay is allowed to use. */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
 #include "auth.h"
 #include "config.h"
+#include "db.h"
+#include "headers.h"
 #include "log.h"
 #include "session.h"
 
@@ -110,7 +113,6 @@ void cmd_auth(struct session *s, const char *arg)
 		return;
 	}
 	if (mlen == 0 || mlen >= sizeof(mech)) {
-		s->bad_commands++;
 		reply(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
 		return;
 	}
@@ -168,27 +170,135 @@ void cmd_auth(struct session *s, const char *arg)
 	memset(msg, 0, sizeof(msg));
 }
 
+/* May login send as a? Its own (an address of its mailbox, or in a domain
+ * whose catch-all it owns), or granted by a send_as row for the address
+ * or its whole domain. 1 yes, 0 no, -1 database trouble. */
+static int login_may_use(const char *login, const struct address *a)
+{
+	char owner[ADDRESS_LOCAL_MAX + 1], addr[ADDRESS_PATH_MAX + 1], domain[ADDRESS_DOMAIN_MAX + 2];
+	sqlite3_stmt *st;
+	int r, rc;
+
+	if (a->is_null || a->is_postmaster)
+		return 0;
+	r = address_owner(a, owner, sizeof(owner));
+	if (r < 0)
+		return -1;
+	if (r > 0 && strcmp(owner, login) == 0)
+		return 1;
+	st = db_stmt("SELECT 1 FROM send_as WHERE login = ?1 AND address IN (?2, ?3)");
+	if (!st)
+		return -1;
+	address_format(a, addr, sizeof(addr));
+	snprintf(domain, sizeof(domain), "@%s", a->domain);
+	sqlite3_bind_text(st, 1, login, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, addr, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, domain, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return -1;
+	return rc == SQLITE_ROW;
+}
+
+/* The envelope sender rule: 0, or -1 after replying. The reply names the
+ * address, never the login (a stranger behind the same NAT as a
+ * POP-before-SMTP user must not learn whom to phish). */
 static int sender_owned(struct session *s, const struct address *sender, const char *login)
 {
-	char owner[ADDRESS_LOCAL_MAX + 1], addr[ADDRESS_PATH_MAX + 1], safe[ADDRESS_PATH_MAX * 4 + 8];
-	int r;
+	char addr[ADDRESS_PATH_MAX + 1], safe[ADDRESS_PATH_MAX * 4 + 8];
+	int r = login_may_use(login, sender);
 
-	if (sender->is_null || sender->is_postmaster)
-		r = 0;
-	else
-		r = address_owner(sender, owner, sizeof(owner));
 	if (r < 0) {
 		reply(s, "451 4.3.0 Temporary lookup failure, try again later");
 		return -1;
 	}
 	address_format(sender, addr, sizeof(addr));
 	log_printable(safe, sizeof(safe), addr, strlen(addr));
-	if (r == 0 || strcmp(owner, login) != 0) {
+	if (r == 0) {
 		log_event(LOG_NOTICE, "event=mail result=sender_not_owned login=%s sender=\"%s\"", login, safe);
-		reply(s, "553 5.7.1 <%s>: sender not owned by %s", safe, login);
+		reply(s, "553 5.7.1 <%s>: Sender address rejected: not one of your addresses", safe);
 		return -1;
 	}
 	return 0;
+}
+
+/* The login whose right the message uses, or NULL: every message after
+ * AUTH; under POP-before-SMTP one with a remote destination (mail to our
+ * own users needs no right). relay_networks clients are unbound. */
+static const char *bound_login(struct session *s)
+{
+	if (s->auth_login[0])
+		return s->auth_login;
+	if (strcmp(s->relay_reason, "pop_before_smtp") != 0 || !s->pop_login[0])
+		return NULL;
+	for (size_t i = 0; i < s->ndests; i++)
+		if (s->dests[i].dest.kind == DEST_REMOTE)
+			return s->pop_login;
+	return NULL;
+}
+
+int session_check_headers(struct session *s, int fd, off_t header_start, off_t size)
+{
+	static const char *const names[] = { "From", "Sender", "Resent-From" };
+	static char boxes[HEADER_AUTHORS_MAX][ADDRESS_PATH_MAX + 1];
+	char safe[ADDRESS_PATH_MAX * 4 + 8];
+	const char *login = bound_login(s);
+	struct header_block hb;
+	int ret = 0;
+
+	if (!login)
+		return 0;
+	if (header_block_read(fd, header_start, size, &hb) < 0) {
+		if (errno == EFBIG) {
+			reply(s, "552 5.3.4 Error: header section too large");
+			return -1;
+		}
+		reply(s, "451 4.3.0 Error: cannot read the message, try again later");
+		return -1;
+	}
+	for (size_t k = 0; k < sizeof(names) / sizeof(names[0]) && ret == 0; k++) {
+		const struct header_field *f;
+		long pos = -1;
+
+		while (ret == 0 && (f = header_next(&hb, names[k], &pos)) != NULL) {
+			int malformed = 0;
+			size_t n = header_mailboxes(f, boxes, HEADER_AUTHORS_MAX, &malformed);
+
+			for (size_t i = 0; i < n && !malformed && ret == 0; i++) {
+				struct address a;
+				int local, may;
+
+				if (address_parse_plain(boxes[i], 1, &a) != ADDRESS_OK) {
+					malformed = 1;
+					break;
+				}
+				local = a.is_literal ? 0 : domain_is_local(a.domain);
+				may = local > 0 ? login_may_use(login, &a) : 1;
+				if (local < 0 || may < 0) {
+					reply(s, "451 4.3.0 Temporary lookup failure, try again later");
+					ret = -1;
+				} else if (!may) {
+					log_printable(safe, sizeof(safe), boxes[i], strlen(boxes[i]));
+					log_event(LOG_NOTICE, "event=message result=refused reason=%s_not_owned "
+							      "login=%s address=\"%s\"",
+						  k == 0 ? "from" : k == 1 ? "sender" : "resent_from", login, safe);
+					reply(s, "553 5.7.1 <%s>: %s: address rejected: not one of your addresses",
+					      safe, names[k]);
+					ret = -1;
+				}
+			}
+			if (malformed && ret == 0) {
+				log_event(LOG_NOTICE, "event=message result=refused reason=unreadable_%s login=%s",
+					  k == 0 ? "from" : k == 1 ? "sender" : "resent_from", login);
+				reply(s, "553 5.7.1 Error: the %s: field cannot be read as a list of addresses",
+				      names[k]);
+				ret = -1;
+			}
+		}
+	}
+	header_block_free(&hb);
+	return ret;
 }
 
 int session_check_sender(struct session *s, const struct address *sender)

@@ -40,7 +40,6 @@ static int helo_check(struct session *s, const char *arg)
 	while (*arg == ' ')
 		arg++;
 	if (!*arg) {
-		s->bad_commands++;
 		reply(s, "501 5.5.4 Syntax: EHLO hostname");
 		return -1;
 	}
@@ -161,7 +160,6 @@ static void cmd_mail(struct session *s, const char *arg)
 		return;
 	}
 	if (strncasecmp(arg, "FROM:", 5) != 0) {
-		s->bad_commands++;
 		reply(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
 		return;
 	}
@@ -169,12 +167,10 @@ static void cmd_mail(struct session *s, const char *arg)
 	if (r == ADDRESS_TOOLONG)
 		r = srs_parse_path(arg + 5, &sender, &rest);
 	if (r != ADDRESS_OK) {
-		s->bad_commands++;
 		reply(s, "%s", address_error(r));
 		return;
 	}
 	if (*rest && *rest != ' ') {
-		s->bad_commands++;
 		reply(s, "501 5.5.4 Syntax: MAIL FROM:<address> [parameters]");
 		return;
 	}
@@ -259,7 +255,6 @@ static void cmd_rcpt(struct session *s, const char *arg)
 	int relay, srs;
 
 	if (strncasecmp(arg, "TO:", 3) != 0) {
-		s->bad_commands++;
 		reply(s, "501 5.5.4 Syntax: RCPT TO:<address>");
 		return;
 	}
@@ -267,7 +262,6 @@ static void cmd_rcpt(struct session *s, const char *arg)
 	if (r == ADDRESS_TOOLONG)
 		r = srs_parse_path(arg + 3, &rcpt, &rest);
 	if (r != ADDRESS_OK) {
-		s->bad_commands++;
 		reply(s, "%s", address_error(r));
 		return;
 	}
@@ -290,6 +284,12 @@ static void cmd_rcpt(struct session *s, const char *arg)
 	address_format(&rcpt, addr, sizeof(addr));
 	log_printable(safe, sizeof(safe), addr, strlen(addr));
 
+	if (harvest_blocked(s)) {
+		log_event(LOG_NOTICE, "event=rcpt result=harvest_blocked ip=%s rcpt=\"%s\"", s->peer.ip, safe);
+		reply(s, "450 4.7.1 <%s>: too many unknown recipients from your address, try again later",
+		      safe);
+		return;
+	}
 	/* A bounce to one of our SRS addresses goes back to the sender. */
 	srs = rcpt_srs(s, &rcpt, safe, found, &n);
 	if (srs < 0)
@@ -302,6 +302,7 @@ static void cmd_rcpt(struct session *s, const char *arg)
 		return;
 	case RESOLVE_UNKNOWN:
 		log_event(LOG_INFO, "event=rcpt result=unknown rcpt=\"%s\"", safe);
+		harvest_count_refusal(s);
 		reply(s, "550 5.1.1 <%s>: user unknown", safe);
 		return;
 	case RESOLVE_LOOP:
@@ -423,12 +424,10 @@ static void cmd_starttls(struct session *s, const char *arg)
 		return;
 	}
 	if (s->tls_active) {
-		s->bad_commands++;
 		reply(s, "503 5.5.1 Error: TLS already active");
 		return;
 	}
 	if (!tls_available()) {
-		s->bad_commands++;
 		reply(s, "502 5.5.1 Error: STARTTLS not available (no certificate configured)");
 		return;
 	}

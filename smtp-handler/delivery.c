@@ -285,6 +285,7 @@ static void deliver(struct session *s, const char *qid, int *fd, char *staging, 
 		log_event(LOG_INFO, "event=queue result=ok id=%s rcpt=\"%s\"", qid, remote[i].recipient);
 	s->messages++;
 	s->junk_commands = 0;
+	s->errors = 0; /* as Postfix: errors count "without delivering mail" */
 	rate_limit_charge(s, s->nrcpts);
 	log_event(LOG_INFO,
 		  "event=message result=accepted id=%s ip=%s from=\"%s\" size=%lld rcpts=%zu local=%zu "
@@ -442,6 +443,7 @@ void receive_message(struct session *s)
 			header_lfs += header[i] == '\n';
 		r.lf_count += header_lfs;
 		if (quota_refusal(s, qid, st.st_size) == 0 &&
+		    session_check_headers(s, fd, hlen, st.st_size) == 0 &&
 		    checks_message(s, qid, &fd, staging, sizeof(staging), hlen, &st.st_size,
 				   &r.lf_count) == 0 &&
 		    add_missing_fields(s, qid, &fd, staging, sizeof(staging), header, hlen,

@@ -11,6 +11,8 @@
 #include "dkim.h"
 #include "headers.h"
 #include "log.h"
+#include "maildir.h"
+#include "message.h"
 #include "session.h"
 #include "spool.h"
 #include "srs.h"
@@ -55,6 +57,70 @@ static int sign_copy(struct session *s, const char *qid, int fd, off_t *size, ch
 	return sfd;
 }
 
+/* RFC 5322 2.1.1: our users' lines longer than MESSAGE_LINE_MAX are
+ * broken (LF SPACE) before the message is signed and queued, as Postfix's
+ * smtp_line_length_limit does: a server further on would otherwise break
+ * or refuse them, and a break after signing would spoil the signature.
+ * Mail from outside is sent on as it came. Returns the copy's fd (path in
+ * path, size in *size), or -1 when there is nothing to break (or trouble:
+ * then the message goes as it is). */
+static int wrap_copy(struct session *s, const char *qid, int fd, off_t *size, char *path,
+		     size_t cap)
+{
+	static char in[16384], out[2 * sizeof(in) + 16];
+	struct line_wrap w;
+	char name[QUEUE_ID_LEN + 16];
+	size_t col = 0;
+	int too_long = 0, wfd, e;
+	off_t at, wsize;
+
+	if (session_may_relay(s) != 1)
+		return -1;
+	for (at = 0; at < *size && !too_long;) {
+		ssize_t n = pread(fd, in, sizeof(in), at);
+		if (n <= 0)
+			return -1;
+		for (ssize_t i = 0; i < n && !too_long; i++) {
+			col = in[i] == '\n' ? 0 : col + 1;
+			too_long = col > MESSAGE_LINE_MAX;
+		}
+		at += n;
+	}
+	if (!too_long)
+		return -1;
+	snprintf(name, sizeof(name), "%s.wrap", qid);
+	wfd = spool_staging_open(name, path, cap);
+	if (wfd < 0)
+		goto fail;
+	memset(&w, 0, sizeof(w));
+	for (at = 0; at < *size;) {
+		ssize_t n = pread(fd, in, sizeof(in), at);
+		size_t m;
+		if (n <= 0)
+			goto fail;
+		m = line_wrap_feed(&w, in, (size_t)n, out);
+		if (fd_write_all(wfd, out, m) < 0)
+			goto fail;
+		at += n;
+	}
+	if (fd_write_all(wfd, out, line_wrap_finish(&w, out)) < 0)
+		goto fail;
+	wsize = lseek(wfd, 0, SEEK_END);
+	if (wsize < 0 || lseek(wfd, 0, SEEK_SET) < 0)
+		goto fail;
+	*size = wsize;
+	log_event(LOG_INFO, "event=data result=lines_broken id=%s breaks=%llu", qid, w.breaks);
+	return wfd;
+fail:
+	e = errno;
+	log_event(LOG_ERR, "event=data result=lines_not_broken id=%s error=\"%s\"", qid, strerror(e));
+	if (wfd >= 0) {
+		close(wfd);
+		unlink(path);
+	}
+	return -1;
+}
+
 /* Is remote[i] a destination a forward reached? Its recipient points
  * into s->dests. */
 static int is_forwarded(const struct session *s, const struct queue_rcpt *q)
@@ -91,9 +157,10 @@ int queue_outbound(struct session *s, const char *qid, int *fd, char *staging, s
 	const char *ids[2];
 	static struct queue_rcpt plain[MESSAGE_DESTINATIONS_MAX], fwd[MESSAGE_DESTINATIONS_MAX];
 	char signed_path[PATH_MAX_POSTAGE], srs_sender[ADDRESS_PATH_MAX + 1], fwd_id[QUEUE_ID_LEN + 8];
+	char wrapped_path[PATH_MAX_POSTAGE];
 	const char *path = staging, *srs_domain = NULL;
 	size_t nplain = 0, nfwd = 0;
-	int sfd, qfd, r = 0, e, rewritten = 0;
+	int sfd, wfd, qfd, r = 0, e, rewritten = 0;
 
 	nqueued = 0;
 	for (size_t i = 0; i < nremote; i++) {
@@ -108,7 +175,8 @@ int queue_outbound(struct session *s, const char *qid, int *fd, char *staging, s
 	/* SRS: the forwarding address's domain is ours, so bounces come back
 	 * here and SPF at the next hop checks our own record. */
 	if (nfwd > 0 && srs_domain)
-		rewritten = srs_forward(&s->sender, srs_domain, srs_sender, sizeof(srs_sender)) == 1;
+		rewritten = srs_forward(&s->sender, srs_domain, session_may_relay(s) == 1, srs_sender,
+					sizeof(srs_sender)) == 1;
 	/* One queue entry per envelope sender. */
 	ids[0] = qid;
 	if (rewritten && nplain > 0) {
@@ -118,10 +186,14 @@ int queue_outbound(struct session *s, const char *qid, int *fd, char *staging, s
 	if (before_commit && before_commit(ids, rewritten && nplain > 0 ? 2 : 1) < 0)
 		return -1;
 
-	sfd = sign_copy(s, qid, *fd, &size, signed_path, sizeof(signed_path));
+	wfd = wrap_copy(s, qid, *fd, &size, wrapped_path, sizeof(wrapped_path));
+	sfd = sign_copy(s, qid, wfd >= 0 ? wfd : *fd, &size, signed_path, sizeof(signed_path));
 	if (sfd >= 0) {
 		qfd = sfd;
 		path = signed_path;
+	} else if (wfd >= 0) {
+		qfd = wfd;
+		path = wrapped_path;
 	} else if (spool_staging_to_disk(fd, qid, staging, cap) < 0) {
 		return -1;
 	} else {
@@ -155,12 +227,16 @@ int queue_outbound(struct session *s, const char *qid, int *fd, char *staging, s
 				  srs_sender, nfwd);
 		}
 	}
+	e = errno;
 	if (sfd >= 0) {
-		e = errno;
 		close(sfd);
 		unlink(signed_path);
-		errno = e;
 	}
+	if (wfd >= 0) {
+		close(wfd);
+		unlink(wrapped_path);
+	}
+	errno = e;
 	return r;
 }
 
@@ -168,9 +244,21 @@ int rcpt_srs(struct session *s, const struct address *rcpt, const char *safe,
 	     struct destination *found, size_t *n)
 {
 	char orig[ADDRESS_PATH_MAX + 1], osafe[ADDRESS_PATH_MAX * 4 + 8];
+	enum srs_result r = srs_reverse(rcpt, orig, sizeof(orig));
 
-	(void)s;
-	switch (srs_reverse(rcpt, orig, sizeof(orig))) {
+	if (r == SRS_NOT_SRS)
+		return 0;
+	/* An SRS address exists to take bounces (the null sender) back to
+	 * the original sender. Anything else sent to it would make us a relay
+	 * to whatever address an outsider found in one forwarded message:
+	 * refused before its hash is even looked at, so it is no oracle. */
+	if (!s->sender.is_null) {
+		log_event(LOG_NOTICE, "event=rcpt result=srs_not_bounce rcpt=\"%s\"", safe);
+		reply(s, "550 5.7.1 <%s>: Recipient address rejected: an SRS address takes bounces only",
+		      safe);
+		return -1;
+	}
+	switch (r) {
 	case SRS_NOT_SRS:
 		return 0;
 	case SRS_TEMPFAIL:

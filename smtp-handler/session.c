@@ -18,9 +18,18 @@
 
 void reply(struct session *s, const char *fmt, ...)
 {
-	va_list ap;
+	char code[4];
+	va_list ap, ap2;
 
 	va_start(ap, fmt);
+	va_copy(ap2, ap);
+	vsnprintf(code, sizeof(code), fmt, ap2);
+	va_end(ap2);
+	/* The dispatcher counts error replies (session_run): whichever
+	 * check refused, the count cannot be forgotten. 421 ends the
+	 * session anyway. */
+	if ((code[0] == '4' || code[0] == '5') && strcmp(code, "421") != 0)
+		s->reply_error = 1;
 	io_reply_line(&s->io, SMTP_REPLY_LINE_MAX, fmt, ap);
 	va_end(ap);
 }
@@ -187,22 +196,18 @@ static void dispatch(struct session *s, const char *line, size_t len)
 
 	if (strlen(line) != len || command_split(line, verb, sizeof(verb), &arg) < 0 ||
 	    !(c = find_command(verb))) {
-		s->bad_commands++;
 		reply(s, "500 5.5.2 Error: command not recognized");
 		return;
 	}
 	if ((c->flags & CMD_NEED_HELO) && !s->greeted) {
-		s->bad_commands++;
 		reply(s, "503 5.5.1 Error: send HELO/EHLO first");
 		return;
 	}
 	if ((c->flags & CMD_NEED_MAIL) && !s->has_sender) {
-		s->bad_commands++;
 		reply(s, "503 5.5.1 Error: need MAIL command");
 		return;
 	}
 	if ((c->flags & CMD_NEED_RCPT) && s->nrcpts == 0) {
-		s->bad_commands++;
 		reply(s, "554 5.5.1 Error: no valid recipients");
 		return;
 	}
@@ -248,13 +253,28 @@ int session_run(struct session *s)
 		return 0;
 	}
 
+	if (harvest_blocked(s) > 0) {
+		reply(s, "421 4.7.1 %s Error: too many unknown recipients from your address, "
+			 "try again later", setting(SET_HOSTNAME));
+		io_flush(&s->io);
+		log_event(LOG_NOTICE, "event=disconnect result=harvest_blocked ip=%s", s->peer.ip);
+		return 0;
+	}
 	reply(s, "220 %s ESMTP postage", setting(SET_HOSTNAME));
 	while (!s->quit) {
 		size_t len;
 		enum io_result r = io_read_line(&s->io, line, sizeof(line), &len);
 
+		if (s->errors >= SMTP_ERRORS_SOFT && r != IO_EOF && r != IO_ERROR) {
+			/* Past the soft limit every reply waits: a client
+			 * that only probes gets little done per second. */
+			struct timespec ts = { SMTP_ERROR_DELAY_MS / 1000,
+					       (SMTP_ERROR_DELAY_MS % 1000) * 1000000L };
+			io_flush(&s->io);
+			nanosleep(&ts, NULL);
+		}
+		s->reply_error = 0;
 		if (r == IO_TOOLONG) {
-			s->bad_commands++;
 			reply(s, "500 5.5.2 Error: line too long");
 		} else if (r == IO_TIMEOUT) {
 			reply(s, "421 4.4.2 %s Error: timeout exceeded", setting(SET_HOSTNAME));
@@ -266,7 +286,8 @@ int session_run(struct session *s)
 		} else {
 			dispatch(s, line, len);
 		}
-		if (s->bad_commands >= SMTP_BAD_COMMANDS_MAX) {
+		s->errors += s->reply_error;
+		if (s->errors >= SMTP_ERRORS_HARD && !s->quit) {
 			reply(s, "421 4.7.0 %s Error: too many errors", setting(SET_HOSTNAME));
 			session_end(s, "too_many_errors");
 			break;

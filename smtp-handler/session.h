@@ -50,7 +50,8 @@ struct session {
 	struct txn_destination dests[MESSAGE_DESTINATIONS_MAX];
 	size_t ndests;
 
-	int bad_commands;
+	int errors;         /* error replies since the last accepted message */
+	int reply_error;    /* the command being run replied 4xx/5xx */
 	int junk_commands;
 	int quit;
 	const char *end_reason; /* the disconnect line's result= */
@@ -101,6 +102,12 @@ int sasl_decode(struct session *s, const char *in, char *out, size_t cap, long *
 int session_check_sender(struct session *s, const struct address *sender);
 /* Relaying by POP-before-SMTP: the sender must belong to that login. */
 int session_check_relay_sender(struct session *s);
+/* At the end of DATA, for a message whose right to send comes from a
+ * login (AUTH; POP-before-SMTP with a remote destination): every From:,
+ * Sender: and Resent-From: address in a hosted domain must be the
+ * login's own or granted by send_as. 0, or -1 after replying 553 5.7.1
+ * (or a 4xx). header_start: where the client's header section begins. */
+int session_check_headers(struct session *s, int fd, off_t header_start, off_t size);
 
 /* ratelimit.c: max_messages_per_hour_per_login. Each recipient counts as
  * one message. check: would wanted more keep the login within its hourly
@@ -109,6 +116,12 @@ int session_check_relay_sender(struct session *s);
  * the session is authenticated. */
 int rate_limit_check(struct session *s, size_t wanted);
 void rate_limit_charge(struct session *s, size_t count);
+
+/* harvest.c: unknown-recipient refusals per client address. blocked: 1
+ * when the address is past harvest_limit (and not a relay_networks
+ * client), else 0. count_refusal: one more. */
+int harvest_blocked(struct session *s);
+void harvest_count_refusal(struct session *s);
 
 /* delivery.c */
 void receive_message(struct session *s);

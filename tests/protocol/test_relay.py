@@ -281,16 +281,16 @@ class RelayTest(TlsTestCase):
         # Trust is per IP: another client being trusted changes nothing.
         self.add_network('127.0.0.20')
         self.pop_login('127.0.0.21')
-        s = self.smtp('127.0.0.22')
         for rcpt in self.TRICKS:
             with self.subTest(rcpt=rcpt):
-                s.rset()
+                # One session each: 20 refusals end a session.
+                s = self.smtp('127.0.0.22')
                 self.assertEqual(s.mail('someone@remote.example')[0], 250)
                 code, msg = s.rcpt(rcpt)
                 self.assertGreaterEqual(code, 500, f'RCPT TO:<{rcpt}> got {code} {msg!r}')
-        # An accepted DATA would show up here; nothing may.
-        s.rset()
-        s.quit()
+                # An accepted DATA would show up below; nothing may.
+                s.rset()
+                s.quit()
         self.assertEqual(self.p.sql('SELECT count(*) FROM queue_recipients r JOIN queue_messages m '
                                     "ON m.id = r.message_id WHERE m.client_ip = '127.0.0.22'"),
                          [(0,)])

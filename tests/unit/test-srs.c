@@ -74,7 +74,7 @@ static void first_use(void)
 	expected("someone", "strict.example", "example.test", today, want, sizeof(want));
 	CHECK_INT(want, SRS_FORGED, reverse(want, orig, sizeof(orig)));
 	parse("someone@strict.example", &a);
-	CHECK_INT("first forward", 1, srs_forward(&a, "example.test", out, sizeof(out)));
+	CHECK_INT("first forward", 1, srs_forward(&a, "example.test", 1, out, sizeof(out)));
 	CHECK_INT(out, SRS_OK, reverse(out, orig, sizeof(orig)));
 	CHECK_STR(out, "someone@strict.example", orig);
 	{
@@ -116,7 +116,7 @@ int main(void)
 
 	/* the form, and the round trip */
 	parse("Someone@Strict.Example", &a);
-	CHECK_INT("forward", 1, srs_forward(&a, "example.test", out, sizeof(out)));
+	CHECK_INT("forward", 1, srs_forward(&a, "example.test", 1, out, sizeof(out)));
 	expected("Someone", "strict.example", "example.test", today, want, sizeof(want));
 	CHECK_STR("forward", want, out);
 	CHECK_INT(out, SRS_OK, reverse(out, orig, sizeof(orig)));
@@ -156,15 +156,19 @@ int main(void)
 
 	/* who is not rewritten */
 	parse("alice@example.test", &a);
-	CHECK_INT("our own domain", 0, srs_forward(&a, "example.test", out, sizeof(out)));
+	CHECK_INT("our own domain", 0, srs_forward(&a, "example.test", 1, out, sizeof(out)));
+	/* ... but from a client without the right to send it is forged */
+	CHECK_INT("our own domain, untrusted", 1, srs_forward(&a, "example.test", 0, out, sizeof(out)));
+	CHECK_INT(out, SRS_OK, reverse(out, orig, sizeof(orig)));
+	CHECK_STR(out, "alice@example.test", orig);
 	parse("", &a);
-	CHECK_INT("null sender", 0, srs_forward(&a, "example.test", out, sizeof(out)));
+	CHECK_INT("null sender", 0, srs_forward(&a, "example.test", 1, out, sizeof(out)));
 	REQUIRE(address_parse_path("<\"john smith\"@strict.example>", 0, 0, &a, NULL) == ADDRESS_OK);
-	CHECK_INT("quoted local part", 0, srs_forward(&a, "example.test", out, sizeof(out)));
+	CHECK_INT("quoted local part", 0, srs_forward(&a, "example.test", 1, out, sizeof(out)));
 
 	/* long: past 64 octets of local part, back through srs_parse_path */
 	parse("a-rather-long-local-part.for-newsletters@bounces.mail.strict.example", &a);
-	CHECK_INT("long", 1, srs_forward(&a, "example.test", out, sizeof(out)));
+	CHECK_INT("long", 1, srs_forward(&a, "example.test", 1, out, sizeof(out)));
 	CHECK_TRUE(out, strchr(out, '@') - out > 64);
 	CHECK_INT(out, SRS_OK, reverse(out, orig, sizeof(orig)));
 	CHECK_STR(out, "a-rather-long-local-part.for-newsletters@bounces.mail.strict.example", orig);
