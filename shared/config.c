@@ -31,6 +31,8 @@ static const struct {
 	[SET_DMARC_REJECT] = { "dmarc_reject", "1" },
 	[SET_SPF_REJECT_FAIL] = { "spf_reject_fail", "0" },
 	[SET_SLOW_SESSIONS_MAX] = { "slow_sessions_max", "20" },
+	/* Dovecot's template; empty: postage's own UIDLs (README) */
+	[SET_POP3_UIDL_FORMAT] = { "pop3_uidl_format", "" },
 };
 
 static char values[SET_COUNT][SETTING_VALUE_MAX];
