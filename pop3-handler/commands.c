@@ -314,13 +314,13 @@ static void cmd_uidl(struct session *s, const char *arg)
 	if (!arg_empty(arg)) {
 		if (message_arg(s, arg, &i) < 0)
 			return;
-		reply(s, "+OK %zu %s", i + 1, s->drop.msgs[i].uid);
+		reply(s, "+OK %zu %s", i + 1, pop3_message_uid(&s->drop.msgs[i]));
 		return;
 	}
 	reply(s, "+OK Unique-ID listing follows");
 	for (i = 0; i < s->drop.count; i++)
 		if (!s->drop.msgs[i].deleted)
-			reply(s, "%zu %s", i + 1, s->drop.msgs[i].uid);
+			reply(s, "%zu %s", i + 1, pop3_message_uid(&s->drop.msgs[i]));
 	reply(s, ".");
 }
 

@@ -191,7 +191,8 @@ fail:
 	return -1;
 }
 
-enum maildrop_status maildrop_open(struct maildrop *d, const char *mail_root, const char *login)
+enum maildrop_status maildrop_open(struct maildrop *d, const char *mail_root, const char *login,
+				   const char *uidl_format)
 {
 	char path[PATH_MAX_POSTAGE + 32];
 	struct stat st;
@@ -235,6 +236,8 @@ enum maildrop_status maildrop_open(struct maildrop *d, const char *mail_root, co
 		goto error;
 	if (snapshot(d) < 0)
 		goto error;
+	if (uidl_format && uidl_format[0])
+		maildrop_dovecot_uids(d, uidl_format);
 	/* The owner's login is the "next run" for what a delivery killed
 	 * half-way left in tmp/. */
 	if (maildir_sweep_tmp(d->dir) > 0)
@@ -248,8 +251,10 @@ error:
 
 void maildrop_close(struct maildrop *d)
 {
-	for (size_t i = 0; i < d->count; i++)
+	for (size_t i = 0; i < d->count; i++) {
 		free(d->msgs[i].name);
+		free(d->msgs[i].dovecot_uid);
+	}
 	free(d->msgs);
 	d->msgs = NULL;
 	d->count = 0;

@@ -21,7 +21,8 @@
 
 struct pop3_message {
 	char *name;                 /* file name in cur/ */
-	char uid[POP3_UID_MAX + 1]; /* UIDL: the Maildir base name */
+	char uid[POP3_UID_MAX + 1]; /* postage's UIDL: the Maildir base name */
+	char *dovecot_uid;          /* pop3_uidl_format's UIDL, or NULL (uidl.c) */
 	unsigned long long size;    /* octets RETR sends (CRLF form, unstuffed) */
 	unsigned size_known : 1;
 	unsigned deleted : 1;       /* DELE: unlinked at QUIT */
@@ -44,8 +45,11 @@ enum maildrop_status {
 };
 
 /* Locks mail_root/login, moves new/ into cur/ (adding ":2,") and takes the
- * snapshot. A Maildir that does not exist is an empty maildrop. */
-enum maildrop_status maildrop_open(struct maildrop *d, const char *mail_root, const char *login);
+ * snapshot. A Maildir that does not exist is an empty maildrop.
+ * uidl_format: the pop3_uidl_format setting; NULL or "" for postage's own
+ * UIDLs (then no other file is opened). */
+enum maildrop_status maildrop_open(struct maildrop *d, const char *mail_root, const char *login,
+				   const char *uidl_format);
 
 /* Releases the lock and the snapshot. */
 void maildrop_close(struct maildrop *d);
@@ -85,6 +89,19 @@ int maildrop_send(int fd, long top_lines, struct io *io, unsigned long long *sen
  * Returns how many could not be removed (0 on success); *removed counts
  * those that were. */
 size_t maildrop_commit(struct maildrop *d, size_t *removed);
+
+/* The UIDL a client is given for message m. */
+static inline const char *pop3_message_uid(const struct pop3_message *m)
+{
+	return m->dovecot_uid ? m->dovecot_uid : m->uid;
+}
+
+/* uidl.c: gives the snapshot Dovecot's UIDLs made with format from the
+ * Maildir's dovecot-uidlist, numbering the messages it does not list yet
+ * (under Dovecot's lock) so that Dovecot shows them with the same UIDL
+ * later. Never fails the login: what cannot be done is logged and falls
+ * back (see uidl.c). */
+void maildrop_dovecot_uids(struct maildrop *d, const char *format);
 
 /* The UIDL of a Maildir file name: its base name (up to the first ':' or
  * ','), kept when printable and at most 70 characters, else a hash of it

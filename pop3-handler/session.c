@@ -94,7 +94,7 @@ void session_login(struct session *s, const char *mech, const char *login, const
 		return;
 	}
 
-	m = maildrop_open(&s->drop, setting(SET_MAIL_ROOT), login);
+	m = maildrop_open(&s->drop, setting(SET_MAIL_ROOT), login, setting(SET_POP3_UIDL_FORMAT));
 	if (m == MAILDROP_IN_USE) {
 		log_event(LOG_NOTICE, "event=login result=in_use mech=%s login=%s ip=%s", mech, safe,
 			  session_ip(s));

@@ -33,6 +33,8 @@ static const struct {
 	[SET_SLOW_SESSIONS_MAX] = { "slow_sessions_max", "20" },
 	[SET_HARVEST_LIMIT] = { "harvest_limit", "50" },
 	[SET_AUTH_FAILURE_DELAY_MS] = { "auth_failure_delay_ms", "500" },
+	/* Dovecot's template; empty: postage's own UIDLs (README) */
+	[SET_POP3_UIDL_FORMAT] = { "pop3_uidl_format", "" },
 };
 
 static char values[SET_COUNT][SETTING_VALUE_MAX];

@@ -108,6 +108,30 @@
 #define SPOOL_STAGING_LIVE_MAX 4
 #define SPOOL_STAGING_SWEEP_SECONDS 60
 
+/* Dovecot's dovecot-uidlist (shared/uidlist.c), read when
+ * pop3_uidl_format is set. A line is a file name (NAME_MAX) and the
+ * extension fields Dovecot writes (sizes, a GUID, a saved POP3 UIDL); a
+ * longer one is a broken file. */
+#define UIDLIST_LINE_MAX 4096
+/* The whole file: expunged records stay in it until Dovecot compacts it
+ * (at a quarter of dead lines), so it may list twice POP3_MESSAGES_MAX
+ * messages and more; a larger one is not read. */
+#define UIDLIST_BYTES_MAX (64 * 1024 * 1024)
+/* A POP3 login waits this long for Dovecot's dovecot-uidlist.lock (Dovecot
+ * holds it for milliseconds, or touches it through a long sync). */
+#define UIDLIST_LOCK_WAIT_MS 5000
+/* Dovecot's MAILDIR_UIDLIST_LOCK_STALE_TIMEOUT: a lock untouched this long
+ * is stale and may be replaced. */
+#define UIDLIST_LOCK_STALE_SECONDS 120
+/* Dovecot's STALE_PID_CHECK_SECS: a lock this old whose process (named
+ * in it, on this host) is gone is stale. */
+#define UIDLIST_LOCK_PID_CHECK_SECONDS 2
+/* pop3_uidl_format, and a UIDL made from it: Dovecot sends what it makes,
+ * even past RFC 1939's 70 characters (%f of a long file name), so we do;
+ * the line "<n> <uidl>" still fits POP3_REPLY_LINE_MAX. */
+#define UIDL_FORMAT_MAX 255
+#define POP3_UIDL_DOVECOT_MAX 255
+
 /* Settings values and file paths. */
 #define SETTING_VALUE_MAX 1024
 #define PATH_MAX_POSTAGE 4096

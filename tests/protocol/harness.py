@@ -175,12 +175,13 @@ class Server:
     """A running supervisor (systemd-socket-activate or xinetd) listening
     on host:port and starting one handler process per connection."""
 
-    def __init__(self, postage, program, args, host, supervisor):
+    def __init__(self, postage, program, args, host, supervisor, run_as=None):
         self.postage = postage
         self.program = program
         self.args = list(args)
         self.host = host
         self.supervisor = supervisor
+        self.run_as = run_as
         self.port = None
         self.proc = None
         self._start()
@@ -231,6 +232,14 @@ class Server:
         cmd = [exe, '--inetd', '-a', '-l', self._listen_addr()]
         for k, v in env_items:
             cmd += ['-E', f'{k}={v}']
+        if self.run_as is not None:
+            # The handler as an ordinary user, as under the units' User=:
+            # setpriv (util-linux) switches, then execs it.
+            setpriv = shutil.which('setpriv')
+            if not setpriv:
+                raise unittest.SkipTest('setpriv is not installed (package util-linux)')
+            cmd += [setpriv, f'--reuid={self.run_as}', f'--regid={self.run_as}',
+                    '--clear-groups', '--']
         return cmd + [path, '--db', self.postage.db] + self.args
 
     def _xinetd_cmd(self, path, env_items):
@@ -255,7 +264,10 @@ class Server:
             '\tprotocol = tcp',
             '\twait = no',
         ]
-        if os.geteuid() == 0:
+        if self.run_as is not None:
+            import pwd
+            lines.append(f'\tuser = {pwd.getpwuid(self.run_as).pw_name}')
+        elif os.geteuid() == 0:
             lines.append('\tuser = root')
         lines += [
             f'\tbind = {self.host}',
@@ -397,6 +409,14 @@ class Postage:
 
     # -- files ------------------------------------------------------------
 
+    def chown_all(self, uid):
+        """Gives everything in the test dir to uid (and the group of that
+        number), as the README's install steps give it to the service
+        user: for handlers started with run_as."""
+        for root, dirs, files in os.walk(self.dir):
+            for n in dirs + files + ['.']:
+                os.lchown(os.path.join(root, n), uid, uid)
+
     def maildir(self, login):
         return os.path.join(self.mail_root, login)
 
@@ -456,8 +476,11 @@ class Postage:
     def binary(self, program):
         return binary(program)
 
-    def serve(self, program, args=(), host='127.0.0.1', supervisor='socket-activate'):
-        srv = Server(self, program, args, host, supervisor)
+    def serve(self, program, args=(), host='127.0.0.1', supervisor='socket-activate',
+              run_as=None):
+        """run_as: a uid (with the gid of the same number) the handlers
+        run as; the caller makes the files theirs (chown_all)."""
+        srv = Server(self, program, args, host, supervisor, run_as)
         self.servers.append(srv)
         return srv
 

@@ -296,15 +296,15 @@ static void test_scan(const char *root)
 	int fd;
 
 	/* A mailbox never delivered to: empty, and nothing created. */
-	CHECK_INT("missing Maildir", MAILDROP_OK, maildrop_open(&d, root, "nobody"));
+	CHECK_INT("missing Maildir", MAILDROP_OK, maildrop_open(&d, root, "nobody", NULL));
 	CHECK_INT("missing Maildir", 0, d.count);
 	snprintf(md, sizeof(md), "%s/nobody", root);
 	CHECK_INT("missing Maildir not created", -1, access(md, F_OK));
 	maildrop_close(&d);
 
 	/* Names that no Maildir writer should make are refused, not used. */
-	CHECK_INT("login ../x", MAILDROP_ERROR, maildrop_open(&d, root, "../x"));
-	CHECK_INT("login .hidden", MAILDROP_ERROR, maildrop_open(&d, root, ".hidden"));
+	CHECK_INT("login ../x", MAILDROP_ERROR, maildrop_open(&d, root, "../x", NULL));
+	CHECK_INT("login .hidden", MAILDROP_ERROR, maildrop_open(&d, root, ".hidden", NULL));
 
 	mkdirs(root, "alice");
 	snprintf(md, sizeof(md), "%s/alice", root);
@@ -319,7 +319,7 @@ static void test_scan(const char *root)
 	put_file(md, "tmp", "1700000003.M1P1.h", "being written");
 	put_file(md, "new", "1700000001.M1P1.h:2,T", "flagged in new\n");
 
-	CHECK_INT("open alice", MAILDROP_OK, maildrop_open(&d, root, "alice"));
+	CHECK_INT("open alice", MAILDROP_OK, maildrop_open(&d, root, "alice", NULL));
 	CHECK_INT("messages", 5, d.count);
 	if (d.count == 5) {
 		/* Version order: M99 before M123, seconds before all. */
@@ -351,7 +351,7 @@ static void test_scan(const char *root)
 	CHECK_TRUE("lock file", exists(md, "", MAILDROP_LOCK_NAME));
 
 	/* A second session is refused while the first holds the lock. */
-	CHECK_INT("second open", MAILDROP_IN_USE, maildrop_open(&other, root, "alice"));
+	CHECK_INT("second open", MAILDROP_IN_USE, maildrop_open(&other, root, "alice", NULL));
 
 	/* Renamed behind our back (an IMAP server setting a flag). */
 	{
@@ -378,14 +378,14 @@ static void test_scan(const char *root)
 	maildrop_close(&d);
 
 	/* The lock went with the close. */
-	CHECK_INT("reopen", MAILDROP_OK, maildrop_open(&d, root, "alice"));
+	CHECK_INT("reopen", MAILDROP_OK, maildrop_open(&d, root, "alice", NULL));
 	CHECK_INT("reopen count", 3, d.count);
 	maildrop_close(&d);
 
 	/* Two files with one base name still get distinct UIDLs. */
 	put_file(md, "cur", "1700000005.dup:2,", "1\n");
 	put_file(md, "cur", "1700000005.dup,S=2:2,S", "2\n");
-	CHECK_INT("open dup", MAILDROP_OK, maildrop_open(&d, root, "alice"));
+	CHECK_INT("open dup", MAILDROP_OK, maildrop_open(&d, root, "alice", NULL));
 	CHECK_INT("dup count", 5, d.count);
 	for (size_t i = 0; i + 1 < d.count; i++)
 		for (size_t j = i + 1; j < d.count; j++)
@@ -395,7 +395,7 @@ static void test_scan(const char *root)
 	/* A Maildir without cur/ (made by hand) gets one. */
 	snprintf(sub, sizeof(sub), "%s/bob", root);
 	REQUIRE(mkdir(sub, 0700) == 0);
-	CHECK_INT("open bare", MAILDROP_OK, maildrop_open(&d, root, "bob"));
+	CHECK_INT("open bare", MAILDROP_OK, maildrop_open(&d, root, "bob", NULL));
 	CHECK_INT("bare count", 0, d.count);
 	CHECK_TRUE("cur/ made", exists(sub, "cur", "."));
 	maildrop_close(&d);
