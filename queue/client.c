@@ -403,19 +403,24 @@ static int authenticate(struct smtp_client *c, const struct client_auth *auth,
 	return 0;
 }
 
-/* The TLS handshake on c; the certificate is checked against host unless
- * host is an IP literal. 0 or -1. */
+/* The TLS handshake on c (SNI names host unless it is an address); the
+ * certificate is checked against host, a name or an address, for the
+ * log. 0 or -1. */
 static int start_tls(struct smtp_client *c, const char *mode)
 {
 	unsigned char bin[16];
 	int literal = inet_pton(AF_INET, c->host, bin) == 1 || inet_pton(AF_INET6, c->host, bin) == 1;
+	char why[200], reason[sizeof(why) + 16] = "";
 
-	if (tls_client_start(&c->io, literal ? NULL : c->host, &c->tls_verified, c->tls_info,
+	if (tls_client_start(&c->io, literal ? NULL : c->host, "", c->tls_info,
 			     sizeof(c->tls_info)) < 0)
 		return -1;
 	c->tls = 1;
-	log_event(LOG_INFO, "event=client_tls result=ok mode=%s host=%s ip=%s tls=\"%s\" verified=%s",
-		  mode, c->host, c->ip, c->tls_info, c->tls_verified ? "yes" : "no");
+	c->tls_verified = tls_client_verify(c->host, why, sizeof(why));
+	if (!c->tls_verified)
+		snprintf(reason, sizeof(reason), " reason=\"%s\"", why);
+	log_event(LOG_INFO, "event=client_tls result=ok mode=%s host=%s ip=%s tls=\"%s\" verified=%s%s",
+		  mode, c->host, c->ip, c->tls_info, c->tls_verified ? "yes" : "no", reason);
 	return 0;
 }
 
