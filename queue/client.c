@@ -1,6 +1,7 @@
-/* The SMTP client: connect, greeting, EHLO, opportunistic STARTTLS, AUTH
- * to a smarthost, and transactions with PIPELINING when offered. Every
- * read is bounded in length and time (RFC 5321 4.5.3). */
+/* The SMTP client: connect, greeting, EHLO, STARTTLS (opportunistic, or
+ * required and verified as relayhost_tls says), AUTH to a smarthost, and
+ * transactions with PIPELINING when offered. Every read is bounded in
+ * length and time (RFC 5321 4.5.3). */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -345,11 +346,20 @@ static int authenticate(struct smtp_client *c, const struct client_auth *auth,
 
 	if (!c->tls) {
 		/* The password never crosses the network in clear text. */
-		status_set_local(why, OUTCOME_TEMP, "4.7.0",
+		status_set_local(why, OUTCOME_TEMP, "4.7.5",
 				 "refusing to send the relayhost password to %s[%s] without TLS "
 				 "(STARTTLS was not offered or did not succeed)",
 				 c->host, c->ip);
 		log_event(LOG_ERR, "event=relay_auth result=refused host=%s ip=%s reason=no_tls",
+			  c->host, c->ip);
+		return -1;
+	}
+	if (c->tls_level == TLS_LEVEL_VERIFY && !c->tls_verified) {
+		/* client_open stops before this; the password must not rely on it. */
+		status_set_local(why, OUTCOME_TEMP, "4.7.5",
+				 "refusing to send the relayhost password to %s[%s]: its certificate is "
+				 "not verified", c->host, c->ip);
+		log_event(LOG_ERR, "event=relay_auth result=refused host=%s ip=%s reason=unverified",
 			  c->host, c->ip);
 		return -1;
 	}
@@ -403,33 +413,111 @@ static int authenticate(struct smtp_client *c, const struct client_auth *auth,
 	return 0;
 }
 
-/* The TLS handshake on c; the certificate is checked against host unless
- * host is an IP literal. 0 or -1. */
-static int start_tls(struct smtp_client *c, const char *mode)
+static int is_address(const char *s)
 {
 	unsigned char bin[16];
-	int literal = inet_pton(AF_INET, c->host, bin) == 1 || inet_pton(AF_INET6, c->host, bin) == 1;
 
-	if (tls_client_start(&c->io, literal ? NULL : c->host, &c->tls_verified, c->tls_info,
-			     sizeof(c->tls_info)) < 0)
-		return -1;
-	c->tls = 1;
-	log_event(LOG_INFO, "event=client_tls result=ok mode=%s host=%s ip=%s tls=\"%s\" verified=%s",
-		  mode, c->host, c->ip, c->tls_info, c->tls_verified ? "yes" : "no");
+	return inet_pton(AF_INET, s, bin) == 1 || inet_pton(AF_INET6, s, bin) == 1;
+}
+
+/* name without a trailing dot, into out. */
+static void bare_name(const char *name, char *out, size_t cap)
+{
+	size_t n = strlen(name);
+
+	if (n > 0 && name[n - 1] == '.')
+		n--;
+	snprintf(out, cap, "%.*s", (int)n, name);
+}
+
+/* Is host a name under domain ("mx1.provider.example" under
+ * "provider.example")? */
+static int within_domain(const char *host, const char *domain)
+{
+	size_t h = strlen(host), d = strlen(domain);
+
+	return d > 0 && h > d + 1 && host[h - d - 1] == '.' && strcasecmp(host + h - d, domain) == 0;
+}
+
+/* Is the server's certificate trusted for nexthop: chained to a trusted
+ * CA and naming nexthop, or the host connected to when that lies within
+ * nexthop's domain? The MX answer that led to a host is not
+ * authenticated, so a host outside the domain counts for nothing (as the
+ * "nexthop, dot-nexthop" match of Postfix's "secure" level). 1 or 0, with
+ * the reason in c->tls_unverified. */
+static int certificate_trusted(struct smtp_client *c, const char *nexthop)
+{
+	char want[ADDRESS_DOMAIN_MAX + 1], host[ADDRESS_DOMAIN_MAX + 1], other[200];
+
+	bare_name(nexthop, want, sizeof(want));
+	bare_name(c->host, host, sizeof(host));
+	if (tls_client_verify(want, c->tls_unverified, sizeof(c->tls_unverified)))
+		return 1;
+	if (!is_address(want) && within_domain(host, want) &&
+	    tls_client_verify(host, other, sizeof(other)))
+		return 1;
 	return 0;
 }
 
+/* The TLS handshake on c (SNI names the host, unless it is an address),
+ * then the certificate weighed for the policy's next hop. 0 or -1. */
+static int start_tls(struct smtp_client *c, const char *mode, const struct client_tls_policy *pol)
+{
+	const char *nexthop = pol->nexthop && pol->nexthop[0] ? pol->nexthop : c->host;
+	char reason[sizeof(c->tls_unverified) + 16] = "", sni[ADDRESS_DOMAIN_MAX + 1];
+
+	/* RFC 6066 3: a host name without the trailing dot; no address. */
+	bare_name(c->host, sni, sizeof(sni));
+	if (tls_client_start(&c->io, is_address(sni) ? NULL : sni, pol->ca_file, c->tls_info,
+			     sizeof(c->tls_info)) < 0)
+		return -1;
+	c->tls = 1;
+	c->tls_verified = certificate_trusted(c, nexthop);
+	if (!c->tls_verified)
+		snprintf(reason, sizeof(reason), " reason=\"%s\"", c->tls_unverified);
+	log_event(LOG_INFO, "event=client_tls result=ok mode=%s host=%s ip=%s tls=\"%s\" verified=%s%s",
+		  mode, c->host, c->ip, c->tls_info, c->tls_verified ? "yes" : "no", reason);
+	return 0;
+}
+
+static const char *level_name(enum tls_level level)
+{
+	return level == TLS_LEVEL_VERIFY ? "verify" : level == TLS_LEVEL_ENCRYPT ? "encrypt" : "may";
+}
+
+/* TLS as the policy demands it: 0, or -1 with why (4.7.5) for none where
+ * it must be (no_tls says why there is none), or a certificate "verify"
+ * does not trust. */
+static int tls_as_required(struct smtp_client *c, const struct client_tls_policy *pol,
+			   const char *no_tls, struct status_text *why)
+{
+	if (pol->level == TLS_LEVEL_MAY || (c->tls && (c->tls_verified || pol->level != TLS_LEVEL_VERIFY)))
+		return 0;
+	if (!c->tls)
+		status_set_local(why, OUTCOME_TEMP, "4.7.5", "%s[%s] %s, and TLS is required", c->host,
+				 c->ip, no_tls);
+	else
+		status_set_local(why, OUTCOME_TEMP, "4.7.5", "certificate of %s[%s] not verified: %s",
+				 c->host, c->ip, c->tls_unverified);
+	log_event(LOG_ERR, "event=relay_tls result=refused level=%s host=%s ip=%s reason=\"%s\"",
+		  level_name(pol->level), c->host, c->ip, c->tls ? c->tls_unverified : no_tls);
+	return -1;
+}
+
 int client_open(struct smtp_client *c, const char *host, const struct host_address *addr,
-		int port, enum client_tls tls, const struct client_auth *auth,
-		struct status_text *why, int *tls_failed)
+		int port, enum client_tls tls, const struct client_tls_policy *policy,
+		const struct client_auth *auth, struct status_text *why, int *tls_failed)
 {
 	struct sockaddr_storage sa = addr->sa;
+	const char *no_tls = "does not offer STARTTLS";
+	char refused[CLIENT_REPLY_TEXT_MAX + 32];
 	struct reply r;
 	enum reply_error e;
 	int fd;
 
 	memset(c, 0, sizeof(*c));
 	c->fd = -1;
+	c->tls_level = policy->level;
 	*tls_failed = 0;
 	snprintf(c->host, sizeof(c->host), "%s", host);
 	snprintf(c->ip, sizeof(c->ip), "%s", addr->ip);
@@ -449,10 +537,15 @@ int client_open(struct smtp_client *c, const char *host, const struct host_addre
 	}
 	c->fd = fd;
 	io_init(&c->io, fd, fd, CLIENT_GREETING_TIMEOUT_MS);
-	if (tls == CLIENT_TLS_IMPLICIT && start_tls(c, "implicit") < 0) {
-		status_set_local(why, OUTCOME_TEMP, "4.7.5", "TLS handshake with %s[%s]:%d failed",
-				 host, addr->ip, port);
-		goto fail;
+	if (tls == CLIENT_TLS_IMPLICIT) {
+		if (start_tls(c, "implicit", policy) < 0) {
+			status_set_local(why, OUTCOME_TEMP, "4.7.5", "TLS handshake with %s[%s]:%d failed",
+					 host, addr->ip, port);
+			goto fail;
+		}
+		/* Nothing is read from a server the policy does not trust. */
+		if (tls_as_required(c, policy, "", why) < 0)
+			goto fail;
 	}
 
 	e = read_reply(c, CLIENT_GREETING_TIMEOUT_MS, &r, NULL);
@@ -482,20 +575,30 @@ int client_open(struct smtp_client *c, const char *host, const struct host_addre
 			goto fail;
 		}
 		if (r.code == 220) {
-			if (start_tls(c, "starttls") < 0) {
+			if (start_tls(c, "starttls", policy) < 0) {
 				status_set_local(why, OUTCOME_TEMP, "4.7.5", "TLS handshake with %s[%s] failed",
 						 host, addr->ip);
 				*tls_failed = 1;
 				goto fail;
 			}
+			/* Not even EHLO goes to a server the policy does not trust. */
+			if (tls_as_required(c, policy, "", why) < 0)
+				goto fail;
 			/* RFC 3207 4.2: forget what we knew; ask again. */
 			if (greet(c, why) < 0)
 				goto fail;
 		} else {
 			log_event(LOG_NOTICE, "event=client_tls result=refused mode=starttls host=%s ip=%s reply=\"%s\"",
 				  host, addr->ip, r.text);
+			snprintf(refused, sizeof(refused), "refused STARTTLS (%s)", r.text);
+			no_tls = refused;
 		}
+	} else if (tls == CLIENT_TLS_NONE) {
+		no_tls = "is tried without TLS";
 	}
+	/* Neither the password nor the mail goes where the policy forbids. */
+	if (tls_as_required(c, policy, no_tls, why) < 0)
+		goto fail;
 	if (auth && auth->login && auth->login[0] && authenticate(c, auth, why) < 0)
 		goto fail;
 	return 0;

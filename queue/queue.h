@@ -132,6 +132,24 @@ enum {
 	EXT_AUTH_LOGIN = 1 << 6,
 };
 
+/* What a connection demands of TLS: relayhost_tls for the relayhost,
+ * "may" for MX delivery. */
+enum tls_level {
+	TLS_LEVEL_MAY = 0,  /* STARTTLS when offered, else (or after a failed handshake) plain text */
+	TLS_LEVEL_ENCRYPT,  /* TLS or nothing; any certificate */
+	TLS_LEVEL_VERIFY,   /* TLS with a certificate that is trusted and names the next hop */
+};
+
+struct client_tls_policy {
+	enum tls_level level;
+	const char *ca_file;           /* trusted besides the system's CAs; "" for none */
+	/* The name (or IP address) the certificate must carry: the relayhost
+	 * as configured. The host connected to counts as well when it lies
+	 * within that name's domain (an MX host of "host:port"). NULL: the
+	 * host connected to (MX delivery). */
+	const char *nexthop;
+};
+
 struct smtp_client {
 	struct io io;
 	int fd;
@@ -141,8 +159,10 @@ struct smtp_client {
 	unsigned ext;
 	unsigned long long size_max;   /* SIZE n; 0 when none */
 	int tls;
-	int tls_verified;
+	int tls_verified;              /* the certificate is trusted and names the next hop */
 	char tls_info[160];
+	char tls_unverified[200];      /* why not, when not */
+	enum tls_level tls_level;      /* what this connection was opened to demand */
 	int transactions;              /* on this connection, for RSET before the next */
 	int loops;                     /* greeted with our own hostname: it is us */
 	int broken;                    /* unusable: close, do not reuse */
@@ -167,10 +187,11 @@ enum client_tls {
  * why (temporary, but for a server that greets with our own hostname:
  * c->loops set, 5.4.6), and *tls_failed set when a STARTTLS handshake
  * itself failed (then the caller may try the same address once more
- * without TLS). */
+ * without TLS, when policy->level is "may"). TLS that policy does not
+ * accept ends the connection before AUTH or MAIL (4.7.5). */
 int client_open(struct smtp_client *c, const char *host, const struct host_address *addr,
-		int port, enum client_tls tls, const struct client_auth *auth,
-		struct status_text *why, int *tls_failed);
+		int port, enum client_tls tls, const struct client_tls_policy *policy,
+		const struct client_auth *auth, struct status_text *why, int *tls_failed);
 
 struct outbound {
 	const char *id;

@@ -82,6 +82,7 @@ struct pass {
 	size_t nrcpts;
 	struct relay relay;
 	struct client_auth auth;
+	struct client_tls_policy relay_tls; /* what the relayhost's TLS must be */
 	long long lifetime;               /* seconds */
 };
 
@@ -145,6 +146,27 @@ bad:
 	r->bad = 1;
 	log_event(LOG_ERR, "event=config result=bad_relayhost relayhost=\"%s\" "
 			   "action=\"use [host]:port or host:port\"", given);
+}
+
+/* relayhost_tls: "may", "encrypt" or "verify". Unset, it is "verify"
+ * when a relayhost_login is set (the password goes only to a relayhost
+ * that proves who it is), else "may". Anything else is taken as
+ * "verify": a typo must not hand the password to whoever answers. */
+static enum tls_level relay_tls_level(const char *value, const char *login)
+{
+	char safe[SETTING_VALUE_MAX * 4 + 8];
+
+	if (!value[0])
+		return login[0] ? TLS_LEVEL_VERIFY : TLS_LEVEL_MAY;
+	if (strcasecmp(value, "may") == 0)
+		return TLS_LEVEL_MAY;
+	if (strcasecmp(value, "encrypt") == 0)
+		return TLS_LEVEL_ENCRYPT;
+	if (strcasecmp(value, "verify") != 0)
+		log_event(LOG_ERR, "event=config result=bad_relayhost_tls relayhost_tls=\"%s\" "
+				   "using=verify action=\"use may, encrypt or verify\"",
+			  log_printable(safe, sizeof(safe), value, strlen(value)));
+	return TLS_LEVEL_VERIFY;
 }
 
 /* ---- the child: one destination ------------------------------------- */
@@ -238,6 +260,9 @@ static int destination_ready(const struct pass *p, struct destination_state *d,
 			     struct status_text *why)
 {
 	static struct host_address addrs[QUEUE_ADDRESSES_MAX];
+	/* MX delivery: opportunistic STARTTLS, as in Postfix's default. */
+	static const struct client_tls_policy opportunistic = { TLS_LEVEL_MAY, "", NULL };
+	const struct client_tls_policy *policy = d->is_relay ? &p->relay_tls : &opportunistic;
 	/* RFC 8314 3.3: port 465 is submission with implicit TLS. */
 	enum client_tls tls = d->is_relay && d->port == 465 ? CLIENT_TLS_IMPLICIT : CLIENT_TLS_STARTTLS;
 	size_t tried = 0;
@@ -317,7 +342,7 @@ static int destination_ready(const struct pass *p, struct destination_state *d,
 			const struct client_auth *auth = d->is_relay ? &p->auth : NULL;
 
 			tried++;
-			if (client_open(&d->conn, d->mx[k].name, &addrs[a], d->port, tls, auth, &w,
+			if (client_open(&d->conn, d->mx[k].name, &addrs[a], d->port, tls, policy, auth, &w,
 					&tls_failed) == 0) {
 				d->connected = 1;
 				return 0;
@@ -326,12 +351,12 @@ static int destination_ready(const struct pass *p, struct destination_state *d,
 				log_connect_failure(d->mx[k].name, addrs[a].ip, d->port, &w);
 				return destination_loops(d, why);
 			}
-			if (tls_failed) {
+			if (tls_failed && policy->level == TLS_LEVEL_MAY) {
 				/* Opportunistic TLS: a failed handshake falls back to
 				 * plain text, as Postfix's "may" level does. */
 				log_connect_failure(d->mx[k].name, addrs[a].ip, d->port, &w);
 				if (client_open(&d->conn, d->mx[k].name, &addrs[a], d->port,
-						CLIENT_TLS_NONE, auth, &w, &tls_failed) == 0) {
+						CLIENT_TLS_NONE, policy, auth, &w, &tls_failed) == 0) {
 					d->connected = 1;
 					return 0;
 				}
@@ -1174,7 +1199,8 @@ static void sweep_orphans(void)
 /* One pass over what is due now. 0, or -1 on trouble; *stalled is set
  * when it found due recipients and settled none of them (held for a
  * handler, or no child could start): passing again at once would spin. */
-static int run_pass(const struct relay *relay, const struct client_auth *auth, int *stalled)
+static int run_pass(const struct relay *relay, const struct client_auth *auth,
+		    const struct client_tls_policy *relay_tls, int *stalled)
 {
 	struct pass p;
 	size_t sent = 0;
@@ -1182,6 +1208,9 @@ static int run_pass(const struct relay *relay, const struct client_auth *auth, i
 	memset(&p, 0, sizeof(p));
 	p.relay = *relay;
 	p.auth = *auth;
+	p.relay_tls = *relay_tls;
+	/* The certificate must name the relayhost as configured. */
+	p.relay_tls.nexthop = p.relay.host;
 	p.lifetime = setting_int(SET_QUEUE_LIFETIME_HOURS) * 3600;
 	if (load_due(&p) < 0) {
 		free(p.msgs);
@@ -1250,6 +1279,7 @@ int runner_run(const struct runner_options *opt)
 {
 	static struct relay relay;
 	struct client_auth auth;
+	struct client_tls_policy relay_tls;
 	int lock = take_lock();
 
 	if (lock == -2) {
@@ -1264,6 +1294,9 @@ int runner_run(const struct runner_options *opt)
 	relay_parse(setting(SET_RELAYHOST), &relay);
 	auth.login = setting(SET_RELAYHOST_LOGIN);
 	auth.password = setting(SET_RELAYHOST_PASSWORD);
+	relay_tls.level = relay_tls_level(setting(SET_RELAYHOST_TLS), auth.login);
+	relay_tls.ca_file = setting(SET_RELAYHOST_TLS_CA);
+	relay_tls.nexthop = NULL;
 	sweep_orphans();
 	/* Pass again while anything is due by the clock as it is now: mail
 	 * queued during a pass leaves in this run, since systemd does not
@@ -1272,7 +1305,7 @@ int runner_run(const struct runner_options *opt)
 		int stalled = 0;
 
 		pass_now = opt->now ? opt->now : (long long)time(NULL);
-		if (run_pass(&relay, &auth, &stalled) < 0) {
+		if (run_pass(&relay, &auth, &relay_tls, &stalled) < 0) {
 			close(lock);
 			return -1;
 		}

@@ -24,6 +24,9 @@ static const struct {
 	[SET_RELAYHOST] = { "relayhost", "" },
 	[SET_RELAYHOST_LOGIN] = { "relayhost_login", "" },
 	[SET_RELAYHOST_PASSWORD] = { "relayhost_password", "" },
+	/* "" is "verify" with a relayhost_login, else "may" (queue/runner.c). */
+	[SET_RELAYHOST_TLS] = { "relayhost_tls", "" },
+	[SET_RELAYHOST_TLS_CA] = { "relayhost_tls_ca", "" },
 	[SET_QUEUE_LIFETIME_HOURS] = { "queue_lifetime_hours", "120" },
 	[SET_RECEIVED_SHOW_LOGIN] = { "received_show_login", "0" },
 	[SET_MAX_MESSAGES_PER_HOUR_PER_LOGIN] = { "max_messages_per_hour_per_login", "500" },

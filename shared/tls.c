@@ -1,5 +1,6 @@
 #include "tls.h"
 
+#include <arpa/inet.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <gnutls/gnutls.h>
@@ -34,14 +35,23 @@
 	X(gnutls_set_default_priority) X(gnutls_server_name_set)                               \
 	X(gnutls_certificate_verify_peers3) X(gnutls_bye)
 
+/* What only the client (the queue runner) needs besides: its own trust
+ * file, and verification against an address. */
+#define GNUTLS_CLIENT_FUNCS(X)                                                                \
+	X(gnutls_certificate_set_x509_trust_file) X(gnutls_certificate_verify_peers)
+
 #define TLS_DECLARE(f) static __typeof__(f) *dl_##f;
 GNUTLS_FUNCS(TLS_DECLARE)
+GNUTLS_CLIENT_FUNCS(TLS_DECLARE)
 /* Hashes and signatures for DKIM and SRS (tls-crypto.h). */
 #define TLS_DEFINE(f) __typeof__(f) *dl_##f;
 GNUTLS_CRYPTO_FUNCS(TLS_DEFINE)
 
 static gnutls_session_t session;
 static gnutls_certificate_credentials_t creds;
+/* The client's trust: the system's CAs, and client_ca_file when not "". */
+static gnutls_certificate_credentials_t client_creds;
+static char client_ca_file[SETTING_VALUE_MAX];
 static gnutls_datum_t ticket_key;
 static struct io_transport transport;
 static int initialised;
@@ -105,6 +115,7 @@ static int load_gnutls(void)
 		return -1;                                                                  \
 	}
 	GNUTLS_FUNCS(TLS_LOAD)
+	GNUTLS_CLIENT_FUNCS(TLS_LOAD)
 	GNUTLS_CRYPTO_FUNCS(TLS_LOAD)
 	return 0;
 }
@@ -295,34 +306,117 @@ int tls_server_start(struct io *io, char *info, size_t cap)
 	return handshake(io, info, cap);
 }
 
-int tls_client_start(struct io *io, const char *servername, int *verified, char *info,
-		     size_t cap)
+/* client_creds trusting the system's CAs and ca_file; made again when
+ * ca_file changes. 0 or -1. */
+static int client_trust(const char *ca_file)
 {
-	unsigned status = 0;
+	char safe[SETTING_VALUE_MAX * 4 + 8];
 	int r;
 
-	*verified = 0;
-	io_discard_input(io);
-	if (init_once() < 0)
-		return -1;
-	if (!creds) {
-		if (dl_gnutls_certificate_allocate_credentials(&creds) < 0)
-			return -1;
-		dl_gnutls_certificate_set_x509_system_trust(creds);
+	if (client_creds && strcmp(client_ca_file, ca_file) == 0)
+		return 0;
+	if (client_creds) {
+		dl_gnutls_certificate_free_credentials(client_creds);
+		client_creds = NULL;
 	}
+	if (dl_gnutls_certificate_allocate_credentials(&client_creds) < 0) {
+		client_creds = NULL;
+		return -1;
+	}
+	r = dl_gnutls_certificate_set_x509_system_trust(client_creds);
+	if (r <= 0)
+		log_event(LOG_WARNING, "event=tls result=no_system_trust error=\"%s\"",
+			  r < 0 ? dl_gnutls_strerror(r) : "no certificates");
+	if (ca_file[0]) {
+		r = dl_gnutls_certificate_set_x509_trust_file(client_creds, ca_file, GNUTLS_X509_FMT_PEM);
+		if (r <= 0)
+			log_event(LOG_ERR, "event=tls result=bad_ca ca_file=\"%s\" error=\"%s\"",
+				  log_printable(safe, sizeof(safe), ca_file, strlen(ca_file)),
+				  r < 0 ? dl_gnutls_strerror(r) : "no certificate in it");
+	}
+	snprintf(client_ca_file, sizeof(client_ca_file), "%s", ca_file);
+	return 0;
+}
+
+int tls_client_start(struct io *io, const char *servername, const char *ca_file, char *info,
+		     size_t cap)
+{
+	io_discard_input(io);
+	if (init_once() < 0 || client_trust(ca_file ? ca_file : "") < 0)
+		return -1;
 	if (dl_gnutls_init(&session, GNUTLS_CLIENT | GNUTLS_NO_SIGNAL) < 0)
 		return -1;
 	if (dl_gnutls_priority_set_direct(session, setting(SET_TLS_PRIORITY), NULL) < 0)
 		dl_gnutls_set_default_priority(session);
-	dl_gnutls_credentials_set(session, GNUTLS_CRD_CERTIFICATE, creds);
+	dl_gnutls_credentials_set(session, GNUTLS_CRD_CERTIFICATE, client_creds);
 	if (servername && *servername)
 		dl_gnutls_server_name_set(session, GNUTLS_NAME_DNS, servername, strlen(servername));
-	r = handshake(io, info, cap);
-	if (r < 0)
-		return -1;
-	if (servername && *servername &&
-	    dl_gnutls_certificate_verify_peers3(session, servername, &status) == 0 && status == 0)
-		*verified = 1;
+	return handshake(io, info, cap);
+}
+
+/* The reasons in a verification status, as words for a log and a DSN. */
+static void describe_status(unsigned status, const char *name, char *why, size_t cap)
+{
+	static const struct {
+		unsigned bit;
+		const char *text;
+	} reasons[] = {
+		{ GNUTLS_CERT_SIGNER_NOT_FOUND, "its issuer is not trusted" },
+		{ GNUTLS_CERT_SIGNER_NOT_CA, "its issuer is not a CA" },
+		{ GNUTLS_CERT_SIGNATURE_FAILURE, "its signature does not verify" },
+		{ GNUTLS_CERT_INSECURE_ALGORITHM, "it is signed with an insecure algorithm" },
+		{ GNUTLS_CERT_SIGNER_CONSTRAINTS_FAILURE, "its issuer may not issue it" },
+		{ GNUTLS_CERT_NOT_ACTIVATED, "it is not valid yet" },
+		{ GNUTLS_CERT_EXPIRED, "it has expired" },
+		{ GNUTLS_CERT_REVOKED, "it is revoked" },
+		{ GNUTLS_CERT_PURPOSE_MISMATCH, "it is not for a TLS server" },
+	};
+	size_t used = 0;
+
+	why[0] = '\0';
+	for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++)
+		if ((status & reasons[i].bit) && used < cap)
+			used += (size_t)snprintf(why + used, cap - used, "%s%s", used ? "; " : "",
+						 reasons[i].text);
+	if ((status & GNUTLS_CERT_UNEXPECTED_OWNER) && used < cap)
+		used += (size_t)snprintf(why + used, cap - used, "%sit does not name %s",
+					 used ? "; " : "", name);
+	if (used == 0)
+		snprintf(why, cap, "not trusted (GnuTLS status 0x%x)", status);
+}
+
+int tls_client_verify(const char *name, char *why, size_t cap)
+{
+	/* As gnutls_certificate_verify_peers3 does: a TLS server's key. */
+	static char www_server[] = GNUTLS_KP_TLS_WWW_SERVER;
+	unsigned char addr[16];
+	unsigned status = 0;
+	int r, v4;
+
+	why[0] = '\0';
+	if (!session) {
+		snprintf(why, cap, "no TLS session");
+		return 0;
+	}
+	v4 = inet_pton(AF_INET, name, addr) == 1;
+	if (v4 || inet_pton(AF_INET6, name, addr) == 1) {
+		/* An address is matched against the certificate's IP address
+		 * entries only, never against a name or the common name. */
+		gnutls_typed_vdata_st data[2] = {
+			{ GNUTLS_DT_IP_ADDRESS, addr, v4 ? 4u : 16u },
+			{ GNUTLS_DT_KEY_PURPOSE_OID, (unsigned char *)www_server, 0 },
+		};
+		r = dl_gnutls_certificate_verify_peers(session, data, 2, &status);
+	} else {
+		r = dl_gnutls_certificate_verify_peers3(session, name, &status);
+	}
+	if (r < 0) {
+		snprintf(why, cap, "%s", dl_gnutls_strerror(r));
+		return 0;
+	}
+	if (status == 0)
+		return 1;
+	describe_status(status, name, why, cap);
 	return 0;
 }
 

@@ -20,10 +20,21 @@ int tls_server_prepare(void);
  * 0, or -1 (logged). */
 int tls_server_start(struct io *io, char *info, size_t cap);
 
-/* Client handshake (the queue runner), opportunistic: the certificate is
- * checked against servername and the outcome put in *verified. */
-int tls_client_start(struct io *io, const char *servername, int *verified, char *info,
+/* Client handshake (the queue runner) over io's fds, sending servername
+ * in SNI (NULL or "" for none: an address). Whatever certificate the
+ * server shows, the handshake succeeds: tls_client_verify says whether
+ * it is trusted, and the caller decides. Trusted are the system's CAs
+ * and, unless ca_file is "", the certificates in that PEM file (an
+ * unreadable one is logged and adds nothing). 0, or -1 (logged). */
+int tls_client_start(struct io *io, const char *servername, const char *ca_file, char *info,
 		     size_t cap);
+
+/* Does the server's certificate, in the session tls_client_start made,
+ * chain to a trusted CA and name name: a DNS name (RFC 6125), or an IP
+ * address literal, which only an IP address entry of its
+ * subjectAltName matches? 1 yes; 0 no, with the reasons in why
+ * ("its issuer is not trusted; it does not name relay.example"). */
+int tls_client_verify(const char *name, char *why, size_t cap);
 
 /* Sends close_notify and drops the transport. */
 void tls_end(struct io *io);

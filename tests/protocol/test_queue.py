@@ -59,6 +59,53 @@ def make_cert(directory, cn='sink.test'):
     return cert, key
 
 
+def _openssl(*args):
+    subprocess.run(['openssl'] + list(args), check=True, capture_output=True)
+
+
+def make_ca(directory, name='ca'):
+    """A private certificate authority (openssl): (cert, key) paths."""
+    cert = os.path.join(directory, name + '.crt')
+    key = os.path.join(directory, name + '.key')
+    if not os.path.exists(cert):
+        _openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+                 '-keyout', key, '-out', cert, '-days', '2', '-subj', f'/CN=Postage test {name}',
+                 '-addext', 'basicConstraints=critical,CA:TRUE',
+                 '-addext', 'keyUsage=critical,keyCertSign,cRLSign')
+    return cert, key
+
+
+def make_signed_cert(directory, name, ca, sans, cn=None):
+    """A server certificate signed by ca, naming sans (a list such as
+    ['IP:127.0.0.1', 'DNS:relay.test']; [] for none): (cert, key)."""
+    cert = os.path.join(directory, name + '.crt')
+    key = os.path.join(directory, name + '.key')
+    if not os.path.exists(cert):
+        csr = os.path.join(directory, name + '.csr')
+        ext = os.path.join(directory, name + '.ext')
+        with open(ext, 'w') as f:
+            f.write('basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n')
+            if sans:
+                f.write('subjectAltName=' + ','.join(sans) + '\n')
+        _openssl('req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+                 '-keyout', key, '-out', csr, '-subj', '/CN=' + (cn or name))
+        _openssl('x509', '-req', '-in', csr, '-CA', ca[0], '-CAkey', ca[1], '-CAcreateserial',
+                 '-out', cert, '-days', '2', '-extfile', ext)
+    return cert, key
+
+
+def make_self_signed(directory, name, sans):
+    """A self-signed certificate that names sans, as an attacker on the
+    path would make: the right name, no trusted signature."""
+    cert = os.path.join(directory, name + '.crt')
+    key = os.path.join(directory, name + '.key')
+    if not os.path.exists(cert):
+        _openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+                 '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=' + name,
+                 '-addext', 'subjectAltName=' + ','.join(sans))
+    return cert, key
+
+
 class SinkHandler:
     """aiosmtpd handler: records every message, answers RCPT per rule."""
 
@@ -74,6 +121,7 @@ class SinkHandler:
         self.messages = []       # dicts: mail_from, rcpts, content, tls, login, peer, options
         self.rcpt_attempts = []  # (peer, address, reply)
         self.auth_attempts = []  # (mechanism, login)
+        self.sni = []            # server names the clients asked for in TLS (None: none)
         self.sessions = []       # (peer, start, end) of each DATA, for overlap checks
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
@@ -136,7 +184,7 @@ class Sink:
 
     def __init__(self, host='127.0.0.1', port=None, tls_cert=None, auth=False,
                  auth_require_tls=True, data_size_limit=33554432, smtputf8=True,
-                 implicit_tls=False, server_hostname='sink.test'):
+                 implicit_tls=False, server_hostname='sink.test', tls_max_version=None):
         if Controller is None:
             raise unittest.SkipTest('aiosmtpd is not installed (package python3-aiosmtpd)')
         self.handler = SinkHandler()
@@ -148,6 +196,15 @@ class Sink:
         if tls_cert:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(*tls_cert)
+            if tls_max_version is not None:
+                # An old server: no TLS version in common with postage's.
+                ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+                ctx.maximum_version = tls_max_version
+
+            def record_sni(sslobj, name, context):
+                with self.handler.lock:
+                    self.handler.sni.append(name)
+            ctx.sni_callback = record_sni
             if implicit_tls:
                 ssl_context = ctx
             else:
@@ -159,6 +216,9 @@ class Sink:
                                      server_hostname=server_hostname, ready_timeout=10,
                                      ssl_context=ssl_context, **kw)
         self.controller.start()
+        # (With implicit TLS, start() itself connects once to see it is up.)
+        with self.handler.lock:
+            self.handler.sni.clear()
 
     def stop(self):
         if self.controller is not None:
@@ -805,8 +865,24 @@ class BounceTest(QueueCase):
 
 
 class TLSTest(QueueCase):
+    """STARTTLS to the relayhost, and where its password may go
+    (relayhost_tls, relayhost_tls_ca; issue 19). The certificates: a
+    private CA (trusted only through relayhost_tls_ca), server
+    certificates it signed, and a self-signed one naming 127.0.0.1 as an
+    attacker on the path would make."""
 
     sink_kw = {}
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        d = cls.certdir
+        cls.ca = make_ca(d)
+        cls.ip_cert = make_signed_cert(d, 'ip-127.0.0.1', cls.ca, ['IP:127.0.0.1'])
+        cls.other_ip_cert = make_signed_cert(d, 'ip-127.0.0.2', cls.ca,
+                                             ['IP:127.0.0.2', 'DNS:sink.test'])
+        cls.cn_only_cert = make_signed_cert(d, 'cn-127.0.0.1', cls.ca, [], cn='127.0.0.1')
+        cls.forged_cert = make_self_signed(d, 'forged-127.0.0.1', ['IP:127.0.0.1'])
 
     def setUp(self):
         super().setUp()
@@ -816,6 +892,32 @@ class TLSTest(QueueCase):
         self.sink = self.make_sink(**kw)
         self.p.set('relayhost', f'[127.0.0.1]:{self.sink.port}')
 
+    def with_login(self):
+        self.p.set('relayhost_login', RELAY_LOGIN)
+        self.p.set('relayhost_password', RELAY_PASSWORD)
+
+    def recipient_row(self):
+        rows = self.p.sql('SELECT state, attempts, last_status, last_error FROM queue_recipients')
+        self.assertEqual(len(rows), 1, rows)
+        return rows[0]
+
+    def assert_deferred_unseen(self, attempts=1):
+        """Deferred with 4.7.5; the sink got no AUTH and no transaction;
+        nothing bounced. Returns the recorded reason."""
+        h = self.sink.handler
+        self.assertEqual(h.auth_attempts, [],
+                         'the relayhost password went to a server relayhost_tls does not accept')
+        self.assertEqual(h.rcpt_attempts, [], 'a transaction went to a server relayhost_tls '
+                         'does not accept')
+        self.assertEqual(self.sink.messages, [])
+        state, n, status, error = self.recipient_row()
+        self.assertEqual((state, n, status), ('queued', attempts, '4.7.5'),
+                         f'{error}\n{self.p.log_text()[-3000:]}')
+        self.assertEqual(len(self.spool_files()), 1)
+        self.assertEqual(self.bounces(), [], 'bounced instead of deferred')
+        self.assertNotIn(RELAY_PASSWORD, self.p.log_text())
+        return error
+
     def test_starttls_used_when_offered(self):
         self.use_sink(tls_cert=self.cert)
         self.submit('alice@local.test', ['bob@remote.test'])
@@ -824,16 +926,17 @@ class TLSTest(QueueCase):
         self.assertEqual(len(msgs), 1)
         self.assertTrue(msgs[0]['tls'], 'sent in clear although STARTTLS was offered')
         log = self.p.log_text()
-        # Self-signed: used, but not verified, and the log says so.
+        # No login, no relayhost_tls: "may". Self-signed: used, but not
+        # verified, and the log says so.
         self.assertRegex(log, r'status=sent')
         self.assertRegex(log, r'tls="TLSv1\.[23] with cipher [^"]+" tls_verified=no status=sent')
         self.assertIn('event=client_tls result=ok mode=starttls', log)
         self.assert_queue_empty()
 
     def test_relayhost_auth_over_tls(self):
-        self.use_sink(tls_cert=self.cert, auth=True)
-        self.p.set('relayhost_login', RELAY_LOGIN)
-        self.p.set('relayhost_password', RELAY_PASSWORD)
+        self.use_sink(tls_cert=self.ip_cert, auth=True)
+        self.p.set('relayhost_tls_ca', self.ca[0])
+        self.with_login()
         self.submit('alice@local.test', ['bob@remote.test'])
         run_queue(self.p)
         msgs = self.sink.messages
@@ -847,8 +950,8 @@ class TLSTest(QueueCase):
     def test_relayhost_auth_login_when_plain_is_not_offered(self):
         self.use_sink(tls_cert=self.cert, auth=True)
         self.sink.handler.add = []
-        self.p.set('relayhost_login', RELAY_LOGIN)
-        self.p.set('relayhost_password', RELAY_PASSWORD)
+        self.p.set('relayhost_tls', 'encrypt')
+        self.with_login()
 
         async def ehlo(server, session, envelope, hostname, responses):
             session.host_name = hostname
@@ -860,7 +963,8 @@ class TLSTest(QueueCase):
         self.assertEqual(self.sink.handler.auth_attempts, [('LOGIN', RELAY_LOGIN)])
 
     def test_wrong_relayhost_password_defers(self):
-        self.use_sink(tls_cert=self.cert, auth=True)
+        self.use_sink(tls_cert=self.ip_cert, auth=True)
+        self.p.set('relayhost_tls_ca', self.ca[0])
         self.p.set('relayhost_login', RELAY_LOGIN)
         self.p.set('relayhost_password', 'not-the-password')
         self.submit('alice@local.test', ['bob@remote.test'])
@@ -872,10 +976,11 @@ class TLSTest(QueueCase):
         self.assertEqual(self.bounces(), [])
 
     def test_relayhost_password_never_sent_without_tls(self):
-        # AUTH offered in clear text: the runner must not use it.
+        # relayhost_tls=may (opportunistic) with a login: AUTH is offered
+        # in clear text, and the runner must not use it.
         self.use_sink(auth=True, auth_require_tls=False)
-        self.p.set('relayhost_login', RELAY_LOGIN)
-        self.p.set('relayhost_password', RELAY_PASSWORD)
+        self.p.set('relayhost_tls', 'may')
+        self.with_login()
         self.submit('alice@local.test', ['bob@remote.test'])
         run_queue(self.p)
         self.assertEqual(self.sink.handler.auth_attempts, [], 'password sent without TLS')
@@ -883,9 +988,155 @@ class TLSTest(QueueCase):
         rows = self.queue_rows()
         self.assertEqual(rows[0][1:3], ('queued', 1))
         self.assertIn('without TLS', rows[0][4])
+        self.assertEqual(self.recipient_row()[2], '4.7.5')
         self.assertIn('event=relay_auth result=refused', self.p.log_text())
         self.assertNotIn(RELAY_PASSWORD, self.p.log_text())
         self.assertEqual(self.bounces(), [])
+
+    # -- relayhost_tls=verify, the default with a login --------------------
+
+    def test_default_with_a_login_refuses_a_certificate_nobody_vouches_for(self):
+        # The attack: someone on the path answers for [127.0.0.1] with a
+        # self-signed certificate that names the address. Before
+        # relayhost_tls the runner logged verified=no and sent the password.
+        self.use_sink(tls_cert=self.forged_cert, auth=True)
+        self.with_login()
+        self.submit('alice@local.test', ['bob@remote.test'])
+        run_queue(self.p)
+        error = self.assert_deferred_unseen()
+        self.assertIn('certificate of 127.0.0.1[127.0.0.1]', error)
+        self.assertIn('not verified', error)
+        self.assertIn('issuer is not trusted', error)
+        log = self.p.log_text()
+        self.assertIn('event=client_tls result=ok mode=starttls host=127.0.0.1', log)
+        self.assertIn('verified=no', log)
+        self.assertIn('event=relay_tls result=refused level=verify', log)
+        # Still deferred on the next try, never bounced.
+        run_queue(self.p, now=time.time() + 3600)
+        self.assert_deferred_unseen(attempts=2)
+
+    def test_verify_with_relayhost_tls_ca_and_an_ip_literal(self):
+        self.use_sink(tls_cert=self.ip_cert, auth=True)
+        self.p.set('relayhost_tls_ca', self.ca[0])
+        self.with_login()
+        self.submit('alice@local.test', ['bob@remote.test'])
+        run_queue(self.p)
+        msgs = self.sink.messages
+        self.assertEqual(len(msgs), 1, self.p.log_text()[-3000:])
+        self.assertTrue(msgs[0]['tls'])
+        self.assertEqual(self.sink.handler.auth_attempts, [('PLAIN', RELAY_LOGIN)])
+        log = self.p.log_text()
+        self.assertRegex(log, r'tls="TLSv1\.[23] with cipher [^"]+" tls_verified=yes status=sent')
+        self.assertRegex(log, r'event=client_tls result=ok mode=starttls host=127\.0\.0\.1 '
+                              r'ip=127\.0\.0\.1 tls="[^"]+" verified=yes')
+        # No server name for an address (RFC 6066 3).
+        self.assertEqual(self.sink.handler.sni, [None])
+        self.assert_queue_empty()
+
+    def test_verify_refuses_a_trusted_certificate_for_another_address(self):
+        # Signed by the trusted CA, but for 127.0.0.2 (and a name): a
+        # certificate of someone else.
+        self.use_sink(tls_cert=self.other_ip_cert, auth=True)
+        self.p.set('relayhost_tls_ca', self.ca[0])
+        self.with_login()
+        self.submit('alice@local.test', ['bob@remote.test'])
+        run_queue(self.p)
+        error = self.assert_deferred_unseen()
+        self.assertIn('does not name 127.0.0.1', error)
+
+    def test_verify_needs_the_address_in_subject_alt_name(self):
+        # 127.0.0.1 as the common name is not enough: an address is
+        # matched only against the certificate's IP address entries.
+        self.use_sink(tls_cert=self.cn_only_cert, auth=True)
+        self.p.set('relayhost_tls_ca', self.ca[0])
+        self.with_login()
+        self.submit('alice@local.test', ['bob@remote.test'])
+        run_queue(self.p)
+        self.assertIn('does not name 127.0.0.1', self.assert_deferred_unseen())
+
+    def test_verify_without_a_login_keeps_the_mail_from_a_stranger(self):
+        # relayhost_tls=verify set by hand: the mail itself waits too.
+        self.use_sink(tls_cert=self.forged_cert)
+        self.p.set('relayhost_tls', 'verify')
+        self.submit('alice@local.test', ['bob@remote.test'])
+        run_queue(self.p)
+        self.assert_deferred_unseen()
+
+    def test_verify_without_starttls_defers_and_never_sends_the_password(self):
+        # STARTTLS stripped from the EHLO reply; AUTH offered in clear.
+        self.use_sink(auth=True, auth_require_tls=False)
+        self.with_login()
+        self.submit('alice@local.test', ['bob@remote.test'])
+        run_queue(self.p)
+        self.assertIn('does not offer STARTTLS', self.assert_deferred_unseen())
+
+    def test_unknown_relayhost_tls_is_taken_as_verify(self):
+        self.use_sink(tls_cert=self.forged_cert, auth=True)
+        self.p.set('relayhost_tls', 'verfy')
+        self.with_login()
+        self.submit('alice@local.test', ['bob@remote.test'])
+        run_queue(self.p)
+        self.assert_deferred_unseen()
+        self.assertIn('event=config result=bad_relayhost_tls relayhost_tls="verfy" using=verify',
+                      self.p.log_text())
+
+    def test_unreadable_relayhost_tls_ca_is_logged_and_trusts_nothing_more(self):
+        self.use_sink(tls_cert=self.ip_cert, auth=True)
+        self.p.set('relayhost_tls_ca', os.path.join(self.certdir, 'no-such-ca.pem'))
+        self.with_login()
+        self.submit('alice@local.test', ['bob@remote.test'])
+        run_queue(self.p)
+        self.assert_deferred_unseen()
+        self.assertIn('event=tls result=bad_ca ca_file=', self.p.log_text())
+
+    # -- relayhost_tls=encrypt: TLS required, any certificate ---------------
+
+    def test_encrypt_takes_any_certificate_and_says_it_is_unverified(self):
+        self.use_sink(tls_cert=self.forged_cert, auth=True)
+        self.p.set('relayhost_tls', 'encrypt')
+        self.with_login()
+        self.submit('alice@local.test', ['bob@remote.test'])
+        run_queue(self.p)
+        self.assertEqual(len(self.sink.messages), 1, self.p.log_text()[-3000:])
+        self.assertTrue(self.sink.messages[0]['tls'])
+        self.assertEqual(self.sink.handler.auth_attempts, [('PLAIN', RELAY_LOGIN)])
+        self.assertRegex(self.p.log_text(), r'tls_verified=no status=sent')
+        self.assert_queue_empty()
+
+    def test_encrypt_without_starttls_sends_nothing_in_clear(self):
+        # No login: what must not go in clear is the mail itself.
+        self.use_sink()
+        self.p.set('relayhost_tls', 'encrypt')
+        self.submit('alice@local.test', ['bob@remote.test'])
+        run_queue(self.p)
+        self.assertIn('does not offer STARTTLS', self.assert_deferred_unseen())
+
+    def test_encrypt_without_starttls_never_sends_the_password(self):
+        self.use_sink(auth=True, auth_require_tls=False)
+        self.p.set('relayhost_tls', 'encrypt')
+        self.with_login()
+        self.submit('alice@local.test', ['bob@remote.test'])
+        run_queue(self.p)
+        self.assert_deferred_unseen()
+
+    def test_encrypt_does_not_retry_in_clear_after_a_failed_handshake(self):
+        # STARTTLS offered, but no handshake can succeed (the server speaks
+        # TLS 1.1 at most): "may" retries in clear, "encrypt" must not.
+        self.use_sink(tls_cert=self.cert, auth=True, auth_require_tls=False,
+                      tls_max_version=ssl.TLSVersion.TLSv1_1)
+        self.p.set('relayhost_tls', 'encrypt')
+        self.with_login()
+        self.submit('alice@local.test', ['bob@remote.test'])
+        run_queue(self.p)
+        self.assertIn('TLS handshake with 127.0.0.1[127.0.0.1] failed', self.assert_deferred_unseen())
+        # The same server under "may" and no login gets the mail in clear,
+        # as before (Postfix's "may").
+        self.p.set('relayhost_tls', 'may')
+        self.p.set('relayhost_login', None)
+        run_queue(self.p, now=time.time() + 3600)
+        self.assertEqual(len(self.sink.messages), 1, self.p.log_text()[-3000:])
+        self.assertFalse(self.sink.messages[0]['tls'])
+        self.assertEqual(self.sink.handler.auth_attempts, [])
 
 
 class ClientRobustnessTest(QueueCase):

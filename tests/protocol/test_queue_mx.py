@@ -25,6 +25,12 @@ The zone (all under .test, answered only from here: --local=/test/):
   selfbackup.test MX 5 primary.mx.test (127.0.0.11), MX 10 <our hostname>
   ouraddr.test  MX 10 ouraddr.mx.test (192.0.2.25, on a veth of this namespace)
   greets.test   MX 10 greets.mx.test (127.0.0.13: a server greeting with our name)
+  smarthost.test MX 10 out.smarthost.test (127.0.0.14)
+  host.test     MX 10 badhost.test (127.0.0.15: ends in host.test, is not under it)
+
+RelayTLSTest checks relayhost_tls=verify by name (issue 19) here, where
+names resolve: certificates from a private CA (trusted through
+relayhost_tls_ca) and self-signed ones, made with openssl.
 """
 import os
 import shutil
@@ -71,7 +77,8 @@ if __name__ == '__main__' and os.environ.get(INSIDE) != '1':
 import harness  # noqa: E402
 from harness import Postage  # noqa: E402
 from test_queue import (PASSWORD, RELAY_LOGIN, RELAY_PASSWORD, RUNNER, SMTP, Sink,  # noqa: E402
-                        dsn_parts, make_cert, parse, run_queue)
+                        dsn_parts, make_ca, make_cert, make_self_signed, make_signed_cert, parse,
+                        run_queue)
 
 DNSMASQ_RECORDS = [
     '--mx-host=mx.test,mx1.mx.test,10',
@@ -101,6 +108,10 @@ DNSMASQ_RECORDS = [
     '--host-record=ouraddr.mx.test,192.0.2.25',
     '--mx-host=greets.test,greets.mx.test,10',
     '--host-record=greets.mx.test,127.0.0.13',
+    '--mx-host=smarthost.test,out.smarthost.test,10',
+    '--host-record=out.smarthost.test,127.0.0.14',
+    '--mx-host=host.test,badhost.test,10',
+    '--host-record=badhost.test,127.0.0.15',
 ]
 
 _state = {}
@@ -170,7 +181,8 @@ def have_ipv6_loopback():
         return False
 
 
-class MXTest(unittest.TestCase):
+class MXCase(unittest.TestCase):
+    """A postage with local.test (alice) and no relayhost."""
 
     def setUp(self):
         harness.binary(RUNNER)
@@ -207,6 +219,9 @@ class MXTest(unittest.TestCase):
         msgs = self.p.messages('alice')
         self.assertEqual(len(msgs), 1, self.p.log_text()[-3000:])
         return dsn_parts(parse(msgs[0]))
+
+
+class MXTest(MXCase):
 
     def test_mx_by_preference_then_the_next_host(self):
         mx2 = self.sink('127.0.0.3')
@@ -326,6 +341,8 @@ class MXTest(unittest.TestCase):
         smtps = self.sink('127.0.0.10', port=465, tls_cert=make_cert(certdir), implicit_tls=True,
                           auth=True, auth_require_tls=False)
         self.p.set('relayhost', '[127.0.0.10]:465')
+        # Self-signed: TLS without verification (RelayTLSTest verifies).
+        self.p.set('relayhost_tls', 'encrypt')
         self.p.set('relayhost_login', RELAY_LOGIN)
         self.p.set('relayhost_password', RELAY_PASSWORD)
         self.submit(['x@anywhere.example'])
@@ -333,6 +350,22 @@ class MXTest(unittest.TestCase):
         self.assertEqual(len(smtps.messages), 1, self.p.log_text()[-3000:])
         self.assertEqual(smtps.handler.auth_attempts, [('PLAIN', RELAY_LOGIN)])
         self.assertIn('event=client_tls result=ok mode=implicit', self.p.log_text())
+
+    def test_relayhost_tls_leaves_mx_delivery_opportunistic(self):
+        # relayhost_tls is about the relayhost: without one, an MX with a
+        # certificate nobody vouches for still gets its mail over TLS.
+        certdir = tempfile.mkdtemp(prefix='postage-mx-cert-')
+        self.addCleanup(shutil.rmtree, certdir, True)
+        a = self.sink('127.0.0.6', tls_cert=make_cert(certdir))
+        self.p.set('relayhost_tls', 'verify')
+        self.p.set('relayhost_login', RELAY_LOGIN)
+        self.p.set('relayhost_password', RELAY_PASSWORD)
+        self.submit(['dave@amx.test'])
+        run_queue(self.p)
+        self.assertEqual(len(a.messages), 1, self.p.log_text()[-3000:])
+        self.assertTrue(a.messages[0]['tls'])
+        self.assertEqual(a.handler.auth_attempts, [])
+        self.assertIn('tls_verified=no status=sent', self.p.log_text())
 
     def test_address_literal_recipient(self):
         lit = self.sink('127.0.0.9')
@@ -404,6 +437,128 @@ class MXTest(unittest.TestCase):
         (rcpt, state, _attempts, error), = self.rows()
         self.assertEqual((rcpt, state), ('bob@far.test', 'queued'))
         self.assertIn('relayhost 127.0.0.13 loops back to myself', error)
+
+
+class RelayTLSTest(MXCase):
+    """relayhost_tls=verify, the default with a login, by name: the
+    certificate must chain to a trusted CA and name the relayhost as
+    configured. For host:port (MX looked up) the MX host's own name counts
+    only within the relayhost's domain: the MX answer is not
+    authenticated, so whoever forges it must still show a certificate
+    for a name under the relayhost's."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.certdir = tempfile.mkdtemp(prefix='postage-relaytls-')
+        d = cls.certdir
+        cls.ca = make_ca(d)
+        cls.relay_cert = make_signed_cert(d, 'relay.test', cls.ca, ['DNS:relay.test'])
+        cls.other_cert = make_signed_cert(d, 'other.test', cls.ca, ['DNS:other.test', 'IP:127.0.0.8'])
+        cls.relaymx_cert = make_signed_cert(d, 'relaymx.test', cls.ca, ['DNS:relaymx.test'])
+        cls.out_cert = make_signed_cert(d, 'out.smarthost.test', cls.ca, ['DNS:out.smarthost.test'])
+        cls.badhost_cert = make_signed_cert(d, 'badhost.test', cls.ca, ['DNS:badhost.test'])
+        cls.ip10_cert = make_signed_cert(d, 'ip-127.0.0.10', cls.ca, ['IP:127.0.0.10'])
+        cls.forged_ip10 = make_self_signed(d, 'forged-127.0.0.10', ['IP:127.0.0.10'])
+        cls.forged_relay = make_self_signed(d, 'forged-relay.test', ['DNS:relay.test'])
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.certdir, ignore_errors=True)
+
+    def setUp(self):
+        super().setUp()
+        self.p.set('relayhost_login', RELAY_LOGIN)
+        self.p.set('relayhost_password', RELAY_PASSWORD)
+        self.p.set('relayhost_tls_ca', self.ca[0])
+
+    def tls_sink(self, host, cert, port=2525, implicit=False):
+        return self.sink(host, port=port, tls_cert=cert, auth=True, implicit_tls=implicit,
+                         auth_require_tls=not implicit)
+
+    def send(self, relayhost):
+        self.p.set('relayhost', relayhost)
+        self.submit(['x@anywhere.example'])
+        run_queue(self.p)
+
+    def assert_delivered_verified(self, sink, sni):
+        log = self.p.log_text()
+        self.assertEqual(len(sink.messages), 1, log[-3000:])
+        self.assertEqual(sink.handler.auth_attempts, [('PLAIN', RELAY_LOGIN)])
+        self.assertRegex(log, r'tls_verified=yes status=sent')
+        self.assertEqual(sink.handler.sni, [sni])
+        self.assertEqual(self.rows(), [])
+
+    def assert_deferred_unseen(self, sink):
+        """Deferred (4.7.5), not bounced; the server saw no AUTH and no
+        transaction. Returns the recorded reason."""
+        self.assertEqual(sink.handler.auth_attempts, [],
+                         'the relayhost password went to a server relayhost_tls does not accept')
+        self.assertEqual(sink.handler.rcpt_attempts, [])
+        self.assertEqual(sink.messages, [])
+        (state, status, error), = self.p.sql('SELECT state, last_status, last_error '
+                                             'FROM queue_recipients')
+        self.assertEqual((state, status), ('queued', '4.7.5'), error)
+        self.assertEqual(self.p.messages('alice'), [], 'bounced instead of deferred')
+        self.assertNotIn(RELAY_PASSWORD, self.p.log_text())
+        return error
+
+    def test_bracketed_name_verified_against_the_name(self):
+        s = self.tls_sink('127.0.0.8', self.relay_cert)
+        self.send('[relay.test]:2525')
+        self.assert_delivered_verified(s, 'relay.test')
+
+    def test_bracketed_name_refuses_a_trusted_certificate_for_another_name(self):
+        # Signed by the trusted CA, even for the address connected to, but
+        # not for relay.test.
+        s = self.tls_sink('127.0.0.8', self.other_cert)
+        self.send('[relay.test]:2525')
+        self.assertIn('does not name relay.test', self.assert_deferred_unseen(s))
+
+    def test_bracketed_name_refuses_a_self_signed_certificate_with_the_name(self):
+        s = self.tls_sink('127.0.0.8', self.forged_relay)
+        self.send('[relay.test]:2525')
+        self.assertIn('issuer is not trusted', self.assert_deferred_unseen(s))
+
+    def test_mx_host_outside_the_relayhost_domain_is_not_trusted_by_its_own_name(self):
+        # relay.test:2525 has MX relaymx.test (127.0.0.7). Anyone who can
+        # forge that answer can name a host of their own with a valid
+        # certificate: the certificate must name relay.test.
+        s = self.tls_sink('127.0.0.7', self.relaymx_cert)
+        self.send('relay.test:2525')
+        self.assertIn('does not name relay.test', self.assert_deferred_unseen(s))
+
+    def test_mx_host_with_a_certificate_for_the_relayhost_name(self):
+        s = self.tls_sink('127.0.0.7', self.relay_cert)
+        self.send('relay.test:2525')
+        # SNI names the host connected to.
+        self.assert_delivered_verified(s, 'relaymx.test')
+
+    def test_mx_host_within_the_relayhost_domain_by_its_own_name(self):
+        s = self.tls_sink('127.0.0.14', self.out_cert)
+        self.send('smarthost.test:2525')
+        self.assert_delivered_verified(s, 'out.smarthost.test')
+
+    def test_mx_host_merely_ending_in_the_relayhost_name_is_not_within_it(self):
+        # badhost.test ends in "host.test" but is no name under it.
+        s = self.tls_sink('127.0.0.15', self.badhost_cert)
+        self.send('host.test:2525')
+        self.assertIn('does not name host.test', self.assert_deferred_unseen(s))
+
+    def test_implicit_tls_on_465_verified(self):
+        s = self.tls_sink('127.0.0.10', self.ip10_cert, port=465, implicit=True)
+        self.send('[127.0.0.10]:465')
+        self.assert_delivered_verified(s, None)
+        self.assertIn('event=client_tls result=ok mode=implicit', self.p.log_text())
+
+    def test_implicit_tls_on_465_by_name(self):
+        s = self.tls_sink('127.0.0.8', self.relay_cert, port=465, implicit=True)
+        self.send('[relay.test]:465')
+        self.assert_delivered_verified(s, 'relay.test')
+
+    def test_implicit_tls_on_465_refuses_a_forged_certificate(self):
+        s = self.tls_sink('127.0.0.10', self.forged_ip10, port=465, implicit=True)
+        self.send('[127.0.0.10]:465')
+        self.assertIn('issuer is not trusted', self.assert_deferred_unseen(s))
 
 
 if __name__ == '__main__':
