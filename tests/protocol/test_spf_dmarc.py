@@ -83,6 +83,10 @@ SPF = {
     'aligned.example': 'v=spf1 ip4:198.51.100.7 -all',
     'signed.example': 'v=spf1 -all',
     'sub.orgpol.example': 'v=spf1 -all',
+    # 公司.cn (xn--55qx5d.cn) is a public suffix: shop. and other. under
+    # it are two registrants, each its own organizational domain.
+    'shop.xn--55qx5d.cn': 'v=spf1 ip4:198.51.100.0/24 -all',
+    'other.xn--55qx5d.cn': 'v=spf1 ip4:198.51.100.0/24 -all',
 }
 for i in range(11):
     SPF[f'n{i}.example'] = 'v=spf1 ?all'
@@ -95,7 +99,11 @@ DMARC = {
     'signed.example': 'v=DMARC1; p=reject; adkim=s',
     'orgpol.example': 'v=DMARC1; p=none; sp=reject',
     'example.test': 'v=DMARC1; p=reject',
+    'shop.xn--55qx5d.cn': 'v=DMARC1; p=reject',
 }
+# The zones the test DNS server answers for itself (NXDOMAIN for what it
+# does not know); any other name gets REFUSED, a temporary error.
+LOCAL_ZONES = ('test', 'example', 'cn')
 
 
 def crlf(b):
@@ -123,7 +131,7 @@ class ChecksTest(unittest.TestCase):
         cls.ed_seed = base64.b64encode(der[-32:])
         cls.ed_pub = base64.b64encode(openssl('pkey', '-in', ed, '-pubout', '-outform', 'DER')[-32:]).decode()
 
-        d = cls.dns = netns.DnsServer()
+        d = cls.dns = netns.DnsServer(local_zones=LOCAL_ZONES)
         for name, txt in SPF.items():
             d.txt(name, *(txt if isinstance(txt, tuple) else (txt,)))
         for name, txt in DMARC.items():
@@ -473,6 +481,29 @@ class ChecksTest(unittest.TestCase):
         msg, tag = self.message('a@unrelated.example')
         self.send(c, 'x@pass.example', msg)
         self.assertEqual(self.auth_results(self.delivered(tag))['dmarc'][0][0], 'none')
+
+    def test_idn_organizational_domain(self):
+        """The public suffix list's internationalised rules (from libpsl):
+        公司.cn is a public suffix, so the policy of shop.xn--55qx5d.cn
+        (p=reject) covers mail.shop.xn--55qx5d.cn, written in A-labels or
+        in U-labels, and another registrant under 公司.cn does not align
+        with it."""
+        c = self.client()
+        for frm in ('x@mail.shop.xn--55qx5d.cn', 'x@mail.shop.公司.cn', 'x@MAIL.Shop.XN--55QX5D.cn'):
+            with self.subTest(frm=frm):
+                msg, tag = self.message(frm)
+                code, text = self.send(c, 'bounce@pass.example', msg, expect=None)
+                self.assertEqual(code, 550, f'From {frm}: {text}')
+                self.assertIn(b'DMARC policy of mail.shop.xn--55qx5d.cn is reject', text)
+        # SPF passes for other.xn--55qx5d.cn: another organization.
+        msg, tag = self.message('x@mail.shop.xn--55qx5d.cn')
+        code, text = self.send(c, 'bounce@other.xn--55qx5d.cn', msg, expect=None)
+        self.assertEqual(code, 550, text)
+        # SPF passes for shop.xn--55qx5d.cn itself: aligned (relaxed).
+        msg, tag = self.message('x@mail.shop.公司.cn')
+        self.send(c, 'bounce@shop.xn--55qx5d.cn', msg)
+        ar = self.auth_results(self.delivered(tag))
+        self.assertEqual(ar['dmarc'], [('pass', {'header.from': 'mail.shop.xn--55qx5d.cn'})])
 
     def test_dns_trouble_never_gives_5xx(self):
         c = self.client()
