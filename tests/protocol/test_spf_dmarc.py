@@ -190,10 +190,12 @@ class ChecksTest(unittest.TestCase):
         except (smtplib.SMTPException, OSError):
             c.close()
 
-    def message(self, from_addr, extra=b'', body=None):
+    def message(self, from_addr, extra=b'', body=None, from_field=None):
+        """A message From: Someone <from_addr>, or From: from_field."""
         tag = uuid.uuid4().hex
         body = body if body is not None else f'Hello {tag}\n{BODY_MARKER}\n'.encode()
-        return crlf(f'From: Someone <{from_addr}>\nTo: alice@example.test\nSubject: check {tag}\n'
+        from_field = from_field if from_field is not None else f'Someone <{from_addr}>'
+        return crlf(f'From: {from_field}\nTo: alice@example.test\nSubject: check {tag}\n'
                     f'Date: {email.utils.formatdate()}\nMessage-ID: <{tag}@test>\n'.encode()
                     + extra + b'\n' + body), tag
 
@@ -481,6 +483,64 @@ class ChecksTest(unittest.TestCase):
         msg, tag = self.message('a@unrelated.example')
         self.send(c, 'x@pass.example', msg)
         self.assertEqual(self.auth_results(self.delivered(tag))['dmarc'][0][0], 'none')
+
+    def test_two_from_fields(self):
+        """RFC 7489 6.6.1: a second From field, one author harmless and the
+        other of a p=reject domain, is refused under dmarc_reject, in either
+        order; without it, delivered with dmarc=permerror."""
+        c = self.client()
+        for first, second in (('a@unrelated.example', 'b@reject.example'),
+                              ('b@reject.example', 'a@unrelated.example')):
+            with self.subTest(first=first):
+                msg, tag = self.message(first, extra=f'From: {second}\n'.encode())
+                code, text = self.send(c, 'x@pass.example', msg, expect=None)
+                self.assertEqual(code, 550, f'two From fields ({first}, {second}): {text}')
+                self.assertTrue(text.startswith(b'5.7.1'), text)
+                self.assertIn(b'more than one From field', text)
+        self.assertEqual(self.p.messages('alice'), [])
+        self.assertIn('reason=dmarc_from', self.p.log_text())
+        self.p.set('dmarc_reject', '0')
+        c = self.client()
+        msg, tag = self.message('a@unrelated.example', extra=b'From: b@reject.example\n')
+        self.send(c, 'x@pass.example', msg)
+        ar = self.auth_results(self.delivered(tag))
+        self.assertEqual(ar['dmarc'][0][0], 'permerror', ar)
+
+    def test_every_author_checked(self):
+        """Every author of a From list is checked and the strictest outcome
+        counts: a p=reject author fifth in the list, or written so that the
+        list is malformed, is found; a list naming more domains than
+        DMARC_FROM_DOMAINS_MAX (8) is refused under dmarc_reject."""
+        harmless = [f'a{i}@n{i}.example' for i in range(9)]
+        c = self.client()
+        cases = [
+            ('fifth author', ', '.join(harmless[:4] + ['e@reject.example'])),
+            ('an address as display name', 'e@reject.example <a@unrelated.example>'),
+            ('two addresses in one mailbox', 'e@reject.example a@unrelated.example'),
+            ('obsolete spaces in the domain', 'a@unrelated.example, e@reject . example'),
+        ]
+        for what, field in cases:
+            with self.subTest(what):
+                msg, tag = self.message(None, from_field=field)
+                code, text = self.send(c, 'x@pass.example', msg, expect=None)
+                self.assertEqual(code, 550, f'From: {field}: {text}')
+                self.assertTrue(text.startswith(b'5.7.1'), text)
+                self.assertIn(b'DMARC policy of reject.example is reject', text)
+        # Authors of 9 domains: more than are checked.
+        msg, tag = self.message(None, from_field=', '.join(harmless))
+        code, text = self.send(c, 'x@pass.example', msg, expect=550)
+        self.assertTrue(text.startswith(b'5.7.1'), text)
+        self.assertIn(b'more than 8 domains', text)
+        # 8 domains, each once or more: all checked, none with a policy.
+        msg, tag = self.message(None, from_field=', '.join(harmless[:8] + ['b1@n1.example']))
+        self.send(c, 'x@pass.example', msg)
+        self.assertEqual(self.auth_results(self.delivered(tag))['dmarc'][0][0], 'none')
+        self.assertEqual(len(self.p.messages('alice')), 1)
+        self.p.set('dmarc_reject', '0')
+        c = self.client()
+        msg, tag = self.message(None, from_field=', '.join(harmless))
+        self.send(c, 'x@pass.example', msg)
+        self.assertEqual(self.auth_results(self.delivered(tag))['dmarc'][0][0], 'permerror')
 
     def test_idn_organizational_domain(self):
         """The public suffix list's internationalised rules (from libpsl):
