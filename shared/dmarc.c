@@ -443,7 +443,7 @@ void dmarc_check(const char *from_domain, enum spf_result spf, const char *spf_d
 {
 	char org[ADDRESS_DOMAIN_MAX + 1];
 	struct policy pol;
-	int r, subdomain = 0, dkim_ok = 0, spf_ok, temp = spf == SPF_TEMPERROR;
+	int r, subdomain = 0, dkim_ok = 0, spf_ok, temp;
 
 	memset(out, 0, sizeof(*out));
 	if (!from_domain || !from_domain[0]) {
@@ -477,22 +477,31 @@ void dmarc_check(const char *from_domain, enum spf_result spf, const char *spf_d
 	}
 	out->policy = subdomain && pol.has_sp ? pol.sp : pol.p;
 
+	/* Only an aligned identifier can pass DMARC (RFC 7489 4.2), so only
+	 * its temporary error leaves the outcome open: a domain unrelated to
+	 * From whose DNS fails must not turn a fail into a temperror, or any
+	 * sender could dodge a policy with one. */
+	spf_ok = aligned(spf_domain, from_domain, org, pol.strict_spf);
+	temp = spf == SPF_TEMPERROR && spf_ok;
+	spf_ok = spf == SPF_PASS && spf_ok;
 	for (size_t i = 0; i < ndkim; i++) {
+		if (!aligned(dkim[i].domain, from_domain, org, pol.strict_dkim))
+			continue;
 		if (dkim[i].result == DKIM_TEMPERROR)
 			temp = 1;
-		if (dkim[i].result == DKIM_PASS && aligned(dkim[i].domain, from_domain, org, pol.strict_dkim))
+		if (dkim[i].result == DKIM_PASS)
 			dkim_ok = 1;
 	}
-	spf_ok = spf == SPF_PASS && aligned(spf_domain, from_domain, org, pol.strict_spf);
 	if (dkim_ok || spf_ok) {
 		out->result = DMARC_PASS;
 		out->disposition = DMARC_P_NONE;
 		return;
 	}
 	if (temp) {
-		/* An SPF or DKIM answer we could not get might have passed. */
+		/* An aligned SPF or DKIM answer we could not get might
+		 * have passed. */
 		out->result = DMARC_TEMPERROR;
-		out->reason = "SPF or DKIM temporary error";
+		out->reason = "aligned SPF or DKIM temporary error";
 		return;
 	}
 	out->result = DMARC_FAIL;

@@ -87,6 +87,9 @@ SPF = {
     # it are two registrants, each its own organizational domain.
     'shop.xn--55qx5d.cn': 'v=spf1 ip4:198.51.100.0/24 -all',
     'other.xn--55qx5d.cn': 'v=spf1 ip4:198.51.100.0/24 -all',
+    # p=reject, and its own SPF ends in a temporary error (temp.invalid
+    # is outside the local zones: REFUSED).
+    'tempalign.example': 'v=spf1 include:temp.invalid -all',
 }
 for i in range(11):
     SPF[f'n{i}.example'] = 'v=spf1 ?all'
@@ -100,6 +103,7 @@ DMARC = {
     'orgpol.example': 'v=DMARC1; p=none; sp=reject',
     'example.test': 'v=DMARC1; p=reject',
     'shop.xn--55qx5d.cn': 'v=DMARC1; p=reject',
+    'tempalign.example': 'v=DMARC1; p=reject',
 }
 # The zones the test DNS server answers for itself (NXDOMAIN for what it
 # does not know); any other name gets REFUSED, a temporary error.
@@ -567,16 +571,43 @@ class ChecksTest(unittest.TestCase):
 
     def test_dns_trouble_never_gives_5xx(self):
         c = self.client()
-        # SPF temperror for a p=reject From: delivered with temperror.
-        msg, tag = self.message('a@reject.example')
-        self.send(c, 'x@temp.invalid', msg)
-        ar = self.auth_results(self.delivered(tag))
-        self.assertEqual(self.spf_of(self.delivered(tag))[0], 'temperror')
-        self.assertEqual(ar['dmarc'][0][0], 'temperror')
+        # SPF temperror for the From domain itself (p=reject): delivered
+        # with temperror, since its SPF might have passed.
+        msg, tag = self.message('a@tempalign.example')
+        self.send(c, 'x@tempalign.example', msg)
+        data = self.delivered(tag)
+        self.assertEqual(self.spf_of(data)[0], 'temperror')
+        self.assertEqual(self.auth_results(data)['dmarc'][0][0], 'temperror')
         # The policy lookup itself fails: temperror, delivered.
         msg, tag = self.message('a@policy.invalid')
         self.send(c, 'x@pass.example', msg)
         self.assertEqual(self.auth_results(self.delivered(tag))['dmarc'][0][0], 'temperror')
+
+    def test_unaligned_dns_trouble_does_not_dodge(self):
+        """Only an identifier aligned with From can pass DMARC, so the
+        temporary error of another one (an SPF domain or a DKIM d= whose
+        DNS fails, as any sender can arrange) leaves a p=reject failure a
+        failure."""
+        c = self.client()
+        msg, tag = self.message('a@reject.example')
+        cases = [('MAIL FROM in a failing DNS zone', 'x@temp.invalid', msg)]
+        if dkim is not None:
+            msg, tag = self.message('a@reject.example')
+            cases.append(('DKIM d= in a failing DNS zone', 'x@pass.example',
+                          self.sign(msg, 'temp.invalid')))
+        for what, sender, data in cases:
+            with self.subTest(what):
+                code, text = self.send(c, sender, data, expect=None)
+                self.assertEqual(code, 550, f'{what}, From p=reject: {text}')
+                self.assertIn(b'DMARC policy of reject.example is reject', text)
+        self.assertEqual(self.p.messages('alice'), [])
+        self.p.set('dmarc_reject', '0')
+        c = self.client()
+        msg, tag = self.message('a@reject.example')
+        self.send(c, 'x@temp.invalid', msg)
+        data = self.delivered(tag)
+        self.assertEqual(self.spf_of(data)[0], 'temperror')
+        self.assertEqual(self.auth_results(data)['dmarc'][0][0], 'fail')
 
     # -- the field itself ---------------------------------------------------------
 
