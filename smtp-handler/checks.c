@@ -205,6 +205,10 @@ int checks_message(struct session *s, const char *qid, int *fd, char *staging, s
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	deadline = dns_deadline(0);
 	have_hb = header_block_read(*fd, header_start, *size, &hb) == 0;
+	/* Past MESSAGE_HEADER_MAX or MESSAGE_HEADER_FIELDS_MAX no From field
+	 * is seen: padding must not hide one. */
+	if (!have_hb && errno == EFBIG)
+		unusable = "header section too large to check";
 	if (have_hb) {
 		long pos = -1;
 		const struct header_field *f, *first = NULL;
@@ -302,9 +306,13 @@ int checks_message(struct session *s, const char *qid, int *fd, char *staging, s
 	if (unusable && setting_int(SET_DMARC_REJECT)) {
 		log_event(LOG_NOTICE,
 			  "event=data result=refused reason=dmarc_from id=%s from_fields=%zu "
-			  "unchecked_authors=%zu",
-			  qid, from_fields, unchecked);
-		if (from_fields > 1)
+			  "unchecked_authors=%zu header_too_large=%s",
+			  qid, from_fields, unchecked, have_hb ? "no" : "yes");
+		if (!have_hb)
+			reply(s, "550 5.7.1 Message rejected: its header section has more than %d fields or "
+				 "%d KiB, too large to check its From field for DMARC",
+			      MESSAGE_HEADER_FIELDS_MAX, MESSAGE_HEADER_MAX / 1024);
+		else if (from_fields > 1)
 			reply(s, "550 5.7.1 Message rejected: it has more than one From field "
 				 "(RFC 5322 3.6, RFC 7489 6.6.1)");
 		else

@@ -546,6 +546,31 @@ class ChecksTest(unittest.TestCase):
         self.send(c, 'x@pass.example', msg)
         self.assertEqual(self.auth_results(self.delivered(tag))['dmarc'][0][0], 'permerror')
 
+    def test_header_too_large_to_check(self):
+        """A header section beyond what is read for the checks (1000
+        fields, 256 KiB) cannot hide its From field: refused under
+        dmarc_reject, delivered with dmarc=permerror without."""
+        pad = b''.join(b'X-Pad-%d: x\n' % i for i in range(1000))
+        c = self.client()
+        for what, frm in (('p=reject', 'a@reject.example'), ('no policy', 'a@unrelated.example')):
+            with self.subTest(what):
+                msg, tag = self.message(frm, extra=pad)
+                code, text = self.send(c, 'x@pass.example', msg, expect=None)
+                self.assertEqual(code, 550, f'From {frm} after 1000 fields: {text}')
+                self.assertTrue(text.startswith(b'5.7.1'), text)
+                self.assertIn(b'header section', text)
+        self.assertEqual(self.p.messages('alice'), [])
+        # Within the bounds (a few hundred fields): checked as usual.
+        msg, tag = self.message('a@unrelated.example', extra=pad[:pad.index(b'X-Pad-300:')])
+        self.send(c, 'x@pass.example', msg)
+        self.assertEqual(self.auth_results(self.delivered(tag))['dmarc'][0][0], 'none')
+        self.p.set('dmarc_reject', '0')
+        c = self.client()
+        msg, tag = self.message('a@reject.example', extra=pad)
+        self.send(c, 'x@pass.example', msg)
+        ar = self.auth_results(self.delivered(tag))
+        self.assertEqual(ar['dmarc'][0][0], 'permerror', ar)
+
     def test_idn_organizational_domain(self):
         """The public suffix list's internationalised rules (from libpsl):
         公司.cn is a public suffix, so the policy of shop.xn--55qx5d.cn
