@@ -538,7 +538,7 @@ long dkim_sign(int fd, off_t size, char *out, size_t cap, char *domain)
 		header_block_free(&hb);
 		return 0; /* no From, or several: nothing we can sign for */
 	}
-	if (header_address_domains(from, domains, 2) != 1) {
+	if (header_address_domains(from, domains, 2, NULL) != 1) {
 		header_block_free(&hb);
 		return 0;
 	}

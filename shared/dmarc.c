@@ -1,7 +1,9 @@
 #include "dmarc.h"
 
 #include <ctype.h>
+#include <dlfcn.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,29 +49,179 @@ const char *dmarc_policy_name(enum dmarc_policy p)
 	return "none";
 }
 
+/* -- names: lower case, A-labels ---------------------------------------------- */
+
+/* libidn2 (which libpsl5 and GnuTLS need too) is loaded with dlopen only
+ * for a name with bytes beyond ASCII: its U-labels become the A-labels
+ * that DNS and the public suffix list know. */
+#define IDN2_SONAME "libidn2.so.0"
+#define IDN2_OK_VALUE 0
+#define IDN2_NFC_INPUT_FLAG 1
+#define IDN2_NONTRANSITIONAL_FLAG 8
+
+static int (*dl_idn2_lookup_u8)(const uint8_t *src, uint8_t **lookupname, int flags);
+static void (*dl_idn2_free)(void *ptr);
+static int idn2_state; /* 0: not tried; 1: loaded; -1: not to be had */
+
+#if __has_include(<idn2.h>)
+#include <idn2.h>
+_Static_assert(__builtin_types_compatible_p(__typeof__(&idn2_lookup_u8), __typeof__(dl_idn2_lookup_u8)) &&
+		       __builtin_types_compatible_p(__typeof__(&idn2_free), __typeof__(dl_idn2_free)) &&
+		       IDN2_OK == IDN2_OK_VALUE && IDN2_NFC_INPUT == IDN2_NFC_INPUT_FLAG &&
+		       IDN2_NONTRANSITIONAL == IDN2_NONTRANSITIONAL_FLAG,
+	       "libidn2's declarations differ from ours");
+#endif
+
+static int idn2_open(void)
+{
+	void *h;
+
+	if (idn2_state)
+		return idn2_state > 0;
+	idn2_state = -1;
+	h = dlopen(IDN2_SONAME, RTLD_NOW | RTLD_LOCAL);
+	if (h) {
+		*(void **)(&dl_idn2_lookup_u8) = dlsym(h, "idn2_lookup_u8");
+		*(void **)(&dl_idn2_free) = dlsym(h, "idn2_free");
+	}
+	if (!h || !dl_idn2_lookup_u8 || !dl_idn2_free) {
+		log_event(LOG_WARNING, "event=dmarc result=no_idn2 error=\"cannot load %s: %s\"", IDN2_SONAME,
+			  h ? "symbols missing" : dlerror());
+		return 0;
+	}
+	idn2_state = 1;
+	return 1;
+}
+
+/* in as the name to look up and compare: lower-case, without a final dot,
+ * U-labels as A-labels (IDNA2008 with the UTS #46 mapping, as browsers and
+ * mail clients read names). 0, or -1 when it is no such name. */
+static int domain_ascii(const char *in, char *out, size_t cap)
+{
+	char copy[ADDRESS_DOMAIN_MAX + 1];
+	size_t len = strlen(in);
+	uint8_t *a = NULL;
+	int ascii = 1, r;
+
+	while (len > 0 && in[len - 1] == '.')
+		len--;
+	if (len == 0 || len > ADDRESS_DOMAIN_MAX || len >= cap)
+		return -1;
+	for (size_t i = 0; i < len; i++) {
+		ascii &= (unsigned char)in[i] < 0x80;
+		out[i] = (char)tolower((unsigned char)in[i]);
+	}
+	out[len] = '\0';
+	if (ascii)
+		return 0;
+	if (!idn2_open())
+		return -1;
+	memcpy(copy, in, len);
+	copy[len] = '\0';
+	if (dl_idn2_lookup_u8((const uint8_t *)copy, &a, IDN2_NFC_INPUT_FLAG | IDN2_NONTRANSITIONAL_FLAG) !=
+		    IDN2_OK_VALUE ||
+	    !a)
+		return -1;
+	r = snprintf(out, cap, "%s", (const char *)a);
+	dl_idn2_free(a);
+	if (r <= 0 || (size_t)r >= cap || (size_t)r > ADDRESS_DOMAIN_MAX)
+		return -1;
+	for (char *c = out; *c; c++)
+		*c = (char)tolower((unsigned char)*c);
+	return 0;
+}
+
 /* -- the organizational domain (RFC 7489 3.2) ------------------------------ */
 
-static char *psl;
-static size_t psl_len;
-static int psl_tried;
+/* libpsl is loaded with dlopen when an organizational domain is first
+ * needed: linked in, it and the libidn2 and libunistring it needs would
+ * be mapped and relocated by every handler at start-up, checking or not.
+ * It reads the compiled list (about 50 KiB) in well under a millisecond,
+ * and knows the list's internationalised rules in both forms. */
+#define PSL_SONAME "libpsl.so.5"
 
-static void psl_load(void)
+typedef struct psl_ctx_st psl_ctx_t;
+static psl_ctx_t *(*dl_psl_latest)(const char *fname);
+static psl_ctx_t *(*dl_psl_load_file)(const char *fname);
+static const char *(*dl_psl_registrable_domain)(const psl_ctx_t *psl, const char *domain);
+static const psl_ctx_t *psl_ctx;
+static int psl_state; /* 0: not tried; 1: loaded; -1: not to be had */
+static int psl_wanted = 1;
+
+#if __has_include(<libpsl.h>)
+#include <libpsl.h>
+_Static_assert(__builtin_types_compatible_p(__typeof__(&psl_latest), __typeof__(dl_psl_latest)) &&
+		       __builtin_types_compatible_p(__typeof__(&psl_load_file), __typeof__(dl_psl_load_file)) &&
+		       __builtin_types_compatible_p(__typeof__(&psl_registrable_domain),
+						    __typeof__(dl_psl_registrable_domain)),
+	       "libpsl's declarations differ from ours");
+#endif
+
+void dmarc_use_libpsl(int yes)
+{
+	psl_wanted = yes;
+}
+
+static int psl_open(void)
+{
+	void *h;
+
+	if (psl_state)
+		return psl_state > 0;
+	psl_state = -1;
+	h = dlopen(PSL_SONAME, RTLD_NOW | RTLD_LOCAL);
+	if (!h) {
+		log_event(LOG_WARNING,
+			  "event=dmarc result=no_libpsl error=\"cannot load %s: %s\" fallback=%s", PSL_SONAME,
+			  dlerror(), PUBLIC_SUFFIX_LIST);
+		return 0;
+	}
+	*(void **)(&dl_psl_latest) = dlsym(h, "psl_latest");
+	*(void **)(&dl_psl_load_file) = dlsym(h, "psl_load_file");
+	*(void **)(&dl_psl_registrable_domain) = dlsym(h, "psl_registrable_domain");
+	if (!dl_psl_latest || !dl_psl_load_file || !dl_psl_registrable_domain) {
+		log_event(LOG_WARNING, "event=dmarc result=no_libpsl error=\"%s lacks a function\" fallback=%s",
+			  PSL_SONAME, PUBLIC_SUFFIX_LIST);
+		return 0;
+	}
+	/* The newest of the compiled list, libpsl's built-in copy and its
+	 * distribution's file; the text list only when none of them is. */
+	psl_ctx = dl_psl_latest(PUBLIC_SUFFIX_DAFSA);
+	if (!psl_ctx)
+		psl_ctx = dl_psl_load_file(PUBLIC_SUFFIX_LIST);
+	if (!psl_ctx) {
+		log_event(LOG_WARNING, "event=dmarc result=no_public_suffix_list path=%s library=%s",
+			  PUBLIC_SUFFIX_DAFSA, PSL_SONAME);
+		return 0;
+	}
+	psl_state = 1;
+	return 1;
+}
+
+/* Without libpsl: the text list, read and walked here. Its rules for
+ * internationalised names are in Unicode, so they never match the
+ * A-labels we ask about; libpsl knows both forms. */
+static char *list_text;
+static size_t list_len;
+static int list_tried;
+
+static void list_load(void)
 {
 	FILE *f;
 	struct stat st;
 
-	psl_tried = 1;
+	list_tried = 1;
 	f = fopen(PUBLIC_SUFFIX_LIST, "re");
 	if (!f || fstat(fileno(f), &st) < 0 || st.st_size <= 0 || st.st_size > PSL_FILE_MAX ||
-	    !(psl = malloc((size_t)st.st_size + 1))) {
+	    !(list_text = malloc((size_t)st.st_size + 1))) {
 		log_event(LOG_WARNING, "event=dmarc result=no_public_suffix_list path=%s error=\"%s\"",
 			  PUBLIC_SUFFIX_LIST, f ? "unusable" : strerror(errno));
 		if (f)
 			fclose(f);
 		return;
 	}
-	psl_len = fread(psl, 1, (size_t)st.st_size, f);
-	psl[psl_len] = '\0';
+	list_len = fread(list_text, 1, (size_t)st.st_size, f);
+	list_text[list_len] = '\0';
 	fclose(f);
 }
 
@@ -112,34 +264,20 @@ static size_t rule_match(const char *rule, size_t rlen, const char **labels, siz
 	return nr;
 }
 
-void dmarc_org_domain(const char *domain, char *out, size_t cap)
+/* name: lower-case, A-labels, no final dot, three labels or more. */
+static void list_org_domain(const char *name, char *out, size_t cap)
 {
 	char buf[ADDRESS_DOMAIN_MAX + 1];
 	const char *labels[LABELS_MAX];
 	size_t n, suffix = 1, exception = 0;
 
-	snprintf(buf, sizeof(buf), "%s", domain);
-	for (char *c = buf; *c; c++)
-		*c = (char)tolower((unsigned char)*c);
-	while (buf[0] && buf[strlen(buf) - 1] == '.')
-		buf[strlen(buf) - 1] = '\0';
+	snprintf(buf, sizeof(buf), "%s", name);
 	n = split_labels(buf, labels);
-	/* A name of one or two labels is its own organizational domain
-	 * whatever the list says (suffix plus one label, or a suffix), so
-	 * the list is read only for longer names. */
-	if (n <= 2) {
-		snprintf(out, cap, "%s", domain);
-		for (char *c = out; *c; c++)
-			*c = (char)tolower((unsigned char)*c);
-		while (out[0] && out[strlen(out) - 1] == '.')
-			out[strlen(out) - 1] = '\0';
-		return;
-	}
-	if (!psl_tried)
-		psl_load();
-	for (const char *p = psl; p && p < psl + psl_len;) {
-		const char *eol = memchr(p, '\n', (size_t)(psl + psl_len - p));
-		const char *end = eol ? eol : psl + psl_len, *tok_end = p;
+	if (!list_tried)
+		list_load();
+	for (const char *p = list_text; p && p < list_text + list_len;) {
+		const char *eol = memchr(p, '\n', (size_t)(list_text + list_len - p));
+		const char *end = eol ? eol : list_text + list_len, *tok_end = p;
 		size_t m;
 
 		while (tok_end < end && !isspace((unsigned char)*tok_end))
@@ -161,9 +299,7 @@ void dmarc_org_domain(const char *domain, char *out, size_t cap)
 		suffix = exception - 1;
 	/* The public suffix plus one label; a suffix itself stays as it is. */
 	if (n <= suffix) {
-		snprintf(out, cap, "%s", domain);
-		for (char *c = out; *c; c++)
-			*c = (char)tolower((unsigned char)*c);
+		snprintf(out, cap, "%s", name);
 		return;
 	}
 	out[0] = '\0';
@@ -171,6 +307,33 @@ void dmarc_org_domain(const char *domain, char *out, size_t cap)
 		size_t used = strlen(out);
 		snprintf(out + used, cap - used, "%s%s", used ? "." : "", labels[i]);
 	}
+}
+
+void dmarc_org_domain(const char *domain, char *out, size_t cap)
+{
+	char name[ADDRESS_DOMAIN_MAX + 1];
+	const char *reg;
+
+	if (domain_ascii(domain, name, sizeof(name)) < 0) {
+		snprintf(out, cap, "%s", domain);
+		for (char *c = out; *c; c++)
+			*c = (char)tolower((unsigned char)*c);
+		return;
+	}
+	/* A name of one or two labels is its own organizational domain
+	 * whatever the list says (a suffix plus one label, or a suffix), so
+	 * the list is needed, and libpsl loaded, only for longer names. */
+	if (!strchr(name, '.') || !strchr(strchr(name, '.') + 1, '.')) {
+		snprintf(out, cap, "%s", name);
+		return;
+	}
+	if (psl_wanted && psl_open()) {
+		/* NULL: the name is a public suffix itself, and stays. */
+		reg = dl_psl_registrable_domain(psl_ctx, name);
+		snprintf(out, cap, "%s", reg ? reg : name);
+		return;
+	}
+	list_org_domain(name, out, cap);
 }
 
 /* -- policy ------------------------------------------------------------------- */
@@ -259,18 +422,19 @@ static int fetch_policy(const char *domain, struct policy *out, long long deadli
 	return found == 1;
 }
 
+/* from and from_org: lower-case A-labels. */
 static int aligned(const char *a, const char *from, const char *from_org, int strict)
 {
-	char org[ADDRESS_DOMAIN_MAX + 1];
+	char name[ADDRESS_DOMAIN_MAX + 1], org[ADDRESS_DOMAIN_MAX + 1];
 
-	if (!a || !a[0])
+	if (!a || !a[0] || domain_ascii(a, name, sizeof(name)) < 0)
 		return 0;
-	if (strcasecmp(a, from) == 0)
+	if (strcmp(name, from) == 0)
 		return 1;
 	if (strict)
 		return 0;
-	dmarc_org_domain(a, org, sizeof(org));
-	return strcasecmp(org, from_org) == 0;
+	dmarc_org_domain(name, org, sizeof(org));
+	return strcmp(org, from_org) == 0;
 }
 
 void dmarc_check(const char *from_domain, enum spf_result spf, const char *spf_domain,
@@ -279,18 +443,26 @@ void dmarc_check(const char *from_domain, enum spf_result spf, const char *spf_d
 {
 	char org[ADDRESS_DOMAIN_MAX + 1];
 	struct policy pol;
-	int r, subdomain = 0, dkim_ok = 0, spf_ok, temp = spf == SPF_TEMPERROR;
+	int r, subdomain = 0, dkim_ok = 0, spf_ok, temp;
 
 	memset(out, 0, sizeof(*out));
 	if (!from_domain || !from_domain[0]) {
 		out->result = DMARC_PERMERROR;
-		out->reason = "no single From domain";
+		out->reason = "no From domain";
 		return;
 	}
-	snprintf(out->from_domain, sizeof(out->from_domain), "%s", from_domain);
+	/* The policy of an internationalised domain is published under its
+	 * A-labels, and its U-labels are what a mail client shows. */
+	if (domain_ascii(from_domain, out->from_domain, sizeof(out->from_domain)) < 0) {
+		out->from_domain[0] = '\0';
+		out->result = DMARC_PERMERROR;
+		out->reason = "the From domain is not a valid domain name";
+		return;
+	}
+	from_domain = out->from_domain;
 	r = fetch_policy(from_domain, &pol, deadline);
 	dmarc_org_domain(from_domain, org, sizeof(org));
-	if (r == 0 && strcasecmp(org, from_domain) != 0) {
+	if (r == 0 && strcmp(org, from_domain) != 0) {
 		r = fetch_policy(org, &pol, deadline);
 		subdomain = 1;
 	}
@@ -305,22 +477,31 @@ void dmarc_check(const char *from_domain, enum spf_result spf, const char *spf_d
 	}
 	out->policy = subdomain && pol.has_sp ? pol.sp : pol.p;
 
+	/* Only an aligned identifier can pass DMARC (RFC 7489 4.2), so only
+	 * its temporary error leaves the outcome open: a domain unrelated to
+	 * From whose DNS fails must not turn a fail into a temperror, or any
+	 * sender could dodge a policy with one. */
+	spf_ok = aligned(spf_domain, from_domain, org, pol.strict_spf);
+	temp = spf == SPF_TEMPERROR && spf_ok;
+	spf_ok = spf == SPF_PASS && spf_ok;
 	for (size_t i = 0; i < ndkim; i++) {
+		if (!aligned(dkim[i].domain, from_domain, org, pol.strict_dkim))
+			continue;
 		if (dkim[i].result == DKIM_TEMPERROR)
 			temp = 1;
-		if (dkim[i].result == DKIM_PASS && aligned(dkim[i].domain, from_domain, org, pol.strict_dkim))
+		if (dkim[i].result == DKIM_PASS)
 			dkim_ok = 1;
 	}
-	spf_ok = spf == SPF_PASS && aligned(spf_domain, from_domain, org, pol.strict_spf);
 	if (dkim_ok || spf_ok) {
 		out->result = DMARC_PASS;
 		out->disposition = DMARC_P_NONE;
 		return;
 	}
 	if (temp) {
-		/* An SPF or DKIM answer we could not get might have passed. */
+		/* An aligned SPF or DKIM answer we could not get might
+		 * have passed. */
 		out->result = DMARC_TEMPERROR;
-		out->reason = "SPF or DKIM temporary error";
+		out->reason = "aligned SPF or DKIM temporary error";
 		return;
 	}
 	out->result = DMARC_FAIL;

@@ -216,31 +216,30 @@ fail:
 	return -1;
 }
 
-/* One mailbox of an address list: the part in angle brackets when there
- * is one, else the whole element; its domain follows the last '@'. */
-static size_t take_domain(const char *elem, size_t len, char (*out)[ADDRESS_DOMAIN_MAX + 1],
-			  size_t n, size_t max)
+/* One address's domain (the text after its last '@'), lower-cased, into
+ * out unless it is there already; beyond max distinct domains it is
+ * counted in *unchecked instead. Not a valid domain name (an address
+ * literal, a typo): skipped. */
+static size_t add_domain(const char *d, size_t len, char (*out)[ADDRESS_DOMAIN_MAX + 1], size_t n,
+			 size_t max, size_t *unchecked)
 {
-	const char *at = NULL, *d, *end = elem + len;
+	char dom[ADDRESS_DOMAIN_MAX + 1];
 
-	for (const char *c = elem; c < end; c++)
-		if (*c == '@')
-			at = c;
-	if (!at || n >= max)
+	while (len > 0 && d[len - 1] == '.')
+		len--;
+	if (len == 0 || len > ADDRESS_DOMAIN_MAX || *d == '[' || !address_domain_valid(d, len, 1))
 		return n;
-	d = at + 1;
-	while (d < end && *d == ' ')
-		d++;
-	while (end > d && (end[-1] == ' ' || end[-1] == '.'))
-		end--;
-	if (end == d || (size_t)(end - d) > ADDRESS_DOMAIN_MAX || *d == '[' ||
-	    !address_domain_valid(d, (size_t)(end - d), 1))
+	for (size_t i = 0; i < len; i++)
+		dom[i] = d[i] >= 'A' && d[i] <= 'Z' ? (char)(d[i] - 'A' + 'a') : d[i];
+	dom[len] = '\0';
+	for (size_t k = 0; k < n; k++)
+		if (strcmp(out[k], dom) == 0)
+			return n;
+	if (n >= max) {
+		(*unchecked)++;
 		return n;
-	for (size_t i = 0; i < (size_t)(end - d); i++) {
-		char c = d[i];
-		out[n][i] = c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
 	}
-	out[n][end - d] = '\0';
+	memcpy(out[n], dom, len + 1);
 	return n + 1;
 }
 
@@ -348,13 +347,58 @@ size_t header_mailboxes(const struct header_field *f, char (*out)[ADDRESS_PATH_M
 	return n;
 }
 
-size_t header_address_domains(const struct header_field *f, char (*out)[ADDRESS_DOMAIN_MAX + 1],
-			      size_t max)
+/* One mailbox of an address list, or what stands in its place: the text
+ * in angle brackets, or the element without them. Spaces beside '.' and
+ * '@' are folding (RFC 5322 4.4, obs-local-part and obs-domain); other
+ * spaces part words, and each word holding an '@' is an address. Then a
+ * malformed element (two addresses, or one as an unquoted display name)
+ * cannot show a reader one domain while another one is checked. */
+static size_t take_domains(const char *text, size_t len, char (*out)[ADDRESS_DOMAIN_MAX + 1], size_t n,
+			   size_t max, size_t *unchecked)
 {
-	char elem[1024], angle[1024];
-	size_t el = 0, al = 0, n = 0;
-	int quoted = 0, comment = 0, in_angle = 0, has_angle = 0;
+	char norm[HEADER_MAILBOX_MAX];
+	size_t m = 0, w = 0;
 
+	for (size_t i = 0; i < len && m < sizeof(norm); i++) {
+		size_t j = i;
+
+		while (j < len && (text[j] == ' ' || text[j] == '\t'))
+			j++;
+		if (j == i) {
+			norm[m++] = text[i];
+			continue;
+		}
+		if (m > 0 && j < len && norm[m - 1] != '.' && norm[m - 1] != '@' && text[j] != '.' &&
+		    text[j] != '@')
+			norm[m++] = ' ';
+		i = j - 1;
+	}
+	for (size_t i = 0; i <= m; i++) {
+		const char *at = NULL;
+
+		if (i < m && norm[i] != ' ')
+			continue;
+		for (size_t k = w; k < i; k++)
+			if (norm[k] == '@')
+				at = norm + k;
+		if (at)
+			n = add_domain(at + 1, (size_t)(norm + i - at - 1), out, n, max, unchecked);
+		w = i + 1;
+	}
+	return n;
+}
+
+size_t header_address_domains(const struct header_field *f, char (*out)[ADDRESS_DOMAIN_MAX + 1],
+			      size_t max, size_t *unchecked)
+{
+	char elem[HEADER_MAILBOX_MAX], angle[HEADER_MAILBOX_MAX];
+	size_t el = 0, al = 0, n = 0, dummy = 0;
+	/* Bytes that did not fit: of an address, or of the text around it. */
+	int quoted = 0, comment = 0, in_angle = 0, has_angle = 0, lost_angle = 0, lost_elem = 0;
+
+	if (!unchecked)
+		unchecked = &dummy;
+	*unchecked = 0;
 	for (size_t i = 0; i <= f->value_len; i++) {
 		char c = i < f->value_len ? f->value[i] : ',';
 
@@ -363,10 +407,17 @@ size_t header_address_domains(const struct header_field *f, char (*out)[ADDRESS_
 		if (c == '\\' && (quoted || comment) && i + 1 < f->value_len) {
 			i++;
 			c = f->value[i];
-			if (quoted && !in_angle && el + 1 < sizeof(elem))
-				elem[el++] = c;
-			else if (quoted && in_angle && al + 1 < sizeof(angle))
-				angle[al++] = c;
+			if (quoted && in_angle) {
+				if (al + 1 < sizeof(angle))
+					angle[al++] = c;
+				else
+					lost_angle = 1;
+			} else if (quoted) {
+				if (el + 1 < sizeof(elem))
+					elem[el++] = c;
+				else
+					lost_elem = 1;
+			}
 			continue;
 		}
 		if (comment) {
@@ -384,6 +435,9 @@ size_t header_address_domains(const struct header_field *f, char (*out)[ADDRESS_
 			comment = 1;
 			continue;
 		} else if (c == '<' && !in_angle) {
+			/* A second angle-addr in one element is one more address. */
+			if (has_angle)
+				n = take_domains(angle, al, out, n, max, unchecked);
 			in_angle = 1;
 			has_angle = 1;
 			al = 0;
@@ -395,18 +449,27 @@ size_t header_address_domains(const struct header_field *f, char (*out)[ADDRESS_
 			el = 0; /* a group's display name */
 			continue;
 		} else if (!in_angle && (c == ',' || c == ';')) {
-			n = has_angle ? take_domain(angle, al, out, n, max) :
-					take_domain(elem, el, out, n, max);
+			if (has_angle)
+				n = take_domains(angle, al, out, n, max, unchecked);
+			n = take_domains(elem, el, out, n, max, unchecked);
+			/* A mailbox too long to have been read whole is one
+			 * that was not checked; a long display name is not. */
+			if (lost_angle || (lost_elem && !has_angle))
+				(*unchecked)++;
 			el = al = 0;
-			has_angle = 0;
+			has_angle = lost_angle = lost_elem = 0;
 			quoted = 0;
 			continue;
 		}
 		if (in_angle) {
 			if (al + 1 < sizeof(angle))
 				angle[al++] = c;
+			else
+				lost_angle = 1;
 		} else if (el + 1 < sizeof(elem)) {
 			elem[el++] = c;
+		} else {
+			lost_elem = 1;
 		}
 	}
 	return n;

@@ -71,11 +71,14 @@ long header_value_flat(const struct header_field *f, char *out, size_t cap);
 size_t header_mailboxes(const struct header_field *f, char (*out)[ADDRESS_PATH_MAX + 1],
 			size_t max, int *malformed);
 
-/* The domains of the mailboxes in an address-list field such as From:
- * (RFC 5322 3.4: display names, comments, quoted strings and groups
- * allowed), lower-cased, at most max of them into out. Returns how many;
- * a mailbox without a valid domain is skipped. */
+/* The distinct domains of the mailboxes in an address-list field such
+ * as From: (RFC 5322 3.4: display names, comments, quoted strings, groups
+ * and the obsolete spaces allowed; a malformed mailbox gives every
+ * address it holds), lower-cased, at most max of them into out. Returns
+ * how many; a mailbox without a valid domain is skipped. *unchecked (may
+ * be NULL) counts the mailboxes left out: of a domain beyond the first
+ * max, or longer than HEADER_MAILBOX_MAX. */
 size_t header_address_domains(const struct header_field *f, char (*out)[ADDRESS_DOMAIN_MAX + 1],
-			      size_t max);
+			      size_t max, size_t *unchecked);
 
 #endif

@@ -151,6 +151,16 @@
 /* Mailboxes read from one From:, Sender: or Resent-From: field; a field
  * with more is refused where every author must be checked. */
 #define HEADER_AUTHORS_MAX 32
+/* One mailbox of an address-list field as we read it: its address has
+ * at most 64 + 1 + 255 octets (RFC 5321 4.5.3.1.1 and 4.5.3.1.2), the
+ * rest is display name. */
+#define HEADER_MAILBOX_MAX 1024
+/* The distinct domains of a From: field's authors that DMARC checks, each
+ * one policy lookup (two for a subdomain without its own). RFC 7489
+ * 6.6.1: with several authors the strictest of their policies counts, so
+ * a From naming more is refused under dmarc_reject (dmarc=permerror
+ * without it). */
+#define DMARC_FROM_DOMAINS_MAX 8
 /* DKIM-Signature fields verified per message; signatures made per message. */
 #define DKIM_VERIFY_MAX 5
 #define DKIM_SIGN_MAX 4

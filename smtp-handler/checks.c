@@ -21,18 +21,22 @@
 
 /* The Authentication-Results field and the quarantine mark. */
 #define AUTH_RESULTS_MAX 4096
-/* Authors' domains of one From field checked for DMARC. */
-#define FROM_DOMAINS_MAX 4
-
-/* Is verdict a stricter outcome than b (a failure with a harder
- * disposition, or a failure against no failure)? */
-static int dmarc_stricter(const struct dmarc_verdict *a, const struct dmarc_verdict *b)
+/* How strict an outcome is: a failure by its disposition, then a
+ * temporary error, then a permanent one, then the rest. */
+static int dmarc_strictness(const struct dmarc_verdict *v)
 {
-	if ((a->result == DMARC_FAIL) != (b->result == DMARC_FAIL))
-		return a->result == DMARC_FAIL;
-	if (a->result == DMARC_FAIL)
-		return a->disposition > b->disposition;
-	return a->result == DMARC_TEMPERROR && b->result != DMARC_TEMPERROR;
+	switch (v->result) {
+	case DMARC_FAIL:
+		return 3 + (int)v->disposition;
+	case DMARC_TEMPERROR:
+		return 2;
+	case DMARC_PERMERROR:
+		return 1;
+	case DMARC_NONE:
+	case DMARC_PASS:
+		break;
+	}
+	return 0;
 }
 
 static long long elapsed_ms(const struct timespec *t0)
@@ -187,8 +191,9 @@ int checks_message(struct session *s, const char *qid, int *fd, char *staging, s
 	struct header_block hb;
 	struct dmarc_verdict dm;
 	char from[ADDRESS_DOMAIN_MAX + 1] = "", cm[200], newpath[PATH_MAX_POSTAGE], name[QUEUE_ID_LEN + 16];
-	static char from_domains[FROM_DOMAINS_MAX][ADDRESS_DOMAIN_MAX + 1];
-	size_t ndk = 0, ndrop = 0, len = 0, nfrom = 0;
+	static char from_domains[DMARC_FROM_DOMAINS_MAX][ADDRESS_DOMAIN_MAX + 1];
+	const char *unusable = NULL; /* why the From field cannot be checked */
+	size_t ndk = 0, ndrop = 0, len = 0, nfrom = 0, from_fields = 0, unchecked = 0;
 	unsigned long long dropped_lfs = 0, added_lfs = 0;
 	struct timespec t0;
 	long long deadline;
@@ -200,37 +205,46 @@ int checks_message(struct session *s, const char *qid, int *fd, char *staging, s
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	deadline = dns_deadline(0);
 	have_hb = header_block_read(*fd, header_start, *size, &hb) == 0;
+	/* Past MESSAGE_HEADER_MAX or MESSAGE_HEADER_FIELDS_MAX no From field
+	 * is seen: padding must not hide one. */
+	if (!have_hb && errno == EFBIG)
+		unusable = "header section too large to check";
 	if (have_hb) {
 		long pos = -1;
-		const struct header_field *f = header_next(&hb, "from", &pos);
+		const struct header_field *f, *first = NULL;
+
 		/* RFC 7489 6.6.1: one From field. Several authors: each
 		 * domain is checked and the strictest outcome counts, so a
 		 * second author cannot dodge a policy. */
-		if (f && !header_next(&hb, "from", &pos)) {
-			nfrom = header_address_domains(f, from_domains, FROM_DOMAINS_MAX);
-			for (size_t i = 1; i < nfrom; i++)
-				for (size_t k = 0; k < i; k++)
-					if (strcmp(from_domains[i], from_domains[k]) == 0) {
-						memmove(from_domains[i], from_domains[nfrom - 1],
-							sizeof(from_domains[0]));
-						nfrom--;
-						i--;
-						break;
-					}
-		}
+		while ((f = header_next(&hb, "from", &pos)))
+			if (from_fields++ == 0)
+				first = f;
+		if (from_fields == 1)
+			nfrom = header_address_domains(first, from_domains, DMARC_FROM_DOMAINS_MAX,
+						       &unchecked);
+		if (from_fields > 1)
+			unusable = "more than one From field";
+		else if (unchecked)
+			unusable = "From names more authors than are checked";
 		ndk = dkim_verify(*fd, &hb, dk, DKIM_VERIFY_MAX, deadline);
 		pos = -1;
 		while ((f = header_next(&hb, "authentication-results", &pos)))
 			if (claims_our_id(f, host) && ndrop < MESSAGE_HEADER_FIELDS_MAX)
 				drop[ndrop++] = f;
 	}
-	dmarc_check(nfrom ? from_domains[0] : "", c->spf_mailfrom, c->spf_domain, dk, ndk, deadline,
-		    &dm);
-	for (size_t i = 1; i < nfrom; i++) {
+	if (unusable) {
+		memset(&dm, 0, sizeof(dm));
+		dm.result = DMARC_PERMERROR;
+		dm.reason = unusable;
+	} else {
+		dmarc_check(nfrom ? from_domains[0] : "", c->spf_mailfrom, c->spf_domain, dk, ndk,
+			    deadline, &dm);
+	}
+	for (size_t i = 1; !unusable && i < nfrom; i++) {
 		struct dmarc_verdict other;
 
 		dmarc_check(from_domains[i], c->spf_mailfrom, c->spf_domain, dk, ndk, deadline, &other);
-		if (dmarc_stricter(&other, &dm))
+		if (dmarc_strictness(&other) > dmarc_strictness(&dm))
 			dm = other;
 	}
 	snprintf(from, sizeof(from), "%s", dm.from_domain);
@@ -286,6 +300,30 @@ int checks_message(struct session *s, const char *qid, int *fd, char *staging, s
 		  dmarc_policy_name(dm.policy), dmarc_policy_name(dm.disposition), from[0] ? from : "-",
 		  elapsed_ms(&t0));
 
+	/* RFC 7489 6.6.1: a From field that cannot be checked whole may be
+	 * refused; else one field naming a harmless author next to one of
+	 * a p=reject domain would dodge that domain's policy. */
+	if (unusable && setting_int(SET_DMARC_REJECT)) {
+		log_event(LOG_NOTICE,
+			  "event=data result=refused reason=dmarc_from id=%s from_fields=%zu "
+			  "unchecked_authors=%zu header_too_large=%s",
+			  qid, from_fields, unchecked, have_hb ? "no" : "yes");
+		if (!have_hb)
+			reply(s, "550 5.7.1 Message rejected: its header section has more than %d fields or "
+				 "%d KiB, too large to check its From field for DMARC",
+			      MESSAGE_HEADER_FIELDS_MAX, MESSAGE_HEADER_MAX / 1024);
+		else if (from_fields > 1)
+			reply(s, "550 5.7.1 Message rejected: it has more than one From field "
+				 "(RFC 5322 3.6, RFC 7489 6.6.1)");
+		else
+			reply(s, "550 5.7.1 Message rejected: its From field names authors of more than %d "
+				 "domains, or an address too long to read; DMARC checks every author "
+				 "(RFC 7489 6.6.1)",
+			      DMARC_FROM_DOMAINS_MAX);
+		if (have_hb)
+			header_block_free(&hb);
+		return -1;
+	}
 	if (dm.result == DMARC_FAIL && dm.disposition == DMARC_P_REJECT &&
 	    setting_int(SET_DMARC_REJECT)) {
 		log_event(LOG_NOTICE, "event=data result=refused reason=dmarc id=%s from_domain=%s", qid, from);

@@ -1,7 +1,8 @@
 /* A message's header section as a client sends it: the header reader,
  * the From: domains, DKIM's tag lists and header canonicalisation.
  * Checked: fields lie inside the buffer, in order, at their offsets;
- * domains are lower-case and valid; tag values lie inside the text;
+ * domains are lower-case, valid and distinct (at most the number asked
+ * for); tag values lie inside the text;
  * canonical header fields are one line ending in CRLF with the name
  * lower-cased (relaxed). */
 #include "fuzz.h"
@@ -35,7 +36,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		for (size_t i = 0; i < hb.n; i++) {
 			const struct header_field *f = &hb.fields[i];
 			struct tag tags[TAGS_MAX];
-			size_t nt, nd;
+			size_t nt, nd, unchecked;
 			long n;
 
 			FUZZ_ASSERT(f->offset > last && f->offset + (off_t)f->raw_len <= (off_t)size);
@@ -44,12 +45,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			FUZZ_ASSERT(f->name_len > 0 && f->name_len < f->raw_len);
 			last = f->offset;
 
-			nd = header_address_domains(f, domains, 4);
+			nd = header_address_domains(f, domains, 4, &unchecked);
 			FUZZ_ASSERT(nd <= 4);
+			FUZZ_ASSERT(unchecked <= f->value_len);
 			for (size_t k = 0; k < nd; k++) {
 				FUZZ_ASSERT(address_domain_valid(domains[k], strlen(domains[k]), 1));
 				for (const char *c = domains[k]; *c; c++)
 					FUZZ_ASSERT(!isupper((unsigned char)*c));
+				for (size_t j = 0; j < k; j++)
+					FUZZ_ASSERT(strcmp(domains[j], domains[k]) != 0);
 			}
 			if (tags_parse(f->value, f->value_len, tags, &nt) == 0) {
 				FUZZ_ASSERT(nt <= TAGS_MAX);

@@ -83,6 +83,13 @@ SPF = {
     'aligned.example': 'v=spf1 ip4:198.51.100.7 -all',
     'signed.example': 'v=spf1 -all',
     'sub.orgpol.example': 'v=spf1 -all',
+    # 公司.cn (xn--55qx5d.cn) is a public suffix: shop. and other. under
+    # it are two registrants, each its own organizational domain.
+    'shop.xn--55qx5d.cn': 'v=spf1 ip4:198.51.100.0/24 -all',
+    'other.xn--55qx5d.cn': 'v=spf1 ip4:198.51.100.0/24 -all',
+    # p=reject, and its own SPF ends in a temporary error (temp.invalid
+    # is outside the local zones: REFUSED).
+    'tempalign.example': 'v=spf1 include:temp.invalid -all',
 }
 for i in range(11):
     SPF[f'n{i}.example'] = 'v=spf1 ?all'
@@ -95,7 +102,12 @@ DMARC = {
     'signed.example': 'v=DMARC1; p=reject; adkim=s',
     'orgpol.example': 'v=DMARC1; p=none; sp=reject',
     'example.test': 'v=DMARC1; p=reject',
+    'shop.xn--55qx5d.cn': 'v=DMARC1; p=reject',
+    'tempalign.example': 'v=DMARC1; p=reject',
 }
+# The zones the test DNS server answers for itself (NXDOMAIN for what it
+# does not know); any other name gets REFUSED, a temporary error.
+LOCAL_ZONES = ('test', 'example', 'cn')
 
 
 def crlf(b):
@@ -123,7 +135,7 @@ class ChecksTest(unittest.TestCase):
         cls.ed_seed = base64.b64encode(der[-32:])
         cls.ed_pub = base64.b64encode(openssl('pkey', '-in', ed, '-pubout', '-outform', 'DER')[-32:]).decode()
 
-        d = cls.dns = netns.DnsServer()
+        d = cls.dns = netns.DnsServer(local_zones=LOCAL_ZONES)
         for name, txt in SPF.items():
             d.txt(name, *(txt if isinstance(txt, tuple) else (txt,)))
         for name, txt in DMARC.items():
@@ -182,10 +194,12 @@ class ChecksTest(unittest.TestCase):
         except (smtplib.SMTPException, OSError):
             c.close()
 
-    def message(self, from_addr, extra=b'', body=None):
+    def message(self, from_addr, extra=b'', body=None, from_field=None):
+        """A message From: Someone <from_addr>, or From: from_field."""
         tag = uuid.uuid4().hex
         body = body if body is not None else f'Hello {tag}\n{BODY_MARKER}\n'.encode()
-        return crlf(f'From: Someone <{from_addr}>\nTo: alice@example.test\nSubject: check {tag}\n'
+        from_field = from_field if from_field is not None else f'Someone <{from_addr}>'
+        return crlf(f'From: {from_field}\nTo: alice@example.test\nSubject: check {tag}\n'
                     f'Date: {email.utils.formatdate()}\nMessage-ID: <{tag}@test>\n'.encode()
                     + extra + b'\n' + body), tag
 
@@ -474,18 +488,151 @@ class ChecksTest(unittest.TestCase):
         self.send(c, 'x@pass.example', msg)
         self.assertEqual(self.auth_results(self.delivered(tag))['dmarc'][0][0], 'none')
 
+    def test_two_from_fields(self):
+        """RFC 7489 6.6.1: a second From field, one author harmless and the
+        other of a p=reject domain, is refused under dmarc_reject, in either
+        order; without it, delivered with dmarc=permerror."""
+        c = self.client()
+        for first, second in (('a@unrelated.example', 'b@reject.example'),
+                              ('b@reject.example', 'a@unrelated.example')):
+            with self.subTest(first=first):
+                msg, tag = self.message(first, extra=f'From: {second}\n'.encode())
+                code, text = self.send(c, 'x@pass.example', msg, expect=None)
+                self.assertEqual(code, 550, f'two From fields ({first}, {second}): {text}')
+                self.assertTrue(text.startswith(b'5.7.1'), text)
+                self.assertIn(b'more than one From field', text)
+        self.assertEqual(self.p.messages('alice'), [])
+        self.assertIn('reason=dmarc_from', self.p.log_text())
+        self.p.set('dmarc_reject', '0')
+        c = self.client()
+        msg, tag = self.message('a@unrelated.example', extra=b'From: b@reject.example\n')
+        self.send(c, 'x@pass.example', msg)
+        ar = self.auth_results(self.delivered(tag))
+        self.assertEqual(ar['dmarc'][0][0], 'permerror', ar)
+
+    def test_every_author_checked(self):
+        """Every author of a From list is checked and the strictest outcome
+        counts: a p=reject author fifth in the list, or written so that the
+        list is malformed, is found; a list naming more domains than
+        DMARC_FROM_DOMAINS_MAX (8) is refused under dmarc_reject."""
+        harmless = [f'a{i}@n{i}.example' for i in range(9)]
+        c = self.client()
+        cases = [
+            ('fifth author', ', '.join(harmless[:4] + ['e@reject.example'])),
+            ('an address as display name', 'e@reject.example <a@unrelated.example>'),
+            ('two addresses in one mailbox', 'e@reject.example a@unrelated.example'),
+            ('obsolete spaces in the domain', 'a@unrelated.example, e@reject . example'),
+        ]
+        for what, field in cases:
+            with self.subTest(what):
+                msg, tag = self.message(None, from_field=field)
+                code, text = self.send(c, 'x@pass.example', msg, expect=None)
+                self.assertEqual(code, 550, f'From: {field}: {text}')
+                self.assertTrue(text.startswith(b'5.7.1'), text)
+                self.assertIn(b'DMARC policy of reject.example is reject', text)
+        # Authors of 9 domains: more than are checked.
+        msg, tag = self.message(None, from_field=', '.join(harmless))
+        code, text = self.send(c, 'x@pass.example', msg, expect=550)
+        self.assertTrue(text.startswith(b'5.7.1'), text)
+        self.assertIn(b'more than 8 domains', text)
+        # 8 domains, each once or more: all checked, none with a policy.
+        msg, tag = self.message(None, from_field=', '.join(harmless[:8] + ['b1@n1.example']))
+        self.send(c, 'x@pass.example', msg)
+        self.assertEqual(self.auth_results(self.delivered(tag))['dmarc'][0][0], 'none')
+        self.assertEqual(len(self.p.messages('alice')), 1)
+        self.p.set('dmarc_reject', '0')
+        c = self.client()
+        msg, tag = self.message(None, from_field=', '.join(harmless))
+        self.send(c, 'x@pass.example', msg)
+        self.assertEqual(self.auth_results(self.delivered(tag))['dmarc'][0][0], 'permerror')
+
+    def test_header_too_large_to_check(self):
+        """A header section beyond what is read for the checks (1000
+        fields, 256 KiB) cannot hide its From field: refused under
+        dmarc_reject, delivered with dmarc=permerror without."""
+        pad = b''.join(b'X-Pad-%d: x\n' % i for i in range(1000))
+        c = self.client()
+        for what, frm in (('p=reject', 'a@reject.example'), ('no policy', 'a@unrelated.example')):
+            with self.subTest(what):
+                msg, tag = self.message(frm, extra=pad)
+                code, text = self.send(c, 'x@pass.example', msg, expect=None)
+                self.assertEqual(code, 550, f'From {frm} after 1000 fields: {text}')
+                self.assertTrue(text.startswith(b'5.7.1'), text)
+                self.assertIn(b'header section', text)
+        self.assertEqual(self.p.messages('alice'), [])
+        # Within the bounds (a few hundred fields): checked as usual.
+        msg, tag = self.message('a@unrelated.example', extra=pad[:pad.index(b'X-Pad-300:')])
+        self.send(c, 'x@pass.example', msg)
+        self.assertEqual(self.auth_results(self.delivered(tag))['dmarc'][0][0], 'none')
+        self.p.set('dmarc_reject', '0')
+        c = self.client()
+        msg, tag = self.message('a@reject.example', extra=pad)
+        self.send(c, 'x@pass.example', msg)
+        ar = self.auth_results(self.delivered(tag))
+        self.assertEqual(ar['dmarc'][0][0], 'permerror', ar)
+
+    def test_idn_organizational_domain(self):
+        """The public suffix list's internationalised rules (from libpsl):
+        公司.cn is a public suffix, so the policy of shop.xn--55qx5d.cn
+        (p=reject) covers mail.shop.xn--55qx5d.cn, written in A-labels or
+        in U-labels, and another registrant under 公司.cn does not align
+        with it."""
+        c = self.client()
+        for frm in ('x@mail.shop.xn--55qx5d.cn', 'x@mail.shop.公司.cn', 'x@MAIL.Shop.XN--55QX5D.cn'):
+            with self.subTest(frm=frm):
+                msg, tag = self.message(frm)
+                code, text = self.send(c, 'bounce@pass.example', msg, expect=None)
+                self.assertEqual(code, 550, f'From {frm}: {text}')
+                self.assertIn(b'DMARC policy of mail.shop.xn--55qx5d.cn is reject', text)
+        # SPF passes for other.xn--55qx5d.cn: another organization.
+        msg, tag = self.message('x@mail.shop.xn--55qx5d.cn')
+        code, text = self.send(c, 'bounce@other.xn--55qx5d.cn', msg, expect=None)
+        self.assertEqual(code, 550, text)
+        # SPF passes for shop.xn--55qx5d.cn itself: aligned (relaxed).
+        msg, tag = self.message('x@mail.shop.公司.cn')
+        self.send(c, 'bounce@shop.xn--55qx5d.cn', msg)
+        ar = self.auth_results(self.delivered(tag))
+        self.assertEqual(ar['dmarc'], [('pass', {'header.from': 'mail.shop.xn--55qx5d.cn'})])
+
     def test_dns_trouble_never_gives_5xx(self):
         c = self.client()
-        # SPF temperror for a p=reject From: delivered with temperror.
-        msg, tag = self.message('a@reject.example')
-        self.send(c, 'x@temp.invalid', msg)
-        ar = self.auth_results(self.delivered(tag))
-        self.assertEqual(self.spf_of(self.delivered(tag))[0], 'temperror')
-        self.assertEqual(ar['dmarc'][0][0], 'temperror')
+        # SPF temperror for the From domain itself (p=reject): delivered
+        # with temperror, since its SPF might have passed.
+        msg, tag = self.message('a@tempalign.example')
+        self.send(c, 'x@tempalign.example', msg)
+        data = self.delivered(tag)
+        self.assertEqual(self.spf_of(data)[0], 'temperror')
+        self.assertEqual(self.auth_results(data)['dmarc'][0][0], 'temperror')
         # The policy lookup itself fails: temperror, delivered.
         msg, tag = self.message('a@policy.invalid')
         self.send(c, 'x@pass.example', msg)
         self.assertEqual(self.auth_results(self.delivered(tag))['dmarc'][0][0], 'temperror')
+
+    def test_unaligned_dns_trouble_does_not_dodge(self):
+        """Only an identifier aligned with From can pass DMARC, so the
+        temporary error of another one (an SPF domain or a DKIM d= whose
+        DNS fails, as any sender can arrange) leaves a p=reject failure a
+        failure."""
+        c = self.client()
+        msg, tag = self.message('a@reject.example')
+        cases = [('MAIL FROM in a failing DNS zone', 'x@temp.invalid', msg)]
+        if dkim is not None:
+            msg, tag = self.message('a@reject.example')
+            cases.append(('DKIM d= in a failing DNS zone', 'x@pass.example',
+                          self.sign(msg, 'temp.invalid')))
+        for what, sender, data in cases:
+            with self.subTest(what):
+                code, text = self.send(c, sender, data, expect=None)
+                self.assertEqual(code, 550, f'{what}, From p=reject: {text}')
+                self.assertIn(b'DMARC policy of reject.example is reject', text)
+        self.assertEqual(self.p.messages('alice'), [])
+        self.p.set('dmarc_reject', '0')
+        c = self.client()
+        msg, tag = self.message('a@reject.example')
+        self.send(c, 'x@temp.invalid', msg)
+        data = self.delivered(tag)
+        self.assertEqual(self.spf_of(data)[0], 'temperror')
+        self.assertEqual(self.auth_results(data)['dmarc'][0][0], 'fail')
 
     # -- the field itself ---------------------------------------------------------
 

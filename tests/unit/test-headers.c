@@ -55,25 +55,37 @@ static void check_block(const char *msg, off_t start, const char *names, const c
 	close(fd);
 }
 
-static void check_domains(const char *value, const char *want)
+/* The domains read from a From field holding value, at most max, joined
+ * by ','; with "+N" when N mailboxes were left unchecked. */
+static void check_domains_max(const char *value, size_t max, const char *want)
 {
-	char field[1200], got[1024] = "", domains[4][ADDRESS_DOMAIN_MAX + 1];
+	char field[4200], got[1024] = "", domains[4][ADDRESS_DOMAIN_MAX + 1];
 	struct header_block hb;
-	size_t n;
+	size_t n, unchecked = 99;
 	int fd;
 
+	REQUIRE(max <= 4);
 	snprintf(field, sizeof(field), "From:%s\n\n", value);
 	fd = file_of(field, strlen(field));
 	REQUIRE(header_block_read(fd, 0, (off_t)strlen(field), &hb) == 0);
 	REQUIRE(hb.n == 1);
-	n = header_address_domains(&hb.fields[0], domains, 4);
+	n = header_address_domains(&hb.fields[0], domains, max, &unchecked);
 	for (size_t i = 0; i < n; i++) {
 		size_t l = strlen(got);
 		snprintf(got + l, sizeof(got) - l, "%s%s", i ? "," : "", domains[i]);
 	}
+	if (unchecked) {
+		size_t l = strlen(got);
+		snprintf(got + l, sizeof(got) - l, "+%zu", unchecked);
+	}
 	CHECK_STR(value, want, got);
 	header_block_free(&hb);
 	close(fd);
+}
+
+static void check_domains(const char *value, const char *want)
+{
+	check_domains_max(value, 4, want);
 }
 
 int main(void)
@@ -153,6 +165,33 @@ int main(void)
 	check_domains(" Alice\n <alice@fold.example>", "fold.example");
 	check_domains(" \"a\\\"b\" <x@esc.example>", "esc.example");
 	check_domains(" trailing.dot@example.org.", "example.org");
+	/* Each domain once; beyond max, counted as unchecked. */
+	check_domains(" a@x.example, b@X.example, c@y.example, d@x.example", "x.example,y.example");
+	check_domains_max(" a@1.example, b@2.example, c@3.example, d@1.example", 2, "1.example,2.example+1");
+	check_domains_max(" a@1.example, b@2.example, c@3.example, d@4.example, e@5.example", 4,
+			  "1.example,2.example,3.example,4.example+1");
+	check_domains_max(" a@1.example, b@1.example", 1, "1.example");
+	/* Obsolete spaces around dots and '@' (RFC 5322 4.4). */
+	check_domains(" a@reject . example", "reject.example");
+	check_domains(" John <a . b @ reject .\n\texample>", "reject.example");
+	/* Malformed: every address it holds. */
+	check_domains(" <a@reject.example> <b@harmless.example>", "reject.example,harmless.example");
+	check_domains(" a@reject.example b@harmless.example", "reject.example,harmless.example");
+	check_domains(" a@reject.example <b@harmless.example>", "harmless.example,reject.example");
+	check_domains(" <a@reject.example b@harmless.example>", "reject.example,harmless.example");
+	/* A quoted display name stays a name. */
+	check_domains(" \"a@reject.example\" <b@harmless.example>", "harmless.example");
+	check_domains(" \"john doe\"@q.example", "q.example");
+	/* Internationalised domains as written (RFC 6532). */
+	check_domains(" a@mail.shop.\xe5\x85\xac\xe5\x8f\xb8.cn", "mail.shop.\xe5\x85\xac\xe5\x8f\xb8.cn");
+	/* Too long to read whole: unchecked, not silently cut. */
+	{
+		char v[3000];
+		snprintf(v, sizeof(v), " a@ok.example, <%02000d@reject.example>", 0);
+		check_domains(v, "ok.example+1");
+		snprintf(v, sizeof(v), " \"%02000d\" <b@long.example>", 0);
+		check_domains(v, "long.example");
+	}
 
 	/* the edited copy: prefix on top, dropped fields gone */
 	{
