@@ -100,6 +100,10 @@
 /* maildir(5): a file in tmp/ untouched for 36 hours is left over from a
  * delivery that died, and may be removed. */
 #define MAILDIR_TMP_STALE_SECONDS (36 * 3600)
+/* Maildir++ folders (.Sent/, .Trash/, ...) a quota check reads: it runs
+ * at RCPT, so a Maildir with more is not read further (the rest go
+ * uncounted) rather than holding up the session. */
+#define MAILDIR_FOLDERS_MAX 1000
 
 /* Staging files in spool_dir/tmp: the ones a process remembers to remove
  * when it is told to stop (a message, its Date/Message-ID copy, a bounce
