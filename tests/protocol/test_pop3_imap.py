@@ -14,7 +14,6 @@ scripts/test installs.
 import imaplib
 import os
 import re
-import unittest
 
 from harness import main
 from pop3_base import PASSWORD

@@ -51,7 +51,10 @@ PASSWORDS = {'alice': 'Alice-webmail-pw-1', 'bob': 'Bob-webmail-pw-2',
 CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic',
                   '--no-first-run', '--disable-background-networking',
                   '--disable-component-update', '--disable-sync',
-                  '--window-size=1280,860']
+                  '--window-size=1280,860', '--lang=en-US']
+# The whole run, servers and browser, gets this long; then it is stopped
+# (and cleaned up) as a failure.
+RUN_TIMEOUT_SECONDS = 600
 
 
 class Failure(Exception):
@@ -502,19 +505,33 @@ http {{
                 r.returncode == 0 and 'auth succeeded' in out, out.strip())
 
     def start_browser(self):
+        """Chromium under a chromedriver of our own on 127.0.0.1: nothing
+        may need the name "localhost", which a minimal system without
+        /etc/hosts cannot resolve (Selenium's own Service reaches
+        chromedriver by that name)."""
         from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
         home = os.path.join(self.dir, 'chromium')
         opts = webdriver.ChromeOptions()
         opts.binary_location = '/usr/bin/chromium'
-        for a in CHROMIUM_FLAGS + [f'--user-data-dir={home}/profile']:
+        # chromedriver talks to Chromium over a pipe, not over a port on
+        # "localhost"
+        for a in CHROMIUM_FLAGS + [f'--user-data-dir={home}/profile', '--remote-debugging-pipe']:
             opts.add_argument(a)
         # the run's certificate is self-signed
         opts.set_capability('acceptInsecureCerts', True)
         env = {'HOME': home, 'PATH': '/usr/sbin:/usr/bin:/sbin:/bin', 'LANG': 'C.UTF-8'}
-        service = Service('/usr/bin/chromedriver', log_path=os.path.join(home, 'chromedriver.log'),
-                          env=env)
-        self.driver = webdriver.Chrome(service=service, options=opts)
+        port = free_port()
+        self.procs.start('chromedriver', ['/usr/bin/chromedriver', f'--port={port}',
+                                          '--allowed-ips=127.0.0.1',
+                                          f'--log-path={home}/chromedriver.log'],
+                         os.path.join(home, 'chromedriver.out'), env=env)
+        try:
+            wait_for('chromedriver listening', lambda: listening(port), 30)
+        except Failure:
+            raise Failure('chromedriver did not start: '
+                          + tail(os.path.join(home, 'chromedriver.out')))
+        self.driver = webdriver.Remote(command_executor=f'http://127.0.0.1:{port}',
+                                       options=opts)
         self.driver.set_page_load_timeout(60)
         self.driver.set_script_timeout(30)
         self.url = f'https://127.0.0.1:{self.ports["https"]}/'
@@ -710,9 +727,13 @@ def main():
     w = Webmail(args)
 
     def on_signal(signum, frame):
+        if signum == signal.SIGALRM:
+            raise KeyboardInterrupt(f'the run took over {RUN_TIMEOUT_SECONDS} s')
         raise KeyboardInterrupt(f'signal {signum}')
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
+    signal.signal(signal.SIGALRM, on_signal)
+    signal.alarm(RUN_TIMEOUT_SECONDS)
     failure = None
     try:
         w.run()
@@ -723,6 +744,7 @@ def main():
     except Exception:
         failure = 'unexpected error:\n' + traceback.format_exc()
     finally:
+        signal.alarm(0)
         if failure and w.driver is not None:
             w.shot('failure.png')
             try:
