@@ -50,6 +50,12 @@ static int initialised;
 static unsigned renegotiations_refused;
 static int hello_to_drop;
 
+/* Outbound TLS (the queue runner) is opportunistic: when the handshake
+ * fails the mail goes in clear, so unless the admin set tls_priority the
+ * client offers what the server side no longer does (CBC, static RSA)
+ * rather than send in clear to an old MX. */
+static const char client_priority[] = "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2";
+
 int tls_available(void)
 {
 	const char *cert = setting(SET_TLS_CERT), *key = setting(SET_TLS_KEY);
@@ -352,7 +358,10 @@ int tls_client_start(struct io *io, const char *servername, int *verified, char 
 	}
 	if (dl_gnutls_init(&session, GNUTLS_CLIENT | GNUTLS_NO_SIGNAL) < 0)
 		return -1;
-	if (dl_gnutls_priority_set_direct(session, setting(SET_TLS_PRIORITY), NULL) < 0)
+	if (dl_gnutls_priority_set_direct(session,
+					  setting_is_set(SET_TLS_PRIORITY) ? setting(SET_TLS_PRIORITY)
+									   : client_priority,
+					  NULL) < 0)
 		dl_gnutls_set_default_priority(session);
 	dl_gnutls_credentials_set(session, GNUTLS_CRD_CERTIFICATE, creds);
 	if (servername && *servername)
