@@ -111,15 +111,25 @@ class TestSSL(unittest.TestCase):
         cls.tmp = tempfile.mkdtemp(prefix='postage-testssl-')
         cls.installs = {}
         cls.servers = {}
-        for kind in ('rsa', 'ec'):
-            p = Postage().__enter__()
-            cls.installs[kind] = p
-            cert, key = make_cert(p.dir, kind=kind, days=365,
-                                  san='DNS:mx.test.example,IP:127.0.0.1')
-            p.set('tls_cert', cert)
-            p.set('tls_key', key)
-        for name, (kind, prog, args, _, _) in PORTS.items():
-            cls.servers[name] = cls.installs[kind].serve(prog, args)
+        try:
+            for kind in ('rsa', 'ec'):
+                p = Postage().__enter__()
+                cls.installs[kind] = p
+                cert, key = make_cert(p.dir, kind=kind, days=365,
+                                      san='DNS:mx.test.example,IP:127.0.0.1')
+                p.set('tls_cert', cert)
+                p.set('tls_key', key)
+            for name, (kind, prog, args, _, _) in PORTS.items():
+                cls.servers[name] = cls.installs[kind].serve(prog, args)
+        except BaseException:
+            cls.cleanup()
+            raise
+
+    @classmethod
+    def cleanup(cls):
+        for p in cls.installs.values():
+            p.__exit__(None, None, None)
+        shutil.rmtree(cls.tmp, ignore_errors=True)
 
     @classmethod
     def tearDownClass(cls):
@@ -127,9 +137,7 @@ class TestSSL(unittest.TestCase):
             for p in cls.installs.values():
                 p.check_sanitizers()
         finally:
-            for p in cls.installs.values():
-                p.__exit__(None, None, None)
-            shutil.rmtree(cls.tmp, ignore_errors=True)
+            cls.cleanup()
 
     def test_no_finding_at_low_or_above(self):
         def scan(name):

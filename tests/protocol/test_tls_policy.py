@@ -171,9 +171,14 @@ class TlsPolicyTest(unittest.TestCase):
         if not shutil.which('openssl'):
             raise unittest.SkipTest('openssl is not installed')
         cls.p = Postage().__enter__()
-        cls.certs = {kind: make_cert(cls.p.dir, name=kind, kind=kind) for kind in ('rsa', 'ec')}
-        cls.use('rsa')
-        cls.servers = {name: cls.p.serve(prog, args) for name, prog, args, _ in ENTRIES}
+        try:
+            cls.certs = {kind: make_cert(cls.p.dir, name=kind, kind=kind)
+                         for kind in ('rsa', 'ec')}
+            cls.use('rsa')
+            cls.servers = {name: cls.p.serve(prog, args) for name, prog, args, _ in ENTRIES}
+        except BaseException:
+            cls.p.__exit__(None, None, None)
+            raise
         cls.how = {name: how for name, _, _, how in ENTRIES}
 
     @classmethod
