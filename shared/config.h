@@ -35,5 +35,7 @@ int config_load(void);
 /* The value, or the default; "" for an unset optional one. */
 const char *setting(enum setting id);
 long long setting_int(enum setting id);
+/* 1 when the settings table gives a value (so the default is not used). */
+int setting_is_set(enum setting id);
 
 #endif

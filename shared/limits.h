@@ -90,6 +90,11 @@
 
 /* TLS handshake bound, then hang up. */
 #define TLS_HANDSHAKE_TIMEOUT_MS (60 * 1000)
+/* Renegotiations (TLS 1.2) a session survives, each refused with a
+ * no_renegotiation warning (RFC 5246 7.2.2); the next ends it: a peer told
+ * no that asks again (gnutls-cli --rehandshake retries at once) is not
+ * going to use the session. */
+#define TLS_RENEGOTIATIONS_REFUSED_MAX 1
 
 /* After the last reply, how long and how much we read (and drop) of what
  * the client still sends before closing, so unread input does not turn
