@@ -13,7 +13,9 @@ RUNDIR and LOGDIR. The local configuration keeps rspamd on this machine:
 
 - no Redis (so no Bayes, greylisting store, ratelimit, reputation,
   neural), and the modules that ask servers on the internet (fuzzy
-  storage, DNS block lists, rspamd.com's map updates, ASN lookups) off;
+  storage, DNS block lists, rspamd.com's map updates, ASN lookups, and
+  those whose maps come from maps.rspamd.com: multimap, whitelist,
+  mime_types, mid) off;
 - DNS goes to 127.0.0.1:53 only (a test's or bench/run's dnsmasq);
 - GTUBE's test patterns on (options.enable_test_patterns): XJS... is
   reject, YJS... add header, ZJS... rewrite subject, AJS... no action;
@@ -51,7 +53,9 @@ OFF = ['fuzzy_check', 'rbl', 'surbl', 'rspamd_update', 'asn', 'phishing', 'email
        'mx_check', 'url_redirector', 'greylist', 'ratelimit', 'reputation', 'neural',
        'history_redis', 'replies', 'clickhouse', 'elastic', 'metadata_exporter',
        'metric_exporter', 'external_services', 'antivirus', 'p0f', 'bimi', 'spamtrap',
-       'dkim_signing', 'arc', 'aws_s3', 'maillist']
+       'dkim_signing', 'arc', 'aws_s3', 'maillist',
+       # their maps come from maps.rspamd.com
+       'multimap', 'whitelist', 'mime_types', 'mid']
 
 LOCAL_LUA = r'''
 -- postage's tests: actions on request, keyed on a word in the Subject.
@@ -142,14 +146,20 @@ class Rspamd:
             proxy = f'''
 worker "rspamd_proxy" {{
     bind_socket = "{self.proxy}";
-    .include "$CONFDIR/worker-proxy.inc"
     milter = yes;
     timeout = 120s;
+    # scans itself rather than handing each message on to the normal
+    # worker over HTTP: the quicker of rspamd's two milter set-ups
     upstream "local" {{
         default = yes;
         self_scan = yes;
     }}
     count = {self.workers};
+    max_retries = 5;
+    discard_on_reject = false;
+    quarantine_on_reject = false;
+    spam_header = "X-Spam";
+    reject_message = "Spam message rejected";
 }}
 '''
         with open(self.conf, 'w') as f:
