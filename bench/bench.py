@@ -66,10 +66,11 @@ class Procs:
         self.popens = []       # (name, Popen) started in their own session
         self.stoppers = []     # callables, run in reverse order
 
-    def start(self, name, argv, env=None, log_path=None, leader_only=False):
+    def start(self, name, argv, env=None, log_path=None, leader_only=False, cgroup=None):
         out = open(log_path, 'ab') if log_path else subprocess.DEVNULL
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                             stderr=out, env=env, start_new_session=True)
+                             stderr=out, env=env, start_new_session=True,
+                             preexec_fn=CPU.enter_fn(cgroup))
         if log_path:
             out.close()
         p.leader_only = leader_only
@@ -114,6 +115,97 @@ class Procs:
 
 
 PROCS = Procs()
+
+
+class CpuGroups:
+    """CPU time by part (postage's handlers, Postfix, its milters, rspamd,
+    the DNS server, the client): a cgroup-v1 cpuacct group each, made
+    under the machine's hierarchy and removed at the end. Workloads run
+    one at a time, so a group's usage over one run is that run's. Not
+    available (no cpuacct hierarchy, not root): every figure is None."""
+    ROOT = '/sys/fs/cgroup/cpuacct'
+
+    def __init__(self):
+        self.base = None
+        self.made = []
+
+    def setup(self):
+        try:
+            base = os.path.join(self.ROOT, 'postage-bench-%d' % os.getpid())
+            os.mkdir(base)
+            self.base = base
+        except OSError:
+            self.base = None
+
+    def _dir(self, name):
+        d = os.path.join(self.base, name)
+        if name not in self.made:
+            try:
+                os.mkdir(d)
+            except FileExistsError:
+                pass
+            self.made.append(name)
+        return d
+
+    def move(self, name, pid):
+        if not self.base or not name:
+            return
+        try:
+            with open(os.path.join(self._dir(name), 'cgroup.procs'), 'w') as f:
+                f.write('%d\n' % pid)
+        except OSError:
+            pass
+
+    def enter_fn(self, name):
+        """A preexec_fn that puts the child in group name (None: none)."""
+        if not self.base or not name:
+            return None
+        path = os.path.join(self._dir(name), 'cgroup.procs')
+
+        def enter():
+            try:
+                with open(path, 'w') as f:
+                    f.write('%d\n' % os.getpid())
+            except OSError:
+                pass
+        return enter
+
+    def usage(self):
+        """{group: CPU seconds so far}."""
+        out = {}
+        for name in self.made:
+            try:
+                with open(os.path.join(self.base, name, 'cpuacct.usage')) as f:
+                    out[name] = int(f.read()) / 1e9
+            except (OSError, ValueError):
+                pass
+        return out
+
+    def close(self):
+        if not self.base:
+            return
+        for name in self.made:
+            d = os.path.join(self.base, name)
+            # Whatever is left (nothing, normally) goes back to the root.
+            try:
+                with open(os.path.join(d, 'cgroup.procs')) as f:
+                    for pid in f.read().split():
+                        with open(os.path.join(self.ROOT, 'cgroup.procs'), 'w') as g:
+                            g.write(pid + '\n')
+            except OSError:
+                pass
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
+        try:
+            os.rmdir(self.base)
+        except OSError:
+            pass
+        self.base = None
+
+
+CPU = CpuGroups()
 
 
 def _on_signal(signum, frame):
@@ -594,6 +686,7 @@ class Postfix:
         wrapper: argv that `postfix start` runs under (a mount namespace)."""
         self.env = env
         self.wrapper = list(wrapper)
+        self.cgroup = None  # CPU accounting group of its processes
         d = env.path(name)
         self.dir = d
         self.etc = os.path.join(d, 'etc')
@@ -657,7 +750,8 @@ biff = no
             f.write(extra_master)
 
     def start(self):
-        r = subprocess.run(self.wrapper + ['postfix', '-c', self.etc, 'start'], capture_output=True, text=True)
+        r = subprocess.run(self.wrapper + ['postfix', '-c', self.etc, 'start'], capture_output=True, text=True,
+                           preexec_fn=CPU.enter_fn(self.cgroup))
         if r.returncode != 0:
             raise BenchError('postfix start failed: %s %s' % (r.stdout, r.stderr))
         PROCS.on_stop(self.stop)
@@ -989,7 +1083,8 @@ class Checks:
         argv = self.in_mount_ns(self.resolv) + [
             self.env.ssa, '--inetd', '-a', '-l', '127.0.0.1:%d' % port,
             '-E', 'POSTAGE_LOG_FILE=' + pg.logfile, self.env.smtp_handler, '--db', db]
-        PROCS.start(label, argv, log_path=os.path.join(self.dir, label + '.supervisor.log'))
+        PROCS.start(label, argv, log_path=os.path.join(self.dir, label + '.supervisor.log'),
+                    cgroup='postage')
         wait_greeting(port, what=label)
         return port
 
@@ -997,7 +1092,7 @@ class Checks:
         subprocess.run(['ip', 'addr', 'add', self.DNS_OTHER + '/32', 'dev', 'lo'], capture_output=True)
         exe = shutil.which('dnsmasq') or '/usr/sbin/dnsmasq'
         PROCS.start('dnsmasq', [exe, '--keep-in-foreground', '--conf-file=' + self.dnsmasq_conf,
-                                '--pid-file='], log_path=os.path.join(self.dir, 'dnsmasq.log'))
+                                '--pid-file='], log_path=os.path.join(self.dir, 'dnsmasq.log'), cgroup='dns')
         deadline = time.monotonic() + 10
         while not dns_answers(self.SENDER_DOMAIN):
             if time.monotonic() > deadline:
@@ -1090,13 +1185,16 @@ skip_addresses = {nobody}/32
         for n in ('opendkim.conf', 'opendmarc.conf', 'policyd-spf.conf', 'ignore.hosts'):
             os.chmod(os.path.join(d, n), 0o644)
         self.milter_dir = d
-        extra_main = f"""smtpd_milters = inet:127.0.0.1:{self.dkim_port}, inet:127.0.0.1:{self.dmarc_port},
-    inet:{self.rspamd_proxy}
+        parts = self.postfix_parts = set((self.env.args.postfix_checks or 'dkim,dmarc,spf,rspamd').split(','))
+        milters = [m for k, m in (('dkim', 'inet:127.0.0.1:%d' % self.dkim_port),
+                                  ('dmarc', 'inet:127.0.0.1:%d' % self.dmarc_port),
+                                  ('rspamd', 'inet:' + self.rspamd_proxy)) if k in parts]
+        extra_main = f"""smtpd_milters = {', '.join(milters)}
 non_smtpd_milters =
 milter_default_action = tempfail
 milter_protocol = 6
-smtpd_recipient_restrictions = reject_unauth_destination,
-    check_policy_service unix:private/policyd-spf
+smtpd_recipient_restrictions = reject_unauth_destination{
+    ', check_policy_service unix:private/policyd-spf' if 'spf' in parts else ''}
 policyd-spf_time_limit = 3600
 """
         extra_master = ('policyd-spf unix - n n - 0 spawn\n'
@@ -1108,13 +1206,21 @@ policyd-spf_time_limit = 3600
     def start_peers(self):
         self.rspamd.start(timeout=300)
         PROCS.on_stop(self.rspamd.stop)
+        for name in os.listdir('/proc'):
+            try:
+                if name.isdigit() and os.getpgid(int(name)) == self.rspamd.proc.pid:
+                    CPU.move('rspamd', int(name))
+            except OSError:
+                pass
         d = self.milter_dir
         PROCS.start('opendkim', self.in_mount_ns(self.resolv_other) + [
             '/usr/sbin/opendkim', '-f', '-x', os.path.join(d, 'opendkim.conf')],
-            log_path=os.path.join(d, 'opendkim.log'))
+            log_path=os.path.join(d, 'opendkim.log'), cgroup='milters')
         PROCS.start('opendmarc', self.in_mount_ns(self.resolv_other) + [
             '/usr/sbin/opendmarc', '-f', '-c', os.path.join(d, 'opendmarc.conf')],
-            log_path=os.path.join(d, 'opendmarc.log'))
+            log_path=os.path.join(d, 'opendmarc.log'), cgroup='milters')
+        self.postfix.cgroup = 'postfix'
+
         for port, what in ((self.dkim_port, 'opendkim'), (self.dmarc_port, 'opendmarc')):
             deadline = time.monotonic() + 15
             while True:
@@ -1159,9 +1265,10 @@ policyd-spf_time_limit = 3600
                             if f.lower().startswith('authentication-results:') and authserv in f)
             spf = [f for f in fields if f.lower().startswith('received-spf:')]
             spam = [f for f in fields if f.lower().startswith('x-spam-status:')]
-            missing = [w for w, ok in (('dkim=pass', 'dkim=pass' in ar), ('dmarc=pass', 'dmarc=pass' in ar),
-                                       ('Received-SPF: Pass', spf and 'pass' in spf[0].lower()),
-                                       ('X-Spam-Status', bool(spam))) if not ok]
+            missing = [w for w, part, ok in (
+                ('dkim=pass', 'dkim', 'dkim=pass' in ar), ('dmarc=pass', 'dmarc', 'dmarc=pass' in ar),
+                ('Received-SPF: Pass', 'spf', spf and 'pass' in spf[0].lower()),
+                ('X-Spam-Status', 'rspamd', bool(spam))) if not ok and part in self.postfix_parts]
             if missing:
                 raise BenchError('checks: Postfix delivered %s without %s: %s' % (
                     os.path.basename(path), ', '.join(missing), head[:1500]))
@@ -1256,7 +1363,8 @@ def smtp_source_runs(port, sessions, per_conn, total, message=None, sender=SMTP_
 
 def run_smtp_source(runs):
     for argv in runs:
-        r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           preexec_fn=CPU.enter_fn('client'))
         if r.returncode != 0:
             raise BenchError('smtp-source failed (%d): %s' % (r.returncode, (r.stderr or r.stdout)[-300:]))
 
@@ -1407,6 +1515,9 @@ def main():
     ap.add_argument('--keep', action='store_true', help='keep the temporary directory')
     ap.add_argument('--tmpdir', default='/var/tmp', help='where the temporary directory goes (a disk, not tmpfs)')
     ap.add_argument('--no-install', action='store_true', help=argparse.SUPPRESS)
+    ap.add_argument('--postfix-checks', help="experiment: the checked Postfix's milters and policy service, "
+                    "a comma list of dkim,dmarc,spf,rspamd (default all; the Postfix rows' "
+                    "verification then fails for those left out)")
     ap.add_argument('--postage-journal', choices=('wal', 'delete', 'truncate', 'persist'),
                     help="experiment: set postage's database to this journal mode (default: the schema's)")
     args = ap.parse_args()
@@ -1445,6 +1556,8 @@ def main():
     atexit.register(remove_tmp)
     global RETIRED
     RETIRED = env.path('retired')
+    CPU.setup()
+    atexit.register(CPU.close)
     os.mkdir(RETIRED, 0o700)
     fs = check_fs(env.tmp)
     res = Results()
@@ -1605,9 +1718,17 @@ def main():
                         for who, port, md in in_turn((('postage', checks.filtered_port, postage.maildir),
                                                       ('postfix', pf.smtp_port, pf.maildir)), rep):
                             before = checks.rspamd_verdicts()
+                            cpu0 = CPU.usage()
                             res.add(key, label, 'msg/s', who,
                                     smtp_run(port, md, sessions, 1, size[key], checks.message,
                                              Checks.SENDER, Checks.HELO))
+                            cpu1 = CPU.usage()
+                            for g in ('postage', 'postfix', 'milters', 'rspamd', 'dns', 'client'):
+                                if g in cpu0 and g in cpu1 and (g != 'postage' or who == 'postage') and \
+                                        (g not in ('postfix', 'milters') or who == 'postfix'):
+                                    res.add('cpu_%s_%s_%s' % (key, who, g),
+                                            'CPU per message, %s: %s\'s %s' % (key, who, g), 'ms', 'machine',
+                                            (cpu1[g] - cpu0[g]) * 1000.0 / size[key])
                             if who == 'postage':
                                 checks.verify(md, True)
                                 if checks.rspamd_verdicts() - before != size[key]:
@@ -1800,6 +1921,26 @@ def floor_limits(res):
     return lines
 
 
+def cpu_limits(res):
+    """For checked mail: the CPU each message costs on either side, all
+    parts together (the server, its milters or checks, rspamd, the DNS
+    server, the client), and what that allows: on a machine whose cores
+    are all busy, rates go as the inverse of these sums, so their
+    quotient is the most postage's rate can be over Postfix's here."""
+    lines = []
+    for key in ('smtp_checked_1s', 'smtp_checked_20s'):
+        tot = {}
+        for who, parts in (('postage', ('postage', 'rspamd', 'dns', 'client')),
+                           ('postfix', ('postfix', 'milters', 'rspamd', 'dns', 'client'))):
+            vals = [res.median('cpu_%s_%s_%s' % (key, who, g), 'machine') for g in parts]
+            if all(v is not None for v in vals):
+                tot[who] = sum(vals)
+        if len(tot) == 2 and tot['postage'] > 0:
+            lines.append('limit %s cpu postfix/postage %.2f (CPU ms per message: postage %.2f, postfix %.2f)' % (
+                key, tot['postfix'] / tot['postage'], tot['postage'], tot['postfix']))
+    return lines
+
+
 def report(res, env, started, load_start, fs, args, size):
     now = datetime.datetime.now(datetime.timezone.utc)
     uname = platform.uname()
@@ -1848,6 +1989,7 @@ def report(res, env, started, load_start, fs, args, size):
                                              ('%s %s' % (peer, fmt(ov, row['unit']))) if ov else '-',
                                              ratio, cs))
     lines.extend(floor_limits(res))
+    lines.extend(cpu_limits(res))
     if machine_rows:
         print()
         print('%-56s %s' % ('the machine, same run', 'value'))
