@@ -187,8 +187,7 @@
 
 /* rspamd (rspamd.c): the whole exchange with rspamd's normal worker for
  * one message (connect, send, verdict) must end within this; past it the
- * message is taken without a verdict (or 451 under rspamd_required).
- */
+ * message is taken without a verdict (or 451 under rspamd_required). */
 #define RSPAMD_TIMEOUT_MS (10 * 1000)
 /* Before that, the client's forward-confirmed reverse DNS name for
  * rspamd's Hostname field: PTR names tried, and the time it may take. */
