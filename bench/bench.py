@@ -653,7 +653,8 @@ class Postage:
         port = free_port()
         argv = [self.env.ssa, '--inetd', '-a', '-l', '127.0.0.1:%d' % port,
                 '-E', 'POSTAGE_LOG_FILE=' + self.logfile, program, '--db', self.db]
-        p = PROCS.start(label, argv, log_path=self.env.path('postage', label + '.supervisor.log'))
+        p = PROCS.start(label, argv, log_path=self.env.path('postage', label + '.supervisor.log'),
+                        cgroup='postage')
         self.ssa_pids.append(p.pid)
         wait_greeting(port, what=label)
         return port
@@ -1711,9 +1712,15 @@ def main():
                     # The same signed message, sender and HELO to both; the
                     # delivered messages are checked after the clock stops.
                     for who, port in in_turn((('plain', postage.smtp_port), ('postage', checks.port)), rep):
+                        cpu0 = CPU.usage()
                         res.add(key, label, 'msg/s', who,
                                 smtp_run(port, postage.maildir, sessions, 1, size[key], checks.message,
                                          Checks.SENDER, Checks.HELO))
+                        cpu1 = CPU.usage()
+                        if 'postage' in cpu0 and 'postage' in cpu1:
+                            res.add('cpu_%s_%s' % (key, who), 'CPU per message, %s: postage\'s handlers, %s' % (
+                                key, 'checking' if who == 'postage' else 'plain'), 'ms', 'machine',
+                                (cpu1['postage'] - cpu0['postage']) * 1000.0 / size[key])
                         checks.verify(postage.maildir, who == 'postage')
             if checks.postfix:
                 pf = checks.postfix
