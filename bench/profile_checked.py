@@ -131,13 +131,19 @@ def free_port():
         return s.getsockname()[1]
 
 
-def run_variant(handler, db, resolv, message, out_file, tmp):
+def run_variant(handler, db, resolv, message, out_file, tmp, sessions=0):
+    """callgrind of one session into out_file; or, with sessions, perf
+    stat's task-clock of that many sessions, each its own file
+    out_file.PID: returns their median in ms."""
     port = free_port()
     log = open(os.path.join(tmp, 'supervisor.log'), 'ab')
+    if sessions:
+        tool = ['/bin/sh', '-c', 'exec perf stat -x, -e task-clock,page-faults -o "$0.$$" "$@"', out_file]
+    else:
+        tool = ['valgrind', '--tool=callgrind', '--callgrind-out-file=' + out_file]
     argv = ['unshare', '--mount', '--', '/bin/sh', '-c', 'mount --bind "$0" /etc/resolv.conf && exec "$@"',
             resolv, shutil.which('systemd-socket-activate'), '--inetd', '-a', '-l', '127.0.0.1:%d' % port,
-            '-E', 'POSTAGE_LOG_FILE=' + os.path.join(tmp, 'handler.log'),
-            'valgrind', '--tool=callgrind', '--callgrind-out-file=' + out_file, handler, '--db', db]
+            '-E', 'POSTAGE_LOG_FILE=' + os.path.join(tmp, 'handler.log')] + tool + [handler, '--db', db]
     sup = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
     deadline = time.monotonic() + 10
     while True:
@@ -150,17 +156,37 @@ def run_variant(handler, db, resolv, message, out_file, tmp):
             time.sleep(0.05)
     # That probe was a session too: wait for its handler, then remove its profile.
     time.sleep(3)
-    if os.path.exists(out_file):
-        os.unlink(out_file)
-    c = smtplib.SMTP('127.0.0.1', port, local_hostname=HELO, timeout=120)
-    c.sendmail(SENDER, [RCPT], message)
-    c.quit()
+    d = os.path.dirname(out_file)
+    for n in os.listdir(d):
+        if n.startswith(os.path.basename(out_file)):
+            os.unlink(os.path.join(d, n))
+    for _ in range(max(sessions, 1)):
+        c = smtplib.SMTP('127.0.0.1', port, local_hostname=HELO, timeout=120)
+        c.sendmail(SENDER, [RCPT], message)
+        c.quit()
+        time.sleep(0.05)
     deadline = time.monotonic() + 60
-    while not os.path.exists(out_file) and time.monotonic() < deadline:
+    while not os.path.exists(out_file) and not sessions and time.monotonic() < deadline:
         time.sleep(0.1)
-    time.sleep(0.5)
+    time.sleep(1)
     os.killpg(sup.pid, 15)
     sup.wait()
+    if sessions:
+        vals, faults = [], []
+        for n in os.listdir(d):
+            if n.startswith(os.path.basename(out_file) + '.'):
+                with open(os.path.join(d, n)) as f:
+                    for line in f:
+                        if 'task-clock' in line:
+                            vals.append(float(line.split(',')[0]))
+                        if 'page-faults' in line:
+                            faults.append(float(line.split(',')[0]))
+        vals.sort()
+        faults.sort()
+        if not vals:
+            return None
+        return vals[len(vals) // 2], faults[len(faults) // 2] if faults else 0
+    return None
 
 
 def annotate(out_file):
@@ -188,6 +214,8 @@ def main():
     ap.add_argument('--build', default=os.path.join(ROOT, 'build-bench'))
     ap.add_argument('--no-rspamd', action='store_true')
     ap.add_argument('--keep', action='store_true', help='keep the temporary directory (callgrind files)')
+    ap.add_argument('--cpu', type=int, default=0, metavar='N',
+                    help="also N sessions of each variant under perf stat: the handler's median task-clock")
     args = ap.parse_args()
     if os.environ.get(MARK) != '1':
         if os.geteuid() != 0:
@@ -232,6 +260,10 @@ def main():
             out = os.path.join(tmp, 'cg.' + name)
             run_variant(handler, db, resolv, message, out, tmp)
             results[name] = annotate(out)
+            if args.cpu:
+                results[name][1]['task-clock ms, median of %d sessions (perf stat)' % args.cpu] = \
+                    run_variant(handler, db, resolv, message, os.path.join(tmp, 'perf.' + name), tmp,
+                                sessions=args.cpu)
         with open(os.path.join(tmp, 'handler.log'), errors='replace') as f:
             log = f.read()
         if 'dkim=pass' not in log or 'dmarc=pass' not in log:
@@ -246,6 +278,13 @@ def main():
             vals = [results[n][1].get(part) for n in names]
             if any(vals):
                 print('%-52s %s' % (part, ' '.join('%14s' % ('{:,}'.format(v) if v else '-') for v in vals)))
+        if args.cpu:
+            part = 'task-clock ms, median of %d sessions (perf stat)' % args.cpu
+            print('%-52s %s' % (part, ' '.join('%14s' % ('%.2f' % results[n][1][part][0]
+                                                       if results[n][1].get(part) else '-') for n in names)))
+            print('%-52s %s' % ('page faults, median', ' '.join('%14s' % ('%d' % results[n][1][part][1]
+                                                                if results[n][1].get(part) else '-')
+                                                               for n in names)))
     finally:
         if rspamd:
             rspamd.stop()
