@@ -160,11 +160,15 @@ def run_variant(handler, db, resolv, message, out_file, tmp, sessions=0):
     for n in os.listdir(d):
         if n.startswith(os.path.basename(out_file)):
             os.unlink(os.path.join(d, n))
+    walls = []
     for _ in range(max(sessions, 1)):
+        t0 = time.perf_counter()
         c = smtplib.SMTP('127.0.0.1', port, local_hostname=HELO, timeout=120)
         c.sendmail(SENDER, [RCPT], message)
         c.quit()
+        walls.append((time.perf_counter() - t0) * 1000)
         time.sleep(0.05)
+    walls.sort()
     deadline = time.monotonic() + 60
     while not os.path.exists(out_file) and not sessions and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -185,7 +189,7 @@ def run_variant(handler, db, resolv, message, out_file, tmp, sessions=0):
         faults.sort()
         if not vals:
             return None
-        return vals[len(vals) // 2], faults[len(faults) // 2] if faults else 0
+        return vals[len(vals) // 2], faults[len(faults) // 2] if faults else 0, walls[len(walls) // 2]
     return None
 
 
@@ -285,6 +289,9 @@ def main():
             print('%-52s %s' % ('page faults, median', ' '.join('%14s' % ('%d' % results[n][1][part][1]
                                                                 if results[n][1].get(part) else '-')
                                                                for n in names)))
+            print('%-52s %s' % ('session wall ms (client: connect to QUIT), median',
+                                ' '.join('%14s' % ('%.1f' % results[n][1][part][2]
+                                                   if results[n][1].get(part) else '-') for n in names)))
     finally:
         if rspamd:
             rspamd.stop()
