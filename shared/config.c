@@ -43,6 +43,11 @@ static const struct {
 	[SET_AUTH_FAILURE_DELAY_MS] = { "auth_failure_delay_ms", "500" },
 	/* Dovecot's template; empty: postage's own UIDLs (README) */
 	[SET_POP3_UIDL_FORMAT] = { "pop3_uidl_format", "" },
+	/* rspamd's normal worker: a unix socket path or host:port; empty:
+	 * no spam filtering, nothing connected (smtp-handler/spam.c) */
+	[SET_RSPAMD] = { "rspamd", "" },
+	[SET_RSPAMD_REQUIRED] = { "rspamd_required", "0" },
+	[SET_RSPAMD_OUTBOUND] = { "rspamd_outbound", "0" },
 };
 
 static char values[SET_COUNT][SETTING_VALUE_MAX];

@@ -194,4 +194,29 @@
 /* SRS: addresses older than this many days are refused (as in libsrs2). */
 #define SRS_MAX_AGE_DAYS 21
 
+/* rspamd (rspamd.c): the whole exchange with rspamd's normal worker for
+ * one message (connect, send, verdict) must end within this; past it the
+ * message is taken without a verdict (or 451 under rspamd_required). */
+#define RSPAMD_TIMEOUT_MS (10 * 1000)
+/* Before that, the client's forward-confirmed reverse DNS name for
+ * rspamd's Hostname field: PTR names tried, and the time it may take. */
+#define RSPAMD_HOSTNAME_TIME_MS (5 * 1000)
+#define RSPAMD_PTR_NAMES_MAX 10
+/* rspamd's HTTP reply: its status line and fields, and the whole reply
+ * with its JSON body (symbols with their options included). */
+#define RSPAMD_HTTP_HEAD_MAX (16 * 1024)
+#define RSPAMD_REPLY_MAX (256 * 1024)
+/* Containers nested in the JSON reply we walk through, the top object
+ * included (rspamd's is 4 deep). */
+#define RSPAMD_JSON_DEPTH_MAX 16
+/* What we keep of the reply: the action's name, the subject rspamd
+ * gives (RFC 5322 2.1.1: a line is at most 998 octets; the field is
+ * encoded and folded, so it stays within that), and its message for
+ * the client, of which at most RSPAMD_MESSAGE_SHOWN octets go into a
+ * reply line (RFC 5321 4.5.3.1.5: 512 with the code). */
+#define RSPAMD_ACTION_MAX 32
+#define RSPAMD_SUBJECT_MAX 512
+#define RSPAMD_MESSAGE_MAX 1024
+#define RSPAMD_MESSAGE_SHOWN 300
+
 #endif

@@ -447,7 +447,9 @@ void receive_message(struct session *s)
 		    checks_message(s, qid, &fd, staging, sizeof(staging), hlen, &st.st_size,
 				   &r.lf_count) == 0 &&
 		    add_missing_fields(s, qid, &fd, staging, sizeof(staging), header, hlen,
-				       &st.st_size, &r.lf_count) == 0)
+				       &st.st_size, &r.lf_count) == 0 &&
+		    spam_filter_message(s, qid, &fd, staging, sizeof(staging), &st.st_size,
+					&r.lf_count) == 0)
 			deliver(s, qid, &fd, staging, sizeof(staging), &r, st.st_size);
 	}
 done:
