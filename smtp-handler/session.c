@@ -16,6 +16,8 @@
 #include "stress.h"
 #include "tls.h"
 
+int smtp_error_delay_ms = SMTP_ERROR_DELAY_MS;
+
 void reply(struct session *s, const char *fmt, ...)
 {
 	char code[4];
@@ -265,11 +267,12 @@ int session_run(struct session *s)
 		size_t len;
 		enum io_result r = io_read_line(&s->io, line, sizeof(line), &len);
 
-		if (s->errors >= SMTP_ERRORS_SOFT && r != IO_EOF && r != IO_ERROR) {
+		if (s->errors >= SMTP_ERRORS_SOFT && r != IO_EOF && r != IO_ERROR &&
+		    smtp_error_delay_ms > 0) {
 			/* Past the soft limit every reply waits: a client
 			 * that only probes gets little done per second. */
-			struct timespec ts = { SMTP_ERROR_DELAY_MS / 1000,
-					       (SMTP_ERROR_DELAY_MS % 1000) * 1000000L };
+			struct timespec ts = { smtp_error_delay_ms / 1000,
+					       (smtp_error_delay_ms % 1000) * 1000000L };
 			io_flush(&s->io);
 			nanosleep(&ts, NULL);
 		}

@@ -78,6 +78,9 @@ extern const struct command smtp_commands[];
 
 /* Writes one reply line (text ends without CRLF). */
 void reply(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The wait before each reply past SMTP_ERRORS_SOFT errors: the limit's
+ * value, and 0 only in the fuzz target (a fuzzer must not sleep). */
+extern int smtp_error_delay_ms;
 void session_reset_transaction(struct session *s);
 /* Ends the session after this command; reason is logged once, in the
  * disconnect line ("quit", "timeout", "too_many_errors", ...). */

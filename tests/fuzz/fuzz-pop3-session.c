@@ -54,7 +54,8 @@ static void make_world(void)
 	const char *workdir, *hash = fuzz_password_hash("secret");
 
 	snprintf(sql, sizeof(sql),
-		 "INSERT INTO settings VALUES ('hostname', 'pop.fuzz.example');"
+		 "INSERT INTO settings VALUES ('hostname', 'pop.fuzz.example'),"
+		 " ('auth_failure_delay_ms', '0');"
 		 "INSERT INTO domains VALUES ('example.org');"
 		 "INSERT INTO mailboxes (login, password, quota_bytes, enabled) VALUES"
 		 " ('alice', '%s', NULL, 1), ('carol', '%s', NULL, 0);"
