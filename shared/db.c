@@ -7,7 +7,7 @@
 #include "limits.h"
 #include "log.h"
 
-#define DB_STMT_CACHE 48
+#define DB_STMT_CACHE 96
 
 static const char *path_override;
 static sqlite3 *db;
