@@ -187,6 +187,48 @@ fail:
 	return -1;
 }
 
+int maildir_stage_link(const char *maildir, const struct maildir_staged *from,
+		       struct maildir_staged *st)
+{
+	char src[4096 + 512], dst[4096 + 512];
+	size_t blen = strlen(from->base);
+
+	memset(st, 0, sizeof(*st));
+	if ((size_t)snprintf(st->dir, sizeof(st->dir), "%s", maildir) >= sizeof(st->dir)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	maildir_unique_name(st->base, sizeof(st->base));
+	/* from->name is from->base followed by ",S=...,W=..." */
+	snprintf(st->name, sizeof(st->name), "%s%s", st->base, from->name + blen);
+	snprintf(src, sizeof(src), "%s/tmp/%s", from->dir, from->base);
+	snprintf(dst, sizeof(dst), "%s/tmp/%s", maildir, st->base);
+	if (link(src, dst) == 0)
+		return 0;
+	if (errno == ENOENT) {
+		/* a Maildir missing tmp/ (maildir_path looks at cur/ only) */
+		char sub[4096 + 8];
+		snprintf(sub, sizeof(sub), "%s/tmp", maildir);
+		if (mkdir_durable(sub, maildir) == 0 && link(src, dst) == 0)
+			return 0;
+	}
+	return -1;
+}
+
+int maildir_stage_sync(const struct maildir_staged *st)
+{
+	char path[4096 + 512];
+	int fd, r;
+
+	snprintf(path, sizeof(path), "%s/tmp/%s", st->dir, st->base);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	r = fsync(fd);
+	close(fd);
+	return r;
+}
+
 int maildir_publish(struct maildir_staged *st)
 {
 	char tmp[4096 + 512], dst[4096 + 512];
