@@ -32,6 +32,19 @@ int db_begin(void);   /* BEGIN IMMEDIATE; 0 or -1 */
 int db_commit(void);  /* 0 or -1 (and rolled back) */
 void db_rollback(void);
 
+/* A read transaction around many lookups (a list's members): one
+ * snapshot and one lock for all of them instead of one per statement.
+ * 0 or -1; db_read_end always ends it. */
+int db_read_begin(void);
+void db_read_end(void);
+
+/* A big commit (a list's copies) need not copy the WAL into the database
+ * while its client waits: db_checkpoint_defer() before it, db_checkpoint()
+ * once the reply is out (a passive checkpoint, then the usual automatic
+ * ones again). */
+void db_checkpoint_defer(void);
+void db_checkpoint(void);
+
 /* A step result that means "try later" (busy, locked, I/O). */
 int db_is_temporary(int rc);
 

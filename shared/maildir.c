@@ -139,8 +139,23 @@ int fd_copy_range(int out, int in, off_t from, off_t to)
 	return 0;
 }
 
+static int stage(const char *maildir, const char *prefix, size_t prefix_len, int src_fd,
+		 off_t src_len, unsigned long long lf_count, struct maildir_staged *st, int sync);
+
 int maildir_stage(const char *maildir, const char *prefix, size_t prefix_len, int src_fd,
 		  off_t src_len, unsigned long long lf_count, struct maildir_staged *st)
+{
+	return stage(maildir, prefix, prefix_len, src_fd, src_len, lf_count, st, 1);
+}
+
+int maildir_stage_unsynced(const char *maildir, const char *prefix, size_t prefix_len, int src_fd,
+			   off_t src_len, unsigned long long lf_count, struct maildir_staged *st)
+{
+	return stage(maildir, prefix, prefix_len, src_fd, src_len, lf_count, st, 0);
+}
+
+static int stage(const char *maildir, const char *prefix, size_t prefix_len, int src_fd,
+		 off_t src_len, unsigned long long lf_count, struct maildir_staged *st, int sync)
 {
 	char tmp[4096 + 512];
 	unsigned long long size = (unsigned long long)prefix_len + (unsigned long long)src_len;
@@ -171,7 +186,7 @@ int maildir_stage(const char *maildir, const char *prefix, size_t prefix_len, in
 	if (fd < 0)
 		return -1;
 	if (fd_write_all(fd, prefix, prefix_len) < 0 || fd_copy_range(fd, src_fd, 0, src_len) < 0 ||
-	    fsync(fd) < 0)
+	    (sync && fsync(fd) < 0))
 		goto fail;
 	if (close(fd) < 0) {
 		fd = -1;
@@ -227,6 +242,14 @@ int maildir_stage_sync(const struct maildir_staged *st)
 	r = fsync(fd);
 	close(fd);
 	return r;
+}
+
+int maildir_stage_open(const struct maildir_staged *st)
+{
+	char path[4096 + 512];
+
+	snprintf(path, sizeof(path), "%s/tmp/%s", st->dir, st->base);
+	return open(path, O_RDONLY | O_CLOEXEC);
 }
 
 int maildir_publish(struct maildir_staged *st)

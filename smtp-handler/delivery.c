@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "db.h"
 #include "headers.h"
 #include "journal.h"
 #include "lists.h"
@@ -182,6 +183,21 @@ static struct maildir_staged staged_fixed[MESSAGE_DESTINATIONS_MAX];
 /* staged_fixed, or (when lists add their members' copies) a bigger
  * array made for this message. */
 static struct maildir_staged *staged = staged_fixed;
+/* For each staged copy: how it is made durable once published. */
+enum copy_sync { SYNC_DIR = 0, SYNC_LINKS, SYNC_NONE };
+static unsigned char sync_fixed[MESSAGE_DESTINATIONS_MAX];
+static unsigned char *copy_sync = sync_fixed;
+/* SYNC_LINKS: the file all the links of a list's copy share, open, for
+ * one fsync after they are all published (maildir_stage_open). */
+static int link_fds[LIST_PARTS_MAX];
+static size_t nlink_fds;
+
+static void close_link_fds(void)
+{
+	for (size_t i = 0; i < nlink_fds; i++)
+		close(link_fds[i]);
+	nlink_fds = 0;
+}
 
 /* The message being delivered, for write_journal. */
 static struct {
@@ -234,16 +250,34 @@ static long stage_list_copies(const char *qid, size_t from, size_t *n)
 				if (r < 0 && errno != EXDEV && errno != EMLINK)
 					return -1;
 			}
-			if (r < 0 && maildir_stage(dir, p->prefix, p->prefix_len, p->fd, p->size,
-						   p->lfs + 2, &staged[*n]) < 0) {
+			/* The first copy's fsync after the last publish makes every
+			 * link of it durable; one made apart syncs its own new/. */
+			copy_sync[*n] = k == 0 ? SYNC_LINKS : r == 0 ? SYNC_NONE : SYNC_DIR;
+			if (r < 0 && (k == 0 ? maildir_stage_unsynced : maildir_stage)(
+					     dir, p->prefix, p->prefix_len, p->fd, p->size, p->lfs + 2,
+					     &staged[*n]) < 0) {
 				log_event(LOG_ERR, "event=deliver result=error id=%s mailbox=%s list=%s "
 					  "error=\"%s\"", qid, p->mailboxes[k], p->list, strerror(errno));
 				return -1;
 			}
 			(*n)++;
 		}
-		if (p->nmailboxes > 1 && maildir_stage_sync(&staged[first]) < 0)
+		if (p->nmailboxes == 1)
+			copy_sync[first] = SYNC_DIR;
+		if (p->nmailboxes == 0)
+			continue;
+		/* one fsync: the first copy's bytes and every link of it */
+		if (maildir_stage_sync(&staged[first]) < 0)
 			return -1;
+		if (copy_sync[first] == SYNC_LINKS) {
+			int lfd = maildir_stage_open(&staged[first]);
+			if (lfd < 0 || nlink_fds >= LIST_PARTS_MAX) {
+				if (lfd >= 0)
+					close(lfd);
+				return -1;
+			}
+			link_fds[nlink_fds++] = lfd;
+		}
 	}
 	return (long)(*n - from);
 }
@@ -263,10 +297,16 @@ static int deliver(struct session *s, const char *qid, int *fd, char *staging, s
 	for (size_t i = 0; i < nparts; i++)
 		nlist_local += parts[i].nmailboxes;
 	staged = staged_fixed;
+	copy_sync = sync_fixed;
+	memset(sync_fixed, 0, sizeof(sync_fixed));
 	if (nlist_local > 0) {
 		staged = calloc(s->ndests + nlist_local, sizeof(*staged));
-		if (!staged) {
+		copy_sync = calloc(s->ndests + nlist_local, 1);
+		if (!staged || !copy_sync) {
+			free(staged);
+			free(copy_sync);
 			staged = staged_fixed;
+			copy_sync = sync_fixed;
 			refuse_storage(s, ENOMEM, "out of memory");
 			return -1;
 		}
@@ -315,6 +355,8 @@ static int deliver(struct session *s, const char *qid, int *fd, char *staging, s
 		e = errno;
 		goto undo;
 	}
+	if (extra.n > 0)
+		db_checkpoint_defer();
 	if ((nremote > 0 || extra.n > 0 || extra.hook) &&
 	    queue_outbound(s, qid, fd, staging, cap, size, s->body_8bit || r->eight_bit, sender, remote,
 			   nremote, &extra, write_journal) < 0) {
@@ -333,7 +375,19 @@ static int deliver(struct session *s, const char *qid, int *fd, char *staging, s
 		for (size_t k = 0; k < nstaged; k++) {
 			const struct txn_destination *d = k < nown ? &s->dests[staged_dest[k]] : NULL;
 
-			if ((pass == 0 ? maildir_publish(&staged[k]) : maildir_sync(&staged[k])) < 0) {
+			int sr = 0;
+
+			if (pass == 0) {
+				sr = maildir_publish(&staged[k]);
+			} else {
+				/* the lists' copies made of links: one fsync a file */
+				if (k == nown)
+					for (size_t f = 0; f < nlink_fds && sr == 0; f++)
+						sr = fsync(link_fds[f]);
+				if (sr == 0 && copy_sync[k] == SYNC_DIR)
+					sr = maildir_sync(&staged[k]);
+			}
+			if (sr < 0) {
 				e = errno;
 				log_event(LOG_ERR, "event=deliver result=error id=%s mailbox=%s error=\"%s\"",
 					  qid, d ? d->dest.mailbox : staged[k].dir, strerror(e));
@@ -364,9 +418,18 @@ static int deliver(struct session *s, const char *qid, int *fd, char *staging, s
 		  qid, s->peer.ip[0] ? s->peer.ip : "local", sender, (long long)size, s->nrcpts, nown,
 		  nremote, s->auth_login[0] ? s->auth_login : "-", s->tls_active);
 	reply(s, "250 2.0.0 Ok: queued as %s", qid);
-	if (staged != staged_fixed)
+	if (extra.n > 0) {
+		/* the client has its answer: now the WAL may be copied back */
+		io_flush(&s->io);
+		db_checkpoint();
+	}
+	close_link_fds();
+	if (staged != staged_fixed) {
 		free(staged);
+		free(copy_sync);
+	}
 	staged = staged_fixed;
+	copy_sync = sync_fixed;
 	return 0;
 
 undo:
@@ -375,9 +438,15 @@ undo:
 	journal_end(0);
 	refuse_storage(s, e, "local delivery failed");
 fail:
-	if (staged != staged_fixed)
+	close_link_fds();
+	if (extra.n > 0)
+		db_checkpoint();
+	if (staged != staged_fixed) {
 		free(staged);
+		free(copy_sync);
+	}
 	staged = staged_fixed;
+	copy_sync = sync_fixed;
 	return -1;
 }
 

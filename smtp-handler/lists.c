@@ -700,6 +700,10 @@ static int collect_members(struct session *s, const struct list_info *l, struct 
 	char safe[ADDRESS_PATH_MAX * 4 + 8];
 	int rc, ret = -1;
 
+	/* One snapshot for every lookup below (a thousand members would
+	 * otherwise each take and drop the database's read lock). */
+	if (db_read_begin() < 0)
+		goto tempfail;
 	/* One query: each member, and whether its domain is ours. */
 	st = db_stmt("SELECT m.address, EXISTS (SELECT 1 FROM domains d WHERE "
 		     "d.name = substr(m.address, instr(m.address, '@') + 1)) "
@@ -832,6 +836,7 @@ static int collect_members(struct session *s, const struct list_info *l, struct 
 tempfail:
 	reply(s, "451 4.3.0 Error: cannot read the list's members, try again later");
 out:
+	db_read_end();
 	free(members);
 	free(local);
 	return ret;
