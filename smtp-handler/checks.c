@@ -201,6 +201,7 @@ int checks_message(struct session *s, const char *qid, int *fd, char *staging, s
 	off_t newsize;
 
 	c->from_policy_known = 0;
+	c->from_dmarc_pass = 0;
 	if (!c->active)
 		return 0;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -242,6 +243,7 @@ int checks_message(struct session *s, const char *qid, int *fd, char *staging, s
 			    deadline, &dm);
 	}
 	c->from_policy = (int)dm.policy;
+	c->from_dmarc_pass = !unusable && nfrom > 0 && dm.result == DMARC_PASS;
 	c->from_policy_known = !unusable && nfrom > 0 && dm.result != DMARC_TEMPERROR &&
 			       dm.result != DMARC_PERMERROR;
 	for (size_t i = 1; !unusable && i < nfrom; i++) {
@@ -252,6 +254,8 @@ int checks_message(struct session *s, const char *qid, int *fd, char *staging, s
 			c->from_policy = (int)other.policy;
 		if (other.result == DMARC_TEMPERROR || other.result == DMARC_PERMERROR)
 			c->from_policy_known = 0;
+		if (other.result != DMARC_PASS)
+			c->from_dmarc_pass = 0;
 		if (dmarc_strictness(&other) > dmarc_strictness(&dm))
 			dm = other;
 	}

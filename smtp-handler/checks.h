@@ -27,6 +27,7 @@ struct inbound_checks {
 	 * publish; known only when every one was looked up without error. */
 	int from_policy;
 	int from_policy_known;
+	int from_dmarc_pass;  /* every From domain passed DMARC */
 };
 
 #endif

@@ -356,6 +356,66 @@ static int owner_credible(struct session *s, const struct list_info *l)
 
 /* ---- the copy of a post ------------------------------------------------------ */
 
+/* Is the From: address of the post vouched for, beyond what its header
+ * says? A login that may use every From: address in a hosted domain (the
+ * tenants rule checked it for AUTH), a trusted network, or a DMARC pass
+ * on the way in. */
+static int poster_vouched(struct session *s, const struct header_block *hb)
+{
+	static char boxes[HEADER_AUTHORS_MAX][ADDRESS_PATH_MAX + 1];
+	const char *login = s->auth_login[0] ? s->auth_login : NULL;
+	const struct header_field *f;
+	long pos = -1;
+
+	if (session_trusted_network(s))
+		return 1;
+	if (s->checks.active && s->checks.from_dmarc_pass)
+		return 1;
+	if (!login && session_may_relay(s) == 1 && strcmp(s->relay_reason, "pop_before_smtp") == 0)
+		login = s->pop_login[0] ? s->pop_login : NULL;
+	if (!login)
+		return 0;
+	while ((f = header_next(hb, "from", &pos)) != NULL) {
+		int malformed = 0;
+		size_t n = header_mailboxes(f, boxes, HEADER_AUTHORS_MAX, &malformed);
+
+		if (malformed || n == 0)
+			return 0;
+		for (size_t i = 0; i < n; i++) {
+			struct address a;
+			if (address_parse_plain(boxes[i], 1, &a) != ADDRESS_OK)
+				return 0;
+			if (domain_is_local(a.domain) == 1 && session_login_may_use(login, &a) != 1)
+				return 0;
+		}
+	}
+	return 1;
+}
+
+/* Would the list's signature align with a From: domain of the post
+ * (the same organizational domain, RFC 7489 3.1.1)? */
+static int from_aligned_with(const struct list_info *l, const struct header_block *hb)
+{
+	static char domains[DMARC_FROM_DOMAINS_MAX][ADDRESS_DOMAIN_MAX + 1];
+	char ours[ADDRESS_DOMAIN_MAX + 1], theirs[ADDRESS_DOMAIN_MAX + 1];
+	const struct header_field *f;
+	long pos = -1;
+	size_t unchecked = 0;
+
+	dmarc_org_domain(l->domain, ours, sizeof(ours));
+	while ((f = header_next(hb, "from", &pos)) != NULL) {
+		size_t n = header_address_domains(f, domains, DMARC_FROM_DOMAINS_MAX, &unchecked);
+		if (unchecked)
+			return 1; /* cannot tell: assume the worst */
+		for (size_t i = 0; i < n; i++) {
+			dmarc_org_domain(domains[i], theirs, sizeof(theirs));
+			if (strcmp(ours, theirs) == 0)
+				return 1;
+		}
+	}
+	return 0;
+}
+
 /* Does the post ask for "munge from": does a From: domain publish
  * p=quarantine or p=reject (or can it not be told)? Mail checked on the
  * way in has its answer already; else the policies are looked up. */
@@ -684,7 +744,7 @@ struct nested {
 };
 
 static int fan_out(struct session *s, const struct list_info *l, int src, off_t size,
-		   const struct header_block *hb, int depth, const char *chain);
+		   const struct header_block *hb, int depth, const char *chain, int vouched);
 
 /* Every enabled member of l into p: remote ones as queue recipients,
  * local ones resolved to their mailboxes (or forwards, or lists: those go
@@ -844,9 +904,11 @@ out:
 
 /* The post in src goes out to l's members: a part of this message's
  * delivery, then the lists among the members (depth and chain bound
- * them). 0, or -1 after replying. */
+ * them). vouched: the post's From: is known to be the poster's
+ * (poster_vouched; a copy from a list of ours is). 0, or -1 after
+ * replying. */
 static int fan_out(struct session *s, const struct list_info *l, int src, off_t size,
-		   const struct header_block *hb, int depth, const char *chain)
+		   const struct header_block *hb, int depth, const char *chain, int vouched)
 {
 	static struct nested nested[LIST_NESTING_MAX][LIST_PARTS_MAX];
 	struct list_part *p;
@@ -879,7 +941,10 @@ static int fan_out(struct session *s, const struct list_info *l, int src, off_t 
 	snprintf(p->list, sizeof(p->list), "%s", l->address);
 	queue_new_id(p->qid, sizeof(p->qid));
 	snprintf(p->sender, sizeof(p->sender), "%s-bounces@%s", l->local, l->domain);
-	munge = munge_wanted(s, hb);
+	/* The copy is signed by the list's domain: a From: in that domain
+	 * that nothing vouches for (an outsider writing as a colleague) must
+	 * not come out DMARC-aligned, so it is munged too. */
+	munge = munge_wanted(s, hb) || (!vouched && from_aligned_with(l, hb));
 	if (make_copy(s, l, src, size, hb, munge, p) < 0) {
 		log_event(LOG_ERR, "event=list result=error list=%s error=\"cannot make the copy: %s\"",
 			  l->address, strerror(errno));
@@ -942,7 +1007,7 @@ static int fan_out(struct session *s, const struct list_info *l, int src, off_t 
 			reply(s, "451 4.3.0 Error: cannot read the list's copy, try again later");
 			return -1;
 		}
-		r = fan_out(s, &sub[depth], parts[self].fd, parts[self].size, &shb, depth + 1, nchain);
+		r = fan_out(s, &sub[depth], parts[self].fd, parts[self].size, &shb, depth + 1, nchain, 1);
 		header_block_free(&shb);
 		if (r < 0)
 			return -1;
@@ -1107,7 +1172,7 @@ static int post(struct session *s, const struct list_info *l, int fd, off_t size
 	}
 	if (why)
 		return hold_post(s, l, fd, size, hb, why);
-	return fan_out(s, l, fd, size, hb, 0, "");
+	return fan_out(s, l, fd, size, hb, 0, "", poster_vouched(s, hb));
 }
 
 /* A confirmation to the address concerned (join, leave) or help. */
@@ -1297,7 +1362,8 @@ static int confirm(struct session *s, const struct list_info *l, const char *tok
 		snprintf(approvals[napprovals].token, sizeof(approvals[0].token), "%s", token);
 		snprintf(approvals[napprovals].held, sizeof(approvals[0].held), "%s", p.held);
 		napprovals++;
-		r = fan_out(s, l, fd, sb.st_size, &held_hb, 0, "");
+		/* who wrote a held post is not known: only its header says */
+		r = fan_out(s, l, fd, sb.st_size, &held_hb, 0, "", 0);
 		header_block_free(&held_hb);
 		close(fd);
 		return r;

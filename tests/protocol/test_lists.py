@@ -639,6 +639,19 @@ class DmarcTest(ListCase):
         pub = self.pub
         self.assertTrue(dkim.verify(crlf(raw), dnsfunc=lambda n, timeout=5: f'v=DKIM1; k=rsa; p={pub}'.encode()))
 
+    def test_a_from_in_the_lists_domain_that_nothing_vouches_for_is_munged(self):
+        # The copy is signed by lists.test: an outsider writing as alice@
+        # must not come out with an aligned signature under her name.
+        self.post('alice@lists.test', message('Alice <alice@lists.test>', subject='forged'),
+                  source=OUTSIDE_CLIENT)
+        m = self.maildir('bob')[0]
+        self.assertEqual(m['From'], f'"Alice via team" <{LIST}>')
+        self.assertEqual(m['Reply-To'], 'Alice <alice@lists.test>')
+        # the same from a trusted network (or after AUTH: IdentityTest) stays
+        self.post('alice@lists.test', message('Alice <alice@lists.test>', subject='real'))
+        real = [m for m in self.maildir('bob') if m['Subject'] == '[team] real'][0]
+        self.assertEqual(real['From'], 'Alice <alice@lists.test>')
+
     def test_checked_mail_from_outside_uses_the_policy_found_on_the_way_in(self):
         self.add_posters()
         self.post('ann@reject.example', message('Ann <ann@reject.example>'), source=OUTSIDE_CLIENT)
