@@ -146,7 +146,8 @@ int list_verp_member(const char *arg, char *out, size_t cap)
 	struct address a;
 	int n;
 
-	if (!eq || eq == arg || !eq[1] || strchr(arg, '@'))
+	/* list_verp_address never quotes: neither does a real VERP address */
+	if (!eq || eq == arg || !eq[1] || strchr(arg, '@') || strchr(arg, '"') || strchr(arg, '\\'))
 		return -1;
 	n = snprintf(out, cap, "%.*s@%s", (int)(eq - arg), arg, eq + 1);
 	if (n < 0 || (size_t)n >= cap)

@@ -97,6 +97,7 @@ static void test_verp(void)
 	CHECK_INT("member bad domain", -1, list_verp_member("alice=exa mple.net", member, sizeof(member)));
 	CHECK_INT("member literal", -1, list_verp_member("alice=[192.0.2.1]", member, sizeof(member)));
 	CHECK_INT("member dots", -1, list_verp_member("a..b=example.net", member, sizeof(member)));
+	CHECK_INT("member quoted", -1, list_verp_member("\"tealA\"=fxjc", member, sizeof(member)));
 
 	CHECK_INT("list of bounces", 0, list_of_bounces("team-bounces@example.org", list, sizeof(list)));
 	CHECK_STR("list of bounces", "team@example.org", list);
