@@ -846,7 +846,33 @@ static int start_child(const struct pass *p, struct child *k)
 	close(fds[1]);
 	k->fd = fds[0];
 	k->have = 0;
+	/* read until empty at each wakeup: the reports that came meanwhile
+	 * are recorded together (record_batch) */
+	fcntl(k->fd, F_SETFL, fcntl(k->fd, F_GETFL) | O_NONBLOCK);
 	return 0;
+}
+
+/* Reports recorded in one transaction: each commit of its own would cost
+ * a WAL fsync per recipient (a list's 900 copies, 900 fsyncs). Reports
+ * wait for it no longer than one wakeup of the pass. */
+#define RECORD_BATCH_MAX 256
+
+static void record_batch(struct pass *p, const struct report *reps, size_t n)
+{
+	int tx;
+
+	if (n == 0)
+		return;
+	tx = n > 1 && db_begin() == 0;
+	for (size_t i = 0; i < n; i++)
+		record(p, reps[i].index, &reps[i]);
+	if (tx && db_commit() < 0) {
+		/* rolled back (an administrator's lock outlasted the busy
+		 * timeout): each on its own, with record()'s patience */
+		log_event(LOG_WARNING, "event=pass result=batch_retry rcpts=%zu", n);
+		for (size_t i = 0; i < n; i++)
+			record(p, reps[i].index, &reps[i]);
+	}
 }
 
 static void finish_child(struct pass *p, struct child *k)
@@ -874,8 +900,10 @@ static void finish_child(struct pass *p, struct child *k)
 /* Runs every destination of the pass, QUEUE_PARALLEL_MAX at once. */
 static void deliver_all(struct pass *p)
 {
+	static struct report batch[RECORD_BATCH_MAX];
 	struct child kids[QUEUE_PARALLEL_MAX];
-	size_t nkids = 0, next = 0;
+	unsigned char ended[QUEUE_PARALLEL_MAX];
+	size_t nkids = 0, next = 0, nbatch;
 
 	while (next < p->nrcpts || nkids > 0) {
 		struct pollfd pf[QUEUE_PARALLEL_MAX];
@@ -914,29 +942,48 @@ static void deliver_all(struct pass *p)
 			log_event(LOG_ERR, "event=pass result=error error=\"poll: %s\"", strerror(errno));
 			break;
 		}
+		nbatch = 0;
+		memset(ended, 0, sizeof(ended));
 		for (size_t i = nkids; i-- > 0;) {
 			struct child *k = &kids[i];
-			ssize_t got;
 
 			if (!pf[i].revents)
 				continue;
-			got = read(k->fd, (char *)&k->buf + k->have, sizeof(k->buf) - k->have);
-			if (got < 0 && (errno == EINTR || errno == EAGAIN))
-				continue;
-			if (got > 0) {
-				k->have += (size_t)got;
-				if (k->have == sizeof(k->buf)) {
-					k->have = 0;
-					if (k->buf.index >= k->start && k->buf.index < k->end &&
-					    strcmp(p->msgs[p->rcpts[k->buf.index].msg].id, k->buf.id) == 0)
-						record(p, k->buf.index, &k->buf);
-					else
-						log_event(LOG_ERR, "event=pass result=error error=\"bad report\"");
+			for (;;) {
+				ssize_t got = read(k->fd, (char *)&k->buf + k->have, sizeof(k->buf) - k->have);
+
+				if (got < 0 && errno == EINTR)
+					continue;
+				if (got < 0 && errno == EAGAIN)
+					break;
+				if (got <= 0) {
+					ended[i] = 1;
+					break;
 				}
-				continue;
+				k->have += (size_t)got;
+				if (k->have < sizeof(k->buf))
+					continue;
+				k->have = 0;
+				if (k->buf.index >= k->start && k->buf.index < k->end &&
+				    strcmp(p->msgs[p->rcpts[k->buf.index].msg].id, k->buf.id) == 0) {
+					batch[nbatch++] = k->buf;
+					if (nbatch == RECORD_BATCH_MAX) {
+						record_batch(p, batch, nbatch);
+						nbatch = 0;
+					}
+				} else {
+					log_event(LOG_ERR, "event=pass result=error error=\"bad report\"");
+				}
 			}
-			finish_child(p, k);
+		}
+		/* recorded before a finished child's unreported recipients are */
+		record_batch(p, batch, nbatch);
+		for (size_t i = nkids; i-- > 0;) {
+			if (!ended[i])
+				continue;
+			finish_child(p, &kids[i]);
 			kids[i] = kids[--nkids];
+			ended[i] = ended[nkids];
 		}
 	}
 }
