@@ -592,10 +592,15 @@ static int make_copy(struct session *s, const struct list_info *l, int src, off_
 	if (list_id(l, id, sizeof(id)) < 0)
 		return -1;
 	if (l->subject_prefix[0]) {
+		long spos = -1;
+		const struct header_field *sf = header_next(hb, "subject", &spos);
+
 		field_flat(hb, "subject", subj_cur, sizeof(subj_cur));
 		prefix_text(l->subject_prefix, pfx, sizeof(pfx));
-		/* "Re: [team] ..." keeps the one it has */
-		prefix = !strcasestr(subj_cur, l->subject_prefix) && !strcasestr(subj_cur, pfx);
+		/* "Re: [team] ..." keeps the one it has; so does a Subject too
+		 * long to rewrite here (it stays whole, without the prefix) */
+		prefix = !strcasestr(subj_cur, l->subject_prefix) && !strcasestr(subj_cur, pfx) &&
+			 (!sf || sf->value_len + strlen(pfx) + 4096 < sizeof(fields));
 	}
 	for (size_t i = 0; i < hb->n && ndrop < MESSAGE_HEADER_FIELDS_MAX; i++)
 		if (drops_field(&hb->fields[i], prefix, munge))
@@ -620,7 +625,7 @@ static int make_copy(struct session *s, const struct list_info *l, int src, off_
 	if (prefix) {
 		long pos = -1;
 		const struct header_field *f = header_next(hb, "subject", &pos);
-		if (f && f->value_len + len + strlen(pfx) + 16 < sizeof(fields)) {
+		if (f) {
 			/* the original value, folds and encoded words as they were */
 			const char *v = f->value;
 			size_t vl = f->value_len;

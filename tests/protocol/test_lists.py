@@ -35,7 +35,7 @@ sys.path.insert(0, HERE)
 import harness  # noqa: E402
 import netns  # noqa: E402
 from harness import Postage  # noqa: E402
-from test_queue import Sink, parse, run_queue  # noqa: E402
+from test_queue import ScriptedServer, Sink, parse, run_queue  # noqa: E402
 
 SMTP = 'smtp-handler/smtp-handler'
 POP3 = 'pop3-handler/pop3-handler'
@@ -294,6 +294,32 @@ class PostingTest(ListCase):
         self.assertEqual(len(carol), 1)
         self.assertIsNone(carol[0]['List-Id'], 'carol got the message itself, not the list copy')
         self.assertEqual(len(self.maildir('alice')), 1)
+
+
+class ConnectionReuseTest(ListCase):
+    """The queue runner sends the copies of one destination over one
+    connection, one transaction each (VERP), RSET between them."""
+
+    def test_one_connection_rset_between_copies(self):
+        server = ScriptedServer()
+        self.addCleanup(server.stop)
+        self.p.set('relayhost', f'[127.0.0.1]:{server.port}')
+        self.add_member('z@remote.example')
+        self.post('x@remote.example', message('X <x@remote.example>'))
+        run_queue(self.p)
+        lines = [ln.decode().strip() for ln in server.lines]
+        verbs = [ln.split(':')[0].split(' ')[0].upper() for ln in lines]
+        self.assertEqual(verbs.count('EHLO'), 1, lines)
+        self.assertEqual(len(server.data), 3)
+        mails = [ln for ln in lines if ln.upper().startswith('MAIL FROM:')]
+        self.assertEqual(sorted(m.split('<')[1].split('>')[0] for m in mails),
+                         ['team-bounces+x=remote.example@lists.test',
+                          'team-bounces+y=remote.example@lists.test',
+                          'team-bounces+z=remote.example@lists.test'])
+        # MAIL RCPT DATA, then RSET before each further transaction
+        self.assertEqual([v for v in verbs if v in ('MAIL', 'RCPT', 'DATA', 'RSET')],
+                         ['MAIL', 'RCPT', 'DATA', 'RSET', 'MAIL', 'RCPT', 'DATA',
+                          'RSET', 'MAIL', 'RCPT', 'DATA'])
 
 
 class ArchiveTest(ListCase):
