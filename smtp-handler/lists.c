@@ -946,14 +946,17 @@ static int fan_out(struct session *s, const struct list_info *l, int src, off_t 
 	snprintf(p->list, sizeof(p->list), "%s", l->address);
 	queue_new_id(p->qid, sizeof(p->qid));
 	snprintf(p->sender, sizeof(p->sender), "%s-bounces@%s", l->local, l->domain);
+	/* a post that needed SMTPUTF8 still does; so does a member's UTF-8 address */
+	p->smtputf8 = s->smtputf8;
 	/* The copy is signed by the list's domain: a From: in that domain
 	 * that nothing vouches for (an outsider writing as a colleague) must
 	 * not come out DMARC-aligned, so it is munged too. */
 	munge = munge_wanted(s, hb) || (!vouched && from_aligned_with(l, hb));
 	if (make_copy(s, l, src, size, hb, munge, p) < 0) {
+		int e = errno;
 		log_event(LOG_ERR, "event=list result=error list=%s error=\"cannot make the copy: %s\"",
-			  l->address, strerror(errno));
-		reply(s, errno == ENOSPC || errno == EDQUOT ? "452 4.3.1 Error: insufficient system storage" :
+			  l->address, strerror(e));
+		reply(s, e == ENOSPC || e == EDQUOT ? "452 4.3.1 Error: insufficient system storage" :
 			 "451 4.3.0 Error: cannot make the list's copy, try again later");
 		return -1;
 	}
@@ -964,8 +967,10 @@ static int fan_out(struct session *s, const struct list_info *l, int src, off_t 
 		snprintf(bounces, sizeof(bounces), "%s", p->sender);
 		plen = snprintf(p->prefix, sizeof(p->prefix), "Return-Path: <%s>\nDelivered-To: %s\n",
 				bounces, l->address);
-		if (plen < 0 || (size_t)plen >= sizeof(p->prefix))
+		if (plen < 0 || (size_t)plen >= sizeof(p->prefix)) {
+			reply(s, "451 4.3.0 Error: cannot make the list's copy, try again later");
 			return -1;
+		}
 		p->prefix_len = (size_t)plen;
 	}
 	if (collect_members(s, l, p, nested[depth], &nnested) < 0)
@@ -1350,6 +1355,10 @@ static int confirm(struct session *s, const struct list_info *l, const char *tok
 		struct stat sb;
 		int fd;
 
+		/* the same post approved twice in one message goes out once */
+		for (size_t i = 0; i < napprovals; i++)
+			if (strcmp(approvals[i].held, p.held) == 0)
+				return 0;
 		if (napprovals >= LIST_PARTS_MAX || list_held_path(p.held, path, sizeof(path), 0) < 0) {
 			reply(s, "550 5.5.3 Error: too many approvals in one message");
 			return -1;
