@@ -32,7 +32,7 @@ BEGIN;
 --   srs_secret, dmarc_reject (1), spf_reject_fail (0)
 --   harvest_limit            50    (unknown recipients per client IP in 15 min)
 --   auth_failure_delay_ms    500   (least time before a failed login is answered)
---   list_bounce_limit        5     (days with bounces in 30 that disable a list member; 0: never)
+--   list_bounce_limit        5     (bounces in 30 days that disable a list member; 0: never)
 CREATE TABLE settings (
     key   TEXT PRIMARY KEY NOT NULL,
     value TEXT
@@ -235,14 +235,15 @@ CREATE TABLE list_pending (
 CREATE INDEX list_pending_address ON list_pending(list, address, action);
 CREATE INDEX list_pending_expiry ON list_pending(expires_at);
 
--- Mailing lists: the days on which a member's copies bounced (at most one
--- row a day), for list_bounce_limit within 30 days.
+-- Mailing lists: each bounce of a member's copies (a report or any mail to
+-- its VERP address, or the queue runner's own failure), for
+-- list_bounce_limit within 30 days; gone when the member is disabled.
 CREATE TABLE list_bounces (
     list    TEXT NOT NULL COLLATE NOCASE,
     address TEXT NOT NULL COLLATE NOCASE,
-    day     INTEGER NOT NULL,              -- unix seconds / 86400
-    PRIMARY KEY (list, address, day)
+    at      INTEGER NOT NULL               -- unix seconds
 );
+CREATE INDEX list_bounces_member ON list_bounces(list, address, at);
 
 PRAGMA user_version = 3;
 

@@ -38,7 +38,7 @@ static const struct {
 	[SET_AUTH_FAILURE_DELAY_MS] = { "auth_failure_delay_ms", "500" },
 	/* Dovecot's template; empty: postage's own UIDLs (README) */
 	[SET_POP3_UIDL_FORMAT] = { "pop3_uidl_format", "" },
-	/* days with bounces within LIST_BOUNCE_WINDOW_DAYS; 0: never disable */
+	/* bounces within LIST_BOUNCE_WINDOW_DAYS that disable a member; 0: never */
 	[SET_LIST_BOUNCE_LIMIT] = { "list_bounce_limit", "5" },
 };
 

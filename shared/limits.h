@@ -208,8 +208,10 @@
 #define LIST_PENDING_PER_ADDRESS_MAX 3
 #define LIST_PENDING_PER_LIST_MAX 1000
 #define LIST_HELP_SECONDS 86400
-/* list_bounce_limit counts the days with bounces within this window. */
+/* list_bounce_limit counts the bounces within this window; with no limit
+ * at most this many are kept a member. */
 #define LIST_BOUNCE_WINDOW_DAYS 30
+#define LIST_BOUNCES_KEPT 100
 /* Of a bounce (RFC 3464 report) or a request, the bytes after the header
  * section that are read, and the Final-Recipient fields taken from one
  * report. */

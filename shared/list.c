@@ -673,10 +673,10 @@ static int exec_bound(const char *sql, const char *t1, const char *t2, const cha
 int list_bounce(const char *list, const char *member, long long now, long long limit,
 		int *disabled)
 {
-	long long day = now / 86400;
 	sqlite3_stmt *st;
 	int enabled = -1, rc;
-	long long days = 0;
+	long long bounces = 0;
+	char safe[ADDRESS_PATH_MAX * 4 + 8];
 
 	*disabled = 0;
 	if (db_begin() < 0)
@@ -692,39 +692,35 @@ int list_bounce(const char *list, const char *member, long long now, long long l
 	sqlite3_reset(st);
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
 		goto fail;
-	if (enabled < 0) {
+	/* Not a member, or one that gets no copies any more: nothing to count. */
+	if (enabled != 1) {
 		db_rollback();
 		return 0;
 	}
-	/* A day counts once, as in Mailman: a mailbox that is full for an
-	 * afternoon is one bad day, not one bounce a post. */
-	{
-		sqlite3_stmt *ins = db_stmt("INSERT OR IGNORE INTO list_bounces (list, address, day) "
-					    "VALUES (?1, ?2, ?3)");
-		if (!ins)
-			goto fail;
-		sqlite3_bind_text(ins, 1, list, -1, SQLITE_STATIC);
-		sqlite3_bind_text(ins, 2, member, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(ins, 3, day);
-		rc = sqlite3_step(ins);
-		sqlite3_reset(ins);
-		if (rc != SQLITE_DONE)
-			goto fail;
-		if (sqlite3_changes(db_handle()) == 0) {
-			db_rollback();
-			return 0;
-		}
-	}
-	st = db_stmt("SELECT count(*) FROM list_bounces WHERE list = ?1 AND address = ?2 AND day > ?3");
+	st = db_stmt("SELECT count(*) FROM list_bounces WHERE list = ?1 AND address = ?2 AND at > ?3");
 	if (!st)
 		goto fail;
 	sqlite3_bind_text(st, 1, list, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, member, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, day - LIST_BOUNCE_WINDOW_DAYS);
+	sqlite3_bind_int64(st, 3, now - LIST_BOUNCE_WINDOW_DAYS * 86400LL);
 	if (sqlite3_step(st) == SQLITE_ROW)
-		days = sqlite3_column_int64(st, 0);
+		bounces = sqlite3_column_int64(st, 0);
 	sqlite3_reset(st);
-	if (limit > 0 && days >= limit && enabled) {
+	/* With no limit (0) the rows are only a record: kept bounded. */
+	if (bounces < LIST_BOUNCES_KEPT) {
+		sqlite3_stmt *ins = db_stmt("INSERT INTO list_bounces (list, address, at) VALUES (?1, ?2, ?3)");
+		if (!ins)
+			goto fail;
+		sqlite3_bind_text(ins, 1, list, -1, SQLITE_STATIC);
+		sqlite3_bind_text(ins, 2, member, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(ins, 3, now);
+		rc = sqlite3_step(ins);
+		sqlite3_reset(ins);
+		if (rc != SQLITE_DONE)
+			goto fail;
+		bounces++;
+	}
+	if (limit > 0 && bounces >= limit) {
 		if (exec_bound("UPDATE list_members SET enabled = 0 WHERE list = ?1 AND address = ?2",
 			       list, member, NULL, 0) < 0 ||
 		    exec_bound("DELETE FROM list_bounces WHERE list = ?1 AND address = ?2", list, member,
@@ -734,12 +730,9 @@ int list_bounce(const char *list, const char *member, long long now, long long l
 	}
 	if (db_commit() < 0)
 		return -1;
-	{
-		char safe[ADDRESS_PATH_MAX * 4 + 8];
-		log_event(LOG_NOTICE, "event=list_bounce list=%s member=\"%s\" days=%lld limit=%lld%s", list,
-			  log_printable(safe, sizeof(safe), member, strlen(member)), days, limit,
-			  *disabled ? " result=disabled" : " result=counted");
-	}
+	log_event(LOG_NOTICE, "event=list_bounce list=%s member=\"%s\" bounces=%lld limit=%lld result=%s",
+		  list, log_printable(safe, sizeof(safe), member, strlen(member)), bounces, limit,
+		  *disabled ? "disabled" : "counted");
 	return 1;
 fail:
 	db_rollback();
@@ -928,8 +921,8 @@ void list_expire(long long now)
 		if (list_held_path(held[i], path, sizeof(path), 0) == 0)
 			unlink(path);
 	}
-	exec_bound("DELETE FROM list_bounces WHERE day <= ?4", NULL, NULL, NULL,
-		   now / 86400 - LIST_BOUNCE_WINDOW_DAYS);
+	exec_bound("DELETE FROM list_bounces WHERE at <= ?4", NULL, NULL, NULL,
+		   now - LIST_BOUNCE_WINDOW_DAYS * 86400LL);
 	/* Held files no row names, older than any hold: left by a crash. */
 	snprintf(dir, sizeof(dir), "%s/held", setting(SET_SPOOL_DIR));
 	d = opendir(dir);

@@ -149,10 +149,10 @@ int list_is_member(const char *list, const char *address);
 /* Enabled members of list; -1 on trouble. */
 long list_member_count(const char *list);
 
-/* One bounce for member (a day counts once); when the days with bounces
- * within LIST_BOUNCE_WINDOW_DAYS reach limit (0: never), the member is
- * disabled and *disabled set. 1 counted, 0 not (not a member, or a bounce
- * already counted today), -1 trouble. */
+/* One bounce for member; when its bounces within LIST_BOUNCE_WINDOW_DAYS
+ * reach limit (0: never), the member is disabled (enabled = 0, its
+ * bounces forgotten) and *disabled set. 1 counted, 0 not (not a member,
+ * or one disabled already), -1 trouble. */
 int list_bounce(const char *list, const char *member, long long now, long long limit,
 		int *disabled);
 

@@ -313,7 +313,7 @@ static void sql_quoted(const char *s, char *out, size_t cap)
 	out[o] = '\0';
 }
 
-int list_notify_disabled(const struct list_info *l, const char *member, long long days)
+int list_notify_disabled(const struct list_info *l, const char *member, long long bounces)
 {
 	char text[2048], subject[ADDRESS_PATH_MAX + 64], qlist[2 * ADDRESS_PATH_MAX + 4];
 	char qmember[2 * ADDRESS_PATH_MAX + 4];
@@ -324,14 +324,14 @@ int list_notify_disabled(const struct list_info *l, const char *member, long lon
 
 	snprintf(subject, sizeof(subject), "%s: member disabled after bounces", l->address);
 	snprintf(text, sizeof(text),
-		 "Mail to %s, a member of the list %s, has bounced on %lld days\n"
+		 "Mail to %s, a member of the list %s, has bounced %lld times\n"
 		 "within %d days. The member no longer gets the list's mail (it stays\n"
 		 "a member, and may still post).\n\n"
 		 "To send to it again once the address works:\n\n"
 		 "  sqlite3 /var/lib/postage/postage.db \\\n"
 		 "    \"UPDATE list_members SET enabled = 1 WHERE list = '%s' AND address = '%s'\"\n\n"
 		 "or let the member subscribe again (mail to %s-subscribe@%s).\n",
-		 member, l->address, days, LIST_BOUNCE_WINDOW_DAYS, qlist, qmember, l->local,
+		 member, l->address, bounces, LIST_BOUNCE_WINDOW_DAYS, qlist, qmember, l->local,
 		 l->domain);
 	memset(&n, 0, sizeof(n));
 	n.list = l;

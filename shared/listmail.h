@@ -34,7 +34,7 @@ struct list_notice {
  * nothing sent. */
 int list_notice_send(const struct list_notice *n, int (*hook)(void *ctx), void *ctx);
 
-/* The owner's notice that member was disabled after days of bounces. */
-int list_notify_disabled(const struct list_info *l, const char *member, long long days);
+/* The owner's notice that member was disabled after that many bounces. */
+int list_notify_disabled(const struct list_info *l, const char *member, long long bounces);
 
 #endif

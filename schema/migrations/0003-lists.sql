@@ -54,14 +54,15 @@ CREATE TABLE list_pending (
 CREATE INDEX list_pending_address ON list_pending(list, address, action);
 CREATE INDEX list_pending_expiry ON list_pending(expires_at);
 
--- Mailing lists: the days on which a member's copies bounced (at most one
--- row a day), for list_bounce_limit within 30 days.
+-- Mailing lists: each bounce of a member's copies (a report or any mail to
+-- its VERP address, or the queue runner's own failure), for
+-- list_bounce_limit within 30 days; gone when the member is disabled.
 CREATE TABLE list_bounces (
     list    TEXT NOT NULL COLLATE NOCASE,
     address TEXT NOT NULL COLLATE NOCASE,
-    day     INTEGER NOT NULL,              -- unix seconds / 86400
-    PRIMARY KEY (list, address, day)
+    at      INTEGER NOT NULL               -- unix seconds
 );
+CREATE INDEX list_bounces_member ON list_bounces(list, address, at);
 
 PRAGMA user_version = 3;
 

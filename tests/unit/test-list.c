@@ -437,25 +437,37 @@ static void test_database(void)
 				   now + 61, 60));
 	REQUIRE(db_commit() == 0);
 
-	/* bounces: a day counts once; the limit disables */
+	/* bounces: each counts, within the window; the limit disables */
 	CHECK_INT("bounce", 1, list_bounce("team@example.org", "alice@example.net", now, 3, &disabled));
-	CHECK_INT("same day", 0, list_bounce("team@example.org", "alice@example.net", now, 3, &disabled));
 	CHECK_INT("not a member", 0, list_bounce("team@example.org", "eve@example.com", now, 3, &disabled));
-	CHECK_INT("day 2", 1, list_bounce("team@example.org", "alice@example.net", now + 86400, 3, &disabled));
+	CHECK_INT("disabled member", 0,
+		  list_bounce("team@example.org", "carol@example.net", now, 3, &disabled));
+	CHECK_INT("the same day", 1, list_bounce("team@example.org", "alice@example.net", now, 3, &disabled));
 	CHECK_INT("not yet", 0, disabled);
-	/* a day beyond the window no longer counts */
-	CHECK_INT("day 40", 1, list_bounce("team@example.org", "alice@example.net", now + 40 * 86400, 3,
+	/* thirty days on, the first two are outside the window */
+	CHECK_INT("day 31", 1, list_bounce("team@example.org", "alice@example.net", now + 31 * 86400, 3,
 					   &disabled));
 	CHECK_INT("window", 0, disabled);
-	CHECK_INT("day 41", 1, list_bounce("team@example.org", "alice@example.net", now + 41 * 86400, 3,
-					   &disabled));
-	CHECK_INT("day 42", 1, list_bounce("team@example.org", "alice@example.net", now + 42 * 86400, 3,
+	CHECK_INT("day 31 again", 1, list_bounce("team@example.org", "alice@example.net",
+						 now + 31 * 86400 + 60, 3, &disabled));
+	CHECK_INT("day 32", 1, list_bounce("team@example.org", "alice@example.net", now + 32 * 86400, 3,
 					   &disabled));
 	CHECK_INT("disabled", 1, disabled);
-	CHECK_INT("count after", 1, list_member_count("team@example.org") == 2);
-	CHECK_INT("limit 0 never disables", 1,
-		  list_bounce("team@example.org", "bob@example.org", now, 0, &disabled));
-	CHECK_INT("limit 0", 0, disabled);
+	CHECK_INT("no longer counted", 0,
+		  list_bounce("team@example.org", "alice@example.net", now + 32 * 86400, 3, &disabled));
+	CHECK_INT("enabled left", 2, list_member_count("team@example.org"));
+	/* without a limit: never disabled, at most LIST_BOUNCES_KEPT rows */
+	for (int i = 0; i < LIST_BOUNCES_KEPT + 5; i++)
+		REQUIRE(list_bounce("team@example.org", "bob@example.org", now, 0, &disabled) == 1 &&
+			!disabled);
+	{
+		sqlite3_stmt *st;
+		REQUIRE(sqlite3_prepare_v2(db_handle(), "SELECT count(*) FROM list_bounces WHERE "
+					   "address = 'bob@example.org'", -1, &st, NULL) == SQLITE_OK);
+		REQUIRE(sqlite3_step(st) == SQLITE_ROW);
+		CHECK_INT("kept", LIST_BOUNCES_KEPT, sqlite3_column_int(st, 0));
+		sqlite3_finalize(st);
+	}
 }
 
 int main(void)
