@@ -66,10 +66,11 @@ class Procs:
         self.popens = []       # (name, Popen) started in their own session
         self.stoppers = []     # callables, run in reverse order
 
-    def start(self, name, argv, env=None, log_path=None, leader_only=False):
+    def start(self, name, argv, env=None, log_path=None, leader_only=False, cgroup=None):
         out = open(log_path, 'ab') if log_path else subprocess.DEVNULL
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                             stderr=out, env=env, start_new_session=True)
+                             stderr=out, env=env, start_new_session=True,
+                             preexec_fn=CPU.enter_fn(cgroup))
         if log_path:
             out.close()
         p.leader_only = leader_only
@@ -114,6 +115,97 @@ class Procs:
 
 
 PROCS = Procs()
+
+
+class CpuGroups:
+    """CPU time by part (postage's handlers, Postfix, its milters, rspamd,
+    the DNS server, the client): a cgroup-v1 cpuacct group each, made
+    under the machine's hierarchy and removed at the end. Workloads run
+    one at a time, so a group's usage over one run is that run's. Not
+    available (no cpuacct hierarchy, not root): every figure is None."""
+    ROOT = '/sys/fs/cgroup/cpuacct'
+
+    def __init__(self):
+        self.base = None
+        self.made = []
+
+    def setup(self):
+        try:
+            base = os.path.join(self.ROOT, 'postage-bench-%d' % os.getpid())
+            os.mkdir(base)
+            self.base = base
+        except OSError:
+            self.base = None
+
+    def _dir(self, name):
+        d = os.path.join(self.base, name)
+        if name not in self.made:
+            try:
+                os.mkdir(d)
+            except FileExistsError:
+                pass
+            self.made.append(name)
+        return d
+
+    def move(self, name, pid):
+        if not self.base or not name:
+            return
+        try:
+            with open(os.path.join(self._dir(name), 'cgroup.procs'), 'w') as f:
+                f.write('%d\n' % pid)
+        except OSError:
+            pass
+
+    def enter_fn(self, name):
+        """A preexec_fn that puts the child in group name (None: none)."""
+        if not self.base or not name:
+            return None
+        path = os.path.join(self._dir(name), 'cgroup.procs')
+
+        def enter():
+            try:
+                with open(path, 'w') as f:
+                    f.write('%d\n' % os.getpid())
+            except OSError:
+                pass
+        return enter
+
+    def usage(self):
+        """{group: CPU seconds so far}."""
+        out = {}
+        for name in self.made:
+            try:
+                with open(os.path.join(self.base, name, 'cpuacct.usage')) as f:
+                    out[name] = int(f.read()) / 1e9
+            except (OSError, ValueError):
+                pass
+        return out
+
+    def close(self):
+        if not self.base:
+            return
+        for name in self.made:
+            d = os.path.join(self.base, name)
+            # Whatever is left (nothing, normally) goes back to the root.
+            try:
+                with open(os.path.join(d, 'cgroup.procs')) as f:
+                    for pid in f.read().split():
+                        with open(os.path.join(self.ROOT, 'cgroup.procs'), 'w') as g:
+                            g.write(pid + '\n')
+            except OSError:
+                pass
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
+        try:
+            os.rmdir(self.base)
+        except OSError:
+            pass
+        self.base = None
+
+
+CPU = CpuGroups()
 
 
 def _on_signal(signum, frame):
@@ -561,7 +653,8 @@ class Postage:
         port = free_port()
         argv = [self.env.ssa, '--inetd', '-a', '-l', '127.0.0.1:%d' % port,
                 '-E', 'POSTAGE_LOG_FILE=' + self.logfile, program, '--db', self.db]
-        p = PROCS.start(label, argv, log_path=self.env.path('postage', label + '.supervisor.log'))
+        p = PROCS.start(label, argv, log_path=self.env.path('postage', label + '.supervisor.log'),
+                        cgroup='postage')
         self.ssa_pids.append(p.pid)
         wait_greeting(port, what=label)
         return port
@@ -588,9 +681,14 @@ class Postage:
 class Postfix:
     name = 'postfix'
 
-    def __init__(self, env, directory='postfix', extra=''):
+    def __init__(self, env, name='postfix', extra_main='', extra_master='', mynetworks='127.0.0.0/8',
+                 wrapper=()):
+        """extra_main, extra_master: lines added to main.cf and master.cf;
+        wrapper: argv that `postfix start` runs under (a mount namespace)."""
         self.env = env
-        d = env.path(directory)
+        self.wrapper = list(wrapper)
+        self.cgroup = None  # CPU accounting group of its processes
+        d = env.path(name)
         self.dir = d
         self.etc = os.path.join(d, 'etc')
         self.queue = os.path.join(d, 'queue')
@@ -620,7 +718,7 @@ mydomain = {DOMAIN}
 mydestination =
 inet_interfaces = loopback-only
 inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
+mynetworks = {mynetworks}
 local_transport = error:local delivery is disabled
 alias_maps =
 alias_database =
@@ -632,7 +730,7 @@ virtual_gid_maps = static:{NOBODY}
 virtual_minimum_uid = 100
 maillog_file = {d}/maillog
 biff = no
-{extra}""")
+""" + extra_main)
         with open(os.path.join(self.etc, 'vmailbox'), 'w') as f:
             f.write('%s bench/\n' % SMTP_RCPT)
         # The packaged master.cf, with our own smtpd port and no chroot (the
@@ -650,9 +748,11 @@ biff = no
                 out.append(line)
         with open(os.path.join(self.etc, 'master.cf'), 'w') as f:
             f.writelines(out)
+            f.write(extra_master)
 
     def start(self):
-        r = subprocess.run(['postfix', '-c', self.etc, 'start'], capture_output=True, text=True)
+        r = subprocess.run(self.wrapper + ['postfix', '-c', self.etc, 'start'], capture_output=True, text=True,
+                           preexec_fn=CPU.enter_fn(self.cgroup))
         if r.returncode != 0:
             raise BenchError('postfix start failed: %s %s' % (r.stdout, r.stderr))
         PROCS.on_stop(self.stop)
@@ -856,10 +956,15 @@ class Checks:
     sees the machine's resolv.conf, does not. Nothing outside the
     benchmark's namespaces sees either the DNS server or the bind mount."""
     name = 'checks'
-    SENDER_DOMAIN = 'checks.test'
-    SENDER = 'sender@checks.test'
-    HELO = 'client.checks.test'
+    # Not under .test: OpenDKIM answers "not found" for .test names by
+    # itself (shared/BASELINES.md).
+    SENDER_DOMAIN = 'checks.example.net'
+    SENDER = 'sender@checks.example.net'
+    HELO = 'client.checks.example.net'
     SELECTOR = 'bench'
+    # OpenDKIM refuses a name server on 127.0.0.0/8: the same dnsmasq
+    # listens here too (on lo), for the milters' resolv.conf.
+    DNS_OTHER = '10.53.0.53'
 
     def __init__(self, env, postage):
         self.env = env
@@ -870,6 +975,26 @@ class Checks:
         self.port = None
         self.message = os.path.join(self.dir, 'signed.eml')
         self.resolv = os.path.join(self.dir, 'resolv.conf')
+        self.resolv_other = os.path.join(self.dir, 'resolv-other.conf')
+        # The checked-mail peers (full_peers): rspamd, postage with its
+        # checks and rspamd, Postfix with its milters and rspamd.
+        self.rspamd = None
+        self.filtered_port = None
+        self.filtered_db = None
+        self.postfix = None
+
+    @staticmethod
+    def peers_unavailable(root):
+        """Why the checked-mail peers (rspamd, Postfix's milters) cannot
+        run here, or None."""
+        for path, pkg in (('/usr/sbin/opendkim', 'opendkim'), ('/usr/sbin/opendmarc', 'opendmarc'),
+                          ('/usr/bin/policyd-spf', 'postfix-policyd-spf-python'),
+                          ('/usr/bin/rspamd', 'rspamd')):
+            if not os.access(path, os.X_OK):
+                return '%s is not installed (package %s)' % (path, pkg)
+        sys.path.insert(0, os.path.join(root, 'tests', 'protocol'))
+        import rspamd_server
+        return rspamd_server.unavailable()
 
     @staticmethod
     def unavailable():
@@ -912,8 +1037,9 @@ class Checks:
             '%s._domainkey.%s' % (self.SELECTOR, self.SENDER_DOMAIN): ['v=DKIM1; k=rsa; p=' + pub],
             '_dmarc.' + self.SENDER_DOMAIN: ['v=DMARC1; p=reject; adkim=s; aspf=s'],
         }
-        lines = ['no-resolv', 'no-hosts', 'no-poll', 'bind-interfaces', 'listen-address=127.0.0.1',
-                 'port=53', 'cache-size=0', 'user=root', 'local=/test/']
+        lines = ['no-resolv', 'no-hosts', 'no-poll', 'bind-interfaces',
+                 'listen-address=127.0.0.1,' + self.DNS_OTHER,
+                 'port=53', 'cache-size=0', 'user=root', 'local=/test/', 'local=/example.net/']
         for name, texts in records.items():
             for t in texts:
                 # character-strings of at most 255 octets, each quoted
@@ -925,6 +1051,9 @@ class Checks:
         with open(self.resolv, 'w') as f:
             f.write('nameserver 127.0.0.1\noptions attempts:1 timeout:2\n')
         os.chmod(self.resolv, 0o644)
+        with open(self.resolv_other, 'w') as f:
+            f.write('nameserver %s\noptions attempts:1 timeout:2\n' % self.DNS_OTHER)
+        os.chmod(self.resolv_other, 0o644)
 
         head = ('From: Bench Sender <%s>\r\nTo: <%s>\r\nSubject: bench checks message\r\n'
                 'Message-ID: <checks.bench@%s>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n'
@@ -943,10 +1072,28 @@ class Checks:
             f.write((sig + msg).replace(b'\r\n', b'\n'))
         os.chmod(self.message, 0o644)
 
+    def in_mount_ns(self, resolv):
+        """argv prefix: run in a mount namespace of its own where
+        /etc/resolv.conf is resolv."""
+        return [shutil.which('unshare') or '/usr/bin/unshare', '--mount', '--', '/bin/sh', '-c',
+                'mount --bind "$0" /etc/resolv.conf && exec "$@"', resolv]
+
+    def _serve_handler(self, db, label):
+        port = free_port()
+        pg = self.postage
+        argv = self.in_mount_ns(self.resolv) + [
+            self.env.ssa, '--inetd', '-a', '-l', '127.0.0.1:%d' % port,
+            '-E', 'POSTAGE_LOG_FILE=' + pg.logfile, self.env.smtp_handler, '--db', db]
+        PROCS.start(label, argv, log_path=os.path.join(self.dir, label + '.supervisor.log'),
+                    cgroup='postage')
+        wait_greeting(port, what=label)
+        return port
+
     def start(self):
+        subprocess.run(['ip', 'addr', 'add', self.DNS_OTHER + '/32', 'dev', 'lo'], capture_output=True)
         exe = shutil.which('dnsmasq') or '/usr/sbin/dnsmasq'
         PROCS.start('dnsmasq', [exe, '--keep-in-foreground', '--conf-file=' + self.dnsmasq_conf,
-                                '--pid-file='], log_path=os.path.join(self.dir, 'dnsmasq.log'))
+                                '--pid-file='], log_path=os.path.join(self.dir, 'dnsmasq.log'), cgroup='dns')
         deadline = time.monotonic() + 10
         while not dns_answers(self.SENDER_DOMAIN):
             if time.monotonic() > deadline:
@@ -954,14 +1101,188 @@ class Checks:
             time.sleep(0.02)
         # The checking handler: its own mount namespace (unshare makes its
         # mounts private), resolv.conf bind-mounted there only.
-        self.port = free_port()
-        pg = self.postage
-        argv = [shutil.which('unshare') or '/usr/bin/unshare', '--mount', '--', '/bin/sh', '-c',
-                'mount --bind "$0" /etc/resolv.conf && exec "$@"', self.resolv,
-                self.env.ssa, '--inetd', '-a', '-l', '127.0.0.1:%d' % self.port,
-                '-E', 'POSTAGE_LOG_FILE=' + pg.logfile, self.env.smtp_handler, '--db', pg.db]
-        PROCS.start('postage-smtp-checks', argv, log_path=os.path.join(self.dir, 'supervisor.log'))
-        wait_greeting(self.port, what='postage with checks')
+        self.port = self._serve_handler(self.postage.db, 'postage-smtp-checks')
+
+    # -- the checked-mail peers --------------------------------------------
+
+    def prepare_peers(self, root):
+        """rspamd's configuration, a copy of postage's database that names
+        it, and a Postfix with OpenDKIM, OpenDMARC and rspamd as milters
+        and postfix-policyd-spf-python as its policy service, each of the
+        milters in a mount namespace whose resolver is the same dnsmasq."""
+        sys.path.insert(0, os.path.join(root, 'tests', 'protocol'))
+        import rspamd_server
+        self.rspamd_normal = '127.0.0.1:%d' % free_port()
+        # The milters on unix sockets, as Debian sets them up: over TCP,
+        # Nagle's algorithm and delayed ACKs stall each milter round trip
+        # on loopback by tens of milliseconds.
+        self.rspamd_proxy = os.path.join(self.dir, 'rspamd', 'run', 'proxy.sock')
+        # Two workers of each, one a core: rspamd's default is one a core.
+        self.rspamd = rspamd_server.Rspamd(os.path.join(self.dir, 'rspamd'), self.rspamd_normal,
+                                           proxy=self.rspamd_proxy + ' mode=0666',
+                                           workers=os.cpu_count() or 2, log_level='warning')
+
+        # postage with its checks and rspamd: the same database (domains,
+        # mailboxes, settings) but for the setting rspamd.
+        self.filtered_db = os.path.join(self.dir, 'postage-rspamd.db')
+        src = sqlite3.connect(self.postage.db)
+        dst = sqlite3.connect(self.filtered_db)
+        with dst:
+            src.backup(dst)
+        mode = src.execute('PRAGMA journal_mode').fetchone()[0]
+        dst.execute('PRAGMA journal_mode = %s' % mode)
+        with dst:
+            dst.execute("INSERT OR REPLACE INTO settings VALUES ('rspamd', ?)", (self.rspamd_normal,))
+        src.close()
+        dst.close()
+
+        d = os.path.join(self.dir, 'milters')
+        os.makedirs(d)
+        os.chmod(d, 0o755)
+        authserv = 'mx-postfix.' + DOMAIN
+        # OpenDKIM resolves with libunbound, which reads no resolv.conf:
+        # Nameservers names the dnsmasq (not on 127.0.0.0/8: refused).
+        # The client (smtp-source on 127.0.0.1) must count as outside for
+        # every one of them: Postfix's mynetworks, OpenDKIM's
+        # InternalHosts (else it signs instead of verifying), OpenDMARC's
+        # IgnoreHosts and policyd-spf's skip_addresses all default to
+        # loopback. They name a documentation address instead.
+        nobody = '192.0.2.250'
+        self.dkim_sock = os.path.join(d, 'opendkim', 'opendkim.sock')
+        self.dmarc_sock = os.path.join(d, 'opendmarc', 'opendmarc.sock')
+        for name, user in (('opendkim', 'opendkim'), ('opendmarc', 'opendmarc')):
+            os.makedirs(os.path.join(d, name))
+            pw = pwd.getpwnam(user)
+            os.chown(os.path.join(d, name), pw.pw_uid, pw.pw_gid)
+        with open(os.path.join(d, 'opendkim.conf'), 'w') as f:
+            f.write(f"""Mode v
+Socket local:{self.dkim_sock}
+UMask 000
+PidFile {d}/opendkim/opendkim.pid
+UserID opendkim
+Syslog no
+AuthservID {authserv}
+InternalHosts {nobody}
+Nameservers {self.DNS_OTHER}
+""")
+        with open(os.path.join(d, 'ignore.hosts'), 'w') as f:
+            f.write(nobody + '\n')
+        with open(os.path.join(d, 'opendmarc.conf'), 'w') as f:
+            f.write(f"""Socket local:{self.dmarc_sock}
+UMask 000
+PidFile {d}/opendmarc/opendmarc.pid
+UserID opendmarc
+Syslog false
+AuthservID {authserv}
+TrustedAuthservIDs {authserv}
+IgnoreHosts {d}/ignore.hosts
+RejectFailures false
+SPFSelfValidate false
+PublicSuffixList /usr/share/publicsuffix/public_suffix_list.dat
+""")
+        with open(os.path.join(d, 'policyd-spf.conf'), 'w') as f:
+            f.write(f"""debugLevel = 0
+TestOnly = 1
+HELO_reject = Fail
+Mail_From_reject = Fail
+PermError_reject = False
+TempError_Defer = False
+skip_addresses = {nobody}/32
+""")
+        for n in ('opendkim.conf', 'opendmarc.conf', 'policyd-spf.conf', 'ignore.hosts'):
+            os.chmod(os.path.join(d, n), 0o644)
+        self.milter_dir = d
+        parts = self.postfix_parts = set((self.env.args.postfix_checks or 'dkim,dmarc,spf,rspamd').split(','))
+        milters = [m for k, m in (('dkim', 'unix:' + self.dkim_sock),
+                                  ('dmarc', 'unix:' + self.dmarc_sock),
+                                  ('rspamd', 'unix:' + self.rspamd_proxy)) if k in parts]
+        extra_main = f"""smtpd_milters = {', '.join(milters)}
+non_smtpd_milters =
+milter_default_action = tempfail
+milter_protocol = 6
+smtpd_recipient_restrictions = reject_unauth_destination{
+    ', check_policy_service unix:private/policyd-spf' if 'spf' in parts else ''}
+policyd-spf_time_limit = 3600
+"""
+        extra_master = ('policyd-spf unix - n n - 0 spawn\n'
+                        '  user=policyd-spf argv=/usr/bin/policyd-spf %s/policyd-spf.conf\n' % d)
+        self.postfix = Postfix(self.env, name='postfix-checked', extra_main=extra_main,
+                               extra_master=extra_master, mynetworks=nobody + '/32',
+                               wrapper=self.in_mount_ns(self.resolv_other))
+
+    def start_peers(self):
+        self.rspamd.start(timeout=300)
+        PROCS.on_stop(self.rspamd.stop)
+        for name in os.listdir('/proc'):
+            try:
+                if name.isdigit() and os.getpgid(int(name)) == self.rspamd.proc.pid:
+                    CPU.move('rspamd', int(name))
+            except OSError:
+                pass
+        d = self.milter_dir
+        PROCS.start('opendkim', self.in_mount_ns(self.resolv_other) + [
+            '/usr/sbin/opendkim', '-f', '-x', os.path.join(d, 'opendkim.conf')],
+            log_path=os.path.join(d, 'opendkim.log'), cgroup='milters')
+        PROCS.start('opendmarc', self.in_mount_ns(self.resolv_other) + [
+            '/usr/sbin/opendmarc', '-f', '-c', os.path.join(d, 'opendmarc.conf')],
+            log_path=os.path.join(d, 'opendmarc.log'), cgroup='milters')
+        self.postfix.cgroup = 'postfix'
+
+        for path, what in ((self.dkim_sock, 'opendkim'), (self.dmarc_sock, 'opendmarc'),
+                           (self.rspamd_proxy, "rspamd's proxy")):
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as u:
+                        u.settimeout(1)
+                        u.connect(path)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise BenchError('%s does not listen on %s (see %s)' % (what, path, d))
+                    time.sleep(0.05)
+        self.postfix.start()
+        self.filtered_port = self._serve_handler(self.filtered_db, 'postage-smtp-rspamd')
+
+    def rspamd_verdicts(self):
+        """How many rspamd verdicts postage's handlers have logged."""
+        try:
+            with open(self.postage.logfile, errors='replace') as f:
+                return sum(1 for line in f if 'event=rspamd result=ok' in line)
+        except OSError:
+            return 0
+
+    def verify_postfix(self, maildir):
+        """Every message Postfix delivered carries OpenDKIM's dkim=pass,
+        OpenDMARC's dmarc=pass, policyd-spf's Received-SPF: Pass and
+        rspamd's X-Spam-Status. Raises if not."""
+        authserv = 'mx-postfix.' + DOMAIN
+        files = [os.path.join(maildir, sub, n) for sub in ('new', 'cur')
+                 for n in os.listdir(os.path.join(maildir, sub))]
+        if not files:
+            raise BenchError('checks: Postfix delivered nothing to verify')
+        for path in files:
+            with open(path, 'rb') as f:
+                data = f.read(16384)
+            head = data.replace(b'\r\n', b'\n').split(b'\n\n', 1)[0].decode('ascii', 'replace')
+            fields = []
+            for ln in head.split('\n'):
+                if ln[:1] in (' ', '\t') and fields:
+                    fields[-1] += ' ' + ln.strip()
+                else:
+                    fields.append(ln)
+            ar = ' ; '.join(f.split(':', 1)[1] for f in fields
+                            if f.lower().startswith('authentication-results:') and authserv in f)
+            spf = [f for f in fields if f.lower().startswith('received-spf:')]
+            spam = [f for f in fields if f.lower().startswith('x-spam-status:')]
+            missing = [w for w, part, ok in (
+                ('dkim=pass', 'dkim', 'dkim=pass' in ar), ('dmarc=pass', 'dmarc', 'dmarc=pass' in ar),
+                ('Received-SPF: Pass', 'spf', spf and 'pass' in spf[0].lower()),
+                ('X-Spam-Status', 'rspamd', bool(spam))) if not ok and part in self.postfix_parts]
+            if missing:
+                raise BenchError('checks: Postfix delivered %s without %s: %s' % (
+                    os.path.basename(path), ', '.join(missing), head[:1500]))
+        return len(files)
 
     def forget_pop_logins(self):
         """The POP3 workloads log in from 127.0.0.1, and POP-before-SMTP
@@ -1067,7 +1388,7 @@ class Lists:
         with open(transport, 'w') as f:
             for i in range(self.DOMAINS):
                 f.write('d%02d.example smtp:[%s]:25\n' % (i, self.SINK_HOST))
-        self.postfix = Postfix(env, 'postfix-lists', 'transport_maps = texthash:%s\n'
+        self.postfix = Postfix(env, 'postfix-lists', extra_main='transport_maps = texthash:%s\n'
                                'smtpd_authorized_verp_clients = 127.0.0.0/8\n' % transport)
         body = ('list ' + 'x' * 70 + '\r\n') * 53
         self.message = ('From: Poster <%s>\r\nTo: <%s>\r\nSubject: bench list post\r\n'
@@ -1249,7 +1570,8 @@ def smtp_source_runs(port, sessions, per_conn, total, message=None, sender=SMTP_
 
 def run_smtp_source(runs):
     for argv in runs:
-        r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           preexec_fn=CPU.enter_fn('client'))
         if r.returncode != 0:
             raise BenchError('smtp-source failed (%d): %s' % (r.returncode, (r.stderr or r.stdout)[-300:]))
 
@@ -1376,6 +1698,8 @@ SIZES = {
     'smtp_20s_10m': (400, 1000),
     'smtp_checks_1_session': (80, 300),
     'smtp_checks_20_sessions': (200, 600),
+    'smtp_checked_1s': (80, 300),
+    'smtp_checked_20s': (200, 600),
     'connect_1c': (100, 300),
     'connect_20c': (200, 600),
     'login_1c': (40, 120),
@@ -1398,6 +1722,9 @@ def main():
     ap.add_argument('--keep', action='store_true', help='keep the temporary directory')
     ap.add_argument('--tmpdir', default='/var/tmp', help='where the temporary directory goes (a disk, not tmpfs)')
     ap.add_argument('--no-install', action='store_true', help=argparse.SUPPRESS)
+    ap.add_argument('--postfix-checks', help="experiment: the checked Postfix's milters and policy service, "
+                    "a comma list of dkim,dmarc,spf,rspamd (default all; the Postfix rows' "
+                    "verification then fails for those left out)")
     ap.add_argument('--postage-journal', choices=('wal', 'delete', 'truncate', 'persist'),
                     help="experiment: set postage's database to this journal mode (default: the schema's)")
     args = ap.parse_args()
@@ -1436,6 +1763,8 @@ def main():
     atexit.register(remove_tmp)
     global RETIRED
     RETIRED = env.path('retired')
+    CPU.setup()
+    atexit.register(CPU.close)
     os.mkdir(RETIRED, 0o700)
     fs = check_fs(env.tmp)
     res = Results()
@@ -1462,6 +1791,11 @@ def main():
             else:
                 checks = Checks(env, postage)
                 checks.prepare()
+                why = Checks.peers_unavailable(args.root)
+                if why:
+                    res.notes.append('smtp_checked (against Postfix with milters) skipped: ' + why)
+                else:
+                    checks.prepare_peers(args.root)
         lists = None
         if 'lists' in only:
             why = Lists.unavailable()
@@ -1482,6 +1816,8 @@ def main():
             floor.start()
         if checks:
             checks.start()
+            if checks.postfix:
+                checks.start_peers()
         if lists:
             lists.start()
         res.notes.extend(postage.notes)
@@ -1509,6 +1845,18 @@ def main():
             smtp_run(checks.port, postage.maildir, 1, 1, 5, checks.message, Checks.SENDER, Checks.HELO)
             log('checks: %d warm-up messages carry spf=pass dkim=pass dmarc=pass' %
                 checks.verify(postage.maildir, True))
+            if checks.postfix:
+                before = checks.rspamd_verdicts()
+                smtp_run(checks.filtered_port, postage.maildir, 1, 1, 5, checks.message, Checks.SENDER,
+                         Checks.HELO)
+                checks.verify(postage.maildir, True)
+                if checks.rspamd_verdicts() - before != 5:
+                    raise BenchError('checks: postage logged %d rspamd verdicts for 5 messages' %
+                                     (checks.rspamd_verdicts() - before))
+                smtp_run(checks.postfix.smtp_port, checks.postfix.maildir, 1, 1, 5, checks.message,
+                         Checks.SENDER, Checks.HELO)
+                log('checks: %d warm-up messages through Postfix carry its milters\' results' %
+                    checks.verify_postfix(checks.postfix.maildir))
         for name, port in list(pop_servers):
             try:
                 for i in range(POP_USERS):
@@ -1570,10 +1918,46 @@ def main():
                     # The same signed message, sender and HELO to both; the
                     # delivered messages are checked after the clock stops.
                     for who, port in in_turn((('plain', postage.smtp_port), ('postage', checks.port)), rep):
+                        cpu0 = CPU.usage()
                         res.add(key, label, 'msg/s', who,
                                 smtp_run(port, postage.maildir, sessions, 1, size[key], checks.message,
                                          Checks.SENDER, Checks.HELO))
+                        cpu1 = CPU.usage()
+                        if 'postage' in cpu0 and 'postage' in cpu1:
+                            res.add('cpu_%s_%s' % (key, who), 'CPU per message, %s: postage\'s handlers, %s' % (
+                                key, 'checking' if who == 'postage' else 'plain'), 'ms', 'machine',
+                                (cpu1['postage'] - cpu0['postage']) * 1000.0 / size[key])
                         checks.verify(postage.maildir, who == 'postage')
+            if checks.postfix:
+                pf = checks.postfix
+                for key, sessions, label in (
+                        ('smtp_checked_1s', 1,
+                         'SMTP 4 KiB, SPF+DKIM+DMARC+rspamd: 1 session, 1 msg/conn'),
+                        ('smtp_checked_20s', 20,
+                         'SMTP 4 KiB, SPF+DKIM+DMARC+rspamd: 20 sessions, 1 msg/conn')):
+                    log(key)
+                    for rep in range(reps):
+                        for who, port, md in in_turn((('postage', checks.filtered_port, postage.maildir),
+                                                      ('postfix', pf.smtp_port, pf.maildir)), rep):
+                            before = checks.rspamd_verdicts()
+                            cpu0 = CPU.usage()
+                            res.add(key, label, 'msg/s', who,
+                                    smtp_run(port, md, sessions, 1, size[key], checks.message,
+                                             Checks.SENDER, Checks.HELO))
+                            cpu1 = CPU.usage()
+                            for g in ('postage', 'postfix', 'milters', 'rspamd', 'dns', 'client'):
+                                if g in cpu0 and g in cpu1 and (g != 'postage' or who == 'postage') and \
+                                        (g not in ('postfix', 'milters') or who == 'postfix'):
+                                    res.add('cpu_%s_%s_%s' % (key, who, g),
+                                            'CPU per message, %s: %s\'s %s' % (key, who, g), 'ms', 'machine',
+                                            (cpu1[g] - cpu0[g]) * 1000.0 / size[key])
+                            if who == 'postage':
+                                checks.verify(md, True)
+                                if checks.rspamd_verdicts() - before != size[key]:
+                                    raise BenchError('checks: %d rspamd verdicts for %d messages' % (
+                                        checks.rspamd_verdicts() - before, size[key]))
+                            else:
+                                checks.verify_postfix(md)
 
         if lists:
             log('lists')
@@ -1706,7 +2090,8 @@ def main():
     return 0
 
 
-PEER = {'smtp': 'postfix', 'smtp_checks': 'plain', 'list_1000': 'postfix', 'connect_smtp': 'postfix', 'connect_lite_smtp': 'postfix',
+PEER = {'smtp': 'postfix', 'smtp_checks': 'plain', 'smtp_checked': 'postfix', 'list_1000': 'postfix',
+        'connect_smtp': 'postfix', 'connect_lite_smtp': 'postfix',
         'greeting_lite_smtp': 'postfix', 'pop3': 'dovecot', 'greeting_smtp': 'postfix',
         'greeting_pop3': 'dovecot', 'rss_smtp': 'postfix', 'rss_pop3': 'dovecot'}
 
@@ -1725,8 +2110,8 @@ def ceiling_of(res, key):
     p = res.median(key, 'postage')
     if p is None:
         return None
-    if key.startswith('smtp_checks'):
-        return None  # compared with postage's own plain figure instead
+    if key.startswith('smtp_checks') or key.startswith('smtp_checked'):
+        return None  # no machine limit measured for checked mail
     lite = '_lite_' in key
     spawn_key = 'spawnlite_%s' if lite else 'spawn_%s'
     base = key.replace('_lite_', '_')
@@ -1774,6 +2159,26 @@ def floor_limits(res):
             o = res.median('rss_%s_mb' % proto, peer)
             if v and o:
                 lines.append('limit rss_%s_mb %s/%s %.2f' % (proto, name, peer, v / o))
+    return lines
+
+
+def cpu_limits(res):
+    """For checked mail: the CPU each message costs on either side, all
+    parts together (the server, its milters or checks, rspamd, the DNS
+    server, the client), and what that allows: on a machine whose cores
+    are all busy, rates go as the inverse of these sums, so their
+    quotient is the most postage's rate can be over Postfix's here."""
+    lines = []
+    for key in ('smtp_checked_1s', 'smtp_checked_20s'):
+        tot = {}
+        for who, parts in (('postage', ('postage', 'rspamd', 'dns', 'client')),
+                           ('postfix', ('postfix', 'milters', 'rspamd', 'dns', 'client'))):
+            vals = [res.median('cpu_%s_%s_%s' % (key, who, g), 'machine') for g in parts]
+            if all(v is not None for v in vals):
+                tot[who] = sum(vals)
+        if len(tot) == 2 and tot['postage'] > 0:
+            lines.append('limit %s cpu postfix/postage %.2f (CPU ms per message: postage %.2f, postfix %.2f)' % (
+                key, tot['postfix'] / tot['postage'], tot['postage'], tot['postfix']))
     return lines
 
 
@@ -1825,6 +2230,7 @@ def report(res, env, started, load_start, fs, args, size):
                                              ('%s %s' % (peer, fmt(ov, row['unit']))) if ov else '-',
                                              ratio, cs))
     lines.extend(floor_limits(res))
+    lines.extend(cpu_limits(res))
     if machine_rows:
         print()
         print('%-56s %s' % ('the machine, same run', 'value'))

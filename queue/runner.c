@@ -42,6 +42,9 @@
 static long long pass_now;
 /* Messages the last pass left for a handler still at work on them. */
 static size_t pass_held;
+/* Results the last pass could not write down: their recipients are
+ * still due, so the run must end rather than send them again at once. */
+static size_t pass_unrecorded;
 
 long long queue_now(void)
 {
@@ -623,10 +626,14 @@ static void record(struct pass *p, size_t index, const struct report *r)
 				break;
 			log_event(LOG_WARNING, "event=delivery result=db_busy id=%s action=retry", m->id);
 		}
-		if (step != SQLITE_DONE)
+		if (step != SQLITE_DONE) {
 			log_event(LOG_ERR, "event=delivery result=db_error id=%s error=\"%s\"", m->id,
 				  sqlite3_errmsg(db_handle()));
+			pass_unrecorded++;
+		}
 		sqlite3_reset(s);
+	} else {
+		pass_unrecorded++;
 	}
 	if (r->tls[0])
 		snprintf(tls, sizeof(tls), "%s", r->tls);
@@ -1339,6 +1346,7 @@ static int run_pass(const struct relay *relay, const struct client_auth *auth,
 	size_t sent = 0;
 
 	memset(&p, 0, sizeof(p));
+	pass_unrecorded = 0;
 	p.relay = *relay;
 	p.auth = *auth;
 	p.relay_tls = *relay_tls;
@@ -1447,6 +1455,14 @@ int runner_run(const struct runner_options *opt)
 		pass_now = opt->now ? opt->now : (long long)time(NULL);
 		if (stalled && (pass_held == 0 || ++held_waits > QUEUE_HELD_WAITS_MAX))
 			break;
+		if (pass_unrecorded > 0) {
+			/* What was sent but not written down would go again in
+			 * the next pass: leave it to the next run, when the
+			 * database may be well again (at-least-once, not twice
+			 * in a row). */
+			log_event(LOG_ERR, "event=runner result=stopped unrecorded=%zu", pass_unrecorded);
+			break;
+		}
 		if (!due_now())
 			break;
 		if (i + 1 >= QUEUE_PASSES_MAX) {

@@ -157,12 +157,13 @@ CREATE TABLE queue_messages (
     created_at  INTEGER NOT NULL,         -- unix seconds
     client_ip   TEXT,
     auth_login  TEXT,
-    warned      INTEGER NOT NULL DEFAULT 0, -- delay warning sent
-    -- 1: a mailing list's copies; each recipient gets its own transaction
-    -- whose envelope sender is sender's local part, '+', and the
-    -- recipient's orig_rcpt (the member) with '@' as '=' (VERP).
-    verp        INTEGER NOT NULL DEFAULT 0
-);
+    warned      INTEGER NOT NULL DEFAULT 0 -- delay warning sent
+, verp INTEGER NOT NULL DEFAULT 0);
+-- verp = 1: a mailing list's copies; each recipient gets its own
+-- transaction whose envelope sender is sender's local part, '+', and the
+-- recipient's orig_rcpt (the member) with '@' as '=' (VERP). (The column
+-- stands as ALTER TABLE in 0003-lists.sql leaves it, so that a migrated
+-- database is the same as a fresh one, to the letter.)
 
 -- One row per remote recipient of a queued message.
 -- state: 'queued' (waiting or due), 'sent', 'bounced' (final).

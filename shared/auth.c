@@ -71,26 +71,36 @@ int auth_throttle_delay(const char *ip)
  * this attempt, -2 when the IP is refused, -1 on database trouble (then
  * the count is only read: an administrator holding the database must not
  * stop every login). */
+static int slot_take_relaxed(const char *key, time_t now);
+
 static int slot_take(const char *key, time_t now)
+{
+	int n;
+
+	db_durable(0);
+	n = slot_take_relaxed(key, now);
+	db_durable(1);
+	return n;
+}
+
+static int slot_take_relaxed(const char *key, time_t now)
 {
 	sqlite3_stmt *st;
 	int rc, n = -2;
 
-	st = db_stmt("DELETE FROM auth_failures WHERE last_at < ?1");
-	if (st) {
-		sqlite3_bind_int64(st, 1, (sqlite3_int64)(now - THROTTLE_WINDOW_SECONDS));
-		sqlite3_step(st);
-		sqlite3_reset(st);
-	}
+	/* A row older than the window starts again from one. */
 	st = db_stmt("INSERT INTO auth_failures (ip_key, failures, first_at, last_at) "
 		     "VALUES (?1, 1, ?2, ?2) ON CONFLICT(ip_key) DO UPDATE SET "
-		     "failures = failures + 1, last_at = excluded.last_at "
-		     "WHERE failures < ?3 RETURNING failures");
+		     "failures = CASE WHEN last_at < ?4 THEN 1 ELSE failures + 1 END, "
+		     "first_at = CASE WHEN last_at < ?4 THEN excluded.first_at ELSE first_at END, "
+		     "last_at = excluded.last_at "
+		     "WHERE failures < ?3 OR last_at < ?4 RETURNING failures");
 	if (!st)
 		return -1;
 	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, (sqlite3_int64)now);
 	sqlite3_bind_int(st, 3, THROTTLE_REFUSE_AT);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)(now - THROTTLE_WINDOW_SECONDS));
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
 		n = sqlite3_column_int(st, 0) - 1;
@@ -106,15 +116,32 @@ static int slot_take(const char *key, time_t now)
 	return n >= THROTTLE_REFUSE_AT ? -2 : n;
 }
 
+/* Other addresses' rows older than the window: pruned on failures only,
+ * so a successful login pays for no extra write. */
+static void prune_stale(time_t now)
+{
+	sqlite3_stmt *st = db_stmt("DELETE FROM auth_failures WHERE last_at < ?1");
+
+	if (!st)
+		return;
+	db_durable(0);
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)(now - THROTTLE_WINDOW_SECONDS));
+	sqlite3_step(st);
+	sqlite3_reset(st);
+	db_durable(1);
+}
+
 static void slot_release(const char *key)
 {
 	sqlite3_stmt *st = db_stmt("UPDATE auth_failures SET failures = failures - 1 WHERE ip_key = ?1");
 
 	if (!st)
 		return;
+	db_durable(0);
 	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
 	sqlite3_step(st);
 	sqlite3_reset(st);
+	db_durable(1);
 }
 
 /* Every failed login is answered no sooner than auth_failure_delay_ms
@@ -216,6 +243,7 @@ enum auth_result auth_check(const char *ip, const char *login, const char *passw
 		slot_release(key);
 		return AUTH_OK;
 	}
+	prune_stale(now);
 	failure_floor(&start);
 	if (found && !enabled)
 		return AUTH_DISABLED;

@@ -28,6 +28,9 @@ enum setting {
 	SET_AUTH_FAILURE_DELAY_MS,
 	SET_POP3_UIDL_FORMAT,
 	SET_LIST_BOUNCE_LIMIT,
+	SET_RSPAMD,
+	SET_RSPAMD_REQUIRED,
+	SET_RSPAMD_OUTBOUND,
 	SET_COUNT
 };
 
@@ -36,5 +39,7 @@ int config_load(void);
 /* The value, or the default; "" for an unset optional one. */
 const char *setting(enum setting id);
 long long setting_int(enum setting id);
+/* 1 when the settings table gives a value (so the default is not used). */
+int setting_is_set(enum setting id);
 
 #endif

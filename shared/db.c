@@ -178,6 +178,16 @@ int db_commit(void)
 	return 0;
 }
 
+void db_durable(int on)
+{
+	sqlite3_stmt *st = db_stmt(on ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
+
+	if (st) {
+		sqlite3_step(st);
+		sqlite3_reset(st);
+	}
+}
+
 void db_rollback(void)
 {
 	if (db && !sqlite3_get_autocommit(db))

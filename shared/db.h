@@ -31,6 +31,11 @@ sqlite3_stmt *db_stmt(const char *sql);
 int db_begin(void);   /* BEGIN IMMEDIATE; 0 or -1 */
 int db_commit(void);  /* 0 or -1 (and rolled back) */
 void db_rollback(void);
+/* Bookkeeping whose loss in a power failure harms nobody (the login
+ * throttle's counts) is written with synchronous=NORMAL: in WAL mode its
+ * commits then cost no fsync. durable(1) goes back to FULL, which every
+ * write that answers a client (a queue commit before 250) needs. */
+void db_durable(int on);
 
 /* A read transaction around many lookups (a list's members): one
  * snapshot and one lock for all of them instead of one per statement.

@@ -422,26 +422,44 @@ static int fetch_policy(const char *domain, struct policy *out, long long deadli
 	return found == 1;
 }
 
-/* from and from_org: lower-case A-labels. */
-static int aligned(const char *a, const char *from, const char *from_org, int strict)
+/* The From domain (a lower-case A-label) and its organizational domain,
+ * worked out only when a comparison needs it: mail whose identifiers
+ * all equal its From domain, and whose From domain publishes its own
+ * policy, never loads libpsl for it. */
+struct from_domain {
+	const char *name;
+	char org[ADDRESS_DOMAIN_MAX + 1];
+	int known;
+};
+
+static const char *from_org(struct from_domain *f)
+{
+	if (!f->known) {
+		dmarc_org_domain(f->name, f->org, sizeof(f->org));
+		f->known = 1;
+	}
+	return f->org;
+}
+
+static int aligned(const char *a, struct from_domain *from, int strict)
 {
 	char name[ADDRESS_DOMAIN_MAX + 1], org[ADDRESS_DOMAIN_MAX + 1];
 
 	if (!a || !a[0] || domain_ascii(a, name, sizeof(name)) < 0)
 		return 0;
-	if (strcmp(name, from) == 0)
+	if (strcmp(name, from->name) == 0)
 		return 1;
 	if (strict)
 		return 0;
 	dmarc_org_domain(name, org, sizeof(org));
-	return strcmp(org, from_org) == 0;
+	return strcmp(org, from_org(from)) == 0;
 }
 
 void dmarc_check(const char *from_domain, enum spf_result spf, const char *spf_domain,
 		 const struct dkim_verdict *dkim, size_t ndkim, long long deadline,
 		 struct dmarc_verdict *out)
 {
-	char org[ADDRESS_DOMAIN_MAX + 1];
+	struct from_domain from;
 	struct policy pol;
 	int r, subdomain = 0, dkim_ok = 0, spf_ok, temp;
 
@@ -460,10 +478,11 @@ void dmarc_check(const char *from_domain, enum spf_result spf, const char *spf_d
 		return;
 	}
 	from_domain = out->from_domain;
+	memset(&from, 0, sizeof(from));
+	from.name = from_domain;
 	r = fetch_policy(from_domain, &pol, deadline);
-	dmarc_org_domain(from_domain, org, sizeof(org));
-	if (r == 0 && strcmp(org, from_domain) != 0) {
-		r = fetch_policy(org, &pol, deadline);
+	if (r == 0 && strcmp(from_org(&from), from_domain) != 0) {
+		r = fetch_policy(from_org(&from), &pol, deadline);
 		subdomain = 1;
 	}
 	if (r < 0) {
@@ -481,11 +500,11 @@ void dmarc_check(const char *from_domain, enum spf_result spf, const char *spf_d
 	 * its temporary error leaves the outcome open: a domain unrelated to
 	 * From whose DNS fails must not turn a fail into a temperror, or any
 	 * sender could dodge a policy with one. */
-	spf_ok = aligned(spf_domain, from_domain, org, pol.strict_spf);
+	spf_ok = aligned(spf_domain, &from, pol.strict_spf);
 	temp = spf == SPF_TEMPERROR && spf_ok;
 	spf_ok = spf == SPF_PASS && spf_ok;
 	for (size_t i = 0; i < ndkim; i++) {
-		if (!aligned(dkim[i].domain, from_domain, org, pol.strict_dkim))
+		if (!aligned(dkim[i].domain, &from, pol.strict_dkim))
 			continue;
 		if (dkim[i].result == DKIM_TEMPERROR)
 			temp = 1;

@@ -243,59 +243,57 @@ static size_t add_domain(const char *d, size_t len, char (*out)[ADDRESS_DOMAIN_M
 	return n + 1;
 }
 
-/* One mailbox of an address list, as header_mailboxes wants it: trimmed,
- * "local@domain" with a valid domain; else *malformed. */
-static size_t take_mailbox(const char *elem, size_t len, char (*out)[ADDRESS_PATH_MAX + 1],
-			   size_t n, size_t max, int *malformed)
+/* Walks an address-list field (RFC 5322 3.4: display names, comments,
+ * quoted strings, groups): angle() for the text of each angle-addr, as
+ * its '>' closes it (or the field ends), element() at the end of each
+ * element with its text outside angle brackets. A quoted-pair keeps its
+ * backslash when keep_escapes (an address to parse again), else only the
+ * character. lost: bytes that did not fit HEADER_MAILBOX_MAX. Returns 1
+ * when a quote, comment or angle bracket was left open. */
+struct address_walk {
+	void (*angle)(void *ctx, const char *text, size_t len, int lost);
+	void (*element)(void *ctx, const char *text, size_t len, int angles, int lost);
+	void *ctx;
+	int keep_escapes;
+};
+
+static int address_list_walk(const struct header_field *f, const struct address_walk *w)
 {
-	const char *at = NULL, *end = elem + len, *start = elem;
+	char elem[HEADER_MAILBOX_MAX], angle[HEADER_MAILBOX_MAX];
+	size_t el = 0, al = 0;
+	int quoted = 0, comment = 0, in_angle = 0, angles = 0, lost_angle = 0, lost_elem = 0;
 
-	while (start < end && (*start == ' ' || *start == '\t'))
-		start++;
-	while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
-		end--;
-	if (start == end)
-		return n; /* an empty element: "a@b, , c@d" or an empty group */
-	for (const char *c = start; c < end; c++)
-		if (*c == '@')
-			at = c;
-	if (!at || at == start || end - at - 1 <= 0 || (size_t)(end - start) > ADDRESS_PATH_MAX ||
-	    at[1] == '[' || !address_domain_valid(at + 1, (size_t)(end - at - 1), 1)) {
-		*malformed = 1;
-		return n;
-	}
-	if (n >= max) {
-		*malformed = 1;
-		return n;
-	}
-	memcpy(out[n], start, (size_t)(end - start));
-	out[n][end - start] = '\0';
-	return n + 1;
-}
-
-size_t header_mailboxes(const struct header_field *f, char (*out)[ADDRESS_PATH_MAX + 1],
-			size_t max, int *malformed)
-{
-	char elem[1024], angle[1024];
-	size_t el = 0, al = 0, n = 0;
-	int quoted = 0, comment = 0, in_angle = 0, has_angle = 0;
-
-	*malformed = 0;
 	for (size_t i = 0; i <= f->value_len; i++) {
 		char c = i < f->value_len ? f->value[i] : ',';
+		char *buf = in_angle ? angle : elem;
+		size_t *len = in_angle ? &al : &el;
+		int *lost = in_angle ? &lost_angle : &lost_elem;
 
+		if (i == f->value_len && in_angle) {
+			/* an angle-addr the field never closed */
+			w->angle(w->ctx, angle, al, lost_angle);
+			in_angle = 0;
+			angles++;
+			buf = elem;
+			len = &el;
+			lost = &lost_elem;
+		}
 		if (c == '\r' || c == '\n')
 			continue;
 		if (c == '\\' && (quoted || comment) && i + 1 < f->value_len) {
 			i++;
-			c = f->value[i];
-			if (quoted && in_angle && al + 2 < sizeof(angle)) {
-				angle[al++] = '\\';
-				angle[al++] = c;
-			} else if (quoted && !in_angle && el + 2 < sizeof(elem)) {
-				elem[el++] = '\\';
-				elem[el++] = c;
+			if (!quoted)
+				continue;
+			if (w->keep_escapes) {
+				if (*len + 1 < sizeof(elem))
+					buf[(*len)++] = '\\';
+				else
+					*lost = 1;
 			}
+			if (*len + 1 < sizeof(elem))
+				buf[(*len)++] = f->value[i];
+			else
+				*lost = 1;
 			continue;
 		}
 		if (comment) {
@@ -314,37 +312,104 @@ size_t header_mailboxes(const struct header_field *f, char (*out)[ADDRESS_PATH_M
 			continue;
 		} else if (c == '<' && !in_angle) {
 			in_angle = 1;
-			has_angle = 1;
 			al = 0;
+			lost_angle = 0;
 			continue;
 		} else if (c == '>' && in_angle) {
+			w->angle(w->ctx, angle, al, lost_angle);
 			in_angle = 0;
+			angles++;
 			continue;
 		} else if (!in_angle && c == ':') {
 			el = 0; /* a group's display name */
 			continue;
 		} else if (!in_angle && (c == ',' || c == ';')) {
-			n = has_angle ? take_mailbox(angle, al, out, n, max, malformed) :
-					take_mailbox(elem, el, out, n, max, malformed);
-			el = al = 0;
-			has_angle = 0;
+			w->element(w->ctx, elem, el, angles, lost_elem);
+			el = 0;
+			angles = lost_elem = 0;
 			quoted = 0;
 			continue;
 		}
-		if (in_angle) {
-			if (al + 1 < sizeof(angle))
-				angle[al++] = c;
-			else
-				*malformed = 1;
-		} else if (el + 1 < sizeof(elem)) {
-			elem[el++] = c;
-		} else {
-			*malformed = 1;
+		if (*len + 1 < sizeof(elem))
+			buf[(*len)++] = c;
+		else
+			*lost = 1;
+	}
+	return quoted || comment;
+}
+
+/* header_mailboxes: each element one mailbox, else malformed. */
+struct mailboxes_ctx {
+	char (*out)[ADDRESS_PATH_MAX + 1];
+	size_t n, max;
+	int malformed;
+	char angle[ADDRESS_PATH_MAX + 1];
+	size_t angle_len;
+	int angle_bad;
+};
+
+static void mailbox_store(struct mailboxes_ctx *m, const char *text, size_t len)
+{
+	const char *at = NULL, *end = text + len, *start = text;
+
+	while (start < end && (*start == ' ' || *start == '\t'))
+		start++;
+	while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+	if (start == end)
+		return; /* an empty element: "a@b, , c@d" or an empty group */
+	for (const char *c = start; c < end; c++) {
+		if (*c == '@')
+			at = c;
+		if ((unsigned char)*c < 0x20 || *c == 0x7f) {
+			m->malformed = 1; /* NUL or a control byte: no address */
+			return;
 		}
 	}
-	if (quoted || comment || in_angle)
-		*malformed = 1;
-	return n;
+	if (!at || at == start || end - at - 1 <= 0 || (size_t)(end - start) > ADDRESS_PATH_MAX ||
+	    at[1] == '[' || !address_domain_valid(at + 1, (size_t)(end - at - 1), 1) || m->n >= m->max) {
+		m->malformed = 1;
+		return;
+	}
+	memcpy(m->out[m->n], start, (size_t)(end - start));
+	m->out[m->n++][end - start] = '\0';
+}
+
+static void mailboxes_angle(void *ctx, const char *text, size_t len, int lost)
+{
+	struct mailboxes_ctx *m = ctx;
+
+	m->angle_bad = lost || len > ADDRESS_PATH_MAX;
+	m->angle_len = m->angle_bad ? 0 : len;
+	memcpy(m->angle, text, m->angle_len);
+}
+
+static void mailboxes_element(void *ctx, const char *text, size_t len, int angles, int lost)
+{
+	struct mailboxes_ctx *m = ctx;
+
+	if (angles > 1 || (angles == 1 && m->angle_bad) || (angles == 0 && lost)) {
+		m->malformed = 1;
+	} else if (angles == 1) {
+		if (m->angle_len == 0)
+			m->malformed = 1; /* "<>" is no author */
+		else
+			mailbox_store(m, m->angle, m->angle_len);
+	} else {
+		mailbox_store(m, text, len);
+	}
+}
+
+size_t header_mailboxes(const struct header_field *f, char (*out)[ADDRESS_PATH_MAX + 1],
+			size_t max, int *malformed)
+{
+	struct mailboxes_ctx m = { .out = out, .max = max };
+	const struct address_walk w = { mailboxes_angle, mailboxes_element, &m, 1 };
+
+	if (address_list_walk(f, &w))
+		m.malformed = 1;
+	*malformed = m.malformed;
+	return m.n;
 }
 
 /* One mailbox of an address list, or what stands in its place: the text
@@ -388,89 +453,41 @@ static size_t take_domains(const char *text, size_t len, char (*out)[ADDRESS_DOM
 	return n;
 }
 
+/* header_address_domains: every word with an '@', in or out of angle
+ * brackets (see take_domains). */
+struct domains_ctx {
+	char (*out)[ADDRESS_DOMAIN_MAX + 1];
+	size_t n, max, *unchecked;
+};
+
+static void domains_angle(void *ctx, const char *text, size_t len, int lost)
+{
+	struct domains_ctx *d = ctx;
+
+	d->n = take_domains(text, len, d->out, d->n, d->max, d->unchecked);
+	/* A mailbox too long to have been read whole was not checked. */
+	if (lost)
+		(*d->unchecked)++;
+}
+
+static void domains_element(void *ctx, const char *text, size_t len, int angles, int lost)
+{
+	struct domains_ctx *d = ctx;
+
+	d->n = take_domains(text, len, d->out, d->n, d->max, d->unchecked);
+	/* A long display name beside an angle-addr is no lost mailbox. */
+	if (lost && angles == 0)
+		(*d->unchecked)++;
+}
+
 size_t header_address_domains(const struct header_field *f, char (*out)[ADDRESS_DOMAIN_MAX + 1],
 			      size_t max, size_t *unchecked)
 {
-	char elem[HEADER_MAILBOX_MAX], angle[HEADER_MAILBOX_MAX];
-	size_t el = 0, al = 0, n = 0, dummy = 0;
-	/* Bytes that did not fit: of an address, or of the text around it. */
-	int quoted = 0, comment = 0, in_angle = 0, has_angle = 0, lost_angle = 0, lost_elem = 0;
+	size_t dummy = 0;
+	struct domains_ctx d = { out, 0, max, unchecked ? unchecked : &dummy };
+	const struct address_walk w = { domains_angle, domains_element, &d, 0 };
 
-	if (!unchecked)
-		unchecked = &dummy;
-	*unchecked = 0;
-	for (size_t i = 0; i <= f->value_len; i++) {
-		char c = i < f->value_len ? f->value[i] : ',';
-
-		if (c == '\r' || c == '\n')
-			continue;
-		if (c == '\\' && (quoted || comment) && i + 1 < f->value_len) {
-			i++;
-			c = f->value[i];
-			if (quoted && in_angle) {
-				if (al + 1 < sizeof(angle))
-					angle[al++] = c;
-				else
-					lost_angle = 1;
-			} else if (quoted) {
-				if (el + 1 < sizeof(elem))
-					elem[el++] = c;
-				else
-					lost_elem = 1;
-			}
-			continue;
-		}
-		if (comment) {
-			if (c == '(')
-				comment++;
-			else if (c == ')')
-				comment--;
-			continue;
-		}
-		if (c == '"') {
-			quoted = !quoted;
-		} else if (quoted) {
-			/* inside a quoted string: kept, '@' and all */
-		} else if (c == '(') {
-			comment = 1;
-			continue;
-		} else if (c == '<' && !in_angle) {
-			/* A second angle-addr in one element is one more address. */
-			if (has_angle)
-				n = take_domains(angle, al, out, n, max, unchecked);
-			in_angle = 1;
-			has_angle = 1;
-			al = 0;
-			continue;
-		} else if (c == '>' && in_angle) {
-			in_angle = 0;
-			continue;
-		} else if (!in_angle && c == ':') {
-			el = 0; /* a group's display name */
-			continue;
-		} else if (!in_angle && (c == ',' || c == ';')) {
-			if (has_angle)
-				n = take_domains(angle, al, out, n, max, unchecked);
-			n = take_domains(elem, el, out, n, max, unchecked);
-			/* A mailbox too long to have been read whole is one
-			 * that was not checked; a long display name is not. */
-			if (lost_angle || (lost_elem && !has_angle))
-				(*unchecked)++;
-			el = al = 0;
-			has_angle = lost_angle = lost_elem = 0;
-			quoted = 0;
-			continue;
-		}
-		if (in_angle) {
-			if (al + 1 < sizeof(angle))
-				angle[al++] = c;
-			else
-				lost_angle = 1;
-		} else if (el + 1 < sizeof(elem)) {
-			elem[el++] = c;
-		} else {
-			lost_elem = 1;
-		}
-	}
-	return n;
+	*d.unchecked = 0;
+	address_list_walk(f, &w);
+	return d.n;
 }

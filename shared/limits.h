@@ -90,6 +90,11 @@
 
 /* TLS handshake bound, then hang up. */
 #define TLS_HANDSHAKE_TIMEOUT_MS (60 * 1000)
+/* Renegotiations (TLS 1.2) a session survives, each refused with a
+ * no_renegotiation warning (RFC 5246 7.2.2); the next ends it: a peer told
+ * no that asks again (gnutls-cli --rehandshake retries at once) is not
+ * going to use the session. */
+#define TLS_RENEGOTIATIONS_REFUSED_MAX 1
 
 /* After the last reply, how long and how much we read (and drop) of what
  * the client still sends before closing, so unread input does not turn
@@ -100,6 +105,10 @@
 /* maildir(5): a file in tmp/ untouched for 36 hours is left over from a
  * delivery that died, and may be removed. */
 #define MAILDIR_TMP_STALE_SECONDS (36 * 3600)
+/* Maildir++ folders (.Sent/, .Trash/, ...) a quota check reads: it runs
+ * at RCPT, so a Maildir with more is not read further (the rest go
+ * uncounted) rather than holding up the session. */
+#define MAILDIR_FOLDERS_MAX 1000
 
 /* Staging files in spool_dir/tmp: the ones a process remembers to remove
  * when it is told to stop (a message, its Date/Message-ID copy, a bounce
@@ -222,5 +231,30 @@
 #define LIST_HELD_ATTACH_MAX (1024 * 1024)
 /* The DMARC policy lookups of a post's From domains for "munge from". */
 #define LIST_DMARC_TIME_MS (5 * 1000)
+
+/* rspamd (rspamd.c): the whole exchange with rspamd's normal worker for
+ * one message (connect, send, verdict) must end within this; past it the
+ * message is taken without a verdict (or 451 under rspamd_required). */
+#define RSPAMD_TIMEOUT_MS (10 * 1000)
+/* Before that, the client's forward-confirmed reverse DNS name for
+ * rspamd's Hostname field: PTR names tried, and the time it may take. */
+#define RSPAMD_HOSTNAME_TIME_MS (5 * 1000)
+#define RSPAMD_PTR_NAMES_MAX 10
+/* rspamd's HTTP reply: its status line and fields, and the whole reply
+ * with its JSON body (symbols with their options included). */
+#define RSPAMD_HTTP_HEAD_MAX (16 * 1024)
+#define RSPAMD_REPLY_MAX (256 * 1024)
+/* Containers nested in the JSON reply we walk through, the top object
+ * included (rspamd's is 4 deep). */
+#define RSPAMD_JSON_DEPTH_MAX 16
+/* What we keep of the reply: the action's name, the subject rspamd
+ * gives (RFC 5322 2.1.1: a line is at most 998 octets; the field is
+ * encoded and folded, so it stays within that), and its message for
+ * the client, of which at most RSPAMD_MESSAGE_SHOWN octets go into a
+ * reply line (RFC 5321 4.5.3.1.5: 512 with the code). */
+#define RSPAMD_ACTION_MAX 32
+#define RSPAMD_SUBJECT_MAX 512
+#define RSPAMD_MESSAGE_MAX 1024
+#define RSPAMD_MESSAGE_SHOWN 300
 
 #endif

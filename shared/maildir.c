@@ -402,38 +402,85 @@ size_t maildir_name_uid(const char *name, char *buf, size_t cap)
 	return n;
 }
 
+/* Adds the sizes of the messages in dfd's sub (new/ or cur/) to *total,
+ * saturating rather than overflowing (over any quota anyway). */
+static void usage_add_dir(int dfd, const char *sub, long long *total)
+{
+	int fd = openat(dfd, sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d;
+	struct dirent *e;
+
+	if (fd < 0)
+		return;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return;
+	}
+	while ((e = readdir(d)) != NULL) {
+		unsigned long long s;
+		struct stat st;
+
+		if (e->d_name[0] == '.')
+			continue;
+		if (!maildir_name_size(e->d_name, 'S', &s)) {
+			if (fstatat(fd, e->d_name, &st, 0) < 0)
+				continue;
+			s = (unsigned long long)st.st_size;
+		}
+		if (s > (unsigned long long)(INT64_MAX - *total))
+			*total = INT64_MAX;
+		else
+			*total += (long long)s;
+	}
+	closedir(d);
+}
+
+/* A Maildir++ folder: a directory (not a link to one) named ".<name>". */
+static int is_folder(int dfd, const struct dirent *e)
+{
+	struct stat st;
+
+	if (e->d_name[0] != '.' || e->d_name[1] == '\0' ||
+	    (e->d_name[1] == '.' && e->d_name[2] == '\0'))
+		return 0;
+	if (e->d_type == DT_DIR)
+		return 1;
+	if (e->d_type != DT_UNKNOWN)
+		return 0;
+	return fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+}
+
 long long maildir_usage(const char *maildir)
 {
-	static const char *const subs[] = { "new", "cur" };
 	long long total = 0;
+	size_t folders = 0;
+	int fd = open(maildir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d;
+	struct dirent *e;
 
-	for (size_t i = 0; i < 2; i++) {
-		char dir[4096];
-		DIR *d;
-		struct dirent *e;
-
-		snprintf(dir, sizeof(dir), "%s/%s", maildir, subs[i]);
-		d = opendir(dir);
-		if (!d)
-			continue;
-		while ((e = readdir(d)) != NULL) {
-			unsigned long long s;
-			struct stat st;
-
-			if (e->d_name[0] == '.')
-				continue;
-			if (!maildir_name_size(e->d_name, 'S', &s)) {
-				if (fstatat(dirfd(d), e->d_name, &st, 0) < 0)
-					continue;
-				s = (unsigned long long)st.st_size;
-			}
-			/* saturate rather than overflow: over any quota anyway */
-			if (s > (unsigned long long)(INT64_MAX - total))
-				total = INT64_MAX;
-			else
-				total += (long long)s;
-		}
-		closedir(d);
+	if (fd < 0)
+		return 0;
+	usage_add_dir(fd, "new", &total);
+	usage_add_dir(fd, "cur", &total);
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return total;
 	}
+	while ((e = readdir(d)) != NULL && folders < MAILDIR_FOLDERS_MAX) {
+		int ffd;
+
+		if (!is_folder(fd, e))
+			continue;
+		folders++;
+		ffd = openat(fd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (ffd < 0)
+			continue;
+		usage_add_dir(ffd, "new", &total);
+		usage_add_dir(ffd, "cur", &total);
+		close(ffd);
+	}
+	closedir(d);
 	return total;
 }

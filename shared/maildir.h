@@ -70,7 +70,11 @@ void maildir_discard(struct maildir_staged *st);
  * delivery killed half-way left (maildir(5)). Returns how many. */
 int maildir_sweep_tmp(const char *maildir);
 
-/* Bytes used by the messages in new/ and cur/ (from ,S= when present). */
+/* Bytes used by the messages (sizes from ,S= when present) in new/ and
+ * cur/ of the Maildir and of each of its Maildir++ folders (.Sent/,
+ * .Drafts/, .Trash/, ...: the directories named with a leading dot), as
+ * Dovecot's Maildir++ quota counts them, so mail an IMAP client keeps
+ * in folders counts too. At most MAILDIR_FOLDERS_MAX folders are read. */
 long long maildir_usage(const char *maildir);
 
 /* The number after ",<tag>=" in a file name (tag 'S' or 'W'); 1 found. */

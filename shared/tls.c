@@ -33,7 +33,7 @@
 	X(gnutls_credentials_set) X(gnutls_certificate_server_set_request)                     \
 	X(gnutls_session_ticket_enable_server) X(gnutls_certificate_set_x509_system_trust)     \
 	X(gnutls_set_default_priority) X(gnutls_server_name_set)                               \
-	X(gnutls_certificate_verify_peers3) X(gnutls_bye)
+	X(gnutls_certificate_verify_peers3) X(gnutls_bye) X(gnutls_alert_send)
 
 /* What only the client (the queue runner) needs besides: its own trust
  * file, and verification against an address. */
@@ -55,12 +55,47 @@ static char client_ca_file[SETTING_VALUE_MAX];
 static gnutls_datum_t ticket_key;
 static struct io_transport transport;
 static int initialised;
+/* Client-initiated renegotiations refused in this session, and whether
+ * GnuTLS still holds the ClientHello of the last one (refuse_renegotiation). */
+static unsigned renegotiations_refused;
+static int hello_to_drop;
+
+/* Outbound TLS (the queue runner) is opportunistic: when the handshake
+ * fails the mail goes in clear, so unless the admin set tls_priority the
+ * client offers what the server side no longer does (CBC, static RSA)
+ * rather than send in clear to an old MX. */
+static const char client_priority[] = "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2";
 
 int tls_available(void)
 {
 	const char *cert = setting(SET_TLS_CERT), *key = setting(SET_TLS_KEY);
 
 	return cert[0] && key[0] && access(cert, R_OK) == 0 && access(key, R_OK) == 0;
+}
+
+/* A TLS 1.2 peer that starts a new handshake inside the session (a
+ * client's ClientHello, or a server's HelloRequest to the queue runner)
+ * gets a no_renegotiation warning instead: renegotiation buys a mail
+ * session nothing, and lets a client make the server redo the costly
+ * half of a handshake at will ("Secure Client-Initiated Renegotiation",
+ * a DoS finding of testssl.sh). TLS 1.3 has no renegotiation. RFC 5246
+ * 7.2.2 leaves it to the peer whether to go on, so the session stays up
+ * (OpenSSL clients then give up, a GnuTLS one may go on); a peer that
+ * asks again is cut off. 0 to read on, -1 to end the session. */
+static int refuse_renegotiation(void)
+{
+	renegotiations_refused++;
+	log_event(LOG_NOTICE, "event=tls result=renegotiation_refused count=%u",
+		  renegotiations_refused);
+	if (dl_gnutls_alert_send(session, GNUTLS_AL_WARNING, GNUTLS_A_NO_RENEGOTIATION) < 0 ||
+	    renegotiations_refused > TLS_RENEGOTIATIONS_REFUSED_MAX)
+		return -1;
+	/* A server's GnuTLS keeps the ClientHello in its record buffer; the
+	 * next read drops it with GNUTLS_E_UNEXPECTED_PACKET, which is then
+	 * no error. The buffer is read before the socket, so that read does
+	 * not block. */
+	hello_to_drop = dl_gnutls_record_check_pending(session) > 0;
+	return 0;
 }
 
 static ssize_t tls_read(void *ctx, void *buf, size_t len)
@@ -73,6 +108,15 @@ static ssize_t tls_read(void *ctx, void *buf, size_t len)
 		return n;
 	if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) {
 		errno = EAGAIN;
+		return -1;
+	}
+	if (n == GNUTLS_E_UNEXPECTED_PACKET && hello_to_drop) {
+		hello_to_drop = 0;
+		errno = EAGAIN;
+		return -1;
+	}
+	if (n == GNUTLS_E_REHANDSHAKE) {
+		errno = refuse_renegotiation() == 0 ? EAGAIN : EIO;
 		return -1;
 	}
 	if (n == GNUTLS_E_PREMATURE_TERMINATION)
@@ -237,6 +281,8 @@ static int handshake(struct io *io, char *info, size_t cap)
 {
 	int r;
 
+	renegotiations_refused = 0;
+	hello_to_drop = 0;
 	dl_gnutls_transport_set_int2(session, io->rfd, io->wfd);
 	dl_gnutls_handshake_set_timeout(session, TLS_HANDSHAKE_TIMEOUT_MS);
 	do {
@@ -346,7 +392,10 @@ int tls_client_start(struct io *io, const char *servername, const char *ca_file,
 		return -1;
 	if (dl_gnutls_init(&session, GNUTLS_CLIENT | GNUTLS_NO_SIGNAL) < 0)
 		return -1;
-	if (dl_gnutls_priority_set_direct(session, setting(SET_TLS_PRIORITY), NULL) < 0)
+	if (dl_gnutls_priority_set_direct(session,
+					  setting_is_set(SET_TLS_PRIORITY) ? setting(SET_TLS_PRIORITY)
+									   : client_priority,
+					  NULL) < 0)
 		dl_gnutls_set_default_priority(session);
 	dl_gnutls_credentials_set(session, GNUTLS_CRD_CERTIFICATE, client_creds);
 	if (servername && *servername)

@@ -596,6 +596,8 @@ void receive_message(struct session *s)
 				   &r.lf_count) == 0 &&
 		    add_missing_fields(s, qid, &fd, staging, sizeof(staging), header, hlen,
 				       &st.st_size, &r.lf_count) == 0 &&
+		    spam_filter_message(s, qid, &fd, staging, sizeof(staging), &st.st_size,
+					&r.lf_count) == 0 &&
 		    lists_message(s, qid, fd, st.st_size) == 0)
 			lists_finish(deliver(s, qid, &fd, staging, sizeof(staging), &r, st.st_size) == 0);
 		else

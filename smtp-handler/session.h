@@ -171,4 +171,14 @@ int checks_mail_from(struct session *s, const struct address *sender);
 int checks_message(struct session *s, const char *qid, int *fd, char *staging, size_t cap,
 		   off_t header_start, off_t *size, unsigned long long *lf_count);
 
+/* spam.c: rspamd's verdict when the setting rspamd names its worker, on
+ * mail from outside on the MX (and on our users' mail under
+ * rspamd_outbound). 0 to deliver, the message in *fd/staging carrying
+ * our X-Spam fields and rspamd's Subject when it marked it (*size,
+ * *lf_count updated); -1 after replying (550 5.7.1 reject, 451 4.7.1
+ * soft reject or greylist, 451 4.3.0 rspamd unwell under
+ * rspamd_required, or storage trouble). */
+int spam_filter_message(struct session *s, const char *qid, int *fd, char *staging, size_t cap,
+			off_t *size, unsigned long long *lf_count);
+
 #endif

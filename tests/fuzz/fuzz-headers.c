@@ -19,6 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static char canon[2 * 65536];
 	char domains[4][ADDRESS_DOMAIN_MAX + 1];
+	static char boxes[4][ADDRESS_PATH_MAX + 1];
 	struct header_block hb;
 	int fd;
 
@@ -54,6 +55,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 					FUZZ_ASSERT(!isupper((unsigned char)*c));
 				for (size_t j = 0; j < k; j++)
 					FUZZ_ASSERT(strcmp(domains[j], domains[k]) != 0);
+			}
+			/* header_mailboxes: each a local@domain with a valid
+			 * domain, nul-terminated within its slot. */
+			{
+				int malformed = 0;
+				size_t nb = header_mailboxes(f, boxes, 4, &malformed);
+
+				FUZZ_ASSERT(nb <= 4);
+				for (size_t k = 0; k < nb; k++) {
+					const char *at = strrchr(boxes[k], '@');
+					FUZZ_ASSERT(strlen(boxes[k]) <= ADDRESS_PATH_MAX);
+					FUZZ_ASSERT(at && at > boxes[k] &&
+						    address_domain_valid(at + 1, strlen(at + 1), 1));
+				}
 			}
 			if (tags_parse(f->value, f->value_len, tags, &nt) == 0) {
 				FUZZ_ASSERT(nt <= TAGS_MAX);

@@ -64,12 +64,17 @@ def binary(program):
 
 def main():
     """unittest.main(), but exits 77 (meson's "skipped") when every test
-    that ran was skipped, e.g. because xinetd is not installed."""
+    that ran was skipped, e.g. because xinetd is not installed, or when
+    nothing ran because setUpClass skipped (unittest then counts no test
+    run, only the class's skip)."""
     prog = unittest.main(exit=False)
     r = prog.result
     if not r.wasSuccessful():
         sys.exit(1)
-    if r.testsRun > 0 and len(r.skipped) == r.testsRun:
+    skipped_tests = sum(1 for t, _ in r.skipped if isinstance(t, unittest.TestCase))
+    if r.skipped and r.testsRun == skipped_tests:
+        for reason in sorted({reason for _, reason in r.skipped}):
+            print(f'skipped: {reason}', file=sys.stderr)
         sys.exit(77)
     sys.exit(0)
 

@@ -142,14 +142,22 @@ def new_message(subject='test', body=None, extra_headers=''):
             f'{extra_headers}\n{body}').encode()
 
 
-def make_cert(directory, name='server', cn='mx.test.example'):
-    """A self-signed P-256 certificate and key made with openssl, as
-    directory/name.crt and name.key: (cert path, key path)."""
+def make_cert(directory, name='server', cn='mx.test.example', kind='ec', days=2, san=None):
+    """A self-signed certificate and key made with openssl, as
+    directory/name.crt and name.key: (cert path, key path). kind 'ec' is
+    P-256 ECDSA, 'rsa' RSA 2048; san, e.g. 'DNS:mx.test.example,IP:127.0.0.1',
+    adds a subjectAltName."""
     cert = os.path.join(directory, name + '.crt')
     key = os.path.join(directory, name + '.key')
-    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt',
-                    'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert,
-                    '-days', '2', '-subj', '/CN=' + cn],
+    if kind == 'ec':
+        newkey = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256']
+    elif kind == 'rsa':
+        newkey = ['-newkey', 'rsa:2048']
+    else:
+        raise ValueError(f'unknown key kind {kind}')
+    extra = ['-addext', 'subjectAltName=' + san] if san else []
+    subprocess.run(['openssl', 'req', '-x509'] + newkey + ['-nodes', '-keyout', key, '-out', cert,
+                    '-days', str(days), '-subj', '/CN=' + cn] + extra,
                    check=True, capture_output=True)
     return cert, key
 

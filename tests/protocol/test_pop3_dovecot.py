@@ -35,7 +35,8 @@ def dovecot_binary():
 
 
 class Dovecot:
-    """Dovecot's POP3 on a free 127.0.0.1 port, with a configuration of
+    """Dovecot's POP3 (or IMAP: start(protocol='imap'), for
+    test_pop3_imap.py) on a free 127.0.0.1 port, with a configuration of
     our own: a passwd-file passdb, a static userdb (uid nobody), mail in
     postage's Maildirs, no TLS, its run and state dirs and log in dir."""
 
@@ -53,7 +54,7 @@ class Dovecot:
         os.chown(self.home, NOBODY, NOBODY)
         self.log = os.path.join(dir, 'dovecot.log')
 
-    def start(self, uidl_format=DEFAULT, save_uidl=False):
+    def start(self, uidl_format=DEFAULT, save_uidl=False, protocol='pop3'):
         self.port = harness._free_port('127.0.0.1')
         conf = os.path.join(self.dir, 'dovecot.conf')
         with open(conf, 'w') as f:
@@ -61,7 +62,7 @@ class Dovecot:
 base_dir = {self.dir}/run
 state_dir = {self.dir}/state
 log_path = {self.log}
-protocols = pop3
+protocols = {protocol}
 listen = 127.0.0.1
 ssl = no
 disable_plaintext_auth = no
@@ -77,12 +78,12 @@ userdb {{
   driver = static
   args = uid={NOBODY} gid={NOBODY} home={self.home}
 }}
-service pop3-login {{
-  inet_listener pop3 {{
+service {protocol}-login {{
+  inet_listener {protocol} {{
     address = 127.0.0.1
     port = {self.port}
   }}
-  inet_listener pop3s {{
+  inet_listener {protocol}s {{
     port = 0
   }}
 }}

@@ -184,7 +184,8 @@ class Sink:
 
     def __init__(self, host='127.0.0.1', port=None, tls_cert=None, auth=False,
                  auth_require_tls=True, data_size_limit=33554432, smtputf8=True,
-                 implicit_tls=False, server_hostname='sink.test', tls_max_version=None):
+                 implicit_tls=False, server_hostname='sink.test', tls_max_version=None,
+                 tls_ciphers=None):
         if Controller is None:
             raise unittest.SkipTest('aiosmtpd is not installed (package python3-aiosmtpd)')
         self.handler = SinkHandler()
@@ -200,6 +201,10 @@ class Sink:
                 # An old server: no TLS version in common with postage's.
                 ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
                 ctx.maximum_version = tls_max_version
+            if tls_ciphers:
+                # An old MX: TLS 1.2 and only these suites.
+                ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+                ctx.set_ciphers(tls_ciphers)
 
             def record_sni(sslobj, name, context):
                 with self.handler.lock:
@@ -931,6 +936,21 @@ class TLSTest(QueueCase):
         self.assertRegex(log, r'status=sent')
         self.assertRegex(log, r'tls="TLSv1\.[23] with cipher [^"]+" tls_verified=no status=sent')
         self.assertIn('event=client_tls result=ok mode=starttls', log)
+        self.assert_queue_empty()
+
+    def test_starttls_with_an_mx_that_only_speaks_cbc(self):
+        """Our server side offers no CBC and no static RSA (issue 18), but
+        outbound TLS is opportunistic: refusing an old MX's suites would
+        send the mail in clear, so the queue runner still takes them."""
+        self.use_sink(tls_cert=self.cert, tls_ciphers='AES128-SHA')
+        self.submit('alice@local.test', ['bob@remote.test'])
+        run_queue(self.p)
+        msgs = self.sink.messages
+        self.assertEqual(len(msgs), 1)
+        self.assertTrue(msgs[0]['tls'], 'sent in clear to an MX offering only AES128-SHA')
+        self.assertRegex(self.p.log_text(),
+                         r'event=client_tls result=ok mode=starttls .*'
+                         r'tls="TLSv1\.2 with cipher TLS_RSA_WITH_AES_128_CBC_SHA ')
         self.assert_queue_empty()
 
     def test_relayhost_auth_over_tls(self):

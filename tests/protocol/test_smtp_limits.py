@@ -1,7 +1,9 @@
 """smtp-handler --mode=mx: size, recipient and quota limits."""
+import os
+import poplib
 import unittest
 
-from smtp_base import SmtpTestCase, new_message, wire
+from smtp_base import PASSWORD, SmtpTestCase, new_message, wire
 
 
 class Size(SmtpTestCase):
@@ -175,6 +177,72 @@ class Quota(SmtpTestCase):
             self.transaction(c, 's@remote.example', ['bob@example.test'],
                              new_message(body='b' * 20000 + '\n'))
         self.assertEqual(len(self.p.messages('bob')), 3)
+
+
+class QuotaFolders(SmtpTestCase):
+    """A quota counts the Maildir++ folders an IMAP client keeps (.Sent/,
+    .Trash/, ...), as Dovecot's Maildir++ quota does; POP3 still shows
+    the inbox alone (issue 22). dave's quota is 3000 bytes."""
+
+    def folder_message(self, folder, size, where='cur'):
+        """A message of size bytes in dave's folder, named as Dovecot's
+        IMAP names what a client saves there (APPEND)."""
+        md = os.path.join(self.p.maildir('dave'), '.' + folder)
+        for sub in ('cur', 'new', 'tmp'):
+            os.makedirs(os.path.join(md, sub), exist_ok=True)
+        name = f'1700000000.M{size}P1.imap,S={size},W={size + 20}'
+        if where == 'cur':
+            name += ':2,S'
+        path = os.path.join(md, where, name)
+        with open(path, 'wb') as f:
+            f.write(b'x' * size)
+        return path
+
+    def test_sent_folder_fills_the_mailbox(self):
+        # dave's inbox is empty, his Sent folder holds 2900 bytes
+        os.makedirs(os.path.join(self.p.maildir('dave'), 'new'))
+        os.makedirs(os.path.join(self.p.maildir('dave'), 'cur'))
+        sent = self.folder_message('Sent', 2900)
+        c = self.session()
+        self.assertEqual(c.cmd('MAIL FROM:<s@remote.example> SIZE=200')[0], 250)
+        code, text = c.cmd('RCPT TO:<dave@example.test>')
+        self.assertEqual(code, 452, text)
+        self.assertEqual(text[0], '4.2.2 <dave@example.test>: Recipient address rejected: '
+                         'mailbox full', text)
+        self.assertTrue(self.log_has('event=rcpt', 'result=mailbox_full', 'mailbox=dave',
+                                     'used=2900'), self.p.log_text())
+        self.assertEqual(c.cmd('RSET')[0], 250)
+
+        # without SIZE=, the end of DATA counts the folder too
+        os.unlink(sent)
+        trash = self.folder_message('Trash', 2000, where='new')
+        self.assertEqual(c.cmd('MAIL FROM:<s@remote.example>')[0], 250)
+        self.assertEqual(c.cmd('RCPT TO:<dave@example.test>')[0], 250)
+        code, text = self.send_data(c, new_message(body='r' * 1500 + '\n'), expect=None)
+        self.assertEqual(code, 452, text)
+        self.assertTrue(text[0].startswith('4.2.2'), text)
+        self.assertEqual(self.p.messages('dave'), [])
+
+        # room made in the folder: dave takes mail again, and POP3 shows
+        # him the inbox alone, not what his folders hold
+        self.folder_message('Drafts', 100)
+        os.unlink(trash)
+        self.transaction(c, 's@remote.example', ['dave@example.test'], new_message())
+        self.assertEqual(len(self.p.messages('dave')), 1)
+        pop = self.p.serve('pop3-handler/pop3-handler')
+        m = poplib.POP3(pop.host, pop.port, timeout=30)
+        try:
+            m.user('dave')
+            m.pass_(PASSWORD)
+            count, size = m.stat()
+            self.assertEqual(count, 1)
+            self.assertLess(size, 1000)
+        finally:
+            m.quit()
+
+    def log_has(self, *fields):
+        return any(all(f in line.split() for f in fields)
+                   for line in self.p.log_text().splitlines())
 
 
 if __name__ == '__main__':

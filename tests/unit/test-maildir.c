@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "limits.h"
 #include "maildir.h"
 #include "testdir.h"
 
@@ -354,6 +355,107 @@ static void test_links(const char *root)
 	CHECK_INT("stage link of nothing", -1, maildir_stage_link(dirs[2], &st[0], &st[2]));
 }
 
+static void make_dir(const char *base, const char *sub)
+{
+	char path[4200];
+
+	snprintf(path, sizeof(path), "%s/%s", base, sub);
+	REQUIRE(mkdir(path, 0700) == 0);
+}
+
+static void put_file(const char *base, const char *name, size_t len)
+{
+	char path[4200], buf[64];
+
+	REQUIRE(len <= sizeof(buf));
+	memset(buf, 'x', sizeof(buf));
+	snprintf(path, sizeof(path), "%s/%s", base, name);
+	write_file(path, buf, len);
+}
+
+/* Quotas see every folder (issue 22): IMAP clients keep Sent, Drafts and
+ * Trash as Maildir++ folders, and Dovecot's Maildir++ quota counts their
+ * new/ and cur/ with the inbox's. */
+static void test_usage_folders(const char *mail_root)
+{
+	char dir[4200], path[4300];
+	long long inbox;
+
+	snprintf(dir, sizeof(dir), "%s/folders", mail_root);
+	REQUIRE(maildir_path(mail_root, "folders", path, sizeof(path), 1) == 0);
+	put_file(dir, "new/1700000000.M1P1.host,S=100,W=104", 1);
+	put_file(dir, "cur/1700000000.M2P1.host:2,S", 7);
+	inbox = 100 + 7;
+	CHECK_INT("the inbox alone", inbox, maildir_usage(dir));
+
+	/* .Sent: cur/ and new/ both count; tmp/ does not */
+	make_dir(dir, ".Sent");
+	make_dir(dir, ".Sent/cur");
+	make_dir(dir, ".Sent/new");
+	make_dir(dir, ".Sent/tmp");
+	put_file(dir, ".Sent/cur/1700000001.M1P1.host,S=5000,W=5100:2,S", 1);
+	put_file(dir, ".Sent/new/1700000001.M2P1.host,S=300", 1);
+	put_file(dir, ".Sent/tmp/1700000001.M3P1.host,S=70000", 1);
+	put_file(dir, ".Sent/dovecot-uidlist", 40);
+	CHECK_INT("with .Sent", inbox + 5300, maildir_usage(dir));
+
+	/* .Drafts, .Trash and a subfolder (.Archive.2024, Maildir++'s
+	 * separator is the dot); a size from stat when the name has none */
+	make_dir(dir, ".Drafts");
+	make_dir(dir, ".Drafts/cur");
+	put_file(dir, ".Drafts/cur/1700000002.M1P1.host:2,D", 11);
+	make_dir(dir, ".Trash");
+	make_dir(dir, ".Trash/cur");
+	put_file(dir, ".Trash/cur/1700000003.M1P1.host,S=20:2,ST", 1);
+	make_dir(dir, ".Archive.2024");
+	make_dir(dir, ".Archive.2024/new");
+	put_file(dir, ".Archive.2024/new/1700000004.M1P1.host,S=40", 1);
+	CHECK_INT("with .Drafts, .Trash, .Archive.2024", inbox + 5300 + 11 + 20 + 40,
+		  maildir_usage(dir));
+
+	/* not folders: a dot file (POP3's lock), a directory without the
+	 * dot, a link to a folder (counted once, as the folder itself), a
+	 * folder's dot files, a folder without new/ or cur/ */
+	put_file(dir, ".postage-pop3.lock", 0);
+	put_file(dir, "dovecot-uidlist", 50);
+	make_dir(dir, "Sent");
+	make_dir(dir, "Sent/cur");
+	put_file(dir, "Sent/cur/1700000005.M1P1.host,S=900", 1);
+	snprintf(path, sizeof(path), "%s/.Link", dir);
+	REQUIRE(symlink(".Sent", path) == 0);
+	put_file(dir, ".Drafts/cur/.hidden,S=800", 1);
+	make_dir(dir, ".Empty");
+	CHECK_INT("what is not a folder", inbox + 5300 + 11 + 20 + 40, maildir_usage(dir));
+
+	/* a folder's new/ or cur/ that is a file counts nothing */
+	make_dir(dir, ".Odd");
+	put_file(dir, ".Odd/cur", 9);
+	CHECK_INT("a cur/ that is a file", inbox + 5300 + 11 + 20 + 40, maildir_usage(dir));
+
+	/* POP3 (pop3-handler/maildrop.c) reads the inbox alone: the folders
+	 * are no business of new/ and cur/ */
+	snprintf(path, sizeof(path), "%s/cur", dir);
+	CHECK_INT("the inbox's cur/ holds its own only", 1, count_entries(path));
+}
+
+/* At most MAILDIR_FOLDERS_MAX folders are read: the check runs at RCPT. */
+static void test_usage_folders_bound(const char *mail_root)
+{
+	char dir[4200], path[4300], name[64];
+
+	snprintf(dir, sizeof(dir), "%s/many", mail_root);
+	REQUIRE(maildir_path(mail_root, "many", path, sizeof(path), 1) == 0);
+	for (int i = 0; i < MAILDIR_FOLDERS_MAX + 5; i++) {
+		snprintf(name, sizeof(name), ".F%d", i);
+		make_dir(dir, name);
+		snprintf(name, sizeof(name), ".F%d/cur", i);
+		make_dir(dir, name);
+		snprintf(name, sizeof(name), ".F%d/cur/1700000000.M%dP1.host,S=1:2,", i, i);
+		put_file(dir, name, 1);
+	}
+	CHECK_INT("folders past the bound are not read", MAILDIR_FOLDERS_MAX, maildir_usage(dir));
+}
+
 static void test_unique(void)
 {
 	char a[256], b[256];
@@ -376,5 +478,7 @@ int main(void)
 	test_path(mail_root);
 	test_deliver(mail_root);
 	test_links(mail_root);
+	test_usage_folders(mail_root);
+	test_usage_folders_bound(mail_root);
 	return check_finish("maildir");
 }
