@@ -1336,6 +1336,203 @@ policyd-spf_time_limit = 3600
         return len(files)
 
 
+class Lists:
+    """A post to a mailing list of 1,000 members (README "Mailing lists"):
+    100 local mailboxes and 900 addresses in 100 remote domains, whose
+    copies go to one loopback sink (bench/sink.c with a count file, on
+    127.0.0.2:25 under systemd-socket-activate). postage: the post goes
+    to a smtp-handler, the queue runner starts when the 250 comes (as the
+    .path unit starts it) and finds each domain's MX (dnsmasq on
+    127.0.0.3:53: MX mx.sink.example, A 127.0.0.2). Both run through
+    `unshare --mount` with /etc/resolv.conf bind-mounted to name that
+    server. Postfix (an instance of its own: transport_maps sends each of
+    the 100 domains to smtp:[127.0.0.2]:25, no DNS) gets the same post
+    with the same 900 remote recipients and XVERP, so it too sends one
+    message per member with the member in its envelope sender. The clock
+    runs from the connect until the sink has counted the 900th message."""
+    name = 'lists'
+    SINK_HOST = '127.0.0.2'
+    DNS_HOST = '127.0.0.3'
+    LIST = 'team@' + DOMAIN
+    POSTER = 'l000@' + DOMAIN
+    LOCAL, REMOTE, DOMAINS = 100, 900, 100
+
+    def __init__(self, env, postage, ceiling):
+        self.env = env
+        self.postage = postage
+        self.ceiling = ceiling
+        self.dir = env.path('lists')
+        os.makedirs(self.dir)
+        os.chmod(self.dir, 0o755)
+        self.count_file = os.path.join(self.dir, 'accepted')
+        self.resolv = os.path.join(self.dir, 'resolv.conf')
+        self.remote = ['u%03d@d%02d.example' % (i, i % self.DOMAINS) for i in range(self.REMOTE)]
+        self.port = None
+        con = sqlite3.connect(postage.db, timeout=30)
+        with con:
+            h = env.hashes[0]
+            con.execute("INSERT INTO lists (address, owner, posting) VALUES (?, ?, 'members')",
+                        (self.LIST, self.POSTER))
+            for i in range(self.LOCAL):
+                login = 'l%03d' % i
+                con.execute('INSERT INTO mailboxes (login, password) VALUES (?, ?)', (login, h))
+                con.execute('INSERT INTO addresses VALUES (?, ?)', ('%s@%s' % (login, DOMAIN), login))
+                con.execute('INSERT INTO list_members (list, address) VALUES (?, ?)',
+                            (self.LIST, '%s@%s' % (login, DOMAIN)))
+                for sub in ('tmp', 'new', 'cur'):
+                    os.makedirs(os.path.join(postage.mail_root, login, sub))
+            for a in self.remote:
+                con.execute('INSERT INTO list_members (list, address) VALUES (?, ?)', (self.LIST, a))
+        con.close()
+        transport = os.path.join(self.dir, 'transport')
+        with open(transport, 'w') as f:
+            for i in range(self.DOMAINS):
+                f.write('d%02d.example smtp:[%s]:25\n' % (i, self.SINK_HOST))
+        self.postfix = Postfix(env, 'postfix-lists', extra_main='transport_maps = texthash:%s\n'
+                               'smtpd_authorized_verp_clients = 127.0.0.0/8\n' % transport)
+        body = ('list ' + 'x' * 70 + '\r\n') * 53
+        self.message = ('From: Poster <%s>\r\nTo: <%s>\r\nSubject: bench list post\r\n'
+                        'Message-ID: <list.bench@%s>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n'
+                        'MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n%s'
+                        % (self.POSTER, self.LIST, DOMAIN, body)).encode()
+
+    @staticmethod
+    def unavailable():
+        return Checks.unavailable()
+
+    def _in_namespace(self, argv):
+        """argv run with /etc/resolv.conf naming the bench's DNS server."""
+        return [shutil.which('unshare') or '/usr/bin/unshare', '--mount', '--', '/bin/sh', '-c',
+                'mount --bind "$0" /etc/resolv.conf && exec "$@"', self.resolv] + argv
+
+    def start(self):
+        lines = ['no-resolv', 'no-hosts', 'no-poll', 'bind-interfaces', 'listen-address=' + self.DNS_HOST,
+                 'port=53', 'cache-size=0', 'user=root', 'local=/example/',
+                 'host-record=mx.sink.example,' + self.SINK_HOST]
+        lines += ['mx-host=d%02d.example,mx.sink.example,10' % i for i in range(self.DOMAINS)]
+        conf = os.path.join(self.dir, 'dnsmasq.conf')
+        with open(conf, 'w') as f:
+            f.write('\n'.join(lines) + '\n')
+        with open(self.resolv, 'w') as f:
+            f.write('nameserver %s\noptions attempts:1 timeout:2\n' % self.DNS_HOST)
+        os.chmod(self.resolv, 0o644)
+        exe = shutil.which('dnsmasq') or '/usr/sbin/dnsmasq'
+        PROCS.start('dnsmasq-lists', [exe, '--keep-in-foreground', '--conf-file=' + conf, '--pid-file='],
+                    log_path=os.path.join(self.dir, 'dnsmasq.log'))
+        PROCS.start('sink-lists', [self.env.ssa, '--inetd', '-a', '-l', '%s:25' % self.SINK_HOST,
+                                   self.ceiling.sink, self.count_file],
+                    log_path=os.path.join(self.dir, 'sink.log'))
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection((self.SINK_HOST, 25), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise BenchError('the lists sink does not listen on %s:25' % self.SINK_HOST)
+                time.sleep(0.02)
+        self.port = free_port()
+        pg = self.postage
+        PROCS.start('postage-smtp-lists', self._in_namespace(
+            [self.env.ssa, '--inetd', '-a', '-l', '127.0.0.1:%d' % self.port,
+             '-E', 'POSTAGE_LOG_FILE=' + pg.logfile, self.env.smtp_handler, '--db', pg.db]),
+            log_path=os.path.join(self.dir, 'supervisor.log'))
+        wait_greeting(self.port, what='postage for lists')
+        self.postfix.start()
+
+    def forget_pop_logins(self):
+        con = sqlite3.connect(self.postage.db, timeout=30)
+        with con:
+            con.execute("DELETE FROM pop_logins WHERE ip IN ('127.0.0.1', '::1')")
+        con.close()
+
+    def accepted(self):
+        try:
+            return os.path.getsize(self.count_file)
+        except FileNotFoundError:
+            return 0
+
+    def _send(self, port, rcpts, options=()):
+        """One message; returns (seconds from connect, seconds of the end
+        of DATA alone) when the 250 is read."""
+        import smtplib
+        t0 = time.perf_counter()
+        c = smtplib.SMTP('127.0.0.1', port, timeout=120)
+        try:
+            c.ehlo('client.' + DOMAIN)
+            code, text = c.mail(self.POSTER, list(options))
+            if code != 250:
+                raise BenchError('MAIL: %d %s' % (code, text))
+            for r in rcpts:
+                code, text = c.rcpt(r)
+                if code not in (250, 251):
+                    raise BenchError('RCPT %s: %d %s' % (r, code, text))
+            code, text = c.docmd('DATA')
+            if code != 354:
+                raise BenchError('DATA: %d %s' % (code, text))
+            c.send(self.message + b'.\r\n')
+            t1 = time.perf_counter()
+            code, text = c.getreply()
+            t2 = time.perf_counter()
+            if code != 250:
+                raise BenchError('end of DATA: %d %s' % (code, text))
+        finally:
+            try:
+                c.quit()
+            except Exception:
+                c.close()
+        return t0, t2 - t1
+
+    def _wait_all(self, base, start, what):
+        """Until the sink has counted REMOTE more than base. The file is
+        never removed: a sink process on a connection a server keeps open
+        from the last run (Postfix's connection cache) still counts in it."""
+        deadline = time.monotonic() + 300
+        while self.accepted() - base < self.REMOTE:
+            if time.monotonic() > deadline:
+                raise BenchError('lists: %s: only %d of %d copies reached the sink' % (
+                    what, self.accepted() - base, self.REMOTE))
+            time.sleep(0.002)
+        done = time.perf_counter()
+        time.sleep(0.2)
+        if self.accepted() - base != self.REMOTE:
+            raise BenchError('lists: %s: the sink counted %d copies, not %d' % (
+                what, self.accepted() - base, self.REMOTE))
+        return done - start
+
+    def run_postage(self):
+        """(until the last copy, s; the post's end of DATA, s)"""
+        pg = self.postage
+        base = self.accepted()
+        start, reply = self._send(self.port, [self.LIST])
+        runner = subprocess.Popen(self._in_namespace(
+            [os.path.join(self.env.args.build, 'queue', 'queue-runner'), '--once', '--db', pg.db]),
+            env=dict(os.environ, POSTAGE_LOG_FILE=pg.logfile), stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            took = self._wait_all(base, start, 'postage')
+        finally:
+            runner.wait(timeout=300)
+        local = sum(count_files(os.path.join(pg.mail_root, 'l%03d' % i, 'new'))
+                    for i in range(self.LOCAL))
+        if local != self.LOCAL:
+            raise BenchError('lists: postage delivered %d local copies, not %d' % (local, self.LOCAL))
+        for i in range(self.LOCAL):
+            clear_dir(os.path.join(pg.mail_root, 'l%03d' % i, 'new'))
+        return took, reply
+
+    def run_postfix(self):
+        base = self.accepted()
+        start, reply = self._send(self.postfix.smtp_port, self.remote, options=('XVERP',))
+        return self._wait_all(base, start, 'postfix'), reply
+
+    def one_reply(self):
+        """postage's end of DATA for the same message to one local mailbox."""
+        _, reply = self._send(self.port, ['l001@' + DOMAIN])
+        clear_dir(os.path.join(self.postage.mail_root, 'l001', 'new'))
+        return reply
+
+
 def dns_answers(name):
     """Does 127.0.0.1:53 answer a TXT query for name with an answer?"""
     qname = b''.join(bytes([len(p)]) + p.encode() for p in name.split('.')) + b'\0'
@@ -1521,7 +1718,7 @@ def main():
     ap.add_argument('--root', required=True)
     ap.add_argument('--quick', action='store_true', help='smaller counts, under 3 minutes')
     ap.add_argument('--reps', type=int, help='repetitions of each workload')
-    ap.add_argument('--only', help='comma list of: smtp,checks,connect,login,fetch,startup,ceiling')
+    ap.add_argument('--only', help='comma list of: smtp,checks,lists,connect,login,fetch,startup,ceiling')
     ap.add_argument('--keep', action='store_true', help='keep the temporary directory')
     ap.add_argument('--tmpdir', default='/var/tmp', help='where the temporary directory goes (a disk, not tmpfs)')
     ap.add_argument('--no-install', action='store_true', help=argparse.SUPPRESS)
@@ -1537,7 +1734,7 @@ def main():
     if args.reps:
         size['reps'] = size['fetch_reps'] = size['rss_count'] = args.reps
     reps = size['reps']
-    only = set((args.only or 'smtp,checks,connect,login,fetch,startup,ceiling').split(','))
+    only = set((args.only or 'smtp,checks,lists,connect,login,fetch,startup,ceiling').split(','))
 
     for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(s, _on_signal)
@@ -1599,6 +1796,13 @@ def main():
                     res.notes.append('smtp_checked (against Postfix with milters) skipped: ' + why)
                 else:
                     checks.prepare_peers(args.root)
+        lists = None
+        if 'lists' in only:
+            why = Lists.unavailable()
+            if why:
+                res.notes.append('lists skipped: ' + why)
+            else:
+                lists = Lists(env, postage, ceiling)
         if env.has_pop3:
             postage.fill_pop(fetch_count, big_bytes)
         else:
@@ -1614,6 +1818,8 @@ def main():
             checks.start()
             if checks.postfix:
                 checks.start_peers()
+        if lists:
+            lists.start()
         res.notes.extend(postage.notes)
         log('postage smtp :%d pop3 :%s, postfix :%d, dovecot :%d, greeter :%d' % (
             postage.smtp_port, postage.pop3_port, postfix.smtp_port, dovecot.pop3_port, ceiling.port))
@@ -1753,6 +1959,24 @@ def main():
                             else:
                                 checks.verify_postfix(md)
 
+        if lists:
+            log('lists')
+            # the post comes from outside, checked (workload 5's reason)
+            lists.forget_pop_logins()
+            # warm-up: the Maildirs, the runner's first pass, Postfix's processes
+            lists.run_postage()
+            lists.run_postfix()
+            for rep in range(reps):
+                for who in in_turn(('postage', 'postfix'), rep):
+                    took, reply = lists.run_postage() if who == 'postage' else lists.run_postfix()
+                    res.add('list_1000_last_ms', 'list post to 1,000 members: until the 900th remote '
+                            'copy is accepted', 'ms', who, took * 1000)
+                    res.add('list_1000_rate', 'same, remote copies per second', 'msg/s', who,
+                            Lists.REMOTE / took)
+                    res.add('list_1000_reply_ms', 'same, end of DATA to the 250', 'ms', who, reply * 1000)
+                res.add('list_one_reply_ms', 'the same message to one local mailbox, end of DATA to the '
+                        '250', 'ms', 'postage', lists.one_reply() * 1000)
+
         if 'connect' in only or 'ceiling' in only or 'login' in only:
             log('connect rate')
             servers = [('machine', ceiling.port), ('machine-lite', ceiling.lite_port)]
@@ -1866,7 +2090,8 @@ def main():
     return 0
 
 
-PEER = {'smtp': 'postfix', 'smtp_checks': 'plain', 'smtp_checked': 'postfix', 'connect_smtp': 'postfix', 'connect_lite_smtp': 'postfix',
+PEER = {'smtp': 'postfix', 'smtp_checks': 'plain', 'smtp_checked': 'postfix', 'list_1000': 'postfix',
+        'connect_smtp': 'postfix', 'connect_lite_smtp': 'postfix',
         'greeting_lite_smtp': 'postfix', 'pop3': 'dovecot', 'greeting_smtp': 'postfix',
         'greeting_pop3': 'dovecot', 'rss_smtp': 'postfix', 'rss_pop3': 'dovecot'}
 

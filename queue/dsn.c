@@ -312,6 +312,13 @@ static int deliver_notice(const struct address *sender, const char *sender_text,
 				nremote++;
 				continue;
 			}
+			if (dests[i].kind == DEST_LIST) {
+				/* A list's own address (its bounces address sent a
+				 * notice that failed): a list never answers a bounce. */
+				log_event(LOG_NOTICE, "event=%s result=dropped id=%s to=\"%s\" reason=list_address",
+					  what, orig_id, sender_text);
+				continue;
+			}
 			if (!dests[i].enabled) {
 				log_event(LOG_NOTICE, "event=%s result=skipped id=%s mailbox=%s reason=disabled",
 					  what, orig_id, dests[i].mailbox);

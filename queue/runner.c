@@ -27,6 +27,8 @@
 #include "config.h"
 #include "db.h"
 #include "journal.h"
+#include "list.h"
+#include "listmail.h"
 #include "log.h"
 #include "maildir.h"
 #include "queue.h"
@@ -65,6 +67,7 @@ struct qmsg {
 	long long created_at;
 	unsigned long long size;
 	int body_8bit, smtputf8;
+	int verp;                         /* a list's copies: one sender per recipient */
 	int missing;                      /* its queue file is gone */
 	int held;                         /* waits for its journal */
 };
@@ -73,6 +76,7 @@ struct qrcpt {
 	size_t msg;                       /* index into msgs */
 	size_t order;                     /* as selected, for a stable sort */
 	char recipient[ADDRESS_PATH_MAX + 1];
+	char orig_rcpt[ADDRESS_PATH_MAX + 1]; /* VERP: the member the copy is for */
 	char nexthop[ADDRESS_DOMAIN_MAX + 1]; /* domain, or "" for the relayhost */
 	int attempts;
 	int reported;
@@ -422,25 +426,58 @@ static unsigned long long wire_size(int fd, unsigned long long size)
 	return size + lfs;
 }
 
+/* The message being sent by this child: its file is opened once for all
+ * the transactions that carry it on a connection (a list's copies are one
+ * transaction per member). */
+struct open_message {
+	size_t msg;        /* index into msgs, or (size_t)-1 */
+	int fd;
+	unsigned long long wire_size;
+	int error;         /* errno of a failed open */
+};
+
+static void open_message_close(struct open_message *om)
+{
+	if (om->fd >= 0)
+		close(om->fd);
+	om->fd = -1;
+	om->msg = (size_t)-1;
+}
+
+static int open_message_for(const struct pass *p, size_t msg, struct open_message *om)
+{
+	char path[PATH_MAX_POSTAGE];
+
+	if (om->msg == msg)
+		return om->fd >= 0 ? 0 : -1;
+	open_message_close(om);
+	om->msg = msg;
+	queue_path(p->msgs[msg].id, path, sizeof(path));
+	om->fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (om->fd < 0) {
+		om->error = errno;
+		log_event(LOG_ERR, "event=delivery result=error id=%s error=\"queue file: %s\"",
+			  p->msgs[msg].id, strerror(errno));
+		return -1;
+	}
+	om->wire_size = wire_size(om->fd, p->msgs[msg].size);
+	return 0;
+}
+
 static void deliver_transaction(const struct pass *p, struct destination_state *d, size_t start,
-				size_t end, int out)
+				size_t end, struct open_message *om, int out)
 {
 	static struct status_text results[CLIENT_RCPTS_PER_TRANSACTION];
 	static const char *names[CLIENT_RCPTS_PER_TRANSACTION];
 	const struct qmsg *m = &p->msgs[p->rcpts[start].msg];
-	char path[PATH_MAX_POSTAGE];
+	char verp[ADDRESS_PATH_MAX + 1];
 	struct status_text why;
 	struct outbound ob;
 	size_t n = end - start;
-	int fd;
 
-	queue_path(m->id, path, sizeof(path));
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		log_event(LOG_ERR, "event=delivery result=error id=%s error=\"queue file: %s\"", m->id,
-			  strerror(errno));
+	if (open_message_for(p, p->rcpts[start].msg, om) < 0) {
 		status_set_local(&why, OUTCOME_TEMP, "4.3.0", "the queue file of %s cannot be read (%s)",
-				 m->id, strerror(errno));
+				 m->id, strerror(om->error));
 		for (size_t i = start; i < end; i++)
 			send_report(out, p, i, &why, d, 0);
 		return;
@@ -448,15 +485,21 @@ static void deliver_transaction(const struct pass *p, struct destination_state *
 	if (destination_ready(p, d, &why) < 0) {
 		for (size_t i = start; i < end; i++)
 			send_report(out, p, i, &why, d, 0);
-		close(fd);
 		return;
 	}
 	memset(&ob, 0, sizeof(ob));
 	ob.id = m->id;
 	ob.sender = m->sender;
-	ob.fd = fd;
+	/* A list's copy: the member's own bounce address (VERP), so a bounce
+	 * names the member whoever sends it. */
+	if (m->verp && n == 1 &&
+	    list_verp_address(m->sender, p->rcpts[start].orig_rcpt[0] ? p->rcpts[start].orig_rcpt :
+									p->rcpts[start].recipient,
+			      verp, sizeof(verp)) == 0)
+		ob.sender = verp;
+	ob.fd = om->fd;
 	ob.size = m->size;
-	ob.wire_size = wire_size(fd, m->size);
+	ob.wire_size = om->wire_size;
 	ob.body_8bit = m->body_8bit;
 	ob.smtputf8 = m->smtputf8;
 	for (size_t i = 0; i < n; i++)
@@ -464,13 +507,13 @@ static void deliver_transaction(const struct pass *p, struct destination_state *
 	client_transaction(&d->conn, &ob, names, n, results);
 	for (size_t i = 0; i < n; i++)
 		send_report(out, p, start + i, &results[i], d, 1);
-	close(fd);
 }
 
 static void deliver_destination(const struct pass *p, size_t start, size_t end, int out)
 {
 	static struct destination_state d;
 	const char *domain = p->rcpts[start].nexthop;
+	struct open_message om = { (size_t)-1, -1, 0, 0 };
 
 	memset(&d, 0, sizeof(d));
 	if (p->relay.set) {
@@ -499,12 +542,15 @@ static void deliver_destination(const struct pass *p, size_t start, size_t end, 
 	}
 	for (size_t i = start; i < end;) {
 		size_t j = i;
-		while (j < end && p->rcpts[j].msg == p->rcpts[i].msg &&
-		       j - i < CLIENT_RCPTS_PER_TRANSACTION)
+		/* A VERP message's recipients each have their own envelope
+		 * sender: one transaction each, on the same connection. */
+		size_t max = p->msgs[p->rcpts[i].msg].verp ? 1 : CLIENT_RCPTS_PER_TRANSACTION;
+		while (j < end && p->rcpts[j].msg == p->rcpts[i].msg && j - i < max)
 			j++;
-		deliver_transaction(p, &d, i, j, out);
+		deliver_transaction(p, &d, i, j, &om, out);
 		i = j;
 	}
+	open_message_close(&om);
 	if (d.connected)
 		client_close(&d.conn);
 }
@@ -603,11 +649,13 @@ static void record(struct pass *p, size_t index, const struct report *r)
 		  log_printable(reply_safe, sizeof(reply_safe), st->text, strlen(st->text)));
 }
 
+static void copy_column(sqlite3_stmt *s, int col, char *out, size_t cap);
+
 static int load_due(struct pass *p)
 {
 	sqlite3_stmt *s = db_stmt(
 		"SELECT r.message_id, r.recipient, r.attempts, m.sender, m.size, m.body_8bit, "
-		"m.smtputf8, m.created_at FROM queue_recipients r "
+		"m.smtputf8, m.created_at, m.verp, r.orig_rcpt FROM queue_recipients r "
 		"JOIN queue_messages m ON m.id = r.message_id "
 		"WHERE r.state = 'queued' AND r.next_attempt <= ?1 "
 		"ORDER BY m.created_at, r.message_id, r.rowid LIMIT ?2");
@@ -645,6 +693,7 @@ static int load_due(struct pass *p)
 			m->body_8bit = sqlite3_column_int(s, 5);
 			m->smtputf8 = sqlite3_column_int(s, 6);
 			m->created_at = sqlite3_column_int64(s, 7);
+			m->verp = sqlite3_column_int(s, 8);
 		}
 		if (p->nrcpts == cap_r) {
 			size_t ncap = cap_r ? 2 * cap_r : 64;
@@ -659,6 +708,7 @@ static int load_due(struct pass *p)
 		r->msg = p->nmsgs - 1;
 		r->order = p->nrcpts;
 		snprintf(r->recipient, sizeof(r->recipient), "%s", rcpt);
+		copy_column(s, 9, r->orig_rcpt, sizeof(r->orig_rcpt));
 		r->attempts = sqlite3_column_int(s, 2);
 		at = strrchr(rcpt, '@');
 		if (!p->relay.set && at) {
@@ -803,7 +853,33 @@ static int start_child(const struct pass *p, struct child *k)
 	close(fds[1]);
 	k->fd = fds[0];
 	k->have = 0;
+	/* read until empty at each wakeup: the reports that came meanwhile
+	 * are recorded together (record_batch) */
+	fcntl(k->fd, F_SETFL, fcntl(k->fd, F_GETFL) | O_NONBLOCK);
 	return 0;
+}
+
+/* Reports recorded in one transaction: each commit of its own would cost
+ * a WAL fsync per recipient (a list's 900 copies, 900 fsyncs). Reports
+ * wait for it no longer than one wakeup of the pass. */
+#define RECORD_BATCH_MAX 256
+
+static void record_batch(struct pass *p, const struct report *reps, size_t n)
+{
+	int tx;
+
+	if (n == 0)
+		return;
+	tx = n > 1 && db_begin() == 0;
+	for (size_t i = 0; i < n; i++)
+		record(p, reps[i].index, &reps[i]);
+	if (tx && db_commit() < 0) {
+		/* rolled back (an administrator's lock outlasted the busy
+		 * timeout): each on its own, with record()'s patience */
+		log_event(LOG_WARNING, "event=pass result=batch_retry rcpts=%zu", n);
+		for (size_t i = 0; i < n; i++)
+			record(p, reps[i].index, &reps[i]);
+	}
 }
 
 static void finish_child(struct pass *p, struct child *k)
@@ -831,8 +907,10 @@ static void finish_child(struct pass *p, struct child *k)
 /* Runs every destination of the pass, QUEUE_PARALLEL_MAX at once. */
 static void deliver_all(struct pass *p)
 {
+	static struct report batch[RECORD_BATCH_MAX];
 	struct child kids[QUEUE_PARALLEL_MAX];
-	size_t nkids = 0, next = 0;
+	unsigned char ended[QUEUE_PARALLEL_MAX];
+	size_t nkids = 0, next = 0, nbatch;
 
 	while (next < p->nrcpts || nkids > 0) {
 		struct pollfd pf[QUEUE_PARALLEL_MAX];
@@ -871,29 +949,48 @@ static void deliver_all(struct pass *p)
 			log_event(LOG_ERR, "event=pass result=error error=\"poll: %s\"", strerror(errno));
 			break;
 		}
+		nbatch = 0;
+		memset(ended, 0, sizeof(ended));
 		for (size_t i = nkids; i-- > 0;) {
 			struct child *k = &kids[i];
-			ssize_t got;
 
 			if (!pf[i].revents)
 				continue;
-			got = read(k->fd, (char *)&k->buf + k->have, sizeof(k->buf) - k->have);
-			if (got < 0 && (errno == EINTR || errno == EAGAIN))
-				continue;
-			if (got > 0) {
-				k->have += (size_t)got;
-				if (k->have == sizeof(k->buf)) {
-					k->have = 0;
-					if (k->buf.index >= k->start && k->buf.index < k->end &&
-					    strcmp(p->msgs[p->rcpts[k->buf.index].msg].id, k->buf.id) == 0)
-						record(p, k->buf.index, &k->buf);
-					else
-						log_event(LOG_ERR, "event=pass result=error error=\"bad report\"");
+			for (;;) {
+				ssize_t got = read(k->fd, (char *)&k->buf + k->have, sizeof(k->buf) - k->have);
+
+				if (got < 0 && errno == EINTR)
+					continue;
+				if (got < 0 && errno == EAGAIN)
+					break;
+				if (got <= 0) {
+					ended[i] = 1;
+					break;
 				}
-				continue;
+				k->have += (size_t)got;
+				if (k->have < sizeof(k->buf))
+					continue;
+				k->have = 0;
+				if (k->buf.index >= k->start && k->buf.index < k->end &&
+				    strcmp(p->msgs[p->rcpts[k->buf.index].msg].id, k->buf.id) == 0) {
+					batch[nbatch++] = k->buf;
+					if (nbatch == RECORD_BATCH_MAX) {
+						record_batch(p, batch, nbatch);
+						nbatch = 0;
+					}
+				} else {
+					log_event(LOG_ERR, "event=pass result=error error=\"bad report\"");
+				}
 			}
-			finish_child(p, k);
+		}
+		/* recorded before a finished child's unreported recipients are */
+		record_batch(p, batch, nbatch);
+		for (size_t i = nkids; i-- > 0;) {
+			if (!ended[i])
+				continue;
+			finish_child(p, &kids[i]);
 			kids[i] = kids[--nkids];
+			ended[i] = ended[nkids];
 		}
 	}
 }
@@ -933,7 +1030,7 @@ static size_t select_ids(const char *sql, long long arg, char (*ids)[QUEUE_ID_LE
 
 static int load_message(const char *id, struct qmsg *m)
 {
-	sqlite3_stmt *s = db_stmt("SELECT sender, created_at FROM queue_messages WHERE id = ?1");
+	sqlite3_stmt *s = db_stmt("SELECT sender, created_at, verp FROM queue_messages WHERE id = ?1");
 	int rc;
 
 	if (!s)
@@ -945,6 +1042,7 @@ static int load_message(const char *id, struct qmsg *m)
 	if (rc == SQLITE_ROW) {
 		copy_column(s, 0, m->sender, sizeof(m->sender));
 		m->created_at = sqlite3_column_int64(s, 1);
+		m->verp = sqlite3_column_int(s, 2);
 	}
 	sqlite3_reset(s);
 	return rc == SQLITE_ROW ? 0 : -1;
@@ -1007,6 +1105,35 @@ static void mark_told(const char *id, const struct dsn_row *rows, size_t n)
 	db_commit();
 }
 
+/* A list's copies that failed: no report goes to the list's bounces
+ * address, each failure counts against its member (list_bounce), as a
+ * report to the member's VERP address would. 0 done, -1 try again. */
+static int count_list_bounces(const struct qmsg *m, const struct dsn_row *rows, size_t n)
+{
+	char list[ADDRESS_PATH_MAX + 1], safe[ADDRESS_PATH_MAX * 4 + 8];
+	long long limit = setting_int(SET_LIST_BOUNCE_LIMIT);
+
+	if (list_of_bounces(m->sender, list, sizeof(list)) < 0) {
+		log_event(LOG_WARNING, "event=bounce result=dropped id=%s reason=\"VERP sender %s is no "
+			  "list's\"", m->id, log_printable(safe, sizeof(safe), m->sender, strlen(m->sender)));
+		return 0;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const char *member = rows[i].orig_rcpt[0] ? rows[i].orig_rcpt : rows[i].recipient;
+		int disabled = 0;
+
+		if (list_bounce(list, member, pass_now, limit, &disabled) < 0)
+			return -1;
+		if (disabled) {
+			static struct list_info l;
+			if (list_load(list, &l) == 1)
+				list_notify_disabled(&l, member, limit);
+		}
+	}
+	log_event(LOG_NOTICE, "event=bounce result=list_counted id=%s list=%s rcpts=%zu", m->id, list, n);
+	return 0;
+}
+
 /* One bounce per message for the recipients that failed in this pass (or
  * in an earlier one that ended before telling the sender). */
 static void send_bounces(const struct pass *p)
@@ -1028,6 +1155,11 @@ static void send_bounces(const struct pass *p)
 		n = load_notice_rows(m.id, DSN_FAILED, rows, rcpts, DSN_RCPTS_MAX, p->lifetime);
 		if (n == 0)
 			continue;
+		if (m.verp) {
+			if (count_list_bounces(&m, rows, n) == 0)
+				mark_told(m.id, rows, n);
+			continue;
+		}
 		if (!m.sender[0]) {
 			/* RFC 3464 / RFC 5321 6.1: never bounce a bounce. */
 			log_event(LOG_NOTICE, "event=bounce result=dropped id=%s rcpts=%zu reason=null_sender",
@@ -1075,7 +1207,8 @@ static void send_delay_warnings(const struct pass *p)
 		dm.created_at = m.created_at;
 		dm.give_up_at = m.created_at + p->lifetime;
 		dm.lifetime_hours = p->lifetime / 3600;
-		if (m.sender[0] && dsn_send(DSN_DELAYED, &dm, rcpts, n) < 0)
+		/* A list's copies get no warning: only a failure counts. */
+		if (m.sender[0] && !m.verp && dsn_send(DSN_DELAYED, &dm, rcpts, n) < 0)
 			continue;
 		s = db_stmt("UPDATE queue_messages SET warned = 1 WHERE id = ?1");
 		if (s) {
@@ -1306,6 +1439,8 @@ int runner_run(const struct runner_options *opt)
 	relay_tls.ca_file = setting(SET_RELAYHOST_TLS_CA);
 	relay_tls.nexthop = NULL;
 	sweep_orphans();
+	/* Mailing lists: confirmations and held posts past their time. */
+	list_expire(opt->now ? opt->now : (long long)time(NULL));
 	/* Pass again while anything is due by the clock as it is now: mail
 	 * queued during a pass leaves in this run, since systemd does not
 	 * start the service again for a .path event while it is running. */

@@ -1,4 +1,4 @@
--- postage database, schema version 2.
+-- postage database, schema version 3.
 --
 -- Create a fresh database with:   sqlite3 /var/lib/postage/postage.db < schema/schema.sql
 -- Upgrade an older one with the files in schema/migrations/, in order.
@@ -32,6 +32,7 @@ BEGIN;
 --   srs_secret, dmarc_reject (1), spf_reject_fail (0)
 --   harvest_limit            50    (unknown recipients per client IP in 15 min)
 --   auth_failure_delay_ms    500   (least time before a failed login is answered)
+--   list_bounce_limit        5     (bounces in 30 days that disable a list member; 0: never)
 CREATE TABLE settings (
     key   TEXT PRIMARY KEY NOT NULL,
     value TEXT
@@ -100,6 +101,36 @@ CREATE TABLE send_as (
     PRIMARY KEY (login, address)
 );
 
+-- A mailing list (README "Mailing lists"). address: the posting address, in
+-- a hosted domain; its local part holds no '+' (the first '+' of a list
+-- address starts a member or a token). These addresses exist without rows
+-- of their own: <list>-subscribe@, -unsubscribe@, -request@ (commands in
+-- the Subject), -owner@ (to owner), -bounces+<member, @ as =>@ (each copy's
+-- envelope sender, VERP) and -confirm+<token>@. owner: an address, local or
+-- remote. posting: who may post (members, anyone, moderated: all held for
+-- the owner, announce: the owner alone). archive: a mailbox that gets every
+-- post that goes out. subject_prefix: put before each post's Subject.
+CREATE TABLE lists (
+    address        TEXT PRIMARY KEY NOT NULL COLLATE NOCASE
+        CHECK (instr(address, '@') > 1 AND instr(address, '+') = 0),
+    owner          TEXT NOT NULL COLLATE NOCASE CHECK (instr(owner, '@') > 1),
+    posting        TEXT NOT NULL DEFAULT 'members'
+        CHECK (posting IN ('members', 'anyone', 'moderated', 'announce')),
+    archive        TEXT DEFAULT NULL REFERENCES mailboxes(login)
+        ON UPDATE CASCADE ON DELETE SET NULL,
+    subject_prefix TEXT DEFAULT NULL
+);
+
+-- Who receives a list. enabled = 0: a member whose copies bounced
+-- (list_bounce_limit) or whom the owner stopped; still a member for posting.
+CREATE TABLE list_members (
+    list    TEXT NOT NULL COLLATE NOCASE REFERENCES lists(address)
+        ON UPDATE CASCADE ON DELETE CASCADE,
+    address TEXT NOT NULL COLLATE NOCASE CHECK (instr(address, '@') > 1),
+    enabled INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),
+    PRIMARY KEY (list, address)
+);
+
 -- DKIM signing keys, one row per (domain, selector).
 CREATE TABLE dkim_keys (
     domain           TEXT NOT NULL COLLATE NOCASE,
@@ -127,7 +158,12 @@ CREATE TABLE queue_messages (
     client_ip   TEXT,
     auth_login  TEXT,
     warned      INTEGER NOT NULL DEFAULT 0 -- delay warning sent
-);
+, verp INTEGER NOT NULL DEFAULT 0);
+-- verp = 1: a mailing list's copies; each recipient gets its own
+-- transaction whose envelope sender is sender's local part, '+', and the
+-- recipient's orig_rcpt (the member) with '@' as '=' (VERP). (The column
+-- stands as ALTER TABLE in 0003-lists.sql leaves it, so that a migrated
+-- database is the same as a fresh one, to the letter.)
 
 -- One row per remote recipient of a queued message.
 -- state: 'queued' (waiting or due), 'sent', 'bounced' (final).
@@ -184,6 +220,32 @@ CREATE TABLE tls_ticket_keys (
     key        BLOB NOT NULL
 );
 
-PRAGMA user_version = 2;
+-- Mailing lists: what waits for a confirmation. A token is sent once and
+-- stored only as its SHA-256 (hex). action: subscribe, unsubscribe (address
+-- must confirm), post (a held post in spool_dir/held/<held>, the owner must
+-- confirm), help (a reply sent, no token: kept a day to bound replies).
+CREATE TABLE list_pending (
+    token_hash TEXT PRIMARY KEY NOT NULL,
+    list       TEXT NOT NULL COLLATE NOCASE,
+    address    TEXT NOT NULL COLLATE NOCASE,
+    action     TEXT NOT NULL CHECK (action IN ('subscribe', 'unsubscribe', 'post', 'help')),
+    held       TEXT,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX list_pending_address ON list_pending(list, address, action);
+CREATE INDEX list_pending_expiry ON list_pending(expires_at);
+
+-- Mailing lists: each bounce of a member's copies (a report or any mail to
+-- its VERP address, or the queue runner's own failure), for
+-- list_bounce_limit within 30 days; gone when the member is disabled.
+CREATE TABLE list_bounces (
+    list    TEXT NOT NULL COLLATE NOCASE,
+    address TEXT NOT NULL COLLATE NOCASE,
+    at      INTEGER NOT NULL               -- unix seconds
+);
+CREATE INDEX list_bounces_member ON list_bounces(list, address, at);
+
+PRAGMA user_version = 3;
 
 COMMIT;

@@ -8,6 +8,7 @@
 
 #include "config.h"
 #include "db.h"
+#include "list.h"
 #include "log.h"
 
 /* RFC 5322 atext. */
@@ -399,6 +400,9 @@ static void add_destination(struct resolver *r, const struct destination *d)
 			return;
 		if (d->kind == DEST_REMOTE && strcasecmp(r->out[i].address, d->address) == 0)
 			return;
+		if (d->kind == DEST_LIST && strcasecmp(r->out[i].address, d->address) == 0 &&
+		    r->out[i].list_role == d->list_role && strcmp(r->out[i].list_arg, d->list_arg) == 0)
+			return;
 	}
 	if (r->n < r->max)
 		r->out[r->n++] = *d;
@@ -445,6 +449,45 @@ static int expand_forwards(struct resolver *r, const char *key, int depth)
 		}
 		expand(r, &t, depth + 1);
 	}
+	return 1;
+}
+
+/* A mailing list's address (list.h): 1 found, 0 not, -1 trouble (noted
+ * in r). The owner address goes where the owner's address goes. */
+static int expand_list(struct resolver *r, const struct address *a, int depth)
+{
+	static struct list_info l; /* large: keep it off the stack */
+	char arg[ADDRESS_PATH_MAX + 1];
+	enum list_role role;
+	struct destination d;
+	struct address owner;
+	int m = list_lookup(a, &l, &role, arg, sizeof(arg));
+
+	if (m < 0) {
+		r->tempfail = 1;
+		return -1;
+	}
+	if (m == 0)
+		return 0;
+	if (role == LIST_ROLE_OWNER) {
+		if (address_parse_plain(l.owner, 1, &owner) != ADDRESS_OK) {
+			log_event(LOG_WARNING, "event=list result=bad_owner list=\"%s\"", l.address);
+			return 0;
+		}
+		if (depth >= FORWARD_DEPTH_MAX) {
+			r->loop = 1;
+			return 1;
+		}
+		/* The owner is reached like a forward's target (SRS when remote). */
+		return expand(r, &owner, depth + 1) ? 1 : 0;
+	}
+	memset(&d, 0, sizeof(d));
+	d.kind = DEST_LIST;
+	d.enabled = 1;
+	snprintf(d.address, sizeof(d.address), "%s", l.address);
+	d.list_role = (int)role;
+	snprintf(d.list_arg, sizeof(d.list_arg), "%s", arg);
+	add_destination(r, &d);
 	return 1;
 }
 
@@ -496,6 +539,11 @@ static int expand(struct resolver *r, const struct address *a, int depth)
 		found = 1;
 	if (found)
 		return 1;
+	/* Only an address that is nothing else may be a list's: a session
+	 * that involves no list pays no query for one. */
+	m = expand_list(r, a, depth);
+	if (m != 0)
+		return m > 0;
 
 	snprintf(key, sizeof(key), "@%s", a->domain);
 	m = lookup_mailbox(key, &d);

@@ -46,15 +46,17 @@ size_t utf8_seq(const unsigned char *s, size_t n);
 /* Is domain one we host? 1 yes, 0 no, -1 database trouble. */
 int domain_is_local(const char *domain);
 
-enum destination_kind { DEST_MAILBOX, DEST_REMOTE };
+enum destination_kind { DEST_MAILBOX, DEST_REMOTE, DEST_LIST };
 
 struct destination {
 	enum destination_kind kind;
 	char mailbox[ADDRESS_LOCAL_MAX + 1];           /* DEST_MAILBOX */
-	char address[ADDRESS_PATH_MAX + 1];            /* DEST_REMOTE */
+	char address[ADDRESS_PATH_MAX + 1];            /* DEST_REMOTE; DEST_LIST: the list */
 	long long quota_bytes;                         /* -1: none */
 	int enabled;
 	int forwarded;  /* DEST_REMOTE reached through forwards (SRS applies) */
+	int list_role;  /* DEST_LIST: enum list_role (list.h) */
+	char list_arg[ADDRESS_PATH_MAX + 1];           /* DEST_LIST: member or token */
 };
 
 enum resolve_result {
@@ -66,8 +68,10 @@ enum resolve_result {
 };
 
 /* Resolves a recipient, in order: addresses, forwards (recursively, with
- * a depth limit and loop detection), the domain's catch-all. Adds at most
- * max destinations to out (deduplicated) and sets *n. */
+ * a depth limit and loop detection), a mailing list's addresses (list.h:
+ * DEST_LIST; <list>-owner@ resolves to the owner), the domain's
+ * catch-all. Adds at most max destinations to out (deduplicated) and
+ * sets *n. */
 enum resolve_result resolve_recipient(const struct address *rcpt, struct destination *out,
 				      size_t max, size_t *n);
 

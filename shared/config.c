@@ -43,6 +43,8 @@ static const struct {
 	[SET_AUTH_FAILURE_DELAY_MS] = { "auth_failure_delay_ms", "500" },
 	/* Dovecot's template; empty: postage's own UIDLs (README) */
 	[SET_POP3_UIDL_FORMAT] = { "pop3_uidl_format", "" },
+	/* bounces within LIST_BOUNCE_WINDOW_DAYS that disable a member; 0: never */
+	[SET_LIST_BOUNCE_LIMIT] = { "list_bounce_limit", "5" },
 	/* rspamd's normal worker: a unix socket path or host:port; empty:
 	 * no spam filtering, nothing connected (smtp-handler/spam.c) */
 	[SET_RSPAMD] = { "rspamd", "" },

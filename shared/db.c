@@ -7,7 +7,7 @@
 #include "limits.h"
 #include "log.h"
 
-#define DB_STMT_CACHE 48
+#define DB_STMT_CACHE 96
 
 static const char *path_override;
 static sqlite3 *db;
@@ -192,4 +192,29 @@ void db_rollback(void)
 {
 	if (db && !sqlite3_get_autocommit(db))
 		exec_simple("ROLLBACK");
+}
+
+int db_read_begin(void)
+{
+	return exec_simple("BEGIN");
+}
+
+void db_read_end(void)
+{
+	if (db && !sqlite3_get_autocommit(db) && exec_simple("COMMIT") < 0)
+		db_rollback();
+}
+
+void db_checkpoint_defer(void)
+{
+	if (db_state == DB_OK)
+		sqlite3_wal_autocheckpoint(db, 0);
+}
+
+void db_checkpoint(void)
+{
+	if (db_state != DB_OK)
+		return;
+	sqlite3_wal_autocheckpoint(db, DB_WAL_AUTOCHECKPOINT_PAGES);
+	sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
 }

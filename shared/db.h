@@ -6,7 +6,7 @@
 
 #include <sqlite3.h>
 
-#define DB_SCHEMA_VERSION 2
+#define DB_SCHEMA_VERSION 3
 #define DB_DEFAULT_PATH "/var/lib/postage/postage.db"
 
 enum db_status {
@@ -36,6 +36,19 @@ void db_rollback(void);
  * commits then cost no fsync. durable(1) goes back to FULL, which every
  * write that answers a client (a queue commit before 250) needs. */
 void db_durable(int on);
+
+/* A read transaction around many lookups (a list's members): one
+ * snapshot and one lock for all of them instead of one per statement.
+ * 0 or -1; db_read_end always ends it. */
+int db_read_begin(void);
+void db_read_end(void);
+
+/* A big commit (a list's copies) need not copy the WAL into the database
+ * while its client waits: db_checkpoint_defer() before it, db_checkpoint()
+ * once the reply is out (a passive checkpoint, then the usual automatic
+ * ones again). */
+void db_checkpoint_defer(void);
+void db_checkpoint(void);
 
 /* A step result that means "try later" (busy, locked, I/O). */
 int db_is_temporary(int rc);

@@ -532,61 +532,39 @@ static void fold_add(struct sbuf *out, const char *s, size_t n, size_t *col)
 	*col += n;
 }
 
-long dkim_sign(int fd, off_t size, char *out, size_t cap, char *domain)
+/* Signs the message (its header section read into hb) with every key of
+ * domain; see dkim_sign. hb is freed. */
+static long sign_as(int fd, off_t size, struct header_block *hb, const char *domain, char *out,
+		    size_t cap)
 {
 	static struct sign_key keys[DKIM_SIGN_MAX];
-	struct header_block hb;
-	char domains[2][ADDRESS_DOMAIN_MAX + 1], bh[64], hlist[1024] = "";
+	char bh[64], hlist[1024] = "";
 	unsigned char digest[SHA256_LEN];
 	struct sbuf common = { 0 }, sigs = { 0 };
-	const struct header_field *from;
 	size_t nkeys = 0, hl = 0, made = 0;
-	long pos = -1, result = -1;
-	int local;
+	long result = -1;
 
-	domain[0] = '\0';
-	if (header_block_read(fd, 0, size, &hb) < 0) {
-		log_event(LOG_WARNING, "event=dkim result=not_signed reason=%s",
-			  errno == EFBIG ? "header_too_big" : "read_error");
-		return errno == EFBIG ? 0 : -1;
-	}
-	from = header_next(&hb, "from", &pos);
-	if (!from || header_next(&hb, "from", &pos)) {
-		header_block_free(&hb);
-		return 0; /* no From, or several: nothing we can sign for */
-	}
-	if (header_address_domains(from, domains, 2, NULL) != 1) {
-		header_block_free(&hb);
-		return 0;
-	}
-	snprintf(domain, ADDRESS_DOMAIN_MAX + 1, "%s", domains[0]);
-	local = domain_is_local(domain);
-	if (local != 1) {
-		header_block_free(&hb);
-		return local < 0 ? -1 : 0;
-	}
 	nkeys = load_keys(domain, keys, DKIM_SIGN_MAX);
 	if (nkeys == 0) {
-		header_block_free(&hb);
+		header_block_free(hb);
 		return 0;
 	}
-
 	/* h=: every listed field present, as often as it occurs; From once
 	 * more. */
 	for (size_t i = 0; i < sizeof(signed_fields) / sizeof(signed_fields[0]); i++) {
 		size_t count = 0;
-		for (size_t k = 0; k < hb.n; k++)
-			count += header_is(&hb.fields[k], signed_fields[i]);
+		for (size_t k = 0; k < hb->n; k++)
+			count += header_is(&hb->fields[k], signed_fields[i]);
 		if (i == 0)
 			count++;
 		for (size_t c = 0; c < count && hl + strlen(signed_fields[i]) + 2 < sizeof(hlist); c++)
 			hl += (size_t)snprintf(hlist + hl, sizeof(hlist) - hl, "%s%s", hl ? ":" : "",
 					       signed_fields[i]);
 	}
-	if (body_hash(fd, hb.body, size, 1, BODY_ALL, digest) < 0)
+	if (body_hash(fd, hb->body, size, 1, BODY_ALL, digest) < 0)
 		goto done;
 	base64_encode(digest, SHA256_LEN, bh, sizeof(bh));
-	add_signed_fields(&hb, hlist, hl, 1, -1, &common);
+	add_signed_fields(hb, hlist, hl, 1, -1, &common);
 
 	for (size_t i = 0; i < nkeys; i++) {
 		struct sbuf field = { 0 }, input = { 0 };
@@ -677,8 +655,55 @@ done:
 			dl_gnutls_privkey_deinit(keys[i].key);
 	free(common.p);
 	free(sigs.p);
-	header_block_free(&hb);
+	header_block_free(hb);
 	return result;
+}
+
+long dkim_sign(int fd, off_t size, char *out, size_t cap, char *domain)
+{
+	struct header_block hb;
+	char domains[2][ADDRESS_DOMAIN_MAX + 1];
+	const struct header_field *from;
+	long pos = -1;
+	int local;
+
+	domain[0] = '\0';
+	if (header_block_read(fd, 0, size, &hb) < 0) {
+		log_event(LOG_WARNING, "event=dkim result=not_signed reason=%s",
+			  errno == EFBIG ? "header_too_big" : "read_error");
+		return errno == EFBIG ? 0 : -1;
+	}
+	from = header_next(&hb, "from", &pos);
+	if (!from || header_next(&hb, "from", &pos)) {
+		header_block_free(&hb);
+		return 0; /* no From, or several: nothing we can sign for */
+	}
+	if (header_address_domains(from, domains, 2, NULL) != 1) {
+		header_block_free(&hb);
+		return 0;
+	}
+	snprintf(domain, ADDRESS_DOMAIN_MAX + 1, "%s", domains[0]);
+	local = domain_is_local(domain);
+	if (local != 1) {
+		header_block_free(&hb);
+		return local < 0 ? -1 : 0;
+	}
+	return sign_as(fd, size, &hb, domain, out, cap);
+}
+
+long dkim_sign_domain(int fd, off_t size, const char *domain, char *out, size_t cap)
+{
+	struct header_block hb;
+	int local = domain_is_local(domain);
+
+	if (local != 1)
+		return local < 0 ? -1 : 0;
+	if (header_block_read(fd, 0, size, &hb) < 0) {
+		log_event(LOG_WARNING, "event=dkim result=not_signed reason=%s",
+			  errno == EFBIG ? "header_too_big" : "read_error");
+		return errno == EFBIG ? 0 : -1;
+	}
+	return sign_as(fd, size, &hb, domain, out, cap);
 }
 
 /* -- verification ---------------------------------------------------------- */

@@ -22,6 +22,11 @@
  * (logged). The domain used goes to domain (cap ADDRESS_DOMAIN_MAX + 1). */
 long dkim_sign(int fd, off_t size, char *out, size_t cap, char *domain);
 
+/* The same, signed by domain (one we host) whatever the From: field says:
+ * a mailing list signs its copies by its own domain (a second signature
+ * beside the poster's own, or the only one once From: is the list's). */
+long dkim_sign_domain(int fd, off_t size, const char *domain, char *out, size_t cap);
+
 enum dkim_result {
 	DKIM_NONE = 0,
 	DKIM_PASS,

@@ -23,8 +23,11 @@
 /* A journal still being written (<id>.new) that no process holds and is
  * this old was never committed: its writer died. */
 #define JOURNAL_NEW_STALE_SECONDS 3600
-/* The largest journal read back: MESSAGE_DESTINATIONS_MAX copies. */
-#define JOURNAL_MAX_BYTES (1000 * (PATH_MAX_POSTAGE + 1024) + 65536)
+/* The largest journal read back: the message's own copies (at most
+ * 1000, MESSAGE_DESTINATIONS_MAX) and its lists' (LIST_COPIES_MAX), each
+ * a Maildir (mail_root/login) and two names. */
+#define JOURNAL_MAX_BYTES \
+	((1000 + LIST_COPIES_MAX) * (SETTING_VALUE_MAX + ADDRESS_LOCAL_MAX + 1024) + 65536)
 
 static int jfd = -1;
 static char jpath[PATH_MAX_POSTAGE];

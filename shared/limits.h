@@ -194,6 +194,44 @@
 /* SRS: addresses older than this many days are refused (as in libsrs2). */
 #define SRS_MAX_AGE_DAYS 21
 
+/* Mailing lists (shared/list.c, smtp-handler/lists.c). */
+/* Enabled members one post is sent to: a list with more gets 550 5.5.3 at
+ * RCPT (the handler reads them all at the end of DATA). */
+#define LIST_MEMBERS_MAX 5000
+/* Copies one message makes through lists, nested lists and archives
+ * included; past it the message is refused (550 5.5.3). */
+#define LIST_COPIES_MAX 10000
+/* A list that is a member of a list that is a member of ...: the depth
+ * followed, and the distinct list copies (files) one message makes. */
+#define LIST_NESTING_MAX 4
+#define LIST_PARTS_MAX 16
+/* A confirmation token: 26 base32 characters, 130 random bits. */
+#define LIST_TOKEN_CHARS 26
+/* How long a confirmation of joining or leaving waits (Mailman's
+ * pending_request_life), and a held post (the issue's 7 days). */
+#define LIST_CONFIRM_SECONDS (3 * 86400)
+#define LIST_HOLD_SECONDS (7 * 86400)
+/* Replies (confirmations, help) to one address per list and action while
+ * earlier ones wait, and confirmations waiting per list: a forged request
+ * cannot make a list mail anyone more than this. */
+#define LIST_PENDING_PER_ADDRESS_MAX 3
+#define LIST_PENDING_PER_LIST_MAX 1000
+#define LIST_HELP_SECONDS 86400
+/* list_bounce_limit counts the bounces within this window; with no limit
+ * at most this many are kept a member. */
+#define LIST_BOUNCE_WINDOW_DAYS 30
+#define LIST_BOUNCES_KEPT 100
+/* Of a bounce (RFC 3464 report) or a request, the bytes after the header
+ * section that are read, and the Final-Recipient fields taken from one
+ * report. */
+#define LIST_BODY_SCAN_MAX (64 * 1024)
+#define LIST_DSN_RECIPIENTS_MAX 16
+/* A held post travels whole with the owner's notice up to this size;
+ * larger, only its header section. */
+#define LIST_HELD_ATTACH_MAX (1024 * 1024)
+/* The DMARC policy lookups of a post's From domains for "munge from". */
+#define LIST_DMARC_TIME_MS (5 * 1000)
+
 /* rspamd (rspamd.c): the whole exchange with rspamd's normal worker for
  * one message (connect, send, verdict) must end within this; past it the
  * message is taken without a verdict (or 451 under rspamd_required). */

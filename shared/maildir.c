@@ -139,8 +139,23 @@ int fd_copy_range(int out, int in, off_t from, off_t to)
 	return 0;
 }
 
+static int stage(const char *maildir, const char *prefix, size_t prefix_len, int src_fd,
+		 off_t src_len, unsigned long long lf_count, struct maildir_staged *st, int sync);
+
 int maildir_stage(const char *maildir, const char *prefix, size_t prefix_len, int src_fd,
 		  off_t src_len, unsigned long long lf_count, struct maildir_staged *st)
+{
+	return stage(maildir, prefix, prefix_len, src_fd, src_len, lf_count, st, 1);
+}
+
+int maildir_stage_unsynced(const char *maildir, const char *prefix, size_t prefix_len, int src_fd,
+			   off_t src_len, unsigned long long lf_count, struct maildir_staged *st)
+{
+	return stage(maildir, prefix, prefix_len, src_fd, src_len, lf_count, st, 0);
+}
+
+static int stage(const char *maildir, const char *prefix, size_t prefix_len, int src_fd,
+		 off_t src_len, unsigned long long lf_count, struct maildir_staged *st, int sync)
 {
 	char tmp[4096 + 512];
 	unsigned long long size = (unsigned long long)prefix_len + (unsigned long long)src_len;
@@ -171,7 +186,7 @@ int maildir_stage(const char *maildir, const char *prefix, size_t prefix_len, in
 	if (fd < 0)
 		return -1;
 	if (fd_write_all(fd, prefix, prefix_len) < 0 || fd_copy_range(fd, src_fd, 0, src_len) < 0 ||
-	    fsync(fd) < 0)
+	    (sync && fsync(fd) < 0))
 		goto fail;
 	if (close(fd) < 0) {
 		fd = -1;
@@ -185,6 +200,56 @@ fail:
 	unlink(tmp);
 	errno = saved;
 	return -1;
+}
+
+int maildir_stage_link(const char *maildir, const struct maildir_staged *from,
+		       struct maildir_staged *st)
+{
+	char src[4096 + 512], dst[4096 + 512];
+	size_t blen = strlen(from->base);
+
+	memset(st, 0, sizeof(*st));
+	if ((size_t)snprintf(st->dir, sizeof(st->dir), "%s", maildir) >= sizeof(st->dir)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	maildir_unique_name(st->base, sizeof(st->base));
+	/* from->name is from->base followed by ",S=...,W=..." */
+	snprintf(st->name, sizeof(st->name), "%s%s", st->base, from->name + blen);
+	snprintf(src, sizeof(src), "%s/tmp/%s", from->dir, from->base);
+	snprintf(dst, sizeof(dst), "%s/tmp/%s", maildir, st->base);
+	if (link(src, dst) == 0)
+		return 0;
+	if (errno == ENOENT) {
+		/* a Maildir missing tmp/ (maildir_path looks at cur/ only) */
+		char sub[4096 + 8];
+		snprintf(sub, sizeof(sub), "%s/tmp", maildir);
+		if (mkdir_durable(sub, maildir) == 0 && link(src, dst) == 0)
+			return 0;
+	}
+	return -1;
+}
+
+int maildir_stage_sync(const struct maildir_staged *st)
+{
+	char path[4096 + 512];
+	int fd, r;
+
+	snprintf(path, sizeof(path), "%s/tmp/%s", st->dir, st->base);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	r = fsync(fd);
+	close(fd);
+	return r;
+}
+
+int maildir_stage_open(const struct maildir_staged *st)
+{
+	char path[4096 + 512];
+
+	snprintf(path, sizeof(path), "%s/tmp/%s", st->dir, st->base);
+	return open(path, O_RDONLY | O_CLOEXEC);
 }
 
 int maildir_publish(struct maildir_staged *st)

@@ -38,6 +38,30 @@ struct maildir_staged {
 };
 int maildir_stage(const char *maildir, const char *prefix, size_t prefix_len, int src_fd,
 		  off_t src_len, unsigned long long lf_count, struct maildir_staged *st);
+/* The same without the fsync: for the first copy of a file that is then
+ * linked into other Maildirs (maildir_stage_link) and synced once, links
+ * and all (maildir_stage_sync). */
+int maildir_stage_unsynced(const char *maildir, const char *prefix, size_t prefix_len, int src_fd,
+			   off_t src_len, unsigned long long lf_count, struct maildir_staged *st);
+/* Another copy of a staged message (the same bytes: a mailing list's
+ * post for many local members) in maildir: a hard link of from's tmp/
+ * file into maildir/tmp/ under a new base name, with from's ,S= and ,W=.
+ * The caller calls maildir_stage_sync once after the last link: the fsync
+ * of the one inode commits its links with it (ext4 and XFS journal them
+ * together), as maildir_stage's fsync does for its tmp/ name. 0, or -1
+ * with errno (EXDEV, EMLINK: then stage a copy of its own). */
+int maildir_stage_link(const char *maildir, const struct maildir_staged *from,
+		       struct maildir_staged *st);
+/* fsync of a staged copy's file. 0, or -1 with errno. */
+int maildir_stage_sync(const struct maildir_staged *st);
+/* An fd (read-only) of a staged copy's file, which stays valid however
+ * the file is renamed: after maildir_publish of every hard link of one
+ * file, one fsync of it commits all their new/ names, as each link
+ * changed the inode in the same journal (ext4: the link's transaction
+ * holds the directory entry; XFS: the log is forced past it), in place of
+ * one directory fsync each, which costs a disk flush apiece. -1 with
+ * errno. */
+int maildir_stage_open(const struct maildir_staged *st);
 int maildir_publish(struct maildir_staged *st);
 int maildir_sync(const struct maildir_staged *st);
 void maildir_discard(struct maildir_staged *st);

@@ -161,66 +161,114 @@ int queue_enqueue(int fd, const char *path, const char *id, const char *sender,
 		  unsigned long long size, int body_8bit, int smtputf8, const char *client_ip,
 		  const char *auth_login, const struct queue_rcpt *rcpts, size_t n)
 {
-	char qpath[4096], qdir[4096];
-	sqlite3_stmt *st;
-	time_t now = time(NULL);
-	int saved;
+	struct queue_entry e = {
+		.id = id, .fd = fd, .path = path, .sender = sender, .size = size,
+		.body_8bit = body_8bit, .smtputf8 = smtputf8, .client_ip = client_ip,
+		.auth_login = auth_login, .rcpts = rcpts, .n = n,
+	};
 
-	queue_path(id, qpath, sizeof(qpath));
+	return queue_enqueue_batch(&e, 1, NULL, NULL) == 0 ? 0 : -1;
+}
+
+/* Takes back the links of the first n entries. */
+static void unlink_queued(const struct queue_entry *e, size_t n, const char *qdir)
+{
+	int saved = errno;
+
+	for (size_t i = 0; i < n; i++) {
+		char qpath[4096];
+		queue_path(e[i].id, qpath, sizeof(qpath));
+		unlink(qpath);
+	}
+	fsync_dir(qdir);
+	errno = saved;
+}
+
+static int insert_rows(const struct queue_entry *e, time_t now)
+{
+	sqlite3_stmt *st = db_stmt("INSERT INTO queue_messages (id, sender, size, body_8bit, smtputf8, "
+				   "created_at, client_ip, auth_login, verp) "
+				   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
+
+	if (!st)
+		return -1;
+	sqlite3_bind_text(st, 1, e->id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, e->sender, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)e->size);
+	sqlite3_bind_int(st, 4, e->body_8bit);
+	sqlite3_bind_int(st, 5, e->smtputf8);
+	sqlite3_bind_int64(st, 6, (sqlite3_int64)now);
+	if (e->client_ip)
+		sqlite3_bind_text(st, 7, e->client_ip, -1, SQLITE_STATIC);
+	if (e->auth_login && *e->auth_login)
+		sqlite3_bind_text(st, 8, e->auth_login, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 9, e->verp);
+	if (sqlite3_step(st) != SQLITE_DONE) {
+		sqlite3_reset(st);
+		return -1;
+	}
+	sqlite3_reset(st);
+	st = db_stmt("INSERT OR IGNORE INTO queue_recipients (message_id, recipient, orig_rcpt, "
+		     "next_attempt) VALUES (?1, ?2, ?3, ?4)");
+	if (!st)
+		return -1;
+	for (size_t i = 0; i < e->n; i++) {
+		sqlite3_reset(st);
+		sqlite3_bind_text(st, 1, e->id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, e->rcpts[i].recipient, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 3, e->rcpts[i].orig_rcpt, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 4, (sqlite3_int64)now);
+		if (sqlite3_step(st) != SQLITE_DONE) {
+			sqlite3_reset(st);
+			return -1;
+		}
+	}
+	sqlite3_reset(st);
+	return 0;
+}
+
+int queue_enqueue_batch(const struct queue_entry *e, size_t n, int (*hook)(void *ctx), void *ctx)
+{
+	char qdir[4096];
+	time_t now = time(NULL);
+	size_t linked = 0;
+	int h = 1;
+
 	snprintf(qdir, sizeof(qdir), "%s/queue", setting(SET_SPOOL_DIR));
-	if (ensure_dir(qdir) < 0)
+	if (n > 0 && ensure_dir(qdir) < 0)
 		return -1;
-	if (fsync(fd) < 0 || link(path, qpath) < 0)
-		return -1;
-	if (fsync_dir(qdir) < 0)
+	for (; linked < n; linked++) {
+		char qpath[4096];
+
+		queue_path(e[linked].id, qpath, sizeof(qpath));
+		if (fsync(e[linked].fd) < 0 || link(e[linked].path, qpath) < 0)
+			goto fail;
+	}
+	if (n > 0 && fsync_dir(qdir) < 0)
 		goto fail;
 
 	if (db_begin() < 0)
 		goto fail;
-	st = db_stmt("INSERT INTO queue_messages (id, sender, size, body_8bit, smtputf8, "
-		     "created_at, client_ip, auth_login) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
-	if (!st)
-		goto fail_db;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, sender, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, (sqlite3_int64)size);
-	sqlite3_bind_int(st, 4, body_8bit);
-	sqlite3_bind_int(st, 5, smtputf8);
-	sqlite3_bind_int64(st, 6, (sqlite3_int64)now);
-	sqlite3_bind_text(st, 7, client_ip, -1, SQLITE_STATIC);
-	if (auth_login && *auth_login)
-		sqlite3_bind_text(st, 8, auth_login, -1, SQLITE_STATIC);
-	if (sqlite3_step(st) != SQLITE_DONE)
-		goto fail_db;
-	st = db_stmt("INSERT OR IGNORE INTO queue_recipients (message_id, recipient, orig_rcpt, "
-		     "next_attempt) VALUES (?1, ?2, ?3, ?4)");
-	if (!st)
-		goto fail_db;
 	for (size_t i = 0; i < n; i++) {
-		sqlite3_reset(st);
-		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2, rcpts[i].recipient, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 3, rcpts[i].orig_rcpt, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 4, (sqlite3_int64)now);
-		if (sqlite3_step(st) != SQLITE_DONE)
+		if (insert_rows(&e[i], now) < 0) {
+			log_event(LOG_WARNING, "event=enqueue result=db_error id=%s error=\"%s\"", e[i].id,
+				  sqlite3_errmsg(db_handle()));
 			goto fail_db;
+		}
 	}
-	sqlite3_reset(st);
+	if (hook && (h = hook(ctx)) <= 0)
+		goto fail_db;
 	if (db_commit() < 0)
 		goto fail;
 	return 0;
 
 fail_db:
-	log_event(LOG_WARNING, "event=enqueue result=db_error id=%s error=\"%s\"", id,
-		  sqlite3_errmsg(db_handle()));
-	if (st)
-		sqlite3_reset(st);
 	db_rollback();
 fail:
-	saved = errno;
-	unlink(qpath);
-	fsync_dir(qdir);
-	errno = saved;
+	if (linked > 0)
+		unlink_queued(e, linked, qdir);
+	if (h == 0)
+		return 1;
 	return -1;
 }
 

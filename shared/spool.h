@@ -52,6 +52,30 @@ int queue_enqueue(int fd, const char *path, const char *id, const char *sender,
 		  unsigned long long size, int body_8bit, int smtputf8, const char *client_ip,
 		  const char *auth_login, const struct queue_rcpt *rcpts, size_t n);
 
+/* One message of a batch (queue_enqueue_batch). */
+struct queue_entry {
+	const char *id;
+	int fd;                        /* the file, on disk at path */
+	const char *path;
+	const char *sender;
+	unsigned long long size;
+	int body_8bit, smtputf8;
+	int verp;                      /* a list's copies: queue_messages.verp */
+	const char *client_ip;         /* may be NULL */
+	const char *auth_login;        /* may be NULL */
+	const struct queue_rcpt *rcpts;
+	size_t n;
+};
+
+/* Queues n messages in one database transaction (a list's copies, the
+ * message itself, a notice): each file fsynced and linked into
+ * spool_dir/queue/, the directory fsynced once, every row inserted, then
+ * hook (may be NULL) inside the same transaction for writes that must
+ * commit with them; it returns 1 to commit, 0 to give up quietly, -1 on
+ * trouble. Returns 0 queued, 1 when the hook gave up, -1 on trouble
+ * (errno); in both of the latter nothing is queued. */
+int queue_enqueue_batch(const struct queue_entry *e, size_t n, int (*hook)(void *ctx), void *ctx);
+
 /* Takes a queued message out: its rows (committed), then its file.
  * 0, or -1 with the rows left as they were. */
 int queue_remove(const char *id);

@@ -173,7 +173,7 @@ void cmd_auth(struct session *s, const char *arg)
 /* May login send as a? Its own (an address of its mailbox, or in a domain
  * whose catch-all it owns), or granted by a send_as row for the address
  * or its whole domain. 1 yes, 0 no, -1 database trouble. */
-static int login_may_use(const char *login, const struct address *a)
+int session_login_may_use(const char *login, const struct address *a)
 {
 	char owner[ADDRESS_LOCAL_MAX + 1], addr[ADDRESS_PATH_MAX + 1], domain[ADDRESS_DOMAIN_MAX + 2];
 	sqlite3_stmt *st;
@@ -207,7 +207,7 @@ static int login_may_use(const char *login, const struct address *a)
 static int sender_owned(struct session *s, const struct address *sender, const char *login)
 {
 	char addr[ADDRESS_PATH_MAX + 1], safe[ADDRESS_PATH_MAX * 4 + 8];
-	int r = login_may_use(login, sender);
+	int r = session_login_may_use(login, sender);
 
 	if (r < 0) {
 		reply(s, "451 4.3.0 Temporary lookup failure, try again later");
@@ -274,7 +274,7 @@ int session_check_headers(struct session *s, int fd, off_t header_start, off_t s
 					break;
 				}
 				local = a.is_literal ? 0 : domain_is_local(a.domain);
-				may = local > 0 ? login_may_use(login, &a) : 1;
+				may = local > 0 ? session_login_may_use(login, &a) : 1;
 				if (local < 0 || may < 0) {
 					reply(s, "451 4.3.0 Temporary lookup failure, try again later");
 					ret = -1;

@@ -200,6 +200,8 @@ int checks_message(struct session *s, const char *qid, int *fd, char *staging, s
 	int have_hb, nfd;
 	off_t newsize;
 
+	c->from_policy_known = 0;
+	c->from_dmarc_pass = 0;
 	if (!c->active)
 		return 0;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -240,10 +242,20 @@ int checks_message(struct session *s, const char *qid, int *fd, char *staging, s
 		dmarc_check(nfrom ? from_domains[0] : "", c->spf_mailfrom, c->spf_domain, dk, ndk,
 			    deadline, &dm);
 	}
+	c->from_policy = (int)dm.policy;
+	c->from_dmarc_pass = !unusable && nfrom > 0 && dm.result == DMARC_PASS;
+	c->from_policy_known = !unusable && nfrom > 0 && dm.result != DMARC_TEMPERROR &&
+			       dm.result != DMARC_PERMERROR;
 	for (size_t i = 1; !unusable && i < nfrom; i++) {
 		struct dmarc_verdict other;
 
 		dmarc_check(from_domains[i], c->spf_mailfrom, c->spf_domain, dk, ndk, deadline, &other);
+		if ((int)other.policy > c->from_policy)
+			c->from_policy = (int)other.policy;
+		if (other.result == DMARC_TEMPERROR || other.result == DMARC_PERMERROR)
+			c->from_policy_known = 0;
+		if (other.result != DMARC_PASS)
+			c->from_dmarc_pass = 0;
 		if (dmarc_strictness(&other) > dmarc_strictness(&dm))
 			dm = other;
 	}

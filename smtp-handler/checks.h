@@ -22,6 +22,12 @@ struct inbound_checks {
 	char spf_domain[ADDRESS_DOMAIN_MAX + 1]; /* the domain SPF checked for MAIL FROM */
 	char helo_checked[SMTP_HELO_MAX + 1];    /* the HELO spf_helo belongs to */
 	int helo_valid;
+	/* From the last checked message, for a mailing list's "munge from":
+	 * the strictest DMARC policy (enum dmarc_policy) its From domains
+	 * publish; known only when every one was looked up without error. */
+	int from_policy;
+	int from_policy_known;
+	int from_dmarc_pass;  /* every From domain passed DMARC */
 };
 
 #endif

@@ -7,6 +7,8 @@
 
 #include "config.h"
 #include "db.h"
+#include "list.h"
+#include "lists.h"
 #include "log.h"
 #include "maildir.h"
 #include "message.h"
@@ -261,6 +263,8 @@ static void cmd_rcpt(struct session *s, const char *arg)
 	r = address_parse_path(arg + 3, 0, 1, &rcpt, &rest);
 	if (r == ADDRESS_TOOLONG)
 		r = srs_parse_path(arg + 3, &rcpt, &rest);
+	if (r == ADDRESS_TOOLONG)
+		r = list_parse_path(arg + 3, 1, &rcpt, &rest);
 	if (r != ADDRESS_OK) {
 		reply(s, "%s", address_error(r));
 		return;
@@ -338,6 +342,9 @@ resolved:
 		reply(s, "%s", why);
 		return;
 	}
+	for (size_t i = 0; i < n; i++)
+		if (found[i].kind == DEST_LIST && lists_rcpt(s, &found[i], safe) < 0)
+			return;
 	if (s->ndests + n > MESSAGE_DESTINATIONS_MAX) {
 		reply(s, "452 4.5.3 Error: too many recipients");
 		return;
@@ -351,6 +358,9 @@ resolved:
 				continue;
 			dup = o->kind == DEST_MAILBOX ? strcmp(o->mailbox, found[i].mailbox) == 0 :
 							strcasecmp(o->address, found[i].address) == 0;
+			if (dup && o->kind == DEST_LIST)
+				dup = o->list_role == found[i].list_role &&
+				      strcmp(o->list_arg, found[i].list_arg) == 0;
 		}
 		if (dup)
 			continue;

@@ -3,14 +3,17 @@
  * it for remote recipients, and only then answer 250. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "config.h"
+#include "db.h"
 #include "headers.h"
 #include "journal.h"
+#include "lists.h"
 #include "log.h"
 #include "maildir.h"
 #include "message.h"
@@ -176,7 +179,25 @@ static int quota_refusal(struct session *s, const char *qid, off_t size)
  * leaves nothing a POP3 or IMAP client could already have taken, and the
  * client's retry makes no second copy; a crash after it is finished by
  * the queue runner from the journal. */
-static struct maildir_staged staged[MESSAGE_DESTINATIONS_MAX];
+static struct maildir_staged staged_fixed[MESSAGE_DESTINATIONS_MAX];
+/* staged_fixed, or (when lists add their members' copies) a bigger
+ * array made for this message. */
+static struct maildir_staged *staged = staged_fixed;
+/* For each staged copy: how it is made durable once published. */
+enum copy_sync { SYNC_DIR = 0, SYNC_LINKS, SYNC_NONE };
+static unsigned char sync_fixed[MESSAGE_DESTINATIONS_MAX];
+static unsigned char *copy_sync = sync_fixed;
+/* SYNC_LINKS: the file all the links of a list's copy share, open, for
+ * one fsync after they are all published (maildir_stage_open). */
+static int link_fds[LIST_PARTS_MAX];
+static size_t nlink_fds;
+
+static void close_link_fds(void)
+{
+	for (size_t i = 0; i < nlink_fds; i++)
+		close(link_fds[i]);
+	nlink_fds = 0;
+}
 
 /* The message being delivered, for write_journal. */
 static struct {
@@ -203,14 +224,96 @@ static int write_journal(const char *const *ids, size_t nids)
 	return 0;
 }
 
-static void deliver(struct session *s, const char *qid, int *fd, char *staging, size_t cap,
-		    const struct data_reader *r, off_t size)
+/* Stages the local copies of the lists' parts after the message's own
+ * (staged[from..]): the first copy of a part is written, the others are
+ * hard links of it, and one fsync of that file makes them all durable.
+ * Returns how many, or -1 with errno (the caller discards staged[0..*n)). */
+static long stage_list_copies(const char *qid, size_t from, size_t *n)
+{
+	struct list_part *parts;
+	size_t nparts = lists_parts(&parts);
+
+	*n = from;
+	for (size_t i = 0; i < nparts; i++) {
+		struct list_part *p = &parts[i];
+		size_t first = *n;
+
+		for (size_t k = 0; k < p->nmailboxes; k++) {
+			char dir[4096];
+			int r;
+
+			if (maildir_path(setting(SET_MAIL_ROOT), p->mailboxes[k], dir, sizeof(dir), 1) < 0)
+				return -1;
+			r = -1;
+			if (k > 0) {
+				r = maildir_stage_link(dir, &staged[first], &staged[*n]);
+				if (r < 0 && errno != EXDEV && errno != EMLINK)
+					return -1;
+			}
+			/* The first copy's fsync after the last publish makes every
+			 * link of it durable; one made apart syncs its own new/. */
+			copy_sync[*n] = k == 0 ? SYNC_LINKS : r == 0 ? SYNC_NONE : SYNC_DIR;
+			if (r < 0 && (k == 0 ? maildir_stage_unsynced : maildir_stage)(
+					     dir, p->prefix, p->prefix_len, p->fd, p->size, p->lfs + 2,
+					     &staged[*n]) < 0) {
+				log_event(LOG_ERR, "event=deliver result=error id=%s mailbox=%s list=%s "
+					  "error=\"%s\"", qid, p->mailboxes[k], p->list, strerror(errno));
+				return -1;
+			}
+			(*n)++;
+		}
+		if (p->nmailboxes == 1)
+			copy_sync[first] = SYNC_DIR;
+		if (p->nmailboxes == 0)
+			continue;
+		/* one fsync: the first copy's bytes and every link of it */
+		if (maildir_stage_sync(&staged[first]) < 0)
+			return -1;
+		if (copy_sync[first] == SYNC_LINKS) {
+			int lfd = maildir_stage_open(&staged[first]);
+			if (lfd < 0 || nlink_fds >= LIST_PARTS_MAX) {
+				if (lfd >= 0)
+					close(lfd);
+				return -1;
+			}
+			link_fds[nlink_fds++] = lfd;
+		}
+	}
+	return (long)(*n - from);
+}
+
+static int deliver(struct session *s, const char *qid, int *fd, char *staging, size_t cap,
+		   const struct data_reader *r, off_t size)
 {
 	static size_t staged_dest[MESSAGE_DESTINATIONS_MAX];
 	static struct queue_rcpt remote[MESSAGE_DESTINATIONS_MAX];
 	char sender[ADDRESS_PATH_MAX + 1], prefix[2 * ADDRESS_PATH_MAX + 64];
-	size_t nstaged = 0, nremote = 0;
+	struct list_part *parts;
+	size_t nstaged = 0, nremote = 0, nown, nlist_local = 0, nparts = lists_parts(&parts);
+	struct queue_extra extra = { NULL, 0, NULL, NULL };
 	int e;
+
+	/* The lists' local copies need room beside the message's own. */
+	for (size_t i = 0; i < nparts; i++)
+		nlist_local += parts[i].nmailboxes;
+	staged = staged_fixed;
+	copy_sync = sync_fixed;
+	memset(sync_fixed, 0, sizeof(sync_fixed));
+	if (nlist_local > 0) {
+		staged = calloc(s->ndests + nlist_local, sizeof(*staged));
+		copy_sync = calloc(s->ndests + nlist_local, 1);
+		if (!staged || !copy_sync) {
+			free(staged);
+			free(copy_sync);
+			staged = staged_fixed;
+			copy_sync = sync_fixed;
+			refuse_storage(s, ENOMEM, "out of memory");
+			return -1;
+		}
+	}
+	extra.n = lists_queue_entries(&extra.entries);
+	if (lists_have_writes())
+		extra.hook = lists_commit_hook;
 
 	address_format(&s->sender, sender, sizeof(sender));
 	for (size_t i = 0; i < s->ndests; i++) {
@@ -218,6 +321,8 @@ static void deliver(struct session *s, const char *qid, int *fd, char *staging, 
 		char dir[4096];
 		int plen;
 
+		if (d->dest.kind == DEST_LIST)
+			continue; /* lists.c did its work */
 		if (d->dest.kind == DEST_REMOTE) {
 			remote[nremote].recipient = d->dest.address;
 			remote[nremote].orig_rcpt = s->rcpts[d->rcpt];
@@ -237,45 +342,65 @@ static void deliver(struct session *s, const char *qid, int *fd, char *staging, 
 		}
 		staged_dest[nstaged++] = i;
 	}
+	nown = nstaged;
+	if (nlist_local > 0 && stage_list_copies(qid, nown, &nstaged) < 0) {
+		e = errno;
+		goto undo;
+	}
 	pending.qid = qid;
 	pending.nstaged = nstaged;
 	pending.journal = 0;
 	pending.nids = 0;
-	if (nremote == 0 && write_journal(NULL, 0) < 0) {
+	if (nremote == 0 && extra.n == 0 && !extra.hook && write_journal(NULL, 0) < 0) {
 		e = errno;
 		goto undo;
 	}
-	if (nremote > 0 &&
+	if (extra.n > 0)
+		db_checkpoint_defer();
+	if ((nremote > 0 || extra.n > 0 || extra.hook) &&
 	    queue_outbound(s, qid, fd, staging, cap, size, s->body_8bit || r->eight_bit, sender, remote,
-			   nremote, write_journal) < 0) {
+			   nremote, &extra, write_journal) < 0) {
 		e = errno;
 		log_event(LOG_ERR, "event=enqueue result=error id=%s error=\"%s\"", qid, strerror(e));
 		for (size_t k = 0; k < nstaged; k++)
 			maildir_discard(&staged[k]);
 		journal_end(0);
 		refuse_storage(s, e, "queue file write error");
-		return;
+		goto fail;
 	}
 	/* All the links first, then the fsyncs: a crash between two links
 	 * is the only way to some copies and not others, and links are
 	 * quick where an fsync may take milliseconds. */
 	for (size_t pass = 0; pass < 2; pass++) {
 		for (size_t k = 0; k < nstaged; k++) {
-			const struct txn_destination *d = &s->dests[staged_dest[k]];
+			const struct txn_destination *d = k < nown ? &s->dests[staged_dest[k]] : NULL;
 
-			if ((pass == 0 ? maildir_publish(&staged[k]) : maildir_sync(&staged[k])) < 0) {
+			int sr = 0;
+
+			if (pass == 0) {
+				sr = maildir_publish(&staged[k]);
+			} else {
+				/* the lists' copies made of links: one fsync a file */
+				if (k == nown)
+					for (size_t f = 0; f < nlink_fds && sr == 0; f++)
+						sr = fsync(link_fds[f]);
+				if (sr == 0 && copy_sync[k] == SYNC_DIR)
+					sr = maildir_sync(&staged[k]);
+			}
+			if (sr < 0) {
 				e = errno;
 				log_event(LOG_ERR, "event=deliver result=error id=%s mailbox=%s error=\"%s\"",
-					  qid, d->dest.mailbox, strerror(e));
+					  qid, d ? d->dest.mailbox : staged[k].dir, strerror(e));
 				/* From here a crash takes every copy back. */
 				if (pending.journal && journal_abort() < 0)
 					log_event(LOG_ERR, "event=journal result=error id=%s error=\"%s\"",
 						  qid, strerror(errno));
-				if (nremote > 0)
+				if (nremote > 0 || extra.n > 0)
 					queue_outbound_cancel();
 				goto undo;
 			}
-			if (pass == 1)
+			/* (a list's copies are logged once per list: lists_finish) */
+			if (pass == 1 && d)
 				log_event(LOG_INFO, "event=deliver result=ok id=%s mailbox=%s rcpt=\"%s\" "
 					  "file=%s", qid, d->dest.mailbox, s->rcpts[d->rcpt], staged[k].name);
 		}
@@ -290,16 +415,39 @@ static void deliver(struct session *s, const char *qid, int *fd, char *staging, 
 	log_event(LOG_INFO,
 		  "event=message result=accepted id=%s ip=%s from=\"%s\" size=%lld rcpts=%zu local=%zu "
 		  "remote=%zu login=%s tls=%d",
-		  qid, s->peer.ip[0] ? s->peer.ip : "local", sender, (long long)size, s->nrcpts, nstaged,
+		  qid, s->peer.ip[0] ? s->peer.ip : "local", sender, (long long)size, s->nrcpts, nown,
 		  nremote, s->auth_login[0] ? s->auth_login : "-", s->tls_active);
 	reply(s, "250 2.0.0 Ok: queued as %s", qid);
-	return;
+	if (extra.n > 0) {
+		/* the client has its answer: now the WAL may be copied back */
+		io_flush(&s->io);
+		db_checkpoint();
+	}
+	close_link_fds();
+	if (staged != staged_fixed) {
+		free(staged);
+		free(copy_sync);
+	}
+	staged = staged_fixed;
+	copy_sync = sync_fixed;
+	return 0;
 
 undo:
 	for (size_t k = 0; k < nstaged; k++)
 		maildir_discard(&staged[k]);
 	journal_end(0);
 	refuse_storage(s, e, "local delivery failed");
+fail:
+	close_link_fds();
+	if (extra.n > 0)
+		db_checkpoint();
+	if (staged != staged_fixed) {
+		free(staged);
+		free(copy_sync);
+	}
+	staged = staged_fixed;
+	copy_sync = sync_fixed;
+	return -1;
 }
 
 /* RFC 6409 8.2, 8.3: a message from one of our own users (a client with
@@ -449,8 +597,11 @@ void receive_message(struct session *s)
 		    add_missing_fields(s, qid, &fd, staging, sizeof(staging), header, hlen,
 				       &st.st_size, &r.lf_count) == 0 &&
 		    spam_filter_message(s, qid, &fd, staging, sizeof(staging), &st.st_size,
-					&r.lf_count) == 0)
-			deliver(s, qid, &fd, staging, sizeof(staging), &r, st.st_size);
+					&r.lf_count) == 0 &&
+		    lists_message(s, qid, fd, st.st_size) == 0)
+			lists_finish(deliver(s, qid, &fd, staging, sizeof(staging), &r, st.st_size) == 0);
+		else
+			lists_finish(0);
 	}
 done:
 	close(fd);

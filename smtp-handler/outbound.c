@@ -67,15 +67,22 @@ static int sign_copy(struct session *s, const char *qid, int fd, off_t *size, ch
 static int wrap_copy(struct session *s, const char *qid, int fd, off_t *size, char *path,
 		     size_t cap)
 {
+	char name[QUEUE_ID_LEN + 16];
+
+	if (session_may_relay(s) != 1)
+		return -1;
+	snprintf(name, sizeof(name), "%s.wrap", qid);
+	return message_wrap_copy(name, fd, size, path, cap);
+}
+
+int message_wrap_copy(const char *name, int fd, off_t *size, char *path, size_t cap)
+{
 	static char in[16384], out[2 * sizeof(in) + 16];
 	struct line_wrap w;
-	char name[QUEUE_ID_LEN + 16];
 	size_t col = 0;
 	int too_long = 0, wfd, e;
 	off_t at, wsize;
 
-	if (session_may_relay(s) != 1)
-		return -1;
 	for (at = 0; at < *size && !too_long;) {
 		ssize_t n = pread(fd, in, sizeof(in), at);
 		if (n <= 0)
@@ -88,7 +95,6 @@ static int wrap_copy(struct session *s, const char *qid, int fd, off_t *size, ch
 	}
 	if (!too_long)
 		return -1;
-	snprintf(name, sizeof(name), "%s.wrap", qid);
 	wfd = spool_staging_open(name, path, cap);
 	if (wfd < 0)
 		goto fail;
@@ -109,11 +115,11 @@ static int wrap_copy(struct session *s, const char *qid, int fd, off_t *size, ch
 	if (wsize < 0 || lseek(wfd, 0, SEEK_SET) < 0)
 		goto fail;
 	*size = wsize;
-	log_event(LOG_INFO, "event=data result=lines_broken id=%s breaks=%llu", qid, w.breaks);
+	log_event(LOG_INFO, "event=data result=lines_broken id=%s breaks=%llu", name, w.breaks);
 	return wfd;
 fail:
 	e = errno;
-	log_event(LOG_ERR, "event=data result=lines_not_broken id=%s error=\"%s\"", qid, strerror(e));
+	log_event(LOG_ERR, "event=data result=lines_not_broken id=%s error=\"%s\"", name, strerror(e));
 	if (wfd >= 0) {
 		close(wfd);
 		unlink(path);
@@ -132,12 +138,12 @@ static int is_forwarded(const struct session *s, const struct queue_rcpt *q)
 }
 
 /* The ids the last queue_outbound queued, for queue_outbound_cancel. */
-static char queued_ids[2][QUEUE_ID_LEN + 8];
+static char queued_ids[2 + LIST_PARTS_MAX][QUEUE_ID_LEN + 8];
 static size_t nqueued;
 
 static void remember_queued(const char *id)
 {
-	if (nqueued < 2)
+	if (nqueued < sizeof(queued_ids) / sizeof(queued_ids[0]))
 		snprintf(queued_ids[nqueued++], sizeof(queued_ids[0]), "%s", id);
 }
 
@@ -152,17 +158,23 @@ void queue_outbound_cancel(void)
 
 int queue_outbound(struct session *s, const char *qid, int *fd, char *staging, size_t cap, off_t size,
 		   int eight_bit, const char *sender, const struct queue_rcpt *remote, size_t nremote,
+		   const struct queue_extra *extra,
 		   int (*before_commit)(const char *const *ids, size_t n))
 {
-	const char *ids[2];
+	const char *ids[2 + LIST_PARTS_MAX] = { NULL };
 	static struct queue_rcpt plain[MESSAGE_DESTINATIONS_MAX], fwd[MESSAGE_DESTINATIONS_MAX];
+	static struct queue_entry entries[2 + LIST_PARTS_MAX];
 	char signed_path[PATH_MAX_POSTAGE], srs_sender[ADDRESS_PATH_MAX + 1], fwd_id[QUEUE_ID_LEN + 8];
 	char wrapped_path[PATH_MAX_POSTAGE];
 	const char *path = staging, *srs_domain = NULL;
-	size_t nplain = 0, nfwd = 0;
-	int sfd, wfd, qfd, r = 0, e, rewritten = 0;
+	size_t nplain = 0, nfwd = 0, nentries = 0, nextra = extra ? extra->n : 0;
+	int sfd = -1, wfd = -1, qfd = -1, r = 0, e, rewritten = 0;
 
 	nqueued = 0;
+	if (nextra > LIST_PARTS_MAX) {
+		errno = E2BIG;
+		return -1;
+	}
 	for (size_t i = 0; i < nremote; i++) {
 		if (is_forwarded(s, &remote[i])) {
 			fwd[nfwd++] = remote[i];
@@ -177,55 +189,76 @@ int queue_outbound(struct session *s, const char *qid, int *fd, char *staging, s
 	if (nfwd > 0 && srs_domain)
 		rewritten = srs_forward(&s->sender, srs_domain, session_may_relay(s) == 1, srs_sender,
 					sizeof(srs_sender)) == 1;
-	/* One queue entry per envelope sender. */
-	ids[0] = qid;
-	if (rewritten && nplain > 0) {
-		queue_new_id(fwd_id, sizeof(fwd_id));
-		ids[1] = fwd_id;
+	/* One queue entry per envelope sender; then the lists' copies. */
+	if (nremote > 0) {
+		ids[nentries++] = qid;
+		if (rewritten && nplain > 0) {
+			queue_new_id(fwd_id, sizeof(fwd_id));
+			ids[nentries++] = fwd_id;
+		}
 	}
-	if (before_commit && before_commit(ids, rewritten && nplain > 0 ? 2 : 1) < 0)
+	for (size_t i = 0; i < nextra; i++)
+		ids[nentries + i] = extra->entries[i].id;
+	if (before_commit && before_commit(ids, nentries + nextra) < 0)
 		return -1;
 
-	wfd = wrap_copy(s, qid, *fd, &size, wrapped_path, sizeof(wrapped_path));
-	sfd = sign_copy(s, qid, wfd >= 0 ? wfd : *fd, &size, signed_path, sizeof(signed_path));
-	if (sfd >= 0) {
-		qfd = sfd;
-		path = signed_path;
-	} else if (wfd >= 0) {
-		qfd = wfd;
-		path = wrapped_path;
-	} else if (spool_staging_to_disk(fd, qid, staging, cap) < 0) {
-		return -1;
-	} else {
-		/* The queue file is the staging file, linked. */
-		qfd = *fd;
+	if (nremote > 0) {
+		wfd = wrap_copy(s, qid, *fd, &size, wrapped_path, sizeof(wrapped_path));
+		sfd = sign_copy(s, qid, wfd >= 0 ? wfd : *fd, &size, signed_path, sizeof(signed_path));
+		if (sfd >= 0) {
+			qfd = sfd;
+			path = signed_path;
+		} else if (wfd >= 0) {
+			qfd = wfd;
+			path = wrapped_path;
+		} else if (spool_staging_to_disk(fd, qid, staging, cap) < 0) {
+			return -1;
+		} else {
+			/* The queue file is the staging file, linked. */
+			qfd = *fd;
+		}
 	}
-	if (!rewritten) {
-		r = queue_enqueue(qfd, path, qid, sender, (unsigned long long)size, eight_bit, s->smtputf8,
-				  s->peer.ip, s->auth_login, remote, nremote);
-		if (r == 0)
-			remember_queued(qid);
-	} else {
-		if (nplain > 0)
-			r = queue_enqueue(qfd, path, qid, sender, (unsigned long long)size, eight_bit,
-					  s->smtputf8, s->peer.ip, s->auth_login, plain, nplain);
-		if (r == 0) {
-			r = queue_enqueue(qfd, path, nplain > 0 ? fwd_id : qid, srs_sender,
-					  (unsigned long long)size, eight_bit, s->smtputf8, s->peer.ip,
-					  s->auth_login, fwd, nfwd);
-			if (r < 0 && nplain > 0) {
-				e = errno;
-				queue_remove(qid);
-				errno = e;
-			}
+	for (size_t i = 0; i < nentries; i++) {
+		struct queue_entry *q = &entries[i];
+
+		memset(q, 0, sizeof(*q));
+		q->id = ids[i];
+		q->fd = qfd;
+		q->path = path;
+		q->size = (unsigned long long)size;
+		q->body_8bit = eight_bit;
+		q->smtputf8 = s->smtputf8;
+		q->client_ip = s->peer.ip;
+		q->auth_login = s->auth_login;
+		if (!rewritten) {
+			q->sender = sender;
+			q->rcpts = remote;
+			q->n = nremote;
+		} else if (nplain > 0 && i == 0) {
+			q->sender = sender;
+			q->rcpts = plain;
+			q->n = nplain;
+		} else {
+			q->sender = srs_sender;
+			q->rcpts = fwd;
+			q->n = nfwd;
 		}
-		if (r == 0) {
-			if (nplain > 0)
-				remember_queued(qid);
-			remember_queued(nplain > 0 ? fwd_id : qid);
-			log_event(LOG_INFO, "event=srs result=rewritten id=%s sender=\"%s\" rcpts=%zu", nplain > 0 ? fwd_id : qid,
-				  srs_sender, nfwd);
-		}
+	}
+	for (size_t i = 0; i < nextra; i++)
+		entries[nentries + i] = extra->entries[i];
+	r = queue_enqueue_batch(entries, nentries + nextra, extra ? extra->hook : NULL,
+				extra ? extra->ctx : NULL);
+	if (r > 0) {
+		/* the lists' writes could not be made after all */
+		errno = EAGAIN;
+		r = -1;
+	}
+	if (r == 0) {
+		for (size_t i = 0; i < nentries + nextra; i++)
+			remember_queued(ids[i]);
+		if (rewritten)
+			log_event(LOG_INFO, "event=srs result=rewritten id=%s sender=\"%s\" rcpts=%zu",
+				  nplain > 0 ? fwd_id : qid, srs_sender, nfwd);
 	}
 	e = errno;
 	if (sfd >= 0) {

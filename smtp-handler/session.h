@@ -111,6 +111,8 @@ int session_check_relay_sender(struct session *s);
  * login's own or granted by send_as. 0, or -1 after replying 553 5.7.1
  * (or a 4xx). header_start: where the client's header section begins. */
 int session_check_headers(struct session *s, int fd, off_t header_start, off_t size);
+/* May login use address a (its own, or granted by send_as)? 1, 0, -1. */
+int session_login_may_use(const char *login, const struct address *a);
 
 /* ratelimit.c: max_messages_per_hour_per_login. Each recipient counts as
  * one message. check: would wanted more keep the login within its hourly
@@ -136,9 +138,24 @@ void receive_message(struct session *s);
  * before_commit(ids, n) is called (when not NULL); when it fails, nothing
  * is queued. 0, or -1 with errno and nothing queued. */
 struct queue_rcpt;
+struct queue_entry;
+/* What else commits with the message: the copies of the lists it was
+ * posted to (their own files and senders), and the writes that belong
+ * with them (hook: confirmations used up; see queue_enqueue_batch). */
+struct queue_extra {
+	const struct queue_entry *entries;
+	size_t n;
+	int (*hook)(void *ctx);
+	void *ctx;
+};
 int queue_outbound(struct session *s, const char *qid, int *fd, char *staging, size_t cap, off_t size,
 		   int eight_bit, const char *sender, const struct queue_rcpt *remote, size_t nremote,
+		   const struct queue_extra *extra,
 		   int (*before_commit)(const char *const *ids, size_t n));
+/* Lines longer than MESSAGE_LINE_MAX broken (LF SPACE) in a copy of fd
+ * (staging file spool_dir/tmp/<name>): its fd, path in path, size in
+ * *size; -1 when no line is too long (or trouble: logged). */
+int message_wrap_copy(const char *name, int fd, off_t *size, char *path, size_t cap);
 /* Takes back what the last queue_outbound queued (a local copy of the
  * same message could not be delivered after all). */
 void queue_outbound_cancel(void);

@@ -130,10 +130,11 @@ static int remove_file(const char *path, const struct stat *st, int flag, struct
 }
 
 /* The settings, domains, mailboxes (password "secret"), addresses,
- * forwards, relay network and POP-before-SMTP login the scenarios use. */
+ * forwards, mailing lists, relay network and POP-before-SMTP login the
+ * scenarios use. */
 static void make_world(void)
 {
-	char sql[4096];
+	char sql[8192];
 	const char *hash = fuzz_password_hash("secret");
 
 	snprintf(sql, sizeof(sql),
@@ -155,6 +156,15 @@ static void make_world(void)
 		 " ('list@example.org', 'bob@example.org'), ('list@example.org', 'ext@remote.example'),"
 		 " ('fwd@example.org', 'someone@remote.example'),"
 		 " ('loop1@example.org', 'loop2@example.org'), ('loop2@example.org', 'loop1@example.org');"
+		 "INSERT INTO lists (address, owner, archive, subject_prefix) VALUES"
+		 " ('team@example.org', 'alice@example.org', 'dave', '[team]');"
+		 "INSERT INTO lists (address, owner, posting) VALUES"
+		 " ('news@example.org', 'alice@example.org', 'announce'),"
+		 " ('mod@example.org', 'owner@remote.example', 'moderated');"
+		 "INSERT INTO list_members (list, address) VALUES ('team@example.org', 'alice@example.org'),"
+		 " ('team@example.org', 'ext@remote.example'), ('team@example.org', 'news@example.org'),"
+		 " ('news@example.org', 'bob@example.org'), ('news@example.org', 'team@example.org'),"
+		 " ('mod@example.org', 'sender@remote.example');"
 		 "INSERT INTO relay_networks VALUES ('127.0.0.1/32'), ('2001:db8::/32');"
 		 "INSERT INTO pop_logins VALUES ('127.0.0.2', 'alice', %lld);",
 		 hash, hash, hash, hash, (long long)time(NULL));

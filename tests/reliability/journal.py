@@ -201,6 +201,65 @@ class JournalTest(unittest.TestCase):
         self.assertEqual(self.journals(), [])
         self.assertEqual(self.queued()[0][2], 1, 'the released message was not tried')
 
+    # -- a mailing list's post: its copies, all or none ---------------------
+
+    LIST = 'team@example.test'
+
+    def make_list(self):
+        self.p.sql("INSERT INTO lists (address, owner, posting) VALUES (?, ?, 'anyone')",
+                   self.LIST, LOCAL[0][0])
+        for addr in [a for a, _ in LOCAL] + [REMOTE]:
+            self.p.sql('INSERT INTO list_members (list, address) VALUES (?, ?)', self.LIST, addr)
+
+    def list_copies(self, tag):
+        """{login: copies of the post}; each must be whole (the list's
+        copy: its fields, then the message to its last byte)."""
+        out = {}
+        for _, login in LOCAL:
+            paths = common.copies_of(self.p.maildir(login), tag)
+            for path in paths:
+                with open(path, 'rb') as f:
+                    data = f.read()
+                self.assertTrue(data.startswith(b'Return-Path: <team-bounces@example.test>\n'), path)
+                self.assertIn(b'List-Id: <team.example.test>\n', data)
+                self.assertTrue(data.endswith(f'line 7 of the body of run {tag}\n-- the end\n'.encode()),
+                                f'{path} is not a whole copy')
+            out[login] = len(paths)
+        return out
+
+    def list_queued(self):
+        with sqlite3.connect(self.p.db) as c:
+            return c.execute('SELECT r.recipient FROM queue_recipients r JOIN queue_messages m '
+                             'ON m.id = r.message_id WHERE m.verp = 1').fetchall()
+
+    def test_list_post_killed_after_its_commit_is_finished(self):
+        # Links of a list post: bob's copy of alice's file into his tmp/
+        # (1), the copy into the queue (2), then alice's (3) and bob's (4)
+        # into new/. Killed at bob's: the queue transaction committed, so
+        # every member's copy is owed.
+        self.make_list()
+        tag, _, out = self.send([self.LIST], 'link:signal=KILL:when=4')
+        self.assertNotIn(b'\r\n250 2.0.0', out)
+        self.assertEqual(self.list_copies(tag), {'alice': 1, 'bob': 0})
+        self.assertEqual(self.list_queued(), [(REMOTE,)])
+        self.assertEqual(len(self.journals()), 1)
+        self.runner()
+        self.assertEqual(self.list_copies(tag), {'alice': 1, 'bob': 1})
+        self.assertEqual(self.journals(), [])
+        self.assertEqual(self.tmp_files(), 0)
+
+    def test_list_post_killed_before_its_commit_is_taken_back(self):
+        # Killed at the queue link (2): nothing committed, no member has it.
+        self.make_list()
+        tag, _, out = self.send([self.LIST], 'link:signal=KILL:when=2')
+        self.assertNotIn(b'\r\n250 2.0.0', out)
+        self.assertEqual(self.list_copies(tag), {'alice': 0, 'bob': 0})
+        self.runner()
+        self.assertEqual(self.list_copies(tag), {'alice': 0, 'bob': 0})
+        self.assertEqual(self.list_queued(), [])
+        self.assertEqual(self.journals(), [])
+        self.assertEqual(self.tmp_files(), 0)
+
     def test_one_mailbox_needs_no_journal(self):
         # One copy is one link: no journal, and so no extra fsyncs.
         tag, body, out = self.send([LOCAL[0][0]], trace=['openat', 'rename'])

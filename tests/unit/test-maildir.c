@@ -283,6 +283,78 @@ static void test_deliver(const char *root)
 	CHECK_INT("fsync_dir", 0, fsync_dir(dir));
 }
 
+/* One file for many Maildirs (a mailing list's local members): staged
+ * once without fsync, linked into the others' tmp/ with the same ,S= and
+ * ,W=, synced once through an fd that outlives the renames, published. */
+static void test_links(const char *root)
+{
+	static const char prefix[] = "Return-Path: <team-bounces@example.org>\n";
+	static const char body[] = "Subject: post\n\nhello\n";
+	char dirs[3][4096], src[4200], path[5200];
+	struct maildir_staged st[3];
+	struct stat a, b;
+	size_t blen;
+	int fd, lfd;
+
+	snprintf(src, sizeof(src), "%s/post", root);
+	write_file(src, body, sizeof(body) - 1);
+	fd = open(src, O_RDONLY | O_CLOEXEC);
+	REQUIRE(fd >= 0);
+	for (int i = 0; i < 3; i++) {
+		char login[16];
+		snprintf(login, sizeof(login), "member%d", i);
+		REQUIRE(maildir_path(root, login, dirs[i], sizeof(dirs[i]), 1) == 0);
+	}
+	CHECK_INT("stage unsynced", 0, maildir_stage_unsynced(dirs[0], prefix, sizeof(prefix) - 1, fd,
+							      sizeof(body) - 1, 4, &st[0]));
+	close(fd);
+	for (int i = 1; i < 3; i++) {
+		CHECK_INT("stage link", 0, maildir_stage_link(dirs[i], &st[0], &st[i]));
+		CHECK_TRUE("a name of its own", strcmp(st[i].base, st[0].base) != 0);
+		blen = strlen(st[i].base);
+		CHECK_STR(st[i].name, st[0].name + strlen(st[0].base), st[i].name + blen);
+	}
+	CHECK_INT("sync once", 0, maildir_stage_sync(&st[0]));
+	lfd = maildir_stage_open(&st[0]);
+	CHECK_TRUE("open the shared file", lfd >= 0);
+	for (int i = 0; i < 3; i++)
+		CHECK_INT("publish", 0, maildir_publish(&st[i]));
+	if (lfd >= 0) {
+		CHECK_INT("fsync after the renames", 0, fsync(lfd));
+		close(lfd);
+	}
+	snprintf(path, sizeof(path), "%s/new/%s", dirs[0], st[0].name);
+	REQUIRE(stat(path, &a) == 0);
+	CHECK_INT("three links", 3, a.st_nlink);
+	CHECK_INT("S= is the size", 1, name_well_formed(st[0].name, (unsigned long long)a.st_size,
+							 (unsigned long long)a.st_size + 4));
+	snprintf(path, sizeof(path), "%s/new/%s", dirs[2], st[2].name);
+	REQUIRE(stat(path, &b) == 0);
+	CHECK_INT("the same file", 1, a.st_ino == b.st_ino);
+	snprintf(path, sizeof(path), "%s/tmp", dirs[1]);
+	CHECK_INT("tmp/ emptied", 0, count_entries(path));
+	/* a copy taken back goes from its Maildir only */
+	maildir_discard(&st[1]);
+	snprintf(path, sizeof(path), "%s/new", dirs[1]);
+	CHECK_INT("discarded", 0, count_entries(path));
+	snprintf(path, sizeof(path), "%s/new/%s", dirs[0], st[0].name);
+	REQUIRE(stat(path, &a) == 0);
+	CHECK_INT("the others stay", 2, a.st_nlink);
+	/* no tmp/ to link into: made */
+	fd = open(src, O_RDONLY | O_CLOEXEC);
+	REQUIRE(fd >= 0);
+	REQUIRE(maildir_stage_unsynced(dirs[0], prefix, sizeof(prefix) - 1, fd, sizeof(body) - 1, 4,
+				       &st[0]) == 0);
+	close(fd);
+	snprintf(path, sizeof(path), "%s/tmp", dirs[1]);
+	REQUIRE(rmdir(path) == 0);
+	CHECK_INT("stage link without tmp/", 0, maildir_stage_link(dirs[1], &st[0], &st[1]));
+	maildir_discard(&st[1]);
+	maildir_discard(&st[0]);
+	/* the first copy gone: nothing to link */
+	CHECK_INT("stage link of nothing", -1, maildir_stage_link(dirs[2], &st[0], &st[2]));
+}
+
 static void make_dir(const char *base, const char *sub)
 {
 	char path[4200];
@@ -405,6 +477,7 @@ int main(void)
 	test_unique();
 	test_path(mail_root);
 	test_deliver(mail_root);
+	test_links(mail_root);
 	test_usage_folders(mail_root);
 	test_usage_folders_bound(mail_root);
 	return check_finish("maildir");

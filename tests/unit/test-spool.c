@@ -139,6 +139,88 @@ static void test_enqueue(const char *dir)
 	close(fd2);
 }
 
+static int hook_says;
+static int hook_calls;
+
+static int hook(void *ctx)
+{
+	(void)ctx;
+	hook_calls++;
+	/* a write of its own, in the same transaction */
+	sqlite3_exec(db_handle(), "INSERT INTO settings VALUES ('hook-ran', '1')", NULL, NULL, NULL);
+	return hook_says;
+}
+
+/* Several messages and the hook's writes in one transaction: all, or
+ * (the hook gives up, or fails) none, files included. */
+static void test_batch(const char *dir)
+{
+	struct queue_rcpt r1[] = { { "a@remote.example", "a@remote.example" },
+				   { "b@remote.example", "b@remote.example" } };
+	struct queue_rcpt r2[] = { { "c@remote.example", "carol@example.org" } };
+	char ids[2][QUEUE_ID_LEN + 1], paths[2][4096], qpath[4096];
+	struct queue_entry e[2];
+	struct stat st;
+	int fds[2];
+
+	(void)dir;
+	for (int i = 0; i < 2; i++) {
+		queue_new_id(ids[i], sizeof(ids[i]));
+		if (i == 1 && strcmp(ids[1], ids[0]) == 0)
+			ids[1][QUEUE_ID_LEN - 1] = ids[1][QUEUE_ID_LEN - 1] == 'A' ? 'B' : 'A';
+		fds[i] = spool_staging_open(ids[i], paths[i], sizeof(paths[i]));
+		REQUIRE(fds[i] >= 0);
+		REQUIRE(write(fds[i], "Subject: b\n\nx\n", 15) == 15);
+	}
+	memset(e, 0, sizeof(e));
+	for (int i = 0; i < 2; i++) {
+		e[i].id = ids[i];
+		e[i].fd = fds[i];
+		e[i].path = paths[i];
+		e[i].size = 15;
+	}
+	e[0].sender = "team-bounces@example.org";
+	e[0].verp = 1;
+	e[0].rcpts = r1;
+	e[0].n = 2;
+	e[1].sender = "";
+	e[1].rcpts = r2;
+	e[1].n = 1;
+
+	hook_says = 0;
+	CHECK_INT("the hook gives up", 1, queue_enqueue_batch(e, 2, hook, NULL));
+	CHECK_INT("hook called", 1, hook_calls);
+	for (int i = 0; i < 2; i++) {
+		queue_path(ids[i], qpath, sizeof(qpath));
+		CHECK_INT("no queue file", -1, stat(qpath, &st));
+		CHECK_INT("no row", 0, count_rows("SELECT count(*) FROM queue_messages WHERE id = ?1", ids[i]));
+	}
+	CHECK_INT("nor the hook's write", 0,
+		  count_rows("SELECT count(*) FROM settings WHERE key = 'hook-ran' AND ?1 IS NOT NULL", "x"));
+
+	hook_says = 1;
+	CHECK_INT("batch", 0, queue_enqueue_batch(e, 2, hook, NULL));
+	CHECK_INT("the hook's write", 1,
+		  count_rows("SELECT count(*) FROM settings WHERE key = 'hook-ran' AND ?1 IS NOT NULL", "x"));
+	CHECK_INT("verp", 1, count_rows("SELECT verp FROM queue_messages WHERE id = ?1", ids[0]));
+	CHECK_INT("not verp", 0, count_rows("SELECT verp FROM queue_messages WHERE id = ?1", ids[1]));
+	CHECK_INT("rows", 2, count_rows("SELECT count(*) FROM queue_recipients WHERE message_id = ?1", ids[0]));
+	CHECK_INT("orig_rcpt", 1,
+		  count_rows("SELECT count(*) FROM queue_recipients WHERE message_id = ?1 AND "
+			     "orig_rcpt = 'carol@example.org'", ids[1]));
+	for (int i = 0; i < 2; i++) {
+		queue_path(ids[i], qpath, sizeof(qpath));
+		CHECK_INT("queue file", 0, stat(qpath, &st));
+		close(fds[i]);
+		unlink(paths[i]);
+	}
+	/* nothing to queue, only the hook: one transaction all the same */
+	sqlite3_exec(db_handle(), "DELETE FROM settings WHERE key = 'hook-ran'", NULL, NULL, NULL);
+	CHECK_INT("hook alone", 0, queue_enqueue_batch(NULL, 0, hook, NULL));
+	CHECK_INT("hook alone wrote", 1,
+		  count_rows("SELECT count(*) FROM settings WHERE key = 'hook-ran' AND ?1 IS NOT NULL", "x"));
+}
+
 /* In-memory staging: no file until spool_staging_to_disk, which moves the
  * bytes written so far to spool_dir/tmp/<id> and leaves the fd at its end. */
 static void test_staging_in_memory(const char *dir)
@@ -176,6 +258,7 @@ int main(void)
 
 	test_ids();
 	test_enqueue(dir);
+	test_batch(dir);
 	test_staging_in_memory(dir);
 	return check_finish("spool");
 }
