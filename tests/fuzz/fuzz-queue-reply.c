@@ -17,6 +17,7 @@
  *        class its outcome says (2 sent, 4 deferred, 5 failed), its text
  *        printable.
  * No descriptor may leak. */
+#include "address.h"
 #include "fuzz.h"
 
 #include "../../queue/client.c"
@@ -57,12 +58,19 @@ static void check_printable(const char *what, const char *s, size_t cap)
 		fprintf(stderr, "fuzz-queue-reply: %s not terminated within %zu octets\n", what, cap);
 		abort();
 	}
-	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] >= 0x7f) {
-			fprintf(stderr, "fuzz-queue-reply: %s has octet 0x%02x: \"%s\"\n", what,
-				(unsigned char)s[i], s);
+	/* Printable ASCII, and well-formed UTF-8 (a server's words in its
+	 * own language go into a bounce's global delivery status whole):
+	 * never a control byte or a broken sequence. */
+	for (size_t i = 0; i < n;) {
+		const unsigned char *u = (const unsigned char *)s + i;
+		size_t k = *u >= 0x80 ? utf8_seq(u, n - i) : (*u >= 0x20 && *u < 0x7f);
+
+		if (k == 0) {
+			fprintf(stderr, "fuzz-queue-reply: %s has octet 0x%02x: \"%s\"\n", what, *u, s);
 			abort();
 		}
+		i += k;
+	}
 }
 
 static int lines_seen;
