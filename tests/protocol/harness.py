@@ -193,6 +193,8 @@ class Server:
 
     def _start(self):
         path = binary(self.program)
+        if self.run_as is not None:
+            path = self.postage.reachable_binary(path)
         env_items = self.postage.env_items()
         last_error = None
         for _attempt in range(5):
@@ -421,6 +423,21 @@ class Postage:
         for root, dirs, files in os.walk(self.dir):
             for n in dirs + files + ['.']:
                 os.lchown(os.path.join(root, n), uid, uid)
+
+    def reachable_binary(self, path):
+        """A copy of the built program `path` in the test dir, for handlers
+        that run as another user: the build dir may sit where only root can
+        reach it (/root/postage in scripts/fresh --test, /root is 0700), and
+        xinetd, unlike a root shell, cannot exec through it. The caller's
+        chown_all makes the copy the user's."""
+        bindir = os.path.join(self.dir, 'bin')
+        os.makedirs(bindir, exist_ok=True)
+        os.chmod(bindir, 0o755)
+        copy = os.path.join(bindir, os.path.basename(path))
+        if not os.path.exists(copy):
+            shutil.copy2(path, copy)
+            os.chmod(copy, 0o755)
+        return copy
 
     def maildir(self, login):
         return os.path.join(self.mail_root, login)

@@ -124,6 +124,10 @@ class ShippedEntries(unittest.TestCase):
         os.chmod(self.cert, 0o644)
         p.set('tls_cert', self.cert)
         p.set('tls_key', key)
+        # The programs, where the user can exec them (the build dir may be
+        # under root's 0700 home, as in scripts/fresh --test).
+        for program in ('smtp-handler', 'pop3-handler'):
+            p.reachable_binary(harness.binary(f'{program}/{program}'))
         for root, dirs, files in os.walk(p.dir):
             for n in dirs + files:
                 path = os.path.join(root, n)
@@ -153,7 +157,7 @@ class ShippedEntries(unittest.TestCase):
         self.assertIn(('groups', 'yes'), attrs)
         port = harness._free_port('127.0.0.1')
         program = os.path.basename(dict(attrs)['server'])
-        binary = harness.binary(f'{program}/{program}')
+        binary = self.p.reachable_binary(harness.binary(f'{program}/{program}'))
         lines = ['defaults', '{',
                  f'\tlog_type = FILE {os.path.join(self.p.dir, "xinetd.log")}', '}',
                  f'service {name}', '{']
