@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "base64.h"
 #include "config.h"
 #include "log.h"
 #include "session.h"

@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 #include "address.h"
-#include "auth.h"
+#include "base64.h"
 #include "config.h"
 #include "log.h"
 #include "message.h"

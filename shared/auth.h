@@ -28,11 +28,6 @@ int auth_throttle_delay(const char *ip);
 
 
 
-/* RFC 4648 base64 decoding of a SASL line into out (cap bytes, NUL
- * appended). Returns the length, or -1 when malformed or too long. */
-long base64_decode(const char *in, char *out, size_t cap);
-size_t base64_encode(const void *in, size_t len, char *out, size_t cap);
-
 /* RFC 4616 PLAIN message: authzid NUL authcid NUL passwd. Pointers into
  * msg. -1 when malformed or authzid names someone else. */
 int sasl_plain_split(const char *msg, size_t len, const char **authcid, const char **passwd);

@@ -14,7 +14,7 @@
 #include <nettle/sha2.h>
 
 #include "address.h"
-#include "auth.h"
+#include "base64.h"
 #include "db.h"
 #include "dns.h"
 #include "log.h"

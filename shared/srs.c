@@ -7,7 +7,7 @@
 #include <sys/random.h>
 #include <time.h>
 
-#include "auth.h"
+#include "base64.h"
 #include "config.h"
 #include "db.h"
 #include "log.h"

@@ -6,6 +6,7 @@
 #include <strings.h>
 
 #include "auth.h"
+#include "base64.h"
 #include "config.h"
 #include "db.h"
 #include "headers.h"

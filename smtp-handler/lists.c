@@ -32,7 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "auth.h"
+#include "base64.h"
 #include "config.h"
 #include "db.h"
 #include "dkim.h"

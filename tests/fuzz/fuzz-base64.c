@@ -6,6 +6,7 @@
 #include "fuzz.h"
 
 #include "auth.h"
+#include "base64.h"
 #include "limits.h"
 
 static void check_plain(const char *msg, size_t len)

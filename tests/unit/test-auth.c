@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "auth.h"
+#include "base64.h"
 #include "check.h"
 #include "db.h"
 #include "limits.h"
