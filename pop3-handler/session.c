@@ -1,6 +1,7 @@
 /* The POP3 session: greeting, the command loop, login and TLS. */
 #include "session.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 
 #include "auth.h"
 #include "config.h"
+#include "confine.h"
 #include "db.h"
 #include "log.h"
 #include "message.h"
@@ -53,9 +55,26 @@ static void record_pop_login(struct session *s)
 			  s->peer.ip, s->login, sqlite3_errstr(rc));
 }
 
+/* After the login nothing needs the database (the settings are loaded)
+ * or any file but the Maildir: close the one, confine to the other.
+ * Returns what the login line says. */
+static const char *session_confine(struct session *s)
+{
+	enum confine_result r;
+
+	r = confine_after_login(s->drop.lock_fd >= 0 ? s->drop.dir : NULL);
+	if (r == CONFINE_OK)
+		return "landlock";
+	if (r == CONFINE_ERROR)
+		log_event(LOG_WARNING, "event=confine result=error login=%s error=\"%s\"", s->login,
+			  strerror(errno));
+	return "no";
+}
+
 void session_login(struct session *s, const char *mech, const char *login, const char *password)
 {
 	char safe[ADDRESS_LOCAL_MAX * 4 + 8];
+	const char *confined;
 	enum auth_result r;
 	enum maildrop_status m;
 	size_t len = strlen(login);
@@ -111,8 +130,9 @@ void session_login(struct session *s, const char *mech, const char *login, const
 	s->state = STATE_TRANSACTION;
 	s->have_user = 0;
 	record_pop_login(s);
-	log_event(LOG_INFO, "event=login result=ok mech=%s login=%s ip=%s tls=%d messages=%zu", mech, safe,
-		  session_ip(s), s->tls_active, s->drop.count);
+	confined = session_confine(s);
+	log_event(LOG_INFO, "event=login result=ok mech=%s login=%s ip=%s tls=%d messages=%zu confined=%s",
+		  mech, safe, session_ip(s), s->tls_active, s->drop.count, confined);
 	reply(s, "+OK Logged in, %zu message%s", s->drop.count, s->drop.count == 1 ? "" : "s");
 }
 

@@ -205,6 +205,26 @@ void db_read_end(void)
 		db_rollback();
 }
 
+void db_close(void)
+{
+	if (db_state == DB_OK) {
+		for (size_t i = 0; i < DB_STMT_CACHE && cache[i].sql; i++) {
+			sqlite3_finalize(cache[i].stmt);
+			cache[i].sql = NULL;
+			cache[i].stmt = NULL;
+		}
+		/* As at exit: the WAL is left for the next writer's
+		 * autocheckpoint, not checkpointed (with fsyncs) here. */
+		sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, (int *)NULL);
+	}
+	if (db)
+		sqlite3_close(db);
+	db = NULL;
+	/* Never opened again: a later db_stmt() fails, as on a database
+	 * that could not be opened. */
+	db_state = DB_TEMPFAIL;
+}
+
 void db_checkpoint_defer(void)
 {
 	if (db_state == DB_OK)

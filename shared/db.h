@@ -23,6 +23,10 @@ const char *db_path(void);
 enum db_status db_open(void);
 sqlite3 *db_handle(void);
 
+/* Closes the database for good (its file descriptors too; the settings
+ * stay loaded): for a process about to give up the right to open it. */
+void db_close(void);
+
 /* A prepared statement for this SQL text (a string literal: the pointer is
  * the cache key), reset and unbound. NULL on error (logged). */
 sqlite3_stmt *db_stmt(const char *sql);
