@@ -206,6 +206,7 @@ static int sasl_response(struct session *s, char *out, size_t cap, long *len)
 
 static void cmd_auth(struct session *s, const char *arg)
 {
+	/* not re-entered: commands run one at a time from the session loop */
 	static char msg[POP3_AUTH_LINE_MAX];
 	const char *initial = NULL, *authcid, *passwd;
 	size_t mlen = strcspn(arg, " ");

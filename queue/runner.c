@@ -511,6 +511,7 @@ static void deliver_transaction(const struct pass *p, struct destination_state *
 
 static void deliver_destination(const struct pass *p, size_t start, size_t end, int out)
 {
+	/* not re-entered: a delivery child runs it once, then exits */
 	static struct destination_state d;
 	const char *domain = p->rcpts[start].nexthop;
 	struct open_message om = { (size_t)-1, -1, 0, 0 };
@@ -1138,6 +1139,7 @@ static int count_list_bounces(const struct qmsg *m, const struct dsn_row *rows, 
  * in an earlier one that ended before telling the sender). */
 static void send_bounces(const struct pass *p)
 {
+	/* not re-entered: once per pass; dsn_send does not come back here */
 	static char ids[PASS_MESSAGES_STEP][QUEUE_ID_LEN + 1];
 	static struct dsn_row rows[DSN_RCPTS_MAX];
 	static struct dsn_rcpt rcpts[DSN_RCPTS_MAX];

@@ -232,6 +232,7 @@ static void bh_feed(struct body_hash *b, const char *p, size_t n)
 static int body_hash(int fd, off_t from, off_t to, int relaxed, unsigned long long limit,
 		     unsigned char digest[SHA256_LEN])
 {
+	/* not re-entered: dkim calls nothing that comes back into it */
 	static struct body_hash b;
 	static char chunk[65536];
 
@@ -537,6 +538,7 @@ static void fold_add(struct sbuf *out, const char *s, size_t n, size_t *col)
 static long sign_as(int fd, off_t size, struct header_block *hb, const char *domain, char *out,
 		    size_t cap)
 {
+	/* not re-entered: called once per message being signed */
 	static struct sign_key keys[DKIM_SIGN_MAX];
 	char bh[64], hlist[1024] = "";
 	unsigned char digest[SHA256_LEN];
@@ -822,6 +824,7 @@ static int import_rsa(struct dkim_pubkey *k, const unsigned char *der, size_t le
 static enum dkim_result fetch_key(const char *domain, const char *selector, int ed25519,
 				  struct dkim_pubkey *pub, const char **reason, long long deadline)
 {
+	/* not re-entered: called once per signature, parsed before return */
 	static struct dns_txt txt;
 	static unsigned char der[DKIM_BLOB_MAX];
 	char name[ADDRESS_DOMAIN_MAX + 80];
@@ -955,6 +958,7 @@ static enum dkim_result verify_one(int fd, const struct header_block *hb, long i
 	char hlist[2048], cval[64], buf[64];
 	int hrelaxed = 0, brelaxed = 0, ed25519, has_from = 0;
 	unsigned long long limit = BODY_ALL;
+	/* not re-entered: called once per signature in turn */
 	static unsigned char bh_want[DKIM_BLOB_MAX], sigbin[DKIM_BLOB_MAX];
 	long bhl, sigl;
 	unsigned char digest[SHA256_LEN];

@@ -397,6 +397,7 @@ static int parse_policy(const char *t, size_t len, struct policy *out)
 /* The record at _dmarc.<domain>: 1 found, 0 none, -1 DNS trouble. */
 static int fetch_policy(const char *domain, struct policy *out, long long deadline)
 {
+	/* not re-entered: parsed into the policy before return */
 	static struct dns_txt txt;
 	char name[ADDRESS_DOMAIN_MAX + 16];
 	enum dns_result d;

@@ -158,6 +158,7 @@ static void compose(struct nout *o, const struct list_notice *n, const char *id)
 
 int list_notice_send(const struct list_notice *n, int (*hook)(void *ctx), void *ctx)
 {
+	/* not re-entered: no hook (pending_hook, a database write) sends a notice */
 	static struct destination dests[NOTICE_DESTINATIONS_MAX];
 	static struct maildir_staged staged[NOTICE_DESTINATIONS_MAX];
 	static struct queue_rcpt remote[NOTICE_DESTINATIONS_MAX];

@@ -185,6 +185,7 @@ void log_event(int priority, const char *fmt, ...)
 	char raw[LOG_LINE_MAX], line[LOG_LINE_MAX];
 	char msg[LOG_LINE_MAX + 64];
 	char prio[32], ident[64];
+	/* not re-entered: nothing below logs, and no signal handler does */
 	static char store[LOG_FIELDS_MAX][LOG_LINE_MAX / 8];
 	struct iovec iov[LOG_FIELDS_MAX + 3];
 	va_list ap;

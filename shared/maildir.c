@@ -320,6 +320,7 @@ void maildir_discard(struct maildir_staged *st)
 int maildir_deliver(const char *maildir, const char *prefix, size_t prefix_len, int src_fd,
 		    off_t src_len, unsigned long long lf_count, char *name_out, size_t name_cap)
 {
+	/* not re-entered: maildir_stage and the calls after it do not deliver */
 	static struct maildir_staged st;
 	int saved;
 

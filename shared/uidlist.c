@@ -759,6 +759,7 @@ int uidlist_append(const char *maildir, const struct uidlist_lock *l, int old_fd
 		   const struct uidlist_reader *r, uint32_t first_uid, const char *const *names,
 		   size_t n, uint32_t *uidvalidity)
 {
+	/* not re-entered: one append per POP3 login */
 	static struct writer w;
 	char tmp[PATH_MAX_POSTAGE + 32], path[PATH_MAX_POSTAGE + 32], line[64];
 	unsigned version = old_fd >= 0 ? r->header.version : 3;

@@ -183,6 +183,7 @@ static int claims_our_id(const struct header_field *f, const char *id)
 int checks_message(struct session *s, const char *qid, int *fd, char *staging, size_t cap,
 		   off_t header_start, off_t *size, unsigned long long *lf_count)
 {
+	/* not re-entered: once per message; spf, dkim and dmarc do not call back */
 	static struct dkim_verdict dk[DKIM_VERIFY_MAX];
 	static const struct header_field *drop[MESSAGE_HEADER_FIELDS_MAX];
 	static char ar[AUTH_RESULTS_MAX];

@@ -247,6 +247,7 @@ static size_t rcpt_filter(struct session *s, struct destination *d, size_t n, co
 
 static void cmd_rcpt(struct session *s, const char *arg)
 {
+	/* not re-entered: resolve_recipient recurses on its own, not through here */
 	static struct destination found[FORWARD_TARGETS_MAX];
 	char addr[ADDRESS_PATH_MAX + 1], safe[ADDRESS_PATH_MAX * 4 + 8];
 	struct address rcpt;

@@ -285,6 +285,7 @@ static long stage_list_copies(const char *qid, size_t from, size_t *n)
 static int deliver(struct session *s, const char *qid, int *fd, char *staging, size_t cap,
 		   const struct data_reader *r, off_t size)
 {
+	/* not re-entered: once per DATA, from the session loop */
 	static size_t staged_dest[MESSAGE_DESTINATIONS_MAX];
 	static struct queue_rcpt remote[MESSAGE_DESTINATIONS_MAX];
 	char sender[ADDRESS_PATH_MAX + 1], prefix[2 * ADDRESS_PATH_MAX + 64];

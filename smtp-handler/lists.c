@@ -396,6 +396,7 @@ static int poster_vouched(struct session *s, const struct header_block *hb)
  * (the same organizational domain, RFC 7489 3.1.1)? */
 static int from_aligned_with(const struct list_info *l, const struct header_block *hb)
 {
+	/* not re-entered: fan_out_at calls it before going a depth deeper */
 	static char domains[DMARC_FROM_DOMAINS_MAX][ADDRESS_DOMAIN_MAX + 1];
 	char ours[ADDRESS_DOMAIN_MAX + 1], theirs[ADDRESS_DOMAIN_MAX + 1];
 	const struct header_field *f;
@@ -421,6 +422,7 @@ static int from_aligned_with(const struct list_info *l, const struct header_bloc
  * way in has its answer already; else the policies are looked up. */
 static int munge_wanted(struct session *s, const struct header_block *hb)
 {
+	/* not re-entered: fan_out_at calls it before going a depth deeper */
 	static char domains[DMARC_FROM_DOMAINS_MAX][ADDRESS_DOMAIN_MAX + 1];
 	const struct header_field *f;
 	long long deadline;
@@ -579,6 +581,7 @@ static int scan_file(int fd, off_t size, unsigned long long *lfs, int *eight_bit
 static int make_copy(struct session *s, const struct list_info *l, int src, off_t size,
 		     const struct header_block *hb, int munge, struct list_part *p)
 {
+	/* not re-entered: fan_out_at calls it before going a depth deeper */
 	static const struct header_field *drop[MESSAGE_HEADER_FIELDS_MAX];
 	static char fields[8192], sig[LIST_DKIM_MAX];
 	char id[ADDRESS_PATH_MAX + 8], subj_cur[1024], pfx[LIST_PREFIX_MAX * 2 + 16];
@@ -763,6 +766,7 @@ struct fan_out_work {
 static int collect_members(struct session *s, const struct list_info *l, struct list_part *p,
 			   struct nested *nested, size_t *nnested)
 {
+	/* not re-entered: fan_out_at calls it before going a depth deeper */
 	static struct destination found[FORWARD_TARGETS_MAX];
 	char (*members)[ADDRESS_PATH_MAX + 1] = NULL;
 	unsigned char *local = NULL;

@@ -162,6 +162,7 @@ int queue_outbound(struct session *s, const char *qid, int *fd, char *staging, s
 		   int (*before_commit)(const char *const *ids, size_t n))
 {
 	const char *ids[2 + LIST_PARTS_MAX] = { NULL };
+	/* not re-entered: its hooks (list approvals, the journal) queue nothing */
 	static struct queue_rcpt plain[MESSAGE_DESTINATIONS_MAX], fwd[MESSAGE_DESTINATIONS_MAX];
 	static struct queue_entry entries[2 + LIST_PARTS_MAX];
 	char signed_path[PATH_MAX_POSTAGE], srs_sender[ADDRESS_PATH_MAX + 1], fwd_id[QUEUE_ID_LEN + 8];

@@ -101,6 +101,7 @@ static int edit_copy(struct session *s, const char *qid, int *fd, char *staging,
  * message as from a host without reverse DNS. */
 static void client_hostname(const struct session *s, char *out, size_t cap)
 {
+	/* not re-entered: once per message, before rspamd is asked */
 	static struct dns_names names;
 	static struct dns_addrs addrs;
 	long long deadline = dns_deadline(RSPAMD_HOSTNAME_TIME_MS);
@@ -125,6 +126,7 @@ static void client_hostname(const struct session *s, char *out, size_t cap)
 int spam_filter_message(struct session *s, const char *qid, int *fd, char *staging, size_t cap,
 			off_t *size, unsigned long long *lf_count)
 {
+	/* not re-entered: once per message, from delivery */
 	static const char *rcpts[SMTP_RECIPIENTS_MAX];
 	static char prefix[SPAM_FIELDS_MAX];
 	const char *where = setting(SET_RSPAMD);
