@@ -10,12 +10,10 @@
 
 #include "auth.h"
 #include "config.h"
+#include "limits.h"
 #include "log.h"
 #include "session.h"
 #include "tls.h"
-
-/* Largest TOP line count we take literally. */
-#define TOP_LINES_MAX 0x7fffffffUL
 
 static int arg_empty(const char *arg)
 {

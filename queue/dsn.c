@@ -14,14 +14,12 @@
 
 #include "address.h"
 #include "config.h"
+#include "limits.h"
 #include "log.h"
 #include "maildir.h"
 #include "queue.h"
 #include "spool.h"
 #include "srs.h"
-
-/* Where one notice may go: a sender that is a forward of ours. */
-#define DSN_DESTINATIONS_MAX 100
 
 void rfc5322_date_of(long long t, char *buf, size_t cap)
 {

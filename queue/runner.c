@@ -27,17 +27,13 @@
 #include "config.h"
 #include "db.h"
 #include "journal.h"
+#include "limits.h"
 #include "list.h"
 #include "listmail.h"
 #include "log.h"
 #include "maildir.h"
 #include "queue.h"
 #include "spool.h"
-
-/* Recipients put in one bounce; more get a further one. */
-#define DSN_RCPTS_MAX 1000
-/* Messages handled per step (bounces, warnings, removal) in one pass. */
-#define PASS_MESSAGES_STEP 1000
 
 static long long pass_now;
 /* Messages the last pass left for a handler still at work on them. */
@@ -859,11 +855,6 @@ static int start_child(const struct pass *p, struct child *k)
 	fcntl(k->fd, F_SETFL, fcntl(k->fd, F_GETFL) | O_NONBLOCK);
 	return 0;
 }
-
-/* Reports recorded in one transaction: each commit of its own would cost
- * a WAL fsync per recipient (a list's 900 copies, 900 fsyncs). Reports
- * wait for it no longer than one wakeup of the pass. */
-#define RECORD_BATCH_MAX 256
 
 static void record_batch(struct pass *p, const struct report *reps, size_t n)
 {

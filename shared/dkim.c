@@ -17,6 +17,7 @@
 #include "auth.h"
 #include "db.h"
 #include "dns.h"
+#include "limits.h"
 #include "log.h"
 #include "pubkey.h"
 #include "tls-crypto.h"
@@ -24,9 +25,6 @@
 #define SHA256_LEN 32
 /* No l= limit. */
 #define BODY_ALL (~0ULL)
-/* A private key file, and a signature or public key, at most. */
-#define DKIM_KEY_FILE_MAX 65536
-#define DKIM_BLOB_MAX 2048
 
 /* RFC 6376 5.4.1: the fields a signer should sign, and the ones we add
  * because they change what the reader sees. From is signed once more

@@ -13,11 +13,8 @@
 #include <unistd.h>
 
 #include "dns.h"
+#include "limits.h"
 #include "log.h"
-
-/* The list is about 230 KiB; refuse anything absurdly larger. */
-#define PSL_FILE_MAX (8 * 1024 * 1024)
-#define LABELS_MAX 128
 
 const char *dmarc_result_name(enum dmarc_result r)
 {

@@ -13,14 +13,10 @@
 #include "db.h"
 #include "dkim.h"
 #include "headers.h"
+#include "limits.h"
 #include "log.h"
 #include "maildir.h"
 #include "spool.h"
-
-/* Where one notice may go: its address may be a forward of ours. */
-#define NOTICE_DESTINATIONS_MAX 32
-/* Room for the DKIM-Signature fields of a notice. */
-#define NOTICE_DKIM_MAX 16384
 
 /* A buffered writer counting what a Maildir name and the queue need. */
 struct nout {

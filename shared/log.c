@@ -11,8 +11,7 @@
 #include <sys/uio.h>
 #include <sys/un.h>
 
-#define LOG_LINE_MAX 2048
-#define LOG_FIELDS_MAX 24
+#include "limits.h"
 
 static const char *log_program = "postage";
 static char log_session[40];

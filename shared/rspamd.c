@@ -18,10 +18,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "limits.h"
+
 /* rspamd's normal worker listens here unless told otherwise. */
 #define RSPAMD_DEFAULT_PORT "11333"
-/* The request's head: the envelope's fields, a line per recipient. */
-#define RSPAMD_REQUEST_HEAD_MAX (SMTP_RECIPIENTS_MAX * (ADDRESS_PATH_MAX + 16) + 4096)
 
 /* ---- the JSON reply ----------------------------------------------------- */
 

@@ -12,13 +12,6 @@
 #include "dns.h"
 #include "limits.h"
 
-#define SPF_DOMAIN_MAX 253
-#define SPF_TERMS_MAX 64
-#define SPF_EXP_SPEC_MAX 512
-/* check_host() depths: each include or redirect is a DNS-querying term,
- * so past SPF_DNS_TERMS_MAX of them the count stops the check. */
-#define SPF_DEPTH_MAX (SPF_DNS_TERMS_MAX + 1)
-
 enum mech { M_ALL, M_INCLUDE, M_A, M_MX, M_PTR, M_IP4, M_IP6, M_EXISTS };
 
 struct term {

@@ -17,14 +17,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "limits.h"
 #include "log.h"
 #include "maildir.h"
 
 /* ---- pop3_uidl_format ------------------------------------------------ */
-
-/* A value after its modifiers: a uint32 in decimal, a file name, a GUID
- * (at most UIDLIST_LINE_MAX octets). */
-#define UIDL_VALUE_MAX (UIDLIST_LINE_MAX + 32)
 
 static int is_digit(char c)
 {

@@ -14,13 +14,12 @@
 #include "dmarc.h"
 #include "dns.h"
 #include "headers.h"
+#include "limits.h"
 #include "log.h"
 #include "session.h"
 #include "spf.h"
 #include "spool.h"
 
-/* The Authentication-Results field and the quarantine mark. */
-#define AUTH_RESULTS_MAX 4096
 /* How strict an outcome is: a failure by its disposition, then a
  * temporary error, then a permanent one, then the rest. */
 static int dmarc_strictness(const struct dmarc_verdict *v)

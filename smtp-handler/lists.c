@@ -39,6 +39,7 @@
 #include "dmarc.h"
 #include "dns.h"
 #include "headers.h"
+#include "limits.h"
 #include "list.h"
 #include "listmail.h"
 #include "lists.h"
@@ -46,11 +47,6 @@
 #include "maildir.h"
 #include "session.h"
 #include "spool.h"
-
-/* The DKIM-Signature fields of a list's copy. */
-#define LIST_DKIM_MAX 16384
-/* The text of a notice. */
-#define NOTICE_TEXT_MAX 4096
 
 /* The parts this message makes, and what the queue transaction must do
  * with them. */

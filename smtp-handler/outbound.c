@@ -10,16 +10,13 @@
 #include "db.h"
 #include "dkim.h"
 #include "headers.h"
+#include "limits.h"
 #include "log.h"
 #include "maildir.h"
 #include "message.h"
 #include "session.h"
 #include "spool.h"
 #include "srs.h"
-
-/* Room for the DKIM-Signature fields of one message (DKIM_SIGN_MAX
- * signatures of RSA keys up to 8192 bits). */
-#define DKIM_FIELDS_MAX 16384
 
 /* Signs a copy of the staged message when the client has the right to
  * send (AUTH, relay_networks, POP-before-SMTP) and its From: domain has

@@ -12,14 +12,11 @@
 #include "config.h"
 #include "dns.h"
 #include "headers.h"
+#include "limits.h"
 #include "log.h"
 #include "rspamd.h"
 #include "session.h"
 #include "spool.h"
-
-/* Our fields on top of a message rspamd marked: X-Spam, the score
- * line and the new Subject. */
-#define SPAM_FIELDS_MAX (RSPAMD_SUBJECT_MAX * 2 + 512)
 
 /* Fields a delivered, scanned message carries only from us: a sender's
  * own could make a mail client file it wrongly. */
