@@ -1048,16 +1048,17 @@ static size_t load_notice_rows(const char *id, enum dsn_kind kind, struct dsn_ro
 	sqlite3_stmt *s = kind == DSN_FAILED ?
 		db_stmt("SELECT recipient, orig_rcpt, last_status, last_error, last_command, last_mta "
 			"FROM queue_recipients WHERE message_id = ?1 AND state = 'bounced' "
-			"AND dsn_sent = 0 ORDER BY rowid LIMIT 1000") :
+			"AND dsn_sent = 0 ORDER BY rowid LIMIT ?2") :
 		db_stmt("SELECT recipient, orig_rcpt, last_status, last_error, last_command, last_mta "
 			"FROM queue_recipients WHERE message_id = ?1 AND state = 'queued' "
-			"AND attempts > 0 ORDER BY rowid LIMIT 1000");
+			"AND attempts > 0 ORDER BY rowid LIMIT ?2");
 	size_t n = 0;
 
 	(void)lifetime;
 	if (!s)
 		return 0;
 	sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, (sqlite3_int64)max);
 	while (n < max && sqlite3_step(s) == SQLITE_ROW) {
 		struct dsn_row *r = &rows[n];
 		copy_column(s, 0, r->recipient, sizeof(r->recipient));

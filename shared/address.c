@@ -425,7 +425,7 @@ static int expand_forwards(struct resolver *r, const char *key, int depth)
 {
 	char (*targets)[ADDRESS_PATH_MAX + 1] = r->targets[depth];
 	size_t nt = 0;
-	sqlite3_stmt *st = db_stmt("SELECT target FROM forwards WHERE address = ?1 LIMIT 100");
+	sqlite3_stmt *st = db_stmt("SELECT target FROM forwards WHERE address = ?1 LIMIT ?2");
 	int rc;
 
 	if (!st) {
@@ -433,6 +433,7 @@ static int expand_forwards(struct resolver *r, const char *key, int depth)
 		return 0;
 	}
 	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 2, FORWARD_TARGETS_MAX);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW && nt < FORWARD_TARGETS_MAX) {
 		const char *t = (const char *)sqlite3_column_text(st, 0);
 		snprintf(targets[nt++], ADDRESS_PATH_MAX + 1, "%s", t ? t : "");
@@ -621,15 +622,16 @@ static enum resolve_result resolve(struct resolver *r, const struct address *rcp
 			return RESOLVE_TEMPFAIL;
 		if (local && (got = resolve(r, &pm, out, max, n, 0)) != RESOLVE_UNKNOWN)
 			return got;
-		st = db_stmt("SELECT name FROM domains ORDER BY name LIMIT 50");
+		st = db_stmt("SELECT name FROM domains ORDER BY name LIMIT ?1");
 		if (!st)
 			return RESOLVE_TEMPFAIL;
+		sqlite3_bind_int(st, 1, POSTMASTER_DOMAINS_MAX);
 		{
 			/* On the stack: the resolve() below is given a domain,
 			 * so it does not come back into this branch. */
-			char names[50][ADDRESS_DOMAIN_MAX + 1];
+			char names[POSTMASTER_DOMAINS_MAX][ADDRESS_DOMAIN_MAX + 1];
 			size_t count = 0;
-			while (count < 50 && sqlite3_step(st) == SQLITE_ROW) {
+			while (count < POSTMASTER_DOMAINS_MAX && sqlite3_step(st) == SQLITE_ROW) {
 				const char *d = (const char *)sqlite3_column_text(st, 0);
 				snprintf(names[count++], ADDRESS_DOMAIN_MAX + 1, "%s", d ? d : "");
 			}

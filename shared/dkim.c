@@ -484,12 +484,13 @@ static size_t load_keys(const char *domain, struct sign_key *keys, size_t max)
 	sqlite3_stmt *st = db_stmt(
 		"SELECT selector, algorithm, private_key_path FROM dkim_keys "
 		"WHERE domain = ?1 AND enabled = 1 "
-		"ORDER BY algorithm = 'ed25519-sha256', selector LIMIT 4");
+		"ORDER BY algorithm = 'ed25519-sha256', selector LIMIT ?2");
 	size_t nrows = 0, n = 0;
 
 	if (!st)
 		return 0;
 	sqlite3_bind_text(st, 1, domain, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 2, DKIM_SIGN_MAX);
 	while (nrows < DKIM_SIGN_MAX && nrows < max && sqlite3_step(st) == SQLITE_ROW) {
 		for (int c = 0; c < 3; c++) {
 			const char *v = (const char *)sqlite3_column_text(st, c);

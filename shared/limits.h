@@ -34,6 +34,10 @@
 /* Forward expansion: depth and total destinations of one RCPT. */
 #define FORWARD_DEPTH_MAX 8
 #define FORWARD_TARGETS_MAX 100
+/* RFC 5321 4.5.1: a <postmaster> without a domain that the hostname's
+ * domain does not take goes to the first hosted domain (by name) that
+ * has one; this many are tried. */
+#define POSTMASTER_DOMAINS_MAX 50
 /* Destinations one message may fan out to (recipients x forwards). */
 #define MESSAGE_DESTINATIONS_MAX 1000
 /* RFC 5321 4.5.3.1.1-3: local part 64, domain 255, path 256 octets. */
@@ -260,6 +264,9 @@
 #define NOTICE_DESTINATIONS_MAX 32
 /* Room for the DKIM-Signature fields of a notice. */
 #define NOTICE_DKIM_MAX 16384
+/* Files of held posts whose time ran out that one list_expire removes
+ * at once; any more are left to its sweep of old files. */
+#define LIST_EXPIRE_HELD_MAX 256
 /* A confirmation token: 26 base32 characters, 130 random bits. */
 #define LIST_TOKEN_CHARS 26
 /* How long a confirmation of joining or leaving waits (Mailman's
