@@ -11,12 +11,10 @@
 #include "auth.h"
 #include "base64.h"
 #include "config.h"
+#include "limits.h"
 #include "log.h"
 #include "session.h"
 #include "tls.h"
-
-/* Largest TOP line count we take literally. */
-#define TOP_LINES_MAX 0x7fffffffUL
 
 static int arg_empty(const char *arg)
 {
@@ -207,6 +205,7 @@ static int sasl_response(struct session *s, char *out, size_t cap, long *len)
 
 static void cmd_auth(struct session *s, const char *arg)
 {
+	/* not re-entered: commands run one at a time from the session loop */
 	static char msg[POP3_AUTH_LINE_MAX];
 	const char *initial = NULL, *authcid, *passwd;
 	size_t mlen = strcspn(arg, " ");

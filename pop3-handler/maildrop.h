@@ -9,15 +9,9 @@
 #include "io.h"
 #include "limits.h"
 
-/* RFC 1939 7: a unique-id is 1 to 70 characters from 0x21 to 0x7E. */
-#define POP3_UID_MAX 70
-
 /* The lock file inside the Maildir: a dot file, so Dovecot and Courier
  * ignore it. flock() on it dies with the process, however it ends. */
 #define MAILDROP_LOCK_NAME ".postage-pop3.lock"
-
-/* A file name in a directory (NAME_MAX on Linux). */
-#define MAILDROP_NAME_MAX 255
 
 struct pop3_message {
 	char *name;                 /* file name in cur/ */

@@ -701,6 +701,7 @@ static int send_body(struct smtp_client *c, const struct outbound *m, int *local
 void client_transaction(struct smtp_client *c, const struct outbound *m, const char *const *rcpts,
 			size_t n, struct status_text *result)
 {
+	/* not re-entered: its one caller, deliver_transaction, sends one at a time */
 	static int done[CLIENT_RCPTS_PER_TRANSACTION];
 	char line[2 * ADDRESS_PATH_MAX + 96];
 	struct status_text why;

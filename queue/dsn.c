@@ -14,14 +14,12 @@
 
 #include "address.h"
 #include "config.h"
+#include "limits.h"
 #include "log.h"
 #include "maildir.h"
 #include "queue.h"
 #include "spool.h"
 #include "srs.h"
-
-/* Where one notice may go: a sender that is a forward of ours. */
-#define DSN_DESTINATIONS_MAX 100
 
 void rfc5322_date_of(long long t, char *buf, size_t cap)
 {
@@ -279,6 +277,7 @@ static int deliver_notice(const struct address *sender, const char *sender_text,
 			  const char *orig_id, const char *id, int fd, const char *staging,
 			  const struct out *o, enum dsn_kind kind)
 {
+	/* not re-entered: its one caller, dsn_send, is not */
 	static struct destination dests[DSN_DESTINATIONS_MAX];
 	static char delivered[DSN_DESTINATIONS_MAX][PATH_MAX_POSTAGE];
 	static struct queue_rcpt remote[DSN_DESTINATIONS_MAX];
@@ -410,6 +409,7 @@ static int notice_recipient(const struct dsn_message *m, const char *what, struc
 int dsn_send(enum dsn_kind kind, const struct dsn_message *m, const struct dsn_rcpt *rcpts,
 	     size_t n)
 {
+	/* not re-entered: a notice is delivered without sending another */
 	static struct out o;
 	char id[QUEUE_ID_LEN + 8], staging[PATH_MAX_POSTAGE], to_text[ADDRESS_PATH_MAX + 1];
 	const char *what = kind == DSN_FAILED ? "bounce" : "delay_warning";

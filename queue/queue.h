@@ -13,64 +13,6 @@
 #include "limits.h"
 #include "spool.h"
 
-/* The queue's own bounds, with the RFC that sets them. */
-
-/* RFC 5321 4.5.3.2.1: wait up to 5 minutes for the 220 greeting. */
-#define CLIENT_GREETING_TIMEOUT_MS (5 * 60 * 1000)
-/* RFC 5321 4.5.3.2.2-3: MAIL and RCPT replies, 5 minutes; we use the
- * same for EHLO, STARTTLS, AUTH, RSET and QUIT. */
-#define CLIENT_COMMAND_TIMEOUT_MS (5 * 60 * 1000)
-/* RFC 5321 4.5.3.2.4: the 354 after DATA, 2 minutes. */
-#define CLIENT_DATA_INIT_TIMEOUT_MS (2 * 60 * 1000)
-/* RFC 5321 4.5.3.2.5: each send of a data block, 3 minutes. */
-#define CLIENT_DATA_BLOCK_TIMEOUT_MS (3 * 60 * 1000)
-/* RFC 5321 4.5.3.2.6: the reply to the final dot, 10 minutes. */
-#define CLIENT_DATA_END_TIMEOUT_MS (10 * 60 * 1000)
-/* TCP connect (no RFC value; Postfix's smtp_connect_timeout). */
-#define CLIENT_CONNECT_TIMEOUT_MS (30 * 1000)
-/* RFC 5321 4.5.3.1.5: a reply line is at most 512 octets with CRLF. We
- * take up to twice that; a longer line is a protocol error. */
-#define CLIENT_REPLY_LINE_MAX 1024
-/* Lines in one multi-line reply (EHLO lists are the longest). */
-#define CLIENT_REPLY_LINES_MAX 64
-/* The reply text kept for logs, the database and bounces. */
-#define CLIENT_REPLY_TEXT_MAX 900
-/* RFC 5321 4.5.3.1.8: servers must take 100 recipients per transaction;
- * more go in a further transaction on the same connection. */
-#define CLIENT_RCPTS_PER_TRANSACTION SMTP_RECIPIENTS_MAX
-
-/* MX hosts kept per domain, and addresses tried per destination in one
- * pass (Postfix's smtp_mx_address_limit is 5). */
-#define QUEUE_MX_MAX 16
-/* The whole MX lookup of one domain (the resolver retries inside it). */
-#define QUEUE_DNS_TIME_MS (30 * 1000)
-#define QUEUE_ADDRESSES_MAX 10
-/* Destinations served at once by child processes. */
-#define QUEUE_PARALLEL_MAX 4
-/* Recipients taken in one pass; the rest wait for the next one. */
-#define QUEUE_PASS_RECIPIENTS_MAX 10000
-/* Passes in one run: a run goes on while mail queued meanwhile is due
- * (systemd does not start it again for a .path event while it runs); a
- * server that never stops queueing ends a run here, and the next queued
- * file starts a new one. */
-#define QUEUE_PASSES_MAX 1000
-/* Pause before the next pass when one left messages to a handler that
- * still holds their delivery journal (shared/journal.h). */
-#define QUEUE_HELD_WAIT_MS 100
-/* Passes in a row that may find nothing but held messages: a handler
- * stuck longer than this leaves them to the next run. */
-#define QUEUE_HELD_WAITS_MAX 20
-/* One delay warning once a message has waited this long. */
-#define QUEUE_DELAY_WARNING_SECONDS (4 * 3600)
-/* Spool files with no queue row, and stale staging files, are removed
- * when older than this (a crash between link and commit leaves them). */
-#define QUEUE_ORPHAN_SECONDS (24 * 3600)
-/* How long a delivery's result waits for a database an administrator
- * holds: a "sent" that is not recorded is sent again on the next run. */
-#define QUEUE_RECORD_PATIENCE_SECONDS (10 * 60)
-/* Original headers quoted in a bounce (text/rfc822-headers). */
-#define DSN_HEADERS_MAX (64 * 1024)
-
 /* ---- the outcome of one recipient ---------------------------------- */
 
 enum outcome { OUTCOME_SENT = 0, OUTCOME_TEMP, OUTCOME_PERM };

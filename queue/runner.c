@@ -27,17 +27,13 @@
 #include "config.h"
 #include "db.h"
 #include "journal.h"
+#include "limits.h"
 #include "list.h"
 #include "listmail.h"
 #include "log.h"
 #include "maildir.h"
 #include "queue.h"
 #include "spool.h"
-
-/* Recipients put in one bounce; more get a further one. */
-#define DSN_RCPTS_MAX 1000
-/* Messages handled per step (bounces, warnings, removal) in one pass. */
-#define PASS_MESSAGES_STEP 1000
 
 static long long pass_now;
 /* Messages the last pass left for a handler still at work on them. */
@@ -511,6 +507,7 @@ static void deliver_transaction(const struct pass *p, struct destination_state *
 
 static void deliver_destination(const struct pass *p, size_t start, size_t end, int out)
 {
+	/* not re-entered: a delivery child runs it once, then exits */
 	static struct destination_state d;
 	const char *domain = p->rcpts[start].nexthop;
 	struct open_message om = { (size_t)-1, -1, 0, 0 };
@@ -859,11 +856,6 @@ static int start_child(const struct pass *p, struct child *k)
 	return 0;
 }
 
-/* Reports recorded in one transaction: each commit of its own would cost
- * a WAL fsync per recipient (a list's 900 copies, 900 fsyncs). Reports
- * wait for it no longer than one wakeup of the pass. */
-#define RECORD_BATCH_MAX 256
-
 static void record_batch(struct pass *p, const struct report *reps, size_t n)
 {
 	int tx;
@@ -1056,16 +1048,17 @@ static size_t load_notice_rows(const char *id, enum dsn_kind kind, struct dsn_ro
 	sqlite3_stmt *s = kind == DSN_FAILED ?
 		db_stmt("SELECT recipient, orig_rcpt, last_status, last_error, last_command, last_mta "
 			"FROM queue_recipients WHERE message_id = ?1 AND state = 'bounced' "
-			"AND dsn_sent = 0 ORDER BY rowid LIMIT 1000") :
+			"AND dsn_sent = 0 ORDER BY rowid LIMIT ?2") :
 		db_stmt("SELECT recipient, orig_rcpt, last_status, last_error, last_command, last_mta "
 			"FROM queue_recipients WHERE message_id = ?1 AND state = 'queued' "
-			"AND attempts > 0 ORDER BY rowid LIMIT 1000");
+			"AND attempts > 0 ORDER BY rowid LIMIT ?2");
 	size_t n = 0;
 
 	(void)lifetime;
 	if (!s)
 		return 0;
 	sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, (sqlite3_int64)max);
 	while (n < max && sqlite3_step(s) == SQLITE_ROW) {
 		struct dsn_row *r = &rows[n];
 		copy_column(s, 0, r->recipient, sizeof(r->recipient));
@@ -1138,6 +1131,7 @@ static int count_list_bounces(const struct qmsg *m, const struct dsn_row *rows, 
  * in an earlier one that ended before telling the sender). */
 static void send_bounces(const struct pass *p)
 {
+	/* not re-entered: once per pass; dsn_send does not come back here */
 	static char ids[PASS_MESSAGES_STEP][QUEUE_ID_LEN + 1];
 	static struct dsn_row rows[DSN_RCPTS_MAX];
 	static struct dsn_rcpt rcpts[DSN_RCPTS_MAX];

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -383,12 +384,20 @@ static int lookup_mailbox(const char *addr, struct destination *d)
 	return rc == SQLITE_DONE ? 0 : -1;
 }
 
+/* The state of one resolve_recipient call, allocated once for it and
+ * handed down the recursion (forwards, list owners, the postmaster
+ * fallbacks). What a depth of expand() still reads while a deeper call
+ * runs (its forward targets, its list) has a slot per depth, so no call
+ * overwrites its caller's (STYLE.md: no static state across recursion). */
 struct resolver {
 	struct destination *out;
 	size_t max, n;
 	char visited[FORWARD_TARGETS_MAX][ADDRESS_PATH_MAX + 1];
 	size_t nvisited;
 	int loop, tempfail;
+	/* expand() runs at depths 0 .. FORWARD_DEPTH_MAX. */
+	char targets[FORWARD_DEPTH_MAX + 1][FORWARD_TARGETS_MAX][ADDRESS_PATH_MAX + 1];
+	struct list_info list[FORWARD_DEPTH_MAX + 1];
 };
 
 static void add_destination(struct resolver *r, const struct destination *d)
@@ -414,9 +423,9 @@ static int expand(struct resolver *r, const struct address *a, int depth);
  * exists. */
 static int expand_forwards(struct resolver *r, const char *key, int depth)
 {
-	char targets[FORWARD_TARGETS_MAX][ADDRESS_PATH_MAX + 1];
+	char (*targets)[ADDRESS_PATH_MAX + 1] = r->targets[depth];
 	size_t nt = 0;
-	sqlite3_stmt *st = db_stmt("SELECT target FROM forwards WHERE address = ?1 LIMIT 100");
+	sqlite3_stmt *st = db_stmt("SELECT target FROM forwards WHERE address = ?1 LIMIT ?2");
 	int rc;
 
 	if (!st) {
@@ -424,6 +433,7 @@ static int expand_forwards(struct resolver *r, const char *key, int depth)
 		return 0;
 	}
 	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 2, FORWARD_TARGETS_MAX);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW && nt < FORWARD_TARGETS_MAX) {
 		const char *t = (const char *)sqlite3_column_text(st, 0);
 		snprintf(targets[nt++], ADDRESS_PATH_MAX + 1, "%s", t ? t : "");
@@ -456,12 +466,12 @@ static int expand_forwards(struct resolver *r, const char *key, int depth)
  * in r). The owner address goes where the owner's address goes. */
 static int expand_list(struct resolver *r, const struct address *a, int depth)
 {
-	static struct list_info l; /* large: keep it off the stack */
+	struct list_info *l = &r->list[depth];
 	char arg[ADDRESS_PATH_MAX + 1];
 	enum list_role role;
 	struct destination d;
 	struct address owner;
-	int m = list_lookup(a, &l, &role, arg, sizeof(arg));
+	int m = list_lookup(a, l, &role, arg, sizeof(arg));
 
 	if (m < 0) {
 		r->tempfail = 1;
@@ -470,8 +480,8 @@ static int expand_list(struct resolver *r, const struct address *a, int depth)
 	if (m == 0)
 		return 0;
 	if (role == LIST_ROLE_OWNER) {
-		if (address_parse_plain(l.owner, 1, &owner) != ADDRESS_OK) {
-			log_event(LOG_WARNING, "event=list result=bad_owner list=\"%s\"", l.address);
+		if (address_parse_plain(l->owner, 1, &owner) != ADDRESS_OK) {
+			log_event(LOG_WARNING, "event=list result=bad_owner list=\"%s\"", l->address);
 			return 0;
 		}
 		if (depth >= FORWARD_DEPTH_MAX) {
@@ -484,7 +494,7 @@ static int expand_list(struct resolver *r, const struct address *a, int depth)
 	memset(&d, 0, sizeof(d));
 	d.kind = DEST_LIST;
 	d.enabled = 1;
-	snprintf(d.address, sizeof(d.address), "%s", l.address);
+	snprintf(d.address, sizeof(d.address), "%s", l->address);
 	d.list_role = (int)role;
 	snprintf(d.list_arg, sizeof(d.list_arg), "%s", arg);
 	add_destination(r, &d);
@@ -560,29 +570,40 @@ static int expand(struct resolver *r, const struct address *a, int depth)
 	return found;
 }
 
-static enum resolve_result resolve(const struct address *rcpt, struct destination *out, size_t max,
-				   size_t *n, int postmaster_fallback);
-
-enum resolve_result resolve_recipient(const struct address *rcpt, struct destination *out,
-				      size_t max, size_t *n)
+/* Expands one hosted address into out, from a fresh start of r. Nothing
+ * of r is read after this returns (its result and *n are copied out), so
+ * resolve() may use r again for a fallback. */
+static enum resolve_result expand_recipient(struct resolver *r, const struct address *rcpt,
+					    struct destination *out, size_t max, size_t *n)
 {
-	return resolve(rcpt, out, max, n, 1);
+	r->out = out;
+	r->max = max;
+	r->n = 0;
+	r->nvisited = 0;
+	r->loop = 0;
+	r->tempfail = 0;
+	expand(r, rcpt, 0);
+	*n = r->n;
+	if (r->tempfail)
+		return RESOLVE_TEMPFAIL;
+	if (r->n > 0)
+		return RESOLVE_OK;
+	if (r->loop)
+		return RESOLVE_LOOP;
+	return RESOLVE_UNKNOWN;
 }
 
 /* postmaster_fallback: a hosted domain's postmaster that the domain does
  * not define goes where <postmaster> goes (RFC 5321 4.5.1: the postmaster
  * of every domain we serve must be accepted). 0 inside that fallback. */
-static enum resolve_result resolve(const struct address *rcpt, struct destination *out, size_t max,
-				   size_t *n, int postmaster_fallback)
+static enum resolve_result resolve(struct resolver *r, const struct address *rcpt,
+				   struct destination *out, size_t max, size_t *n,
+				   int postmaster_fallback)
 {
-	static struct resolver r; /* large: keep it off the stack */
 	struct address pm;
 	enum resolve_result got;
 	int local;
 
-	memset(&r, 0, sizeof(r));
-	r.out = out;
-	r.max = max;
 	*n = 0;
 
 	if (rcpt->is_postmaster && !rcpt->domain[0]) {
@@ -599,15 +620,18 @@ static enum resolve_result resolve(const struct address *rcpt, struct destinatio
 		local = domain_is_local(pm.domain);
 		if (local < 0)
 			return RESOLVE_TEMPFAIL;
-		if (local && (got = resolve(&pm, out, max, n, 0)) != RESOLVE_UNKNOWN)
+		if (local && (got = resolve(r, &pm, out, max, n, 0)) != RESOLVE_UNKNOWN)
 			return got;
-		st = db_stmt("SELECT name FROM domains ORDER BY name LIMIT 50");
+		st = db_stmt("SELECT name FROM domains ORDER BY name LIMIT ?1");
 		if (!st)
 			return RESOLVE_TEMPFAIL;
+		sqlite3_bind_int(st, 1, POSTMASTER_DOMAINS_MAX);
 		{
-			char names[50][ADDRESS_DOMAIN_MAX + 1];
+			/* On the stack: the resolve() below is given a domain,
+			 * so it does not come back into this branch. */
+			char names[POSTMASTER_DOMAINS_MAX][ADDRESS_DOMAIN_MAX + 1];
 			size_t count = 0;
-			while (count < 50 && sqlite3_step(st) == SQLITE_ROW) {
+			while (count < POSTMASTER_DOMAINS_MAX && sqlite3_step(st) == SQLITE_ROW) {
 				const char *d = (const char *)sqlite3_column_text(st, 0);
 				snprintf(names[count++], ADDRESS_DOMAIN_MAX + 1, "%s", d ? d : "");
 			}
@@ -616,7 +640,7 @@ static enum resolve_result resolve(const struct address *rcpt, struct destinatio
 				snprintf(pm.domain, sizeof(pm.domain), "%s", names[i]);
 				for (char *c = pm.domain; *c; c++)
 					*c = (char)tolower((unsigned char)*c);
-				res = resolve(&pm, out, max, n, 0);
+				res = resolve(r, &pm, out, max, n, 0);
 				if (res == RESOLVE_TEMPFAIL)
 					return res;
 			}
@@ -628,24 +652,36 @@ static enum resolve_result resolve(const struct address *rcpt, struct destinatio
 		return RESOLVE_TEMPFAIL;
 	if (!local)
 		return RESOLVE_NOT_LOCAL;
-	expand(&r, rcpt, 0);
-	*n = r.n;
-	if (r.tempfail)
-		return RESOLVE_TEMPFAIL;
-	if (r.n > 0)
-		return RESOLVE_OK;
-	if (r.loop)
-		return RESOLVE_LOOP;
+	got = expand_recipient(r, rcpt, out, max, n);
+	if (got != RESOLVE_UNKNOWN)
+		return got;
 	if (postmaster_fallback && strcasecmp(rcpt->local, "postmaster") == 0) {
 		enum resolve_result res;
 
 		memset(&pm, 0, sizeof(pm));
 		pm.is_postmaster = 1;
 		strcpy(pm.local, "postmaster");
-		res = resolve(&pm, out, max, n, 0);
+		res = resolve(r, &pm, out, max, n, 0);
 		return res == RESOLVE_OK || res == RESOLVE_TEMPFAIL ? res : RESOLVE_UNKNOWN;
 	}
 	return RESOLVE_UNKNOWN;
+}
+
+enum resolve_result resolve_recipient(const struct address *rcpt, struct destination *out,
+				      size_t max, size_t *n)
+{
+	/* Large (a slot per forward depth): on the heap, once per call. */
+	struct resolver *r = calloc(1, sizeof(*r));
+	enum resolve_result res;
+
+	*n = 0;
+	if (!r) {
+		log_event(LOG_ERR, "event=resolve result=no_memory");
+		return RESOLVE_TEMPFAIL;
+	}
+	res = resolve(r, rcpt, out, max, n, 1);
+	free(r);
+	return res;
 }
 
 int address_owner(const struct address *a, char *login, size_t cap)

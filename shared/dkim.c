@@ -17,6 +17,7 @@
 #include "base64.h"
 #include "db.h"
 #include "dns.h"
+#include "limits.h"
 #include "log.h"
 #include "pubkey.h"
 #include "tls-crypto.h"
@@ -24,9 +25,6 @@
 #define SHA256_LEN 32
 /* No l= limit. */
 #define BODY_ALL (~0ULL)
-/* A private key file, and a signature or public key, at most. */
-#define DKIM_KEY_FILE_MAX 65536
-#define DKIM_BLOB_MAX 2048
 
 /* RFC 6376 5.4.1: the fields a signer should sign, and the ones we add
  * because they change what the reader sees. From is signed once more
@@ -232,6 +230,7 @@ static void bh_feed(struct body_hash *b, const char *p, size_t n)
 static int body_hash(int fd, off_t from, off_t to, int relaxed, unsigned long long limit,
 		     unsigned char digest[SHA256_LEN])
 {
+	/* not re-entered: dkim calls nothing that comes back into it */
 	static struct body_hash b;
 	static char chunk[65536];
 
@@ -485,12 +484,13 @@ static size_t load_keys(const char *domain, struct sign_key *keys, size_t max)
 	sqlite3_stmt *st = db_stmt(
 		"SELECT selector, algorithm, private_key_path FROM dkim_keys "
 		"WHERE domain = ?1 AND enabled = 1 "
-		"ORDER BY algorithm = 'ed25519-sha256', selector LIMIT 4");
+		"ORDER BY algorithm = 'ed25519-sha256', selector LIMIT ?2");
 	size_t nrows = 0, n = 0;
 
 	if (!st)
 		return 0;
 	sqlite3_bind_text(st, 1, domain, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 2, DKIM_SIGN_MAX);
 	while (nrows < DKIM_SIGN_MAX && nrows < max && sqlite3_step(st) == SQLITE_ROW) {
 		for (int c = 0; c < 3; c++) {
 			const char *v = (const char *)sqlite3_column_text(st, c);
@@ -537,6 +537,7 @@ static void fold_add(struct sbuf *out, const char *s, size_t n, size_t *col)
 static long sign_as(int fd, off_t size, struct header_block *hb, const char *domain, char *out,
 		    size_t cap)
 {
+	/* not re-entered: called once per message being signed */
 	static struct sign_key keys[DKIM_SIGN_MAX];
 	char bh[64], hlist[1024] = "";
 	unsigned char digest[SHA256_LEN];
@@ -822,6 +823,7 @@ static int import_rsa(struct dkim_pubkey *k, const unsigned char *der, size_t le
 static enum dkim_result fetch_key(const char *domain, const char *selector, int ed25519,
 				  struct dkim_pubkey *pub, const char **reason, long long deadline)
 {
+	/* not re-entered: called once per signature, parsed before return */
 	static struct dns_txt txt;
 	static unsigned char der[DKIM_BLOB_MAX];
 	char name[ADDRESS_DOMAIN_MAX + 80];
@@ -955,6 +957,7 @@ static enum dkim_result verify_one(int fd, const struct header_block *hb, long i
 	char hlist[2048], cval[64], buf[64];
 	int hrelaxed = 0, brelaxed = 0, ed25519, has_from = 0;
 	unsigned long long limit = BODY_ALL;
+	/* not re-entered: called once per signature in turn */
 	static unsigned char bh_want[DKIM_BLOB_MAX], sigbin[DKIM_BLOB_MAX];
 	long bhl, sigl;
 	unsigned char digest[SHA256_LEN];

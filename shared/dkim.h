@@ -69,7 +69,6 @@ struct tag {
 	const char *value;
 	size_t len;
 };
-#define TAGS_MAX 32
 /* 0, or -1 when malformed (a bad name, a duplicate, more than TAGS_MAX). */
 int tags_parse(const char *s, size_t len, struct tag *tags, size_t *n);
 const struct tag *tag_get(const struct tag *tags, size_t n, const char *name);

@@ -13,11 +13,8 @@
 #include <unistd.h>
 
 #include "dns.h"
+#include "limits.h"
 #include "log.h"
-
-/* The list is about 230 KiB; refuse anything absurdly larger. */
-#define PSL_FILE_MAX (8 * 1024 * 1024)
-#define LABELS_MAX 128
 
 const char *dmarc_result_name(enum dmarc_result r)
 {
@@ -397,6 +394,7 @@ static int parse_policy(const char *t, size_t len, struct policy *out)
 /* The record at _dmarc.<domain>: 1 found, 0 none, -1 DNS trouble. */
 static int fetch_policy(const char *domain, struct policy *out, long long deadline)
 {
+	/* not re-entered: parsed into the policy before return */
 	static struct dns_txt txt;
 	char name[ADDRESS_DOMAIN_MAX + 16];
 	enum dns_result d;

@@ -214,6 +214,7 @@ static int txt_each(void *vctx, const unsigned char *ans, int len, const struct 
 
 enum dns_result dns_txt(const char *name, struct dns_txt *out, long long deadline)
 {
+	/* not re-entered (spf.c recurses around it): parsed into out, dead on return */
 	static unsigned char ans[DNS_ANSWER_MAX];
 	struct txt_ctx c = { out, 0 };
 	enum dns_result res;
@@ -248,6 +249,7 @@ static int addr_each(void *vctx, const unsigned char *ans, int len, const struct
 
 enum dns_result dns_addrs(const char *name, int family, struct dns_addrs *out, long long deadline)
 {
+	/* not re-entered (spf.c recurses around it): parsed into out, dead on return */
 	static unsigned char ans[DNS_ANSWER_MAX];
 	struct addr_ctx c = { out, family == AF_INET6 ? ns_t_aaaa : ns_t_a };
 	enum dns_result res;
@@ -278,6 +280,7 @@ static int mx_each(void *vctx, const unsigned char *ans, int len, const struct r
 
 enum dns_result dns_mx(const char *name, struct dns_mx *out, long long deadline)
 {
+	/* not re-entered (spf.c recurses around it): parsed into out, dead on return */
 	static unsigned char ans[DNS_ANSWER_MAX];
 	enum dns_result res;
 	int len = 0;
@@ -306,6 +309,7 @@ static int ptr_each(void *vctx, const unsigned char *ans, int len, const struct 
 enum dns_result dns_ptr(const unsigned char *addr, int family, struct dns_names *out,
 			long long deadline)
 {
+	/* not re-entered (spf.c recurses around it): parsed into out, dead on return */
 	static unsigned char ans[DNS_ANSWER_MAX];
 	char name[128];
 	size_t o = 0;

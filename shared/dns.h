@@ -18,9 +18,6 @@ enum dns_result {
 	DNS_BADNAME,   /* not a name we can ask about */
 };
 
-/* Records of one answer. */
-#define DNS_RECORDS_MAX 32
-
 /* A monotonic deadline in milliseconds from now (0: use the default of
  * AUTH_CHECK_TIME_MS). */
 long long dns_deadline(long long ms_from_now);

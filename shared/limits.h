@@ -34,6 +34,12 @@
 /* Forward expansion: depth and total destinations of one RCPT. */
 #define FORWARD_DEPTH_MAX 8
 #define FORWARD_TARGETS_MAX 100
+/* RFC 5321 4.5.1: a <postmaster> without a domain that the hostname's
+ * domain does not take goes to the first hosted domain (by name) that
+ * has one; this many are tried. */
+#define POSTMASTER_DOMAINS_MAX 50
+/* Destinations one message may fan out to (recipients x forwards). */
+#define MESSAGE_DESTINATIONS_MAX 1000
 /* RFC 5321 4.5.3.1.1-3: local part 64, domain 255, path 256 octets. */
 #define ADDRESS_LOCAL_MAX 64
 #define ADDRESS_DOMAIN_MAX 255
@@ -58,6 +64,12 @@
 #define POP3_AUTH_LINE_MAX 12288
 /* Messages in one POP3 snapshot: a bound on the session's memory. */
 #define POP3_MESSAGES_MAX 100000
+/* RFC 1939 7: a unique-id is 1 to 70 characters from 0x21 to 0x7E. */
+#define POP3_UID_MAX 70
+/* A file name in a directory (NAME_MAX on Linux). */
+#define MAILDROP_NAME_MAX 255
+/* Largest TOP line count we take literally. */
+#define TOP_LINES_MAX 0x7fffffffUL
 
 /* Failed logins per IP (DESIGN.md): delay after 5, refuse at 20, 15 min. */
 #define THROTTLE_WINDOW_SECONDS (15 * 60)
@@ -140,6 +152,14 @@
  * the line "<n> <uidl>" still fits POP3_REPLY_LINE_MAX. */
 #define UIDL_FORMAT_MAX 255
 #define POP3_UIDL_DOVECOT_MAX 255
+/* A value after its modifiers: a uint32 in decimal, a file name, a GUID
+ * (at most UIDLIST_LINE_MAX octets). */
+#define UIDL_VALUE_MAX (UIDLIST_LINE_MAX + 32)
+
+/* Log lines (log.c): one line as sent, and the key=value fields of it
+ * that also go to the journal as structured fields. */
+#define LOG_LINE_MAX 2048
+#define LOG_FIELDS_MAX 24
 
 /* Settings values and file paths. */
 #define SETTING_VALUE_MAX 1024
@@ -173,6 +193,17 @@
 /* DKIM-Signature fields verified per message; signatures made per message. */
 #define DKIM_VERIFY_MAX 5
 #define DKIM_SIGN_MAX 4
+/* A private key file, and a signature or public key, at most. */
+#define DKIM_KEY_FILE_MAX 65536
+#define DKIM_BLOB_MAX 2048
+/* Tags of one DKIM-Signature or key record (RFC 6376 3.2); RFC 6376
+ * defines 14, the rest is room for unknown ones, which are ignored. */
+#define TAGS_MAX 32
+/* Room for the DKIM-Signature fields of one message (DKIM_SIGN_MAX
+ * signatures of RSA keys up to 8192 bits). */
+#define DKIM_FIELDS_MAX 16384
+/* The Authentication-Results field and the quarantine mark. */
+#define AUTH_RESULTS_MAX 4096
 /* RFC 8301 3.2: RSA keys shorter than 1024 bits must not be trusted. */
 #define DKIM_RSA_BITS_MIN 1024
 /* RFC 7208 4.6.4: at most 10 DNS-querying terms, 2 void lookups, and 10
@@ -180,6 +211,15 @@
 #define SPF_DNS_TERMS_MAX 10
 #define SPF_VOID_LOOKUPS_MAX 2
 #define SPF_NAMES_PER_TERM_MAX 10
+/* RFC 7208 4.3: a domain name of at most 253 octets. */
+#define SPF_DOMAIN_MAX 253
+/* Terms of one SPF record; a record with more is a permerror. */
+#define SPF_TERMS_MAX 64
+/* The exp= of a record kept for a fail's explanation; longer, none. */
+#define SPF_EXP_SPEC_MAX 512
+/* check_host() depths: each include or redirect is a DNS-querying term,
+ * so past SPF_DNS_TERMS_MAX of them the count stops the check. */
+#define SPF_DEPTH_MAX (SPF_DNS_TERMS_MAX + 1)
 /* Of a domain's SPF explanation (exp=), at most this much (with the
  * terminating NUL) goes into a 550 reply. */
 #define SPF_EXPLANATION_SHOWN 161
@@ -191,8 +231,17 @@
 #define DNS_QUERY_ATTEMPTS 2
 /* A DNS answer we read (EDNS0 payloads of large TXT sets fit). */
 #define DNS_ANSWER_MAX 8192
+/* Records of one answer. */
+#define DNS_RECORDS_MAX 32
+/* The public suffix list (DMARC's organizational domain) is about 230
+ * KiB; refuse anything absurdly larger. A name of 253 octets has at
+ * most 127 labels. */
+#define PSL_FILE_MAX (8 * 1024 * 1024)
+#define LABELS_MAX 128
 /* SRS: addresses older than this many days are refused (as in libsrs2). */
 #define SRS_MAX_AGE_DAYS 21
+/* The srs_secret setting's bytes that are used. */
+#define SRS_SECRET_MAX 256
 
 /* Mailing lists (shared/list.c, smtp-handler/lists.c). */
 /* Enabled members one post is sent to: a list with more gets 550 5.5.3 at
@@ -205,6 +254,19 @@
  * followed, and the distinct list copies (files) one message makes. */
 #define LIST_NESTING_MAX 4
 #define LIST_PARTS_MAX 16
+/* The subject prefix kept (a longer one is cut). */
+#define LIST_PREFIX_MAX 128
+/* The DKIM-Signature fields of a list's copy (as DKIM_FIELDS_MAX). */
+#define LIST_DKIM_MAX 16384
+/* The text of a notice. */
+#define NOTICE_TEXT_MAX 4096
+/* Where one notice may go: its address may be a forward of ours. */
+#define NOTICE_DESTINATIONS_MAX 32
+/* Room for the DKIM-Signature fields of a notice. */
+#define NOTICE_DKIM_MAX 16384
+/* Files of held posts whose time ran out that one list_expire removes
+ * at once; any more are left to its sweep of old files. */
+#define LIST_EXPIRE_HELD_MAX 256
 /* A confirmation token: 26 base32 characters, 130 random bits. */
 #define LIST_TOKEN_CHARS 26
 /* How long a confirmation of joining or leaving waits (Mailman's
@@ -256,5 +318,77 @@
 #define RSPAMD_SUBJECT_MAX 512
 #define RSPAMD_MESSAGE_MAX 1024
 #define RSPAMD_MESSAGE_SHOWN 300
+/* The request's head: the envelope's fields, a line per recipient. */
+#define RSPAMD_REQUEST_HEAD_MAX (SMTP_RECIPIENTS_MAX * (ADDRESS_PATH_MAX + 16) + 4096)
+/* Our fields on top of a message rspamd marked: X-Spam, the score
+ * line and the new Subject. */
+#define SPAM_FIELDS_MAX (RSPAMD_SUBJECT_MAX * 2 + 512)
+
+/* The queue runner (queue/). */
+/* RFC 5321 4.5.3.2.1: wait up to 5 minutes for the 220 greeting. */
+#define CLIENT_GREETING_TIMEOUT_MS (5 * 60 * 1000)
+/* RFC 5321 4.5.3.2.2-3: MAIL and RCPT replies, 5 minutes; we use the
+ * same for EHLO, STARTTLS, AUTH, RSET and QUIT. */
+#define CLIENT_COMMAND_TIMEOUT_MS (5 * 60 * 1000)
+/* RFC 5321 4.5.3.2.4: the 354 after DATA, 2 minutes. */
+#define CLIENT_DATA_INIT_TIMEOUT_MS (2 * 60 * 1000)
+/* RFC 5321 4.5.3.2.5: each send of a data block, 3 minutes. */
+#define CLIENT_DATA_BLOCK_TIMEOUT_MS (3 * 60 * 1000)
+/* RFC 5321 4.5.3.2.6: the reply to the final dot, 10 minutes. */
+#define CLIENT_DATA_END_TIMEOUT_MS (10 * 60 * 1000)
+/* TCP connect (no RFC value; Postfix's smtp_connect_timeout). */
+#define CLIENT_CONNECT_TIMEOUT_MS (30 * 1000)
+/* RFC 5321 4.5.3.1.5: a reply line is at most 512 octets with CRLF. We
+ * take up to twice that; a longer line is a protocol error. */
+#define CLIENT_REPLY_LINE_MAX 1024
+/* Lines in one multi-line reply (EHLO lists are the longest). */
+#define CLIENT_REPLY_LINES_MAX 64
+/* The reply text kept for logs, the database and bounces. */
+#define CLIENT_REPLY_TEXT_MAX 900
+/* RFC 5321 4.5.3.1.8: servers must take 100 recipients per transaction;
+ * more go in a further transaction on the same connection. */
+#define CLIENT_RCPTS_PER_TRANSACTION SMTP_RECIPIENTS_MAX
+
+/* MX hosts kept per domain, and addresses tried per destination in one
+ * pass (Postfix's smtp_mx_address_limit is 5). */
+#define QUEUE_MX_MAX 16
+/* The whole MX lookup of one domain (the resolver retries inside it). */
+#define QUEUE_DNS_TIME_MS (30 * 1000)
+#define QUEUE_ADDRESSES_MAX 10
+/* Destinations served at once by child processes. */
+#define QUEUE_PARALLEL_MAX 4
+/* Recipients taken in one pass; the rest wait for the next one. */
+#define QUEUE_PASS_RECIPIENTS_MAX 10000
+/* Passes in one run: a run goes on while mail queued meanwhile is due
+ * (systemd does not start it again for a .path event while it runs); a
+ * server that never stops queueing ends a run here, and the next queued
+ * file starts a new one. */
+#define QUEUE_PASSES_MAX 1000
+/* Pause before the next pass when one left messages to a handler that
+ * still holds their delivery journal (shared/journal.h). */
+#define QUEUE_HELD_WAIT_MS 100
+/* Passes in a row that may find nothing but held messages: a handler
+ * stuck longer than this leaves them to the next run. */
+#define QUEUE_HELD_WAITS_MAX 20
+/* One delay warning once a message has waited this long. */
+#define QUEUE_DELAY_WARNING_SECONDS (4 * 3600)
+/* Spool files with no queue row, and stale staging files, are removed
+ * when older than this (a crash between link and commit leaves them). */
+#define QUEUE_ORPHAN_SECONDS (24 * 3600)
+/* How long a delivery's result waits for a database an administrator
+ * holds: a "sent" that is not recorded is sent again on the next run. */
+#define QUEUE_RECORD_PATIENCE_SECONDS (10 * 60)
+/* Original headers quoted in a bounce (text/rfc822-headers). */
+#define DSN_HEADERS_MAX (64 * 1024)
+/* Where one notice may go: a sender that is a forward of ours. */
+#define DSN_DESTINATIONS_MAX 100
+/* Recipients put in one bounce; more get a further one. */
+#define DSN_RCPTS_MAX 1000
+/* Messages handled per step (bounces, warnings, removal) in one pass. */
+#define PASS_MESSAGES_STEP 1000
+/* Reports recorded in one transaction: each commit of its own would cost
+ * a WAL fsync per recipient (a list's 900 copies, 900 fsyncs). Reports
+ * wait for it no longer than one wakeup of the pass. */
+#define RECORD_BATCH_MAX 256
 
 #endif

@@ -896,7 +896,7 @@ int list_held_path(const char *name, char *path, size_t cap, int make)
 
 void list_expire(long long now)
 {
-	static char held[256][64];
+	static char held[LIST_EXPIRE_HELD_MAX][64];
 	size_t nheld = 0;
 	sqlite3_stmt *st;
 	char dir[PATH_MAX_POSTAGE];
@@ -906,10 +906,11 @@ void list_expire(long long now)
 	 * first, then the files (a crash between leaves a file the sweep
 	 * below removes once it is old). */
 	st = db_stmt("SELECT held FROM list_pending WHERE expires_at <= ?1 AND held IS NOT NULL "
-		     "LIMIT 256");
+		     "LIMIT ?2");
 	if (st) {
 		sqlite3_bind_int64(st, 1, now);
-		while (nheld < 256 && sqlite3_step(st) == SQLITE_ROW)
+		sqlite3_bind_int(st, 2, LIST_EXPIRE_HELD_MAX);
+		while (nheld < LIST_EXPIRE_HELD_MAX && sqlite3_step(st) == SQLITE_ROW)
 			column(st, 0, held[nheld++], sizeof(held[0]));
 		sqlite3_reset(st);
 	}

@@ -37,9 +37,6 @@ enum list_posting {
 	LIST_POSTING_ANNOUNCE,
 };
 
-/* The subject prefix kept (a longer one is cut). */
-#define LIST_PREFIX_MAX 128
-
 struct list_info {
 	char address[ADDRESS_PATH_MAX + 1];  /* team@example.org, as the row has it */
 	char local[ADDRESS_LOCAL_MAX + 1];   /* team */

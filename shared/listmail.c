@@ -13,14 +13,10 @@
 #include "db.h"
 #include "dkim.h"
 #include "headers.h"
+#include "limits.h"
 #include "log.h"
 #include "maildir.h"
 #include "spool.h"
-
-/* Where one notice may go: its address may be a forward of ours. */
-#define NOTICE_DESTINATIONS_MAX 32
-/* Room for the DKIM-Signature fields of a notice. */
-#define NOTICE_DKIM_MAX 16384
 
 /* A buffered writer counting what a Maildir name and the queue need. */
 struct nout {
@@ -158,6 +154,7 @@ static void compose(struct nout *o, const struct list_notice *n, const char *id)
 
 int list_notice_send(const struct list_notice *n, int (*hook)(void *ctx), void *ctx)
 {
+	/* not re-entered: no hook (pending_hook, a database write) sends a notice */
 	static struct destination dests[NOTICE_DESTINATIONS_MAX];
 	static struct maildir_staged staged[NOTICE_DESTINATIONS_MAX];
 	static struct queue_rcpt remote[NOTICE_DESTINATIONS_MAX];

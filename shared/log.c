@@ -11,8 +11,7 @@
 #include <sys/uio.h>
 #include <sys/un.h>
 
-#define LOG_LINE_MAX 2048
-#define LOG_FIELDS_MAX 24
+#include "limits.h"
 
 static const char *log_program = "postage";
 static char log_session[40];
@@ -185,6 +184,7 @@ void log_event(int priority, const char *fmt, ...)
 	char raw[LOG_LINE_MAX], line[LOG_LINE_MAX];
 	char msg[LOG_LINE_MAX + 64];
 	char prio[32], ident[64];
+	/* not re-entered: nothing below logs, and no signal handler does */
 	static char store[LOG_FIELDS_MAX][LOG_LINE_MAX / 8];
 	struct iovec iov[LOG_FIELDS_MAX + 3];
 	va_list ap;

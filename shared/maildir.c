@@ -35,7 +35,7 @@ static int mkdir_durable(const char *path, const char *parent)
 
 int maildir_path(const char *mail_root, const char *login, char *dir, size_t cap, int create)
 {
-	char sub[4096];
+	char sub[PATH_MAX_POSTAGE];
 	static const char *const subs[] = { "tmp", "new", "cur" };
 	int n = snprintf(dir, cap, "%s/%s", mail_root, login);
 	struct stat st;
@@ -157,7 +157,7 @@ int maildir_stage_unsynced(const char *maildir, const char *prefix, size_t prefi
 static int stage(const char *maildir, const char *prefix, size_t prefix_len, int src_fd,
 		 off_t src_len, unsigned long long lf_count, struct maildir_staged *st, int sync)
 {
-	char tmp[4096 + 512];
+	char tmp[PATH_MAX_POSTAGE + 512];
 	unsigned long long size = (unsigned long long)prefix_len + (unsigned long long)src_len;
 	int fd, saved;
 
@@ -174,7 +174,7 @@ static int stage(const char *maildir, const char *prefix, size_t prefix_len, int
 		/* A Maildir missing a subfolder (maildir_path looks at cur/
 		 * only): make what is missing, then try again. */
 		static const char *const subs[] = { "tmp", "new", "cur" };
-		char sub[4096 + 8];
+		char sub[PATH_MAX_POSTAGE + 8];
 
 		for (size_t i = 0; i < 3; i++) {
 			snprintf(sub, sizeof(sub), "%s/%s", maildir, subs[i]);
@@ -205,7 +205,7 @@ fail:
 int maildir_stage_link(const char *maildir, const struct maildir_staged *from,
 		       struct maildir_staged *st)
 {
-	char src[4096 + 512], dst[4096 + 512];
+	char src[PATH_MAX_POSTAGE + 512], dst[PATH_MAX_POSTAGE + 512];
 	size_t blen = strlen(from->base);
 
 	memset(st, 0, sizeof(*st));
@@ -222,7 +222,7 @@ int maildir_stage_link(const char *maildir, const struct maildir_staged *from,
 		return 0;
 	if (errno == ENOENT) {
 		/* a Maildir missing tmp/ (maildir_path looks at cur/ only) */
-		char sub[4096 + 8];
+		char sub[PATH_MAX_POSTAGE + 8];
 		snprintf(sub, sizeof(sub), "%s/tmp", maildir);
 		if (mkdir_durable(sub, maildir) == 0 && link(src, dst) == 0)
 			return 0;
@@ -232,7 +232,7 @@ int maildir_stage_link(const char *maildir, const struct maildir_staged *from,
 
 int maildir_stage_sync(const struct maildir_staged *st)
 {
-	char path[4096 + 512];
+	char path[PATH_MAX_POSTAGE + 512];
 	int fd, r;
 
 	snprintf(path, sizeof(path), "%s/tmp/%s", st->dir, st->base);
@@ -246,7 +246,7 @@ int maildir_stage_sync(const struct maildir_staged *st)
 
 int maildir_stage_open(const struct maildir_staged *st)
 {
-	char path[4096 + 512];
+	char path[PATH_MAX_POSTAGE + 512];
 
 	snprintf(path, sizeof(path), "%s/tmp/%s", st->dir, st->base);
 	return open(path, O_RDONLY | O_CLOEXEC);
@@ -254,7 +254,7 @@ int maildir_stage_open(const struct maildir_staged *st)
 
 int maildir_publish(struct maildir_staged *st)
 {
-	char tmp[4096 + 512], dst[4096 + 512];
+	char tmp[PATH_MAX_POSTAGE + 512], dst[PATH_MAX_POSTAGE + 512];
 
 	snprintf(tmp, sizeof(tmp), "%s/tmp/%s", st->dir, st->base);
 	snprintf(dst, sizeof(dst), "%s/new/%s", st->dir, st->name);
@@ -268,7 +268,7 @@ int maildir_publish(struct maildir_staged *st)
 
 int maildir_sync(const struct maildir_staged *st)
 {
-	char newdir[4096 + 8];
+	char newdir[PATH_MAX_POSTAGE + 8];
 
 	snprintf(newdir, sizeof(newdir), "%s/new", st->dir);
 	return fsync_dir(newdir);
@@ -278,7 +278,7 @@ int maildir_sync(const struct maildir_staged *st)
  * info part a reader adds when it moves a message to cur/). */
 static int unlink_moved(const char *dir, const char *sub, const char *name)
 {
-	char path[4096 + 8];
+	char path[PATH_MAX_POSTAGE + 8];
 	size_t len = strlen(name);
 	struct dirent *e;
 	int found = 0;
@@ -301,7 +301,7 @@ static int unlink_moved(const char *dir, const char *sub, const char *name)
 
 void maildir_discard(struct maildir_staged *st)
 {
-	char path[4096 + 512], sub[4096 + 8];
+	char path[PATH_MAX_POSTAGE + 512], sub[PATH_MAX_POSTAGE + 8];
 
 	snprintf(path, sizeof(path), "%s/tmp/%s", st->dir, st->base);
 	unlink(path);
@@ -320,6 +320,7 @@ void maildir_discard(struct maildir_staged *st)
 int maildir_deliver(const char *maildir, const char *prefix, size_t prefix_len, int src_fd,
 		    off_t src_len, unsigned long long lf_count, char *name_out, size_t name_cap)
 {
+	/* not re-entered: maildir_stage and the calls after it do not deliver */
 	static struct maildir_staged st;
 	int saved;
 
@@ -337,7 +338,7 @@ int maildir_deliver(const char *maildir, const char *prefix, size_t prefix_len, 
 
 int maildir_sweep_tmp(const char *maildir)
 {
-	char path[4096 + 8];
+	char path[PATH_MAX_POSTAGE + 8];
 	time_t old = time(NULL) - MAILDIR_TMP_STALE_SECONDS;
 	struct dirent *e;
 	int removed = 0;

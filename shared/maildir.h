@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "limits.h"
+
 /* mail_root/login into dir; creates the Maildir (cur new tmp, mode 0700)
  * when create is set. 0, or -1 with errno. */
 int maildir_path(const char *mail_root, const char *login, char *dir, size_t cap, int create);
@@ -31,9 +33,9 @@ int maildir_deliver(const char *maildir, const char *prefix, size_t prefix_len, 
  * caller delivering several copies publishes them all, then syncs them
  * all, so that a crash in between rarely leaves some and not others. */
 struct maildir_staged {
-	char dir[4096];  /* the Maildir */
-	char base[256];  /* tmp/<base> */
-	char name[512];  /* the name in new/: <base>,S=<s>,W=<w> */
+	char dir[PATH_MAX_POSTAGE]; /* the Maildir */
+	char base[256];             /* tmp/<base> */
+	char name[512];             /* the name in new/: <base>,S=<s>,W=<w> */
 	int published;
 };
 int maildir_stage(const char *maildir, const char *prefix, size_t prefix_len, int src_fd,

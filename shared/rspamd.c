@@ -18,10 +18,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "limits.h"
+
 /* rspamd's normal worker listens here unless told otherwise. */
 #define RSPAMD_DEFAULT_PORT "11333"
-/* The request's head: the envelope's fields, a line per recipient. */
-#define RSPAMD_REQUEST_HEAD_MAX (SMTP_RECIPIENTS_MAX * (ADDRESS_PATH_MAX + 16) + 4096)
 
 /* ---- the JSON reply ----------------------------------------------------- */
 
@@ -860,6 +860,7 @@ enum rspamd_status rspamd_check(const char *where, const struct rspamd_request *
 				off_t size, long long deadline, struct rspamd_verdict *v, char *why,
 				size_t whycap)
 {
+	/* not re-entered: the JSON walk (json_skip recurses) never calls this */
 	static char head[RSPAMD_REQUEST_HEAD_MAX], reply[RSPAMD_REPLY_MAX + 1], chunk[16384];
 	char num[32], from[ADDRESS_PATH_MAX + 3];
 	size_t hl = 0, rl = 0, body_off = 0, body_len = 0;

@@ -12,10 +12,6 @@
 #include "dns.h"
 #include "limits.h"
 
-#define SPF_DOMAIN_MAX 253
-#define SPF_TERMS_MAX 64
-#define SPF_EXP_SPEC_MAX 512
-
 enum mech { M_ALL, M_INCLUDE, M_A, M_MX, M_PTR, M_IP4, M_IP6, M_EXISTS };
 
 struct term {
@@ -24,6 +20,24 @@ struct term {
 	const char *arg;      /* after ':' (domain-spec or address), or NULL */
 	size_t arg_len;
 	int cidr4, cidr6;     /* -1: none given */
+};
+
+/* What one depth of check_host() holds while a deeper one (include,
+ * redirect) runs: its record, and the terms that point into it. */
+struct spf_frame {
+	struct dns_txt txt;
+	char record[DNS_ANSWER_MAX + 1];
+	struct term terms[SPF_TERMS_MAX];
+};
+
+/* The large state of one spf_check, allocated once for it: a frame per
+ * depth, and the DNS answers a mechanism reads (mx and names are walked
+ * with addr_match, which reads addrs; none is live across check_host). */
+struct spf_work {
+	struct spf_frame frame[SPF_DEPTH_MAX + 1];
+	struct dns_addrs addrs;
+	struct dns_mx mx;
+	struct dns_names names;
 };
 
 struct spf_ctx {
@@ -44,6 +58,7 @@ struct spf_ctx {
 	char exp_domain[SPF_DOMAIN_MAX + 2];
 	int exp_set;
 	const char *receiver; /* %{r}, explanations only */
+	struct spf_work *work; /* during spf_check only */
 };
 
 const char *spf_result_name(enum spf_result r)
@@ -523,8 +538,8 @@ static int prefix_match(const unsigned char *a, const unsigned char *b, int bits
 static int addr_match(struct spf_ctx *c, const char *name, int cidr4, int cidr6, int count_void,
 		      enum spf_result *res)
 {
-	static struct dns_addrs addrs;
-	enum dns_result d = dns_addrs(name, c->family, &addrs, c->deadline);
+	struct dns_addrs *addrs = &c->work->addrs;
+	enum dns_result d = dns_addrs(name, c->family, addrs, c->deadline);
 	int bits = c->family == AF_INET ? (cidr4 < 0 ? 32 : cidr4) : (cidr6 < 0 ? 128 : cidr6);
 
 	if (d == DNS_TEMPFAIL) {
@@ -538,8 +553,8 @@ static int addr_match(struct spf_ctx *c, const char *name, int cidr4, int cidr6,
 		}
 		return 0;
 	}
-	for (size_t i = 0; i < addrs.n; i++)
-		if (prefix_match(addrs.addr[i], c->ip, bits))
+	for (size_t i = 0; i < addrs->n; i++)
+		if (prefix_match(addrs->addr[i], c->ip, bits))
 			return 1;
 	return 0;
 }
@@ -591,12 +606,11 @@ static int mechanism(struct spf_ctx *c, const struct term *t, const char *domain
 			return -1;
 		return addr_match(c, target, t->cidr4, t->cidr6, 1, res);
 	case M_EXISTS: {
-		static struct dns_addrs addrs;
 		enum dns_result d;
 
 		if (count_term(c, res) < 0)
 			return -1;
-		d = dns_addrs(target, AF_INET, &addrs, c->deadline);
+		d = dns_addrs(target, AF_INET, &c->work->addrs, c->deadline);
 		if (d == DNS_TEMPFAIL) {
 			*res = why(c, SPF_TEMPERROR, "DNS timeout or failure for %s", target);
 			return -1;
@@ -611,13 +625,12 @@ static int mechanism(struct spf_ctx *c, const struct term *t, const char *domain
 		return 1;
 	}
 	case M_MX: {
-		static struct dns_mx mx;
-		struct dns_mx copy;
+		const struct dns_mx *mx = &c->work->mx;
 		enum dns_result d;
 
 		if (count_term(c, res) < 0)
 			return -1;
-		d = dns_mx(target, &mx, c->deadline);
+		d = dns_mx(target, &c->work->mx, c->deadline);
 		if (d == DNS_TEMPFAIL) {
 			*res = why(c, SPF_TEMPERROR, "DNS timeout or failure for %s", target);
 			return -1;
@@ -629,30 +642,27 @@ static int mechanism(struct spf_ctx *c, const struct term *t, const char *domain
 			}
 			return 0;
 		}
-		if (mx.n > SPF_NAMES_PER_TERM_MAX) {
+		if (mx->n > SPF_NAMES_PER_TERM_MAX) {
 			*res = why(c, SPF_PERMERROR, "more than 10 MX names for %s", target);
 			return -1;
 		}
-		copy = mx;
-		for (size_t i = 0; i < copy.n; i++) {
-			int m = addr_match(c, copy.mx[i].host, t->cidr4, t->cidr6, 0, res);
+		for (size_t i = 0; i < mx->n; i++) {
+			int m = addr_match(c, mx->mx[i].host, t->cidr4, t->cidr6, 0, res);
 			if (m != 0)
 				return m;
 		}
 		return 0;
 	}
 	case M_PTR: {
-		static struct dns_names names;
-		struct dns_names copy;
+		const struct dns_names *names = &c->work->names;
 		size_t tl = strlen(target);
 
 		if (count_term(c, res) < 0)
 			return -1;
-		if (dns_ptr(c->ip, c->family, &names, c->deadline) != DNS_OK)
+		if (dns_ptr(c->ip, c->family, &c->work->names, c->deadline) != DNS_OK)
 			return 0; /* 5.5: a DNS error here is no match */
-		copy = names;
-		for (size_t i = 0; i < copy.n && i < SPF_NAMES_PER_TERM_MAX; i++) {
-			const char *n = copy.name[i];
+		for (size_t i = 0; i < names->n && i < SPF_NAMES_PER_TERM_MAX; i++) {
+			const char *n = names->name[i];
 			size_t nl = strlen(n);
 			enum spf_result ignored;
 			int m;
@@ -711,9 +721,10 @@ static enum spf_result qualifier_result(char q)
 
 static enum spf_result check_host(struct spf_ctx *c, const char *domain, int depth)
 {
-	static struct dns_txt txt;
-	struct term terms[SPF_TERMS_MAX];
-	char record[DNS_ANSWER_MAX + 1], dom[SPF_DOMAIN_MAX + 2];
+	struct spf_frame *f;
+	struct term *terms;
+	struct dns_txt *txt;
+	char *record, dom[SPF_DOMAIN_MAX + 2];
 	const char *redirect, *exp;
 	size_t nterms = 0, redirect_len = 0, exp_len = 0, found = 0;
 	enum dns_result d;
@@ -721,19 +732,23 @@ static enum spf_result check_host(struct spf_ctx *c, const char *domain, int dep
 	snprintf(dom, sizeof(dom), "%s", domain);
 	while (dom[0] && dom[strlen(dom) - 1] == '.')
 		dom[strlen(dom) - 1] = '\0';
-	if (!domain_ok(dom) || depth > SPF_DNS_TERMS_MAX + 1)
+	if (!domain_ok(dom) || depth > SPF_DEPTH_MAX)
 		return why(c, SPF_NONE, "no valid domain %s", dom);
-	d = dns_txt(dom, &txt, c->deadline);
+	f = &c->work->frame[depth];
+	terms = f->terms;
+	txt = &f->txt;
+	record = f->record;
+	d = dns_txt(dom, txt, c->deadline);
 	if (d == DNS_TEMPFAIL)
 		return why(c, SPF_TEMPERROR, "DNS timeout or failure for %s", dom);
 	if (d != DNS_OK)
 		return why(c, SPF_NONE, "no SPF record for %s", dom);
-	for (size_t i = 0; i < txt.n; i++) {
-		const char *t = txt.text[i];
+	for (size_t i = 0; i < txt->n; i++) {
+		const char *t = txt->text[i];
 		if (strncasecmp(t, "v=spf1", 6) == 0 && (t[6] == ' ' || t[6] == '\0') &&
-		    strlen(t) == txt.len[i]) {
+		    strlen(t) == txt->len[i]) {
 			if (found++ == 0)
-				snprintf(record, sizeof(record), "%s", t);
+				snprintf(record, sizeof(f->record), "%s", t);
 		}
 	}
 	if (found == 0)
@@ -815,7 +830,7 @@ static int ctx_init(struct spf_ctx *c, const char *ip, const char *domain, const
 int spf_macro_expand(const char *spec, const char *ip, const char *sender, const char *domain,
 		     const char *helo, char *out, size_t cap)
 {
-	static struct spf_ctx c;
+	struct spf_ctx c;
 	char reason[8];
 
 	if (ctx_init(&c, ip, domain, sender, helo) < 0)
@@ -827,7 +842,7 @@ int spf_macro_expand(const char *spec, const char *ip, const char *sender, const
 
 int spf_record_valid(const char *record)
 {
-	static struct term terms[SPF_TERMS_MAX];
+	struct term terms[SPF_TERMS_MAX];
 	const char *redirect, *exp;
 	size_t n, rl, el;
 
@@ -836,7 +851,9 @@ int spf_record_valid(const char *record)
 	return parse_record(record, terms, &n, &redirect, &rl, &exp, &el) == 0;
 }
 
-/* The latest spf_check's state, for spf_explanation. */
+/* The latest spf_check's state, for spf_explanation: the small part of
+ * the context (spf_check is not re-entered: check_host recurses on its
+ * own, not through spf_check, and no signal handler calls it). */
 static struct spf_ctx last;
 static int last_fail;
 
@@ -854,7 +871,14 @@ enum spf_result spf_check(const char *ip, const char *domain, const char *sender
 	last.reason = reason;
 	last.reason_cap = cap;
 	last.deadline = deadline;
+	last.work = calloc(1, sizeof(*last.work));
+	if (!last.work) {
+		snprintf(reason, cap, "out of memory");
+		return SPF_TEMPERROR;
+	}
 	r = check_host(&last, domain, 0);
+	free(last.work);
+	last.work = NULL;
 	last_fail = r == SPF_FAIL;
 	/* reason belongs to the caller and may be gone by the next call. */
 	last.reason = NULL;
@@ -876,7 +900,7 @@ static int spf_explain(struct spf_ctx *c, const char *text, size_t len, char *ou
 
 int spf_explanation(const char *receiver, char *out, size_t cap)
 {
-	static struct dns_txt txt;
+	static struct dns_txt txt; /* not re-entered: calls nothing that comes back here */
 	char target[SPF_DOMAIN_MAX + 64];
 
 	if (cap == 0)
@@ -903,7 +927,7 @@ int spf_explanation(const char *receiver, char *out, size_t cap)
 int spf_explain_expand(const char *text, const char *ip, const char *sender, const char *domain,
 		       const char *helo, const char *receiver, char *out, size_t cap)
 {
-	static struct spf_ctx c;
+	struct spf_ctx c;
 
 	if (ctx_init(&c, ip, domain, sender, helo) < 0)
 		return -1;

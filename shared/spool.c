@@ -42,7 +42,7 @@ static int ensure_dir(const char *path)
 int spool_make(void)
 {
 	const char *spool = setting(SET_SPOOL_DIR);
-	char dir[4096];
+	char dir[PATH_MAX_POSTAGE];
 
 	if (ensure_dir(spool) < 0)
 		return -1;
@@ -176,7 +176,7 @@ static void unlink_queued(const struct queue_entry *e, size_t n, const char *qdi
 	int saved = errno;
 
 	for (size_t i = 0; i < n; i++) {
-		char qpath[4096];
+		char qpath[PATH_MAX_POSTAGE];
 		queue_path(e[i].id, qpath, sizeof(qpath));
 		unlink(qpath);
 	}
@@ -229,7 +229,7 @@ static int insert_rows(const struct queue_entry *e, time_t now)
 
 int queue_enqueue_batch(const struct queue_entry *e, size_t n, int (*hook)(void *ctx), void *ctx)
 {
-	char qdir[4096];
+	char qdir[PATH_MAX_POSTAGE];
 	time_t now = time(NULL);
 	size_t linked = 0;
 	int h = 1;
@@ -238,7 +238,7 @@ int queue_enqueue_batch(const struct queue_entry *e, size_t n, int (*hook)(void 
 	if (n > 0 && ensure_dir(qdir) < 0)
 		return -1;
 	for (; linked < n; linked++) {
-		char qpath[4096];
+		char qpath[PATH_MAX_POSTAGE];
 
 		queue_path(e[linked].id, qpath, sizeof(qpath));
 		if (fsync(e[linked].fd) < 0 || link(e[linked].path, qpath) < 0)
@@ -278,7 +278,7 @@ int queue_remove(const char *id)
 		"DELETE FROM queue_recipients WHERE message_id = ?1",
 		"DELETE FROM queue_messages WHERE id = ?1",
 	};
-	char path[4096];
+	char path[PATH_MAX_POSTAGE];
 
 	if (db_begin() < 0)
 		return -1;
@@ -308,7 +308,7 @@ int queue_remove(const char *id)
 int queue_exists(const char *id)
 {
 	sqlite3_stmt *st = db_stmt("SELECT 1 FROM queue_messages WHERE id = ?1");
-	char path[4096];
+	char path[PATH_MAX_POSTAGE];
 	struct stat sb;
 	int rc;
 

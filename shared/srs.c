@@ -10,11 +10,11 @@
 #include "base64.h"
 #include "config.h"
 #include "db.h"
+#include "limits.h"
 #include "log.h"
 #include "tls-crypto.h"
 
 #define SRS_HASH_CHARS 8
-#define SRS_SECRET_MAX 256
 
 static const char base32[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 

@@ -197,6 +197,7 @@ static int ticket_key_fresh(time_t now)
 		int len = sqlite3_column_bytes(st, 0);
 		const void *blob = sqlite3_column_blob(st, 0);
 		if (len > 0 && blob) {
+			/* ticket_key points here for the life of the process */
 			static unsigned char stored[256];
 			if ((size_t)len <= sizeof(stored)) {
 				memcpy(stored, blob, (size_t)len);

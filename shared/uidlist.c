@@ -17,14 +17,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "limits.h"
 #include "log.h"
 #include "maildir.h"
 
 /* ---- pop3_uidl_format ------------------------------------------------ */
-
-/* A value after its modifiers: a uint32 in decimal, a file name, a GUID
- * (at most UIDLIST_LINE_MAX octets). */
-#define UIDL_VALUE_MAX (UIDLIST_LINE_MAX + 32)
 
 static int is_digit(char c)
 {
@@ -759,6 +756,7 @@ int uidlist_append(const char *maildir, const struct uidlist_lock *l, int old_fd
 		   const struct uidlist_reader *r, uint32_t first_uid, const char *const *names,
 		   size_t n, uint32_t *uidvalidity)
 {
+	/* not re-entered: one append per POP3 login */
 	static struct writer w;
 	char tmp[PATH_MAX_POSTAGE + 32], path[PATH_MAX_POSTAGE + 32], line[64];
 	unsigned version = old_fd >= 0 ? r->header.version : 3;

@@ -95,6 +95,7 @@ static void auth_finish(struct session *s, const char *mech, const char *login, 
 
 void cmd_auth(struct session *s, const char *arg)
 {
+	/* not re-entered: commands run one at a time from the session loop */
 	static char msg[SMTP_AUTH_LINE_MAX], user[SMTP_AUTH_LINE_MAX];
 	char mech[16];
 	const char *initial = NULL, *authcid, *passwd;

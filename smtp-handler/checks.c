@@ -14,13 +14,12 @@
 #include "dmarc.h"
 #include "dns.h"
 #include "headers.h"
+#include "limits.h"
 #include "log.h"
 #include "session.h"
 #include "spf.h"
 #include "spool.h"
 
-/* The Authentication-Results field and the quarantine mark. */
-#define AUTH_RESULTS_MAX 4096
 /* How strict an outcome is: a failure by its disposition, then a
  * temporary error, then a permanent one, then the rest. */
 static int dmarc_strictness(const struct dmarc_verdict *v)
@@ -183,6 +182,7 @@ static int claims_our_id(const struct header_field *f, const char *id)
 int checks_message(struct session *s, const char *qid, int *fd, char *staging, size_t cap,
 		   off_t header_start, off_t *size, unsigned long long *lf_count)
 {
+	/* not re-entered: once per message; spf, dkim and dmarc do not call back */
 	static struct dkim_verdict dk[DKIM_VERIFY_MAX];
 	static const struct header_field *drop[MESSAGE_HEADER_FIELDS_MAX];
 	static char ar[AUTH_RESULTS_MAX];

@@ -223,7 +223,7 @@ static size_t rcpt_filter(struct session *s, struct destination *d, size_t n, co
 			continue;
 		}
 		if (d[i].kind == DEST_MAILBOX && d[i].quota_bytes >= 0) {
-			char dir[4096];
+			char dir[PATH_MAX_POSTAGE];
 			long long used = 0;
 
 			if (maildir_path(setting(SET_MAIL_ROOT), d[i].mailbox, dir, sizeof(dir), 0) == 0)
@@ -247,6 +247,7 @@ static size_t rcpt_filter(struct session *s, struct destination *d, size_t n, co
 
 static void cmd_rcpt(struct session *s, const char *arg)
 {
+	/* not re-entered: resolve_recipient recurses on its own, not through here */
 	static struct destination found[FORWARD_TARGETS_MAX];
 	char addr[ADDRESS_PATH_MAX + 1], safe[ADDRESS_PATH_MAX * 4 + 8];
 	struct address rcpt;

@@ -152,7 +152,7 @@ static int quota_refusal(struct session *s, const char *qid, off_t size)
 
 	for (size_t i = 0; i < s->ndests; i++) {
 		const struct destination *d = &s->dests[i].dest;
-		char dir[4096];
+		char dir[PATH_MAX_POSTAGE];
 		long long used = 0;
 
 		if (d->kind != DEST_MAILBOX || d->quota_bytes < 0)
@@ -239,7 +239,7 @@ static long stage_list_copies(const char *qid, size_t from, size_t *n)
 		size_t first = *n;
 
 		for (size_t k = 0; k < p->nmailboxes; k++) {
-			char dir[4096];
+			char dir[PATH_MAX_POSTAGE];
 			int r;
 
 			if (maildir_path(setting(SET_MAIL_ROOT), p->mailboxes[k], dir, sizeof(dir), 1) < 0)
@@ -285,6 +285,7 @@ static long stage_list_copies(const char *qid, size_t from, size_t *n)
 static int deliver(struct session *s, const char *qid, int *fd, char *staging, size_t cap,
 		   const struct data_reader *r, off_t size)
 {
+	/* not re-entered: once per DATA, from the session loop */
 	static size_t staged_dest[MESSAGE_DESTINATIONS_MAX];
 	static struct queue_rcpt remote[MESSAGE_DESTINATIONS_MAX];
 	char sender[ADDRESS_PATH_MAX + 1], prefix[2 * ADDRESS_PATH_MAX + 64];
@@ -318,7 +319,7 @@ static int deliver(struct session *s, const char *qid, int *fd, char *staging, s
 	address_format(&s->sender, sender, sizeof(sender));
 	for (size_t i = 0; i < s->ndests; i++) {
 		const struct txn_destination *d = &s->dests[i];
-		char dir[4096];
+		char dir[PATH_MAX_POSTAGE];
 		int plen;
 
 		if (d->dest.kind == DEST_LIST)
@@ -524,7 +525,7 @@ static int add_missing_fields(struct session *s, const char *qid, int *fd, char 
 
 void receive_message(struct session *s)
 {
-	char qid[QUEUE_ID_LEN + 8], staging[4096], header[2048];
+	char qid[QUEUE_ID_LEN + 8], staging[PATH_MAX_POSTAGE], header[2048];
 	unsigned long long max = (unsigned long long)setting_int(SET_MAX_MESSAGE_BYTES);
 	struct data_reader r;
 	int fd, hlen, write_error = 0;

@@ -39,6 +39,7 @@
 #include "dmarc.h"
 #include "dns.h"
 #include "headers.h"
+#include "limits.h"
 #include "list.h"
 #include "listmail.h"
 #include "lists.h"
@@ -46,11 +47,6 @@
 #include "maildir.h"
 #include "session.h"
 #include "spool.h"
-
-/* The DKIM-Signature fields of a list's copy. */
-#define LIST_DKIM_MAX 16384
-/* The text of a notice. */
-#define NOTICE_TEXT_MAX 4096
 
 /* The parts this message makes, and what the queue transaction must do
  * with them. */
@@ -396,6 +392,7 @@ static int poster_vouched(struct session *s, const struct header_block *hb)
  * (the same organizational domain, RFC 7489 3.1.1)? */
 static int from_aligned_with(const struct list_info *l, const struct header_block *hb)
 {
+	/* not re-entered: fan_out_at calls it before going a depth deeper */
 	static char domains[DMARC_FROM_DOMAINS_MAX][ADDRESS_DOMAIN_MAX + 1];
 	char ours[ADDRESS_DOMAIN_MAX + 1], theirs[ADDRESS_DOMAIN_MAX + 1];
 	const struct header_field *f;
@@ -421,6 +418,7 @@ static int from_aligned_with(const struct list_info *l, const struct header_bloc
  * way in has its answer already; else the policies are looked up. */
 static int munge_wanted(struct session *s, const struct header_block *hb)
 {
+	/* not re-entered: fan_out_at calls it before going a depth deeper */
 	static char domains[DMARC_FROM_DOMAINS_MAX][ADDRESS_DOMAIN_MAX + 1];
 	const struct header_field *f;
 	long long deadline;
@@ -579,6 +577,7 @@ static int scan_file(int fd, off_t size, unsigned long long *lfs, int *eight_bit
 static int make_copy(struct session *s, const struct list_info *l, int src, off_t size,
 		     const struct header_block *hb, int munge, struct list_part *p)
 {
+	/* not re-entered: fan_out_at calls it before going a depth deeper */
 	static const struct header_field *drop[MESSAGE_HEADER_FIELDS_MAX];
 	static char fields[8192], sig[LIST_DKIM_MAX];
 	char id[ADDRESS_PATH_MAX + 8], subj_cur[1024], pfx[LIST_PREFIX_MAX * 2 + 16];
@@ -748,8 +747,14 @@ struct nested {
 	char address[ADDRESS_PATH_MAX + 1];
 };
 
-static int fan_out(struct session *s, const struct list_info *l, int src, off_t size,
-		   const struct header_block *hb, int depth, const char *chain, int vouched);
+/* The state of one post's fan-out, allocated once for it and handed down
+ * the recursion into nested lists: what a depth still reads while a
+ * deeper one runs (the lists among its members, the one being followed)
+ * has a slot per depth. */
+struct fan_out_work {
+	struct nested nested[LIST_NESTING_MAX][LIST_PARTS_MAX];
+	struct list_info sub[LIST_NESTING_MAX];
+};
 
 /* Every enabled member of l into p: remote ones as queue recipients,
  * local ones resolved to their mailboxes (or forwards, or lists: those go
@@ -757,6 +762,7 @@ static int fan_out(struct session *s, const struct list_info *l, int src, off_t 
 static int collect_members(struct session *s, const struct list_info *l, struct list_part *p,
 			   struct nested *nested, size_t *nnested)
 {
+	/* not re-entered: fan_out_at calls it before going a depth deeper */
 	static struct destination found[FORWARD_TARGETS_MAX];
 	char (*members)[ADDRESS_PATH_MAX + 1] = NULL;
 	unsigned char *local = NULL;
@@ -912,10 +918,12 @@ out:
  * them). vouched: the post's From: is known to be the poster's
  * (poster_vouched; a copy from a list of ours is). 0, or -1 after
  * replying. */
-static int fan_out(struct session *s, const struct list_info *l, int src, off_t size,
-		   const struct header_block *hb, int depth, const char *chain, int vouched)
+static int fan_out_at(struct session *s, struct fan_out_work *w, const struct list_info *l,
+		      int src, off_t size, const struct header_block *hb, int depth, const char *chain,
+		      int vouched)
 {
-	static struct nested nested[LIST_NESTING_MAX][LIST_PARTS_MAX];
+	struct nested *nested = w->nested[depth];
+	struct list_info *sub = &w->sub[depth];
 	struct list_part *p;
 	size_t nnested = 0, self;
 	char id[ADDRESS_PATH_MAX + 8], nchain[(ADDRESS_PATH_MAX + 2) * (LIST_NESTING_MAX + 1)];
@@ -973,7 +981,7 @@ static int fan_out(struct session *s, const struct list_info *l, int src, off_t 
 		}
 		p->prefix_len = (size_t)plen;
 	}
-	if (collect_members(s, l, p, nested[depth], &nnested) < 0)
+	if (collect_members(s, l, p, nested, &nnested) < 0)
 		return -1;
 	copies += p->nmailboxes + p->nremote;
 	if (copies > LIST_COPIES_MAX) {
@@ -989,23 +997,22 @@ static int fan_out(struct session *s, const struct list_info *l, int src, off_t 
 	 * list a member, so its own posting policy is not asked again. */
 	snprintf(nchain, sizeof(nchain), "%s<%s>", chain, l->address);
 	for (size_t i = 0; i < nnested; i++) {
-		static struct list_info sub[LIST_NESTING_MAX];
 		struct header_block shb;
 		char needle[ADDRESS_PATH_MAX + 3];
 		int r;
 
-		snprintf(needle, sizeof(needle), "<%s>", nested[depth][i].address);
+		snprintf(needle, sizeof(needle), "<%s>", nested[i].address);
 		if (strcasestr(nchain, needle)) {
 			log_event(LOG_NOTICE, "event=list result=nested_skipped list=%s member=%s reason=loop",
-				  l->address, nested[depth][i].address);
+				  l->address, nested[i].address);
 			continue;
 		}
 		if (depth + 1 >= LIST_NESTING_MAX) {
 			log_event(LOG_NOTICE, "event=list result=nested_skipped list=%s member=%s reason=depth",
-				  l->address, nested[depth][i].address);
+				  l->address, nested[i].address);
 			continue;
 		}
-		r = list_load(nested[depth][i].address, &sub[depth]);
+		r = list_load(nested[i].address, sub);
 		if (r < 0) {
 			reply(s, "451 4.3.0 Error: cannot read the list, try again later");
 			return -1;
@@ -1017,12 +1024,29 @@ static int fan_out(struct session *s, const struct list_info *l, int src, off_t 
 			reply(s, "451 4.3.0 Error: cannot read the list's copy, try again later");
 			return -1;
 		}
-		r = fan_out(s, &sub[depth], parts[self].fd, parts[self].size, &shb, depth + 1, nchain, 1);
+		r = fan_out_at(s, w, sub, parts[self].fd, parts[self].size, &shb, depth + 1, nchain, 1);
 		header_block_free(&shb);
 		if (r < 0)
 			return -1;
 	}
 	return 0;
+}
+
+/* fan_out_at from the top, with the state it hands down. */
+static int fan_out(struct session *s, const struct list_info *l, int src, off_t size,
+		   const struct header_block *hb, int vouched)
+{
+	struct fan_out_work *w = calloc(1, sizeof(*w));
+	int r;
+
+	if (!w) {
+		log_event(LOG_ERR, "event=list result=error list=%s error=\"out of memory\"", l->address);
+		reply(s, "451 4.3.0 Error: cannot make the list's copy, try again later");
+		return -1;
+	}
+	r = fan_out_at(s, w, l, src, size, hb, 0, "", vouched);
+	free(w);
+	return r;
 }
 
 /* ---- held posts ------------------------------------------------------------------ */
@@ -1182,7 +1206,7 @@ static int post(struct session *s, const struct list_info *l, int fd, off_t size
 	}
 	if (why)
 		return hold_post(s, l, fd, size, hb, why);
-	return fan_out(s, l, fd, size, hb, 0, "", poster_vouched(s, hb));
+	return fan_out(s, l, fd, size, hb, poster_vouched(s, hb));
 }
 
 /* A confirmation to the address concerned (join, leave) or help. */
@@ -1377,7 +1401,7 @@ static int confirm(struct session *s, const struct list_info *l, const char *tok
 		snprintf(approvals[napprovals].held, sizeof(approvals[0].held), "%s", p.held);
 		napprovals++;
 		/* who wrote a held post is not known: only its header says */
-		r = fan_out(s, l, fd, sb.st_size, &held_hb, 0, "", 0);
+		r = fan_out(s, l, fd, sb.st_size, &held_hb, 0);
 		header_block_free(&held_hb);
 		close(fd);
 		return r;

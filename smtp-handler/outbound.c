@@ -10,16 +10,13 @@
 #include "db.h"
 #include "dkim.h"
 #include "headers.h"
+#include "limits.h"
 #include "log.h"
 #include "maildir.h"
 #include "message.h"
 #include "session.h"
 #include "spool.h"
 #include "srs.h"
-
-/* Room for the DKIM-Signature fields of one message (DKIM_SIGN_MAX
- * signatures of RSA keys up to 8192 bits). */
-#define DKIM_FIELDS_MAX 16384
 
 /* Signs a copy of the staged message when the client has the right to
  * send (AUTH, relay_networks, POP-before-SMTP) and its From: domain has
@@ -162,6 +159,7 @@ int queue_outbound(struct session *s, const char *qid, int *fd, char *staging, s
 		   int (*before_commit)(const char *const *ids, size_t n))
 {
 	const char *ids[2 + LIST_PARTS_MAX] = { NULL };
+	/* not re-entered: its hooks (list approvals, the journal) queue nothing */
 	static struct queue_rcpt plain[MESSAGE_DESTINATIONS_MAX], fwd[MESSAGE_DESTINATIONS_MAX];
 	static struct queue_entry entries[2 + LIST_PARTS_MAX];
 	char signed_path[PATH_MAX_POSTAGE], srs_sender[ADDRESS_PATH_MAX + 1], fwd_id[QUEUE_ID_LEN + 8];

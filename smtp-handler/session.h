@@ -10,9 +10,6 @@
 
 enum smtp_mode { MODE_MX, MODE_SUBMISSION, MODE_SUBMISSIONS };
 
-/* Destinations one message may fan out to (recipients x forwards). */
-#define MESSAGE_DESTINATIONS_MAX 1000
-
 struct txn_destination {
 	struct destination dest;
 	int rcpt; /* index into rcpts: the RCPT address it came from */

@@ -12,14 +12,11 @@
 #include "config.h"
 #include "dns.h"
 #include "headers.h"
+#include "limits.h"
 #include "log.h"
 #include "rspamd.h"
 #include "session.h"
 #include "spool.h"
-
-/* Our fields on top of a message rspamd marked: X-Spam, the score
- * line and the new Subject. */
-#define SPAM_FIELDS_MAX (RSPAMD_SUBJECT_MAX * 2 + 512)
 
 /* Fields a delivered, scanned message carries only from us: a sender's
  * own could make a mail client file it wrongly. */
@@ -101,6 +98,7 @@ static int edit_copy(struct session *s, const char *qid, int *fd, char *staging,
  * message as from a host without reverse DNS. */
 static void client_hostname(const struct session *s, char *out, size_t cap)
 {
+	/* not re-entered: once per message, before rspamd is asked */
 	static struct dns_names names;
 	static struct dns_addrs addrs;
 	long long deadline = dns_deadline(RSPAMD_HOSTNAME_TIME_MS);
@@ -125,6 +123,7 @@ static void client_hostname(const struct session *s, char *out, size_t cap)
 int spam_filter_message(struct session *s, const char *qid, int *fd, char *staging, size_t cap,
 			off_t *size, unsigned long long *lf_count)
 {
+	/* not re-entered: once per message, from delivery */
 	static const char *rcpts[SMTP_RECIPIENTS_MAX];
 	static char prefix[SPAM_FIELDS_MAX];
 	const char *where = setting(SET_RSPAMD);
