@@ -17,75 +17,10 @@
 #include "limits.h"
 #include "log.h"
 #include "maildir.h"
+#include "msgout.h"
 #include "queue.h"
 #include "spool.h"
 #include "srs.h"
-
-void rfc5322_date_of(long long t, char *buf, size_t cap)
-{
-	time_t tt = (time_t)t;
-	struct tm tm;
-
-	localtime_r(&tt, &tm);
-	strftime(buf, cap, "%a, %d %b %Y %H:%M:%S %z", &tm);
-}
-
-/* A buffered writer that counts what the Maildir name and the queue
- * need: bytes, LFs, and whether any byte is 8-bit. */
-struct out {
-	int fd;
-	int error;
-	int eight_bit;
-	unsigned long long total, lfs;
-	size_t len;
-	char buf[8192];
-};
-
-static void out_flush(struct out *o)
-{
-	size_t off = 0;
-
-	while (off < o->len && !o->error) {
-		ssize_t n = write(o->fd, o->buf + off, o->len - off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			o->error = errno;
-			break;
-		}
-		off += (size_t)n;
-	}
-	o->len = 0;
-}
-
-static void out_write(struct out *o, const char *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)p[i];
-
-		if (o->len == sizeof(o->buf))
-			out_flush(o);
-		o->buf[o->len++] = (char)c;
-		o->total++;
-		o->lfs += c == '\n';
-		o->eight_bit |= c >= 0x80;
-	}
-}
-
-static void out_printf(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void out_printf(struct out *o, const char *fmt, ...)
-{
-	char line[2048];
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return;
-	out_write(o, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
-}
 
 static int non_ascii(const char *s)
 {
@@ -107,30 +42,30 @@ static void mta_name(const char *mta, char *out, size_t cap)
 }
 
 /* The plain-words account of one recipient, for the first part. */
-static void explain(struct out *o, const struct dsn_rcpt *r, long long lifetime_hours)
+static void explain(struct msg_out *o, const struct dsn_rcpt *r, long long lifetime_hours)
 {
-	out_printf(o, "<%s>:", r->recipient);
+	msg_out_printf(o, "<%s>:", r->recipient);
 	if (r->orig_rcpt && *r->orig_rcpt && strcasecmp(r->orig_rcpt, r->recipient) != 0)
-		out_printf(o, " (forwarded from <%s>)", r->orig_rcpt);
-	out_printf(o, "\n");
+		msg_out_printf(o, " (forwarded from <%s>)", r->orig_rcpt);
+	msg_out_printf(o, "\n");
 	if (r->expired)
-		out_printf(o,
+		msg_out_printf(o,
 			   "    postage gave up: the message could not be delivered within\n"
 			   "    %lld hours (queue_lifetime_hours). The last attempt ended with:\n",
 			   lifetime_hours);
 	if (r->mta && *r->mta) {
-		out_printf(o, "    host %s said:\n    %s\n", r->mta, r->text);
+		msg_out_printf(o, "    host %s said:\n    %s\n", r->mta, r->text);
 		if (r->command && *r->command)
-			out_printf(o, "    (in reply to %s)\n", r->command);
+			msg_out_printf(o, "    (in reply to %s)\n", r->command);
 	} else {
-		out_printf(o, "    %s\n", r->text);
+		msg_out_printf(o, "    %s\n", r->text);
 	}
-	out_printf(o, "\n");
+	msg_out_printf(o, "\n");
 }
 
 /* The original's header section (LF form), up to DSN_HEADERS_MAX bytes,
  * ending at a whole line. 0, or -1 when the queue file is gone. */
-static int copy_headers(struct out *o, const char *id)
+static int copy_headers(struct msg_out *o, const char *id)
 {
 	static char buf[DSN_HEADERS_MAX];
 	char path[PATH_MAX_POSTAGE];
@@ -162,11 +97,11 @@ static int copy_headers(struct out *o, const char *id)
 	}
 	if (end == 0 && have > 0 && buf[0] != '\n')
 		return -1;
-	out_write(o, buf, end);
+	msg_out_write(o, buf, end);
 	return 0;
 }
 
-static void compose(struct out *o, enum dsn_kind kind, const struct dsn_message *m,
+static void compose(struct msg_out *o, enum dsn_kind kind, const struct dsn_message *m,
 		    const char *to, const struct dsn_rcpt *rcpts, size_t n, const char *id)
 {
 	const char *host = setting(SET_HOSTNAME);
@@ -183,38 +118,38 @@ static void compose(struct out *o, enum dsn_kind kind, const struct dsn_message 
 	utf8 = utf8_addr;
 	for (size_t i = 0; i < n; i++)
 		utf8 |= non_ascii(rcpts[i].text);
-	rfc5322_date_of(time(NULL), date, sizeof(date));
-	rfc5322_date_of(m->created_at, arrival, sizeof(arrival));
-	rfc5322_date_of(m->give_up_at, until, sizeof(until));
+	rfc5322_date(time(NULL), date, sizeof(date));
+	rfc5322_date(m->created_at, arrival, sizeof(arrival));
+	rfc5322_date(m->give_up_at, until, sizeof(until));
 	snprintf(boundary, sizeof(boundary), "=_postage_dsn_%s", id);
 
-	out_printf(o, "Received: by %s (postage) id %s; %s\n", host, id, date);
-	out_printf(o, "Date: %s\n", date);
-	out_printf(o, "From: Mail Delivery System <MAILER-DAEMON@%s>\n", host);
-	out_printf(o, "To: <%s>\n", to);
-	out_printf(o, "Subject: %s\n", kind == DSN_FAILED ? "Undelivered Mail Returned to Sender" :
+	msg_out_printf(o, "Received: by %s (postage) id %s; %s\n", host, id, date);
+	msg_out_printf(o, "Date: %s\n", date);
+	msg_out_printf(o, "From: Mail Delivery System <MAILER-DAEMON@%s>\n", host);
+	msg_out_printf(o, "To: <%s>\n", to);
+	msg_out_printf(o, "Subject: %s\n", kind == DSN_FAILED ? "Undelivered Mail Returned to Sender" :
 							    "Delayed Mail (still being retried)");
-	out_printf(o, "Message-ID: <%s.dsn@%s>\n", id, host);
+	msg_out_printf(o, "Message-ID: <%s.dsn@%s>\n", id, host);
 	/* RFC 3834 5: no auto-reply should answer this. */
-	out_printf(o, "Auto-Submitted: auto-replied\n");
-	out_printf(o, "MIME-Version: 1.0\n");
-	out_printf(o, "Content-Type: multipart/report; report-type=delivery-status;\n"
+	msg_out_printf(o, "Auto-Submitted: auto-replied\n");
+	msg_out_printf(o, "MIME-Version: 1.0\n");
+	msg_out_printf(o, "Content-Type: multipart/report; report-type=delivery-status;\n"
 		      "\tboundary=\"%s\"\n\n", boundary);
-	out_printf(o, "This is a MIME-encapsulated message.\n\n");
+	msg_out_printf(o, "This is a MIME-encapsulated message.\n\n");
 
 	/* 1: for people */
-	out_printf(o, "--%s\nContent-Description: Notification\n"
+	msg_out_printf(o, "--%s\nContent-Description: Notification\n"
 		      "Content-Type: text/plain; charset=%s\n%s\n",
 		   boundary, utf8 ? "utf-8" : "us-ascii",
 		   utf8 ? "Content-Transfer-Encoding: 8bit\n" : "");
-	out_printf(o, "This is the mail system at host %s.\n\n", host);
+	msg_out_printf(o, "This is the mail system at host %s.\n\n", host);
 	if (kind == DSN_FAILED) {
-		out_printf(o, "I'm sorry to have to inform you that your message could not\n"
+		msg_out_printf(o, "I'm sorry to have to inform you that your message could not\n"
 			      "be delivered to one or more recipients. For each of them the\n"
 			      "reason follows. The headers of your message are attached.\n\n"
 			      "If you need help, send this report to postmaster@%s.\n\n", host);
 	} else {
-		out_printf(o,
+		msg_out_printf(o,
 			   "####################################################################\n"
 			   "# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #\n"
 			   "####################################################################\n\n"
@@ -227,43 +162,43 @@ static void compose(struct out *o, enum dsn_kind kind, const struct dsn_message 
 		explain(o, &rcpts[i], m->lifetime_hours);
 
 	/* 2: for programs (RFC 3464 2; RFC 6533 when addresses are UTF-8) */
-	out_printf(o, "--%s\nContent-Description: Delivery report\nContent-Type: %s\n%s\n", boundary,
+	msg_out_printf(o, "--%s\nContent-Description: Delivery report\nContent-Type: %s\n%s\n", boundary,
 		   utf8 ? "message/global-delivery-status" : "message/delivery-status",
 		   utf8 ? "Content-Transfer-Encoding: 8bit\n" : "");
-	out_printf(o, "Reporting-MTA: dns; %s\n", host);
-	out_printf(o, "X-Postage-Queue-ID: %s\n", m->id);
-	out_printf(o, "X-Postage-Sender: %s; %s\n", addr_type, m->sender);
-	out_printf(o, "Arrival-Date: %s\n", arrival);
+	msg_out_printf(o, "Reporting-MTA: dns; %s\n", host);
+	msg_out_printf(o, "X-Postage-Queue-ID: %s\n", m->id);
+	msg_out_printf(o, "X-Postage-Sender: %s; %s\n", addr_type, m->sender);
+	msg_out_printf(o, "Arrival-Date: %s\n", arrival);
 	for (size_t i = 0; i < n; i++) {
 		const struct dsn_rcpt *r = &rcpts[i];
 
-		out_printf(o, "\nFinal-Recipient: %s; %s\n", addr_type, r->recipient);
+		msg_out_printf(o, "\nFinal-Recipient: %s; %s\n", addr_type, r->recipient);
 		if (r->orig_rcpt && *r->orig_rcpt && strcasecmp(r->orig_rcpt, r->recipient) != 0)
-			out_printf(o, "Original-Recipient: %s; %s\n", addr_type, r->orig_rcpt);
-		out_printf(o, "Action: %s\n", kind == DSN_FAILED ? "failed" : "delayed");
-		out_printf(o, "Status: %s\n", r->status && *r->status ? r->status :
+			msg_out_printf(o, "Original-Recipient: %s; %s\n", addr_type, r->orig_rcpt);
+		msg_out_printf(o, "Action: %s\n", kind == DSN_FAILED ? "failed" : "delayed");
+		msg_out_printf(o, "Status: %s\n", r->status && *r->status ? r->status :
 					      (kind == DSN_FAILED ? "5.0.0" : "4.0.0"));
 		if (r->mta && *r->mta) {
 			char name[ADDRESS_DOMAIN_MAX + 72];
 			mta_name(r->mta, name, sizeof(name));
-			out_printf(o, "Remote-MTA: dns; %s\n", name);
-			out_printf(o, "Diagnostic-Code: smtp; %s\n", r->text);
+			msg_out_printf(o, "Remote-MTA: dns; %s\n", name);
+			msg_out_printf(o, "Diagnostic-Code: smtp; %s\n", r->text);
 		} else {
-			out_printf(o, "Diagnostic-Code: X-Postage; %s\n", r->text);
+			msg_out_printf(o, "Diagnostic-Code: X-Postage; %s\n", r->text);
 		}
 		if (kind == DSN_DELAYED)
-			out_printf(o, "Will-Retry-Until: %s\n", until);
+			msg_out_printf(o, "Will-Retry-Until: %s\n", until);
 	}
-	out_printf(o, "\n");
+	msg_out_printf(o, "\n");
 
 	/* 3: the original's headers */
-	out_printf(o, "--%s\nContent-Description: %s\nContent-Type: %s\n%s\n", boundary,
+	msg_out_printf(o, "--%s\nContent-Description: %s\nContent-Type: %s\n%s\n", boundary,
 		   kind == DSN_FAILED ? "Undelivered Message Headers" : "Delayed Message Headers",
 		   utf8 ? "message/global-headers" : "text/rfc822-headers",
 		   utf8 ? "Content-Transfer-Encoding: 8bit\n" : "");
 	if (copy_headers(o, m->id) < 0)
-		out_printf(o, "X-Postage-Note: the original message is no longer in the queue\n");
-	out_printf(o, "\n--%s--\n", boundary);
+		msg_out_printf(o, "X-Postage-Note: the original message is no longer in the queue\n");
+	msg_out_printf(o, "\n--%s--\n", boundary);
 }
 
 /* Removes Maildir copies made before a later step failed. */
@@ -275,7 +210,7 @@ static void undo(char (*paths)[PATH_MAX_POSTAGE], size_t n)
 
 static int deliver_notice(const struct address *sender, const char *sender_text,
 			  const char *orig_id, const char *id, int fd, const char *staging,
-			  const struct out *o, enum dsn_kind kind)
+			  const struct msg_out *o, enum dsn_kind kind)
 {
 	/* not re-entered: its one caller, dsn_send, is not */
 	static struct destination dests[DSN_DESTINATIONS_MAX];
@@ -410,7 +345,7 @@ int dsn_send(enum dsn_kind kind, const struct dsn_message *m, const struct dsn_r
 	     size_t n)
 {
 	/* not re-entered: a notice is delivered without sending another */
-	static struct out o;
+	static struct msg_out o;
 	char id[QUEUE_ID_LEN + 8], staging[PATH_MAX_POSTAGE], to_text[ADDRESS_PATH_MAX + 1];
 	const char *what = kind == DSN_FAILED ? "bounce" : "delay_warning";
 	struct address to;
@@ -428,10 +363,9 @@ int dsn_send(enum dsn_kind kind, const struct dsn_message *m, const struct dsn_r
 			  strerror(errno));
 		return -1;
 	}
-	memset(&o, 0, sizeof(o));
-	o.fd = fd;
+	msg_out_init(&o, fd, 0);
 	compose(&o, kind, m, to_text, rcpts, n, id);
-	out_flush(&o);
+	msg_out_flush(&o);
 	if (o.error) {
 		log_event(LOG_ERR, "event=%s result=error id=%s error=\"spool: %s\"", what, m->id,
 			  strerror(o.error));

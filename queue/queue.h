@@ -197,7 +197,4 @@ int runner_run(const struct runner_options *opt);
 /* The pass's idea of now (--now, else the clock). */
 long long queue_now(void);
 
-/* RFC 5322 date of t. */
-void rfc5322_date_of(long long t, char *buf, size_t cap);
-
 #endif

@@ -56,6 +56,12 @@ static int literal_valid(const char *d, size_t len)
 	return inet_pton(AF_INET, tmp, bin) == 1;
 }
 
+int address_long_path_fits(const char *local, size_t llen, size_t dlen)
+{
+	return llen > 0 && llen + 1 + dlen <= ADDRESS_PATH_MAX && dlen <= ADDRESS_DOMAIN_MAX &&
+	       local[0] != '.' && local[llen - 1] != '.';
+}
+
 int address_domain_valid(const char *d, size_t len, int allow_utf8)
 {
 	size_t label = 0;

@@ -39,6 +39,13 @@ void address_format(const struct address *a, char *buf, size_t cap);
  * or an address literal). */
 int address_domain_valid(const char *d, size_t len, int allow_utf8);
 
+/* For the paths whose local part may pass 64 octets (an SRS address, a
+ * list's VERP address: RFC 5321 4.5.3.1 asks servers to take longer ones
+ * where they can): a local part of llen octets at local and a domain of
+ * dlen still fit a path, and the local part neither starts nor ends with
+ * a dot. */
+int address_long_path_fits(const char *local, size_t llen, size_t dlen);
+
 /* A well-formed UTF-8 sequence starting at s (within n bytes, s[0] >=
  * 0x80): its length, or 0. Overlongs and surrogates are refused. */
 size_t utf8_seq(const unsigned char *s, size_t n);

@@ -483,8 +483,7 @@ enum address_parse list_parse_path(const char *arg, int allow_utf8, struct addre
 		return ADDRESS_SYNTAX;
 	llen = (size_t)(at - p);
 	dlen = (size_t)(close - at - 1);
-	if (llen == 0 || llen + 1 + dlen > ADDRESS_PATH_MAX || dlen > ADDRESS_DOMAIN_MAX ||
-	    p[0] == '.' || at[-1] == '.')
+	if (!address_long_path_fits(p, llen, dlen))
 		return ADDRESS_TOOLONG;
 	{
 		/* Only a list's VERP or confirmation address is let through. */
@@ -750,7 +749,11 @@ static int pending_row(sqlite3_stmt *st, struct list_pending *out)
 	return 1;
 }
 
-int list_pending_find(const char *list, const char *token, long long now, struct list_pending *out)
+/* The pending row of token for list, not expired; with take, deleted in
+ * the same statement (RETURNING), so one token confirms once. 1 found,
+ * 0 not, -1 error or a malformed token. */
+static int pending_lookup(const char *list, const char *token, long long now, int take,
+			  struct list_pending *out)
 {
 	char hex[65];
 	sqlite3_stmt *st;
@@ -758,32 +761,10 @@ int list_pending_find(const char *list, const char *token, long long now, struct
 
 	if (list_token_hash(token, hex) < 0)
 		return list_token_syntax(token) ? -1 : 0;
-	st = db_stmt("SELECT list, address, action, held, expires_at FROM list_pending "
-		     "WHERE token_hash = ?1 AND list = ?2 AND expires_at > ?3 AND action <> 'help'");
-	if (!st)
-		return -1;
-	sqlite3_bind_text(st, 1, hex, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, list, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, now);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW)
-		found = pending_row(st, out);
-	sqlite3_reset(st);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-		return -1;
-	return found;
-}
-
-int list_pending_take(const char *list, const char *token, long long now, struct list_pending *out)
-{
-	char hex[65];
-	sqlite3_stmt *st;
-	int rc, found = 0;
-
-	if (list_token_hash(token, hex) < 0)
-		return list_token_syntax(token) ? -1 : 0;
-	st = db_stmt("DELETE FROM list_pending WHERE token_hash = ?1 AND list = ?2 AND expires_at > ?3 "
-		     "AND action <> 'help' RETURNING list, address, action, held, expires_at");
+	st = take ? db_stmt("DELETE FROM list_pending WHERE token_hash = ?1 AND list = ?2 AND expires_at > ?3 "
+			    "AND action <> 'help' RETURNING list, address, action, held, expires_at")
+		  : db_stmt("SELECT list, address, action, held, expires_at FROM list_pending "
+			    "WHERE token_hash = ?1 AND list = ?2 AND expires_at > ?3 AND action <> 'help'");
 	if (!st)
 		return -1;
 	sqlite3_bind_text(st, 1, hex, -1, SQLITE_STATIC);
@@ -792,12 +773,23 @@ int list_pending_take(const char *list, const char *token, long long now, struct
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
 		found = pending_row(st, out);
-		rc = sqlite3_step(st);
+		/* A RETURNING statement finishes its DELETE on the next step. */
+		rc = take ? sqlite3_step(st) : SQLITE_DONE;
 	}
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE)
 		return -1;
 	return found;
+}
+
+int list_pending_find(const char *list, const char *token, long long now, struct list_pending *out)
+{
+	return pending_lookup(list, token, now, 0, out);
+}
+
+int list_pending_take(const char *list, const char *token, long long now, struct list_pending *out)
+{
+	return pending_lookup(list, token, now, 1, out);
 }
 
 int list_pending_add(const char *list, const char *address, const char *action,

@@ -16,81 +16,8 @@
 #include "limits.h"
 #include "log.h"
 #include "maildir.h"
+#include "msgout.h"
 #include "spool.h"
-
-/* A buffered writer counting what a Maildir name and the queue need. */
-struct nout {
-	int fd;
-	int error;
-	int eight_bit;
-	unsigned long long total, lfs;
-	size_t len;
-	char buf[8192];
-};
-
-static void nout_flush(struct nout *o)
-{
-	if (o->len > 0 && !o->error && fd_write_all(o->fd, o->buf, o->len) < 0)
-		o->error = errno ? errno : EIO;
-	o->len = 0;
-}
-
-static void nout_write(struct nout *o, const char *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)p[i];
-
-		if (c == '\r')
-			continue; /* the spool's form is LF */
-		if (o->len == sizeof(o->buf))
-			nout_flush(o);
-		o->buf[o->len++] = (char)c;
-		o->total++;
-		o->lfs += c == '\n';
-		o->eight_bit |= c >= 0x80;
-	}
-}
-
-static void nout_printf(struct nout *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void nout_printf(struct nout *o, const char *fmt, ...)
-{
-	char line[4096];
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return;
-	nout_write(o, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
-}
-
-/* Copies bytes [from, to) of fd into o. */
-static void nout_copy(struct nout *o, int fd, off_t from, off_t to)
-{
-	char buf[16384];
-
-	while (from < to && !o->error) {
-		size_t want = (size_t)(to - from) < sizeof(buf) ? (size_t)(to - from) : sizeof(buf);
-		ssize_t n = pread(fd, buf, want, from);
-		if (n <= 0) {
-			o->error = n < 0 ? errno : EIO;
-			return;
-		}
-		nout_write(o, buf, (size_t)n);
-		from += n;
-	}
-}
-
-static void rfc5322_now(char *buf, size_t cap)
-{
-	time_t now = time(NULL);
-	struct tm tm;
-
-	localtime_r(&now, &tm);
-	strftime(buf, cap, "%a, %d %b %Y %H:%M:%S %z", &tm);
-}
 
 static int has_non_ascii(const char *s)
 {
@@ -100,56 +27,56 @@ static int has_non_ascii(const char *s)
 	return 0;
 }
 
-static void compose(struct nout *o, const struct list_notice *n, const char *id)
+static void compose(struct msg_out *o, const struct list_notice *n, const char *id)
 {
 	const struct list_info *l = n->list;
 	char date[64], boundary[64];
 	unsigned rnd = 0;
 
-	rfc5322_now(date, sizeof(date));
+	rfc5322_date((long long)time(NULL), date, sizeof(date));
 	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd))
 		rnd = (unsigned)getpid();
-	nout_printf(o, "From: \"%s list\" <%s-%s@%s>\n", l->local, l->local, n->from_role, l->domain);
-	nout_printf(o, "To: <%s>\n", n->to);
-	nout_printf(o, "Subject: %s\n", n->subject);
-	nout_printf(o, "Date: %s\n", date);
-	nout_printf(o, "Message-ID: <%s.list.%08x@%s>\n", id, rnd, setting(SET_HOSTNAME));
+	msg_out_printf(o, "From: \"%s list\" <%s-%s@%s>\n", l->local, l->local, n->from_role, l->domain);
+	msg_out_printf(o, "To: <%s>\n", n->to);
+	msg_out_printf(o, "Subject: %s\n", n->subject);
+	msg_out_printf(o, "Date: %s\n", date);
+	msg_out_printf(o, "Message-ID: <%s.list.%08x@%s>\n", id, rnd, setting(SET_HOSTNAME));
 	if (n->reply_to)
-		nout_printf(o, "Reply-To: <%s>\n", n->reply_to);
+		msg_out_printf(o, "Reply-To: <%s>\n", n->reply_to);
 	if (n->in_reply_to)
-		nout_printf(o, "In-Reply-To: %s\nReferences: %s\n", n->in_reply_to, n->in_reply_to);
+		msg_out_printf(o, "In-Reply-To: %s\nReferences: %s\n", n->in_reply_to, n->in_reply_to);
 	/* RFC 3834 5: never answered by another responder. */
-	nout_printf(o, "Auto-Submitted: %s\n", n->auto_submitted);
-	nout_printf(o, "X-Auto-Response-Suppress: All\n");
-	nout_printf(o, "MIME-Version: 1.0\n");
+	msg_out_printf(o, "Auto-Submitted: %s\n", n->auto_submitted);
+	msg_out_printf(o, "X-Auto-Response-Suppress: All\n");
+	msg_out_printf(o, "MIME-Version: 1.0\n");
 	if (n->attach_fd < 0) {
-		nout_printf(o, "Content-Type: text/plain; charset=utf-8\n");
-		nout_printf(o, "Content-Transfer-Encoding: 8bit\n\n");
-		nout_write(o, n->text, strlen(n->text));
+		msg_out_printf(o, "Content-Type: text/plain; charset=utf-8\n");
+		msg_out_printf(o, "Content-Transfer-Encoding: 8bit\n\n");
+		msg_out_write(o, n->text, strlen(n->text));
 		return;
 	}
 	snprintf(boundary, sizeof(boundary), "%s.%08x/%s", id, rnd, setting(SET_HOSTNAME));
-	nout_printf(o, "Content-Type: multipart/mixed; boundary=\"%s\"\n\n", boundary);
-	nout_printf(o, "This is a MIME-encapsulated message.\n\n");
-	nout_printf(o, "--%s\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n",
+	msg_out_printf(o, "Content-Type: multipart/mixed; boundary=\"%s\"\n\n", boundary);
+	msg_out_printf(o, "This is a MIME-encapsulated message.\n\n");
+	msg_out_printf(o, "--%s\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n",
 		    boundary);
-	nout_write(o, n->text, strlen(n->text));
+	msg_out_write(o, n->text, strlen(n->text));
 	if (n->attach_size <= LIST_HELD_ATTACH_MAX) {
-		nout_printf(o, "\n--%s\nContent-Type: message/rfc822\nContent-Disposition: inline\n\n",
+		msg_out_printf(o, "\n--%s\nContent-Type: message/rfc822\nContent-Disposition: inline\n\n",
 			    boundary);
-		nout_copy(o, n->attach_fd, 0, n->attach_size);
+		msg_out_copy(o, n->attach_fd, 0, n->attach_size);
 	} else {
 		/* Too big to travel whole: its header section tells what it is. */
 		struct header_block hb;
-		nout_printf(o, "\n--%s\nContent-Type: text/rfc822-headers\n"
+		msg_out_printf(o, "\n--%s\nContent-Type: text/rfc822-headers\n"
 			    "Content-Description: the header section of the post (%lld bytes)\n\n",
 			    boundary, (long long)n->attach_size);
 		if (header_block_read(n->attach_fd, 0, n->attach_size, &hb) == 0) {
-			nout_write(o, hb.buf, hb.len);
+			msg_out_write(o, hb.buf, hb.len);
 			header_block_free(&hb);
 		}
 	}
-	nout_printf(o, "\n--%s--\n", boundary);
+	msg_out_printf(o, "\n--%s--\n", boundary);
 }
 
 int list_notice_send(const struct list_notice *n, int (*hook)(void *ctx), void *ctx)
@@ -158,7 +85,7 @@ int list_notice_send(const struct list_notice *n, int (*hook)(void *ctx), void *
 	static struct destination dests[NOTICE_DESTINATIONS_MAX];
 	static struct maildir_staged staged[NOTICE_DESTINATIONS_MAX];
 	static struct queue_rcpt remote[NOTICE_DESTINATIONS_MAX];
-	static struct nout o;
+	static struct msg_out o;
 	static char sig[NOTICE_DKIM_MAX];
 	const struct list_info *l = n->list;
 	char id[QUEUE_ID_LEN + 8], staging[PATH_MAX_POSTAGE], signed_path[PATH_MAX_POSTAGE] = "";
@@ -198,10 +125,9 @@ int list_notice_send(const struct list_notice *n, int (*hook)(void *ctx), void *
 	fd = spool_staging_open(id, staging, sizeof(staging));
 	if (fd < 0)
 		return -1;
-	memset(&o, 0, sizeof(o));
-	o.fd = fd;
+	msg_out_init(&o, fd, 1);
 	compose(&o, n, id);
-	nout_flush(&o);
+	msg_out_flush(&o);
 	if (o.error) {
 		errno = o.error;
 		goto out;

@@ -35,6 +35,23 @@ static void json_ws(struct json *j)
 		j->p++;
 }
 
+/* After a member or an element: 1 at the closing bracket (consumed), 0
+ * after a comma (consumed), -1 on anything else. */
+static int json_next(struct json *j, char close)
+{
+	json_ws(j);
+	if (j->p >= j->end)
+		return -1;
+	if (*j->p == close) {
+		j->p++;
+		return 1;
+	}
+	if (*j->p != ',')
+		return -1;
+	j->p++;
+	return 0;
+}
+
 static int hex4(const char *p, unsigned *out)
 {
 	unsigned v = 0;
@@ -252,7 +269,7 @@ static int json_skip(struct json *j, int depth)
 	case '{':
 	case '[': {
 		char close = *j->p == '{' ? '}' : ']';
-		int first = 1;
+		int first = 1, r;
 
 		if (depth + 1 > RSPAMD_JSON_DEPTH_MAX)
 			return -1;
@@ -273,16 +290,9 @@ static int json_skip(struct json *j, int depth)
 			}
 			if (json_skip(j, depth + 1) < 0)
 				return -1;
-			json_ws(j);
-			if (j->p >= j->end)
-				return -1;
-			if (*j->p == close) {
-				j->p++;
-				return 0;
-			}
-			if (*j->p != ',')
-				return -1;
-			j->p++;
+			r = json_next(j, close);
+			if (r != 0)
+				return r < 0 ? -1 : 0;
 			first = 0;
 		}
 	}
@@ -299,7 +309,7 @@ typedef int (*json_member_fn)(const char *key, struct json *j, struct rspamd_ver
 static int json_object(struct json *j, struct rspamd_verdict *v, int depth, json_member_fn member)
 {
 	char key[64];
-	int cut, first = 1;
+	int cut, first = 1, r;
 
 	if (depth + 1 > RSPAMD_JSON_DEPTH_MAX)
 		return -1;
@@ -324,16 +334,9 @@ static int json_object(struct json *j, struct rspamd_verdict *v, int depth, json
 		json_ws(j);
 		if (member(key, j, v, depth + 1) < 0)
 			return -1;
-		json_ws(j);
-		if (j->p >= j->end)
-			return -1;
-		if (*j->p == '}') {
-			j->p++;
-			return 0;
-		}
-		if (*j->p != ',')
-			return -1;
-		j->p++;
+		r = json_next(j, '}');
+		if (r != 0)
+			return r < 0 ? -1 : 0;
 		first = 0;
 	}
 }

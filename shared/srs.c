@@ -232,8 +232,7 @@ enum address_parse srs_parse_path(const char *arg, struct address *out, const ch
 		return ADDRESS_SYNTAX;
 	llen = (size_t)(at - p);
 	dlen = (size_t)(close - at - 1);
-	if (llen == 0 || llen + 1 + dlen > ADDRESS_PATH_MAX || dlen > ADDRESS_DOMAIN_MAX ||
-	    p[0] == '.' || at[-1] == '.')
+	if (!address_long_path_fits(p, llen, dlen))
 		return ADDRESS_TOOLONG;
 	if (!address_domain_valid(at + 1, dlen, 0))
 		return ADDRESS_SYNTAX;
