@@ -228,7 +228,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static char result[1 << 20];
 	static const char *const commands[] = { "", "RCPT TO", "MAIL FROM", "end of DATA", "DATA",
 						"EHLO", "the greeting" };
-	static struct out o;
+	static struct msg_out o;
 	struct dsn_rcpt rcpts[RCPTS_MAX];
 	struct dsn_message m;
 	struct address to, parsed;
@@ -301,10 +301,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	queue_new_id(id, sizeof(id));
 	if (ftruncate(memfd, 0) < 0 || lseek(memfd, 0, SEEK_SET) < 0)
 		fuzz_die("memfd");
-	memset(&o, 0, sizeof(o));
-	o.fd = memfd;
+	msg_out_init(&o, memfd, 0);
 	compose(&o, kind, &m, to_text, rcpts, n, id);
-	out_flush(&o);
+	msg_out_flush(&o);
 	FUZZ_ASSERT(o.error == 0);
 
 	got = pread(memfd, result, sizeof(result), 0);
