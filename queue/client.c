@@ -698,21 +698,187 @@ static int send_body(struct smtp_client *c, const struct outbound *m, int *local
 	return 0;
 }
 
+/* ---- the MAIL, RCPT and DATA dialogue -------------------------------- */
+
+/* One transaction's commands in order: step 0 is MAIL FROM, steps 1 to n
+ * the RCPT TOs, step n + 1 DATA. What the replies have settled so far. */
+struct dialogue {
+	const struct outbound *m;
+	const char *const *rcpts;
+	size_t n;
+	int need_utf8;
+	struct status_text *result;
+	int *done;                   /* result[i] is final */
+	size_t accepted;             /* recipients the server took */
+	int mail_ok;
+	struct status_text refusal;  /* the reply to a refused MAIL FROM */
+	const struct status_text *closing; /* a 421 to MAIL or RCPT, when one came */
+};
+
+static size_t data_step(const struct dialogue *d)
+{
+	return d->n + 1;
+}
+
+/* Queues step k's command line; -1 when the connection failed. */
+static int send_step(struct smtp_client *c, const struct dialogue *d, size_t k)
+{
+	char line[2 * ADDRESS_PATH_MAX + 96];
+
+	if (k == 0) {
+		char params[96] = "";
+		size_t pl = 0;
+		if (c->ext & EXT_SIZE)
+			pl += (size_t)snprintf(params + pl, sizeof(params) - pl, " SIZE=%llu",
+					       d->m->wire_size);
+		if (d->m->body_8bit && (c->ext & EXT_8BITMIME))
+			pl += (size_t)snprintf(params + pl, sizeof(params) - pl, " BODY=8BITMIME");
+		if (d->need_utf8)
+			snprintf(params + pl, sizeof(params) - pl, " SMTPUTF8");
+		snprintf(line, sizeof(line), "MAIL FROM:<%s>%s\r\n", d->m->sender, params);
+	} else if (k < data_step(d)) {
+		snprintf(line, sizeof(line), "RCPT TO:<%s>\r\n", d->rcpts[k - 1]);
+	} else {
+		snprintf(line, sizeof(line), "DATA\r\n");
+	}
+	return io_puts(&c->io, line);
+}
+
+enum step_result { STEP_ON = 0, STEP_END };
+
+/* Reads step k's reply and settles what it settles. STEP_END when the
+ * transaction is over (every recipient's result filled); STEP_ON to go
+ * on, after DATA meaning that the server waits for the message. */
+static enum step_result read_step(struct smtp_client *c, struct dialogue *d, size_t k)
+{
+	static const char *const doing[] = { "while sending MAIL FROM", "while sending RCPT TO",
+					     "while sending DATA" };
+	size_t kind = k == 0 ? 0 : k < data_step(d) ? 1 : 2;
+	struct status_text why;
+	struct reply r;
+	enum reply_error e;
+
+	e = read_reply(c, kind == 2 ? CLIENT_DATA_INIT_TIMEOUT_MS : CLIENT_COMMAND_TIMEOUT_MS, &r,
+		       NULL);
+	if (e != REPLY_OK) {
+		status_from_error(c, e, doing[kind], &why);
+		fail_pending(d->result, d->done, d->n, &why);
+		return STEP_END;
+	}
+	if (kind == 0) {
+		if (r.code == 250)
+			return STEP_ON;
+		/* A refused MAIL settles every recipient; the replies to
+		 * RCPTs already sent are read but no longer count. */
+		d->mail_ok = 0;
+		status_from_reply(c, &r, "MAIL FROM", &d->refusal);
+		if (d->refusal.outcome == OUTCOME_SENT)
+			as_temporary(&d->refusal);
+		fail_pending(d->result, d->done, d->n, &d->refusal);
+		memset(d->done, 1, sizeof(d->done[0]) * d->n);
+		if (r.code == 421)
+			d->closing = &d->refusal;
+		return STEP_ON;
+	}
+	if (kind == 1) {
+		size_t i = k - 1;
+
+		if (!d->mail_ok)
+			return STEP_ON;
+		if (r.code == 250 || r.code == 251) {
+			d->accepted++;
+			return STEP_ON;
+		}
+		status_from_reply(c, &r, "RCPT TO", &d->result[i]);
+		if (d->result[i].outcome == OUTCOME_SENT)
+			as_temporary(&d->result[i]);
+		d->done[i] = 1;
+		if (r.code == 421)
+			d->closing = &d->result[i];
+		return STEP_ON;
+	}
+	if (d->accepted == 0) {
+		/* RFC 2920 3.1: DATA went out anyway; if the server took it,
+		 * end it empty, which it must then refuse. */
+		if (r.code == 354) {
+			if (io_puts(&c->io, ".\r\n") < 0 || io_flush(&c->io) < 0 ||
+			    read_reply(c, CLIENT_DATA_END_TIMEOUT_MS, &r, NULL) != REPLY_OK)
+				c->broken = 1;
+		}
+		return STEP_END;
+	}
+	if (r.code != 354) {
+		fail_pending_on_reply(c, &r, "DATA", d->result, d->done, d->n);
+		return STEP_END;
+	}
+	return STEP_ON;
+}
+
+/* Without PIPELINING a command waits for the replies before it, and is
+ * not sent once they have settled the transaction: nothing after a
+ * refused MAIL, nothing after a 421 (the server is closing; its words
+ * settle the recipients left), and no DATA when no recipient was taken.
+ * 1 when the transaction ends here. */
+static int settled_before(struct smtp_client *c, struct dialogue *d, size_t next)
+{
+	if (d->closing) {
+		c->broken = 1;
+		fail_pending(d->result, d->done, d->n, d->closing);
+		return 1;
+	}
+	return !d->mail_ok || (next == data_step(d) && d->accepted == 0);
+}
+
+/* MAIL, RCPT and DATA, up to the server's 354. With PIPELINING (RFC 2920
+ * 3.1) the commands go in one batch ending with DATA and the replies are
+ * read after it, in order; without it, each command's reply is read
+ * before the next is sent. Each command goes out as the same bytes
+ * either way. 0 when the server waits for the message, -1 when the
+ * transaction is over. */
+static int dialogue_run(struct smtp_client *c, struct dialogue *d)
+{
+	int pipelining = (c->ext & EXT_PIPELINING) != 0;
+	size_t answered = 0;
+
+	for (size_t k = 0; k <= data_step(d); k++) {
+		int batch_open = pipelining && k < data_step(d);
+
+		if (send_step(c, d, k) < 0 || (!batch_open && io_flush(&c->io) < 0)) {
+			struct status_text why;
+
+			/* DATA sent on its own is reported as that exchange. */
+			status_from_error(c, REPLY_LOST,
+					  !pipelining && k == data_step(d) ? "while sending DATA"
+									   : "while sending commands",
+					  &why);
+			fail_pending(d->result, d->done, d->n, &why);
+			return -1;
+		}
+		if (batch_open)
+			continue;
+		for (; answered <= k; answered++)
+			if (read_step(c, d, answered) == STEP_END)
+				return -1;
+		if (k < data_step(d) && settled_before(c, d, k + 1))
+			return -1;
+	}
+	return 0;
+}
+
 void client_transaction(struct smtp_client *c, const struct outbound *m, const char *const *rcpts,
 			size_t n, struct status_text *result)
 {
 	/* not re-entered: its one caller, deliver_transaction, sends one at a time */
 	static int done[CLIENT_RCPTS_PER_TRANSACTION];
-	char line[2 * ADDRESS_PATH_MAX + 96];
+	struct dialogue d = { .m = m, .rcpts = rcpts, .result = result, .done = done, .mail_ok = 1 };
 	struct status_text why;
 	struct reply r;
 	enum reply_error e;
-	int pipelining = (c->ext & EXT_PIPELINING) != 0;
-	int need_utf8 = 0, mail_ok = 1, local_error = 0;
-	size_t accepted = 0;
+	int local_error = 0;
 
 	if (n > CLIENT_RCPTS_PER_TRANSACTION)
 		n = CLIENT_RCPTS_PER_TRANSACTION;
+	d.n = n;
 	memset(done, 0, sizeof(done));
 
 	/* RFC 5321 4.1.1.5: a clean state for every transaction after the
@@ -741,10 +907,10 @@ void client_transaction(struct smtp_client *c, const struct outbound *m, const c
 		return;
 	}
 	if (m->smtputf8) {
-		need_utf8 = non_ascii(m->sender);
+		d.need_utf8 = non_ascii(m->sender);
 		for (size_t i = 0; i < n; i++)
-			need_utf8 |= non_ascii(rcpts[i]);
-		if (need_utf8 && !(c->ext & EXT_SMTPUTF8)) {
+			d.need_utf8 |= non_ascii(rcpts[i]);
+		if (d.need_utf8 && !(c->ext & EXT_SMTPUTF8)) {
 			status_set_local(&why, OUTCOME_PERM, "5.6.7",
 					 "SMTPUTF8 is required for these addresses, but %s[%s] does not "
 					 "offer it", c->host, c->ip);
@@ -757,128 +923,8 @@ void client_transaction(struct smtp_client *c, const struct outbound *m, const c
 		log_event(LOG_NOTICE, "event=delivery id=%s note=8bit_without_8bitmime host=%s ip=%s",
 			  m->id, c->host, c->ip);
 
-	{
-		char params[96] = "";
-		size_t pl = 0;
-		if (c->ext & EXT_SIZE)
-			pl += (size_t)snprintf(params + pl, sizeof(params) - pl, " SIZE=%llu", m->wire_size);
-		if (m->body_8bit && (c->ext & EXT_8BITMIME))
-			pl += (size_t)snprintf(params + pl, sizeof(params) - pl, " BODY=8BITMIME");
-		if (need_utf8)
-			snprintf(params + pl, sizeof(params) - pl, " SMTPUTF8");
-		snprintf(line, sizeof(line), "MAIL FROM:<%s>%s\r\n", m->sender, params);
-	}
-	if (io_puts(&c->io, line) < 0)
-		goto lost_sending;
-	if (!pipelining) {
-		if (io_flush(&c->io) < 0)
-			goto lost_sending;
-		e = read_reply(c, CLIENT_COMMAND_TIMEOUT_MS, &r, NULL);
-		if (e != REPLY_OK) {
-			status_from_error(c, e, "while sending MAIL FROM", &why);
-			fail_pending(result, done, n, &why);
-			return;
-		}
-		if (r.code != 250) {
-			fail_pending_on_reply(c, &r, "MAIL FROM", result, done, n);
-			return;
-		}
-	}
-	for (size_t i = 0; i < n; i++) {
-		snprintf(line, sizeof(line), "RCPT TO:<%s>\r\n", rcpts[i]);
-		if (io_puts(&c->io, line) < 0)
-			goto lost_sending;
-		if (pipelining)
-			continue;
-		if (io_flush(&c->io) < 0)
-			goto lost_sending;
-		e = read_reply(c, CLIENT_COMMAND_TIMEOUT_MS, &r, NULL);
-		if (e != REPLY_OK) {
-			status_from_error(c, e, "while sending RCPT TO", &why);
-			fail_pending(result, done, n, &why);
-			return;
-		}
-		if (r.code == 250 || r.code == 251) {
-			accepted++;
-			continue;
-		}
-		status_from_reply(c, &r, "RCPT TO", &result[i]);
-		if (result[i].outcome == OUTCOME_SENT)
-			as_temporary(&result[i]);
-		done[i] = 1;
-		if (r.code == 421) {
-			c->broken = 1;
-			fail_pending(result, done, n, &result[i]);
-			return;
-		}
-	}
-	if (pipelining) {
-		/* RFC 2920 3.1: MAIL, the RCPTs and DATA go in one batch; the
-		 * replies come back in order. */
-		if (io_puts(&c->io, "DATA\r\n") < 0 || io_flush(&c->io) < 0)
-			goto lost_sending;
-		e = read_reply(c, CLIENT_COMMAND_TIMEOUT_MS, &r, NULL);
-		if (e != REPLY_OK) {
-			status_from_error(c, e, "while sending MAIL FROM", &why);
-			fail_pending(result, done, n, &why);
-			return;
-		}
-		if (r.code != 250) {
-			mail_ok = 0;
-			status_from_reply(c, &r, "MAIL FROM", &why);
-			if (why.outcome == OUTCOME_SENT)
-				as_temporary(&why);
-			fail_pending(result, done, n, &why);
-			memset(done, 1, sizeof(done[0]) * n);
-		}
-		for (size_t i = 0; i < n; i++) {
-			e = read_reply(c, CLIENT_COMMAND_TIMEOUT_MS, &r, NULL);
-			if (e != REPLY_OK) {
-				status_from_error(c, e, "while sending RCPT TO", &why);
-				fail_pending(result, done, n, &why);
-				return;
-			}
-			if (!mail_ok)
-				continue;
-			if (r.code == 250 || r.code == 251) {
-				accepted++;
-				continue;
-			}
-			status_from_reply(c, &r, "RCPT TO", &result[i]);
-			if (result[i].outcome == OUTCOME_SENT)
-				as_temporary(&result[i]);
-			done[i] = 1;
-		}
-		e = read_reply(c, CLIENT_DATA_INIT_TIMEOUT_MS, &r, NULL);
-		if (e != REPLY_OK) {
-			status_from_error(c, e, "while sending DATA", &why);
-			fail_pending(result, done, n, &why);
-			return;
-		}
-		if (accepted == 0) {
-			/* RFC 2920 3.1: DATA went out anyway; if the server took
-			 * it, end it empty, which it must then refuse. */
-			if (r.code == 354) {
-				if (io_puts(&c->io, ".\r\n") < 0 || io_flush(&c->io) < 0 ||
-				    read_reply(c, CLIENT_DATA_END_TIMEOUT_MS, &r, NULL) != REPLY_OK)
-					c->broken = 1;
-			}
-			return;
-		}
-	} else {
-		if (accepted == 0)
-			return;
-		e = command(c, "DATA", CLIENT_DATA_INIT_TIMEOUT_MS, &r, NULL);
-		if (e != REPLY_OK) {
-			status_from_error(c, e, "while sending DATA", &why);
-			fail_pending(result, done, n, &why);
-			return;
-		}
-	}
-	if (r.code != 354) {
-		fail_pending_on_reply(c, &r, "DATA", result, done, n);
+	if (dialogue_run(c, &d) < 0)
 		return;
-	}
 	if (send_body(c, m, &local_error) < 0) {
 		if (local_error)
 			status_set_local(&why, OUTCOME_TEMP, "4.3.0", "cannot read the queue file of %s",
@@ -902,11 +948,4 @@ void client_transaction(struct smtp_client *c, const struct outbound *m, const c
 	fail_pending(result, done, n, &why);
 	if (r.code == 421)
 		c->broken = 1;
-	return;
-
-lost_sending:
-	status_set_local(&why, OUTCOME_TEMP, "4.4.2", "lost connection with %s[%s] while sending commands",
-			 c->host, c->ip);
-	c->broken = 1;
-	fail_pending(result, done, n, &why);
 }
