@@ -1,6 +1,7 @@
-/* The queue runner's parts: the pass (runner.c), the SMTP client
- * (client.c), MX and address lookup (dns.c) and delivery status
- * notifications (dsn.c). */
+/* The queue runner's parts: the run (runner.c, with a child's delivery
+ * in deliver.c and the bounces, removal and sweep in housekeeping.c;
+ * runner.h is theirs), the SMTP client (client.c), MX and address
+ * lookup (dns.c) and delivery status notifications (dsn.c). */
 #ifndef POSTAGE_QUEUE_H
 #define POSTAGE_QUEUE_H
 
