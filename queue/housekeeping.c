@@ -157,6 +157,16 @@ static int count_list_bounces(const struct qmsg *m, const struct dsn_row *rows, 
 	return 0;
 }
 
+/* What a notice says about message m. */
+static void notice_about(const struct pass *p, const struct qmsg *m, struct dsn_message *dm)
+{
+	dm->id = m->id;
+	dm->sender = m->sender;
+	dm->created_at = m->created_at;
+	dm->give_up_at = m->created_at + p->lifetime;
+	dm->lifetime_hours = p->lifetime / 3600;
+}
+
 /* One bounce per message for the recipients that failed in this pass (or
  * in an earlier one that ended before telling the sender). */
 void send_bounces(const struct pass *p)
@@ -191,11 +201,7 @@ void send_bounces(const struct pass *p)
 			mark_told(m.id, rows, n);
 			continue;
 		}
-		dm.id = m.id;
-		dm.sender = m.sender;
-		dm.created_at = m.created_at;
-		dm.give_up_at = m.created_at + p->lifetime;
-		dm.lifetime_hours = p->lifetime / 3600;
+		notice_about(p, &m, &dm);
 		if (dsn_send(DSN_FAILED, &dm, rcpts, n) == 0)
 			mark_told(m.id, rows, n);
 	}
@@ -226,11 +232,7 @@ void send_delay_warnings(const struct pass *p)
 		n = load_notice_rows(m.id, DSN_DELAYED, rows, rcpts, DSN_RCPTS_MAX, p->lifetime);
 		if (n == 0)
 			continue;
-		dm.id = m.id;
-		dm.sender = m.sender;
-		dm.created_at = m.created_at;
-		dm.give_up_at = m.created_at + p->lifetime;
-		dm.lifetime_hours = p->lifetime / 3600;
+		notice_about(p, &m, &dm);
 		/* A list's copies get no warning: only a failure counts. */
 		if (m.sender[0] && !m.verp && dsn_send(DSN_DELAYED, &dm, rcpts, n) < 0)
 			continue;
