@@ -105,7 +105,7 @@ void cmd_auth(struct session *s, const char *arg)
 		reply(s, "503 5.5.1 Error: already authenticated");
 		return;
 	}
-	if (s->has_sender) {
+	if (s->tx.has_sender) {
 		reply(s, "503 5.5.1 Error: AUTH not permitted during a mail transaction");
 		return;
 	}
@@ -233,8 +233,8 @@ static const char *bound_login(struct session *s)
 		return s->auth_login;
 	if (strcmp(s->relay_reason, "pop_before_smtp") != 0 || !s->pop_login[0])
 		return NULL;
-	for (size_t i = 0; i < s->ndests; i++)
-		if (s->dests[i].dest.kind == DEST_REMOTE)
+	for (size_t i = 0; i < s->tx.ndests; i++)
+		if (s->tx.dests[i].dest.kind == DEST_REMOTE)
 			return s->pop_login;
 	return NULL;
 }
@@ -316,7 +316,7 @@ int session_check_relay_sender(struct session *s)
 {
 	if (s->auth_login[0] || strcmp(s->relay_reason, "pop_before_smtp") != 0)
 		return 0;
-	if (sender_owned(s, &s->sender, s->pop_login) < 0)
+	if (sender_owned(s, &s->tx.sender, s->pop_login) < 0)
 		return -1;
 	log_event(LOG_INFO, "event=relay result=pop_before_smtp login=%s", s->pop_login);
 	return 0;

@@ -114,7 +114,7 @@ static int mail_param(void *ctx, const char *key, const char *value)
 			return 1;
 		}
 		if (strcasecmp(value, "8BITMIME") == 0) {
-			p->s->body_8bit = 1;
+			p->s->tx.body_8bit = 1;
 		} else if (strcasecmp(value, "7BIT") != 0) {
 			p->error = "555 5.5.4 Error: BODY parameter not supported";
 			return 1;
@@ -126,7 +126,7 @@ static int mail_param(void *ctx, const char *key, const char *value)
 			p->error = "501 5.5.4 Error: bad SMTPUTF8 parameter";
 			return 1;
 		}
-		p->s->smtputf8 = 1;
+		p->s->tx.smtputf8 = 1;
 		return 0;
 	}
 	p->error = "555 5.5.4 Error: unsupported MAIL parameter";
@@ -153,7 +153,7 @@ static void cmd_mail(struct session *s, const char *arg)
 	enum address_parse r;
 	long long max = setting_int(SET_MAX_MESSAGE_BYTES);
 
-	if (s->has_sender) {
+	if (s->tx.has_sender) {
 		reply(s, "503 5.5.1 Error: nested MAIL command");
 		return;
 	}
@@ -176,15 +176,15 @@ static void cmd_mail(struct session *s, const char *arg)
 		reply(s, "501 5.5.4 Syntax: MAIL FROM:<address> [parameters]");
 		return;
 	}
-	s->body_8bit = 0;
-	s->smtputf8 = 0;
+	s->tx.body_8bit = 0;
+	s->tx.smtputf8 = 0;
 	if (esmtp_params(rest, mail_param, &p) != 0) {
-		s->body_8bit = s->smtputf8 = 0;
+		s->tx.body_8bit = s->tx.smtputf8 = 0;
 		reply(s, "%s", p.error ? p.error : "501 5.5.4 Error: bad MAIL parameters");
 		return;
 	}
-	if (sender.non_ascii && !s->smtputf8) {
-		s->body_8bit = 0;
+	if (sender.non_ascii && !s->tx.smtputf8) {
+		s->tx.body_8bit = 0;
 		reply(s, "553 5.6.7 Error: non-ASCII address needs SMTPUTF8");
 		return;
 	}
@@ -193,18 +193,18 @@ static void cmd_mail(struct session *s, const char *arg)
 		return;
 	}
 	if (p.seen_size && p.size > (unsigned long long)max) {
-		s->body_8bit = s->smtputf8 = 0;
+		s->tx.body_8bit = s->tx.smtputf8 = 0;
 		reply(s, "552 5.3.4 Error: message size exceeds fixed limit");
 		return;
 	}
 	if (session_check_sender(s, &sender) < 0 || rate_limit_check(s, 1) < 0 ||
 	    checks_mail_from(s, &sender) < 0) {
-		s->body_8bit = s->smtputf8 = 0;
+		s->tx.body_8bit = s->tx.smtputf8 = 0;
 		return;
 	}
-	s->sender = sender;
-	s->has_sender = 1;
-	s->declared_size = p.seen_size ? p.size : 0;
+	s->tx.sender = sender;
+	s->tx.has_sender = 1;
+	s->tx.declared_size = p.seen_size ? p.size : 0;
 	reply(s, "250 2.1.0 Ok");
 }
 
@@ -228,12 +228,12 @@ static size_t rcpt_filter(struct session *s, struct destination *d, size_t n, co
 
 			if (maildir_path(setting(SET_MAIL_ROOT), d[i].mailbox, dir, sizeof(dir), 0) == 0)
 				used = maildir_usage(dir);
-			if ((long long)s->declared_size > d[i].quota_bytes) {
+			if ((long long)s->tx.declared_size > d[i].quota_bytes) {
 				log_event(LOG_INFO, "event=rcpt result=over_quota mailbox=%s", d[i].mailbox);
 				snprintf(why, cap, "552 5.2.2 <%s>: Recipient address rejected: message larger than mailbox quota", addr);
 				continue;
 			}
-			if (used + (long long)s->declared_size >= d[i].quota_bytes) {
+			if (used + (long long)s->tx.declared_size >= d[i].quota_bytes) {
 				log_event(LOG_INFO, "event=rcpt result=mailbox_full mailbox=%s used=%lld quota=%lld",
 					  d[i].mailbox, used, d[i].quota_bytes);
 				snprintf(why, cap, "452 4.2.2 <%s>: Recipient address rejected: mailbox full", addr);
@@ -269,7 +269,7 @@ static void cmd_rcpt(struct session *s, const char *arg)
 		reply(s, "%s", address_error(r));
 		return;
 	}
-	if (rcpt.non_ascii && !s->smtputf8) {
+	if (rcpt.non_ascii && !s->tx.smtputf8) {
 		reply(s, "553 5.6.7 Error: non-ASCII address needs SMTPUTF8");
 		return;
 	}
@@ -279,11 +279,11 @@ static void cmd_rcpt(struct session *s, const char *arg)
 		reply(s, "555 5.5.4 Error: unsupported RCPT parameter");
 		return;
 	}
-	if (s->nrcpts >= SMTP_RECIPIENTS_MAX) {
+	if (s->tx.nrcpts >= SMTP_RECIPIENTS_MAX) {
 		reply(s, "452 4.5.3 Error: too many recipients");
 		return;
 	}
-	if (rate_limit_check(s, s->nrcpts + 1) < 0)
+	if (rate_limit_check(s, s->tx.nrcpts + 1) < 0)
 		return;
 	address_format(&rcpt, addr, sizeof(addr));
 	log_printable(safe, sizeof(safe), addr, strlen(addr));
@@ -345,15 +345,15 @@ resolved:
 	for (size_t i = 0; i < n; i++)
 		if (found[i].kind == DEST_LIST && lists_rcpt(s, &found[i], safe) < 0)
 			return;
-	if (s->ndests + n > MESSAGE_DESTINATIONS_MAX) {
+	if (s->tx.ndests + n > MESSAGE_DESTINATIONS_MAX) {
 		reply(s, "452 4.5.3 Error: too many recipients");
 		return;
 	}
-	snprintf(s->rcpts[s->nrcpts], sizeof(s->rcpts[0]), "%s", addr);
+	snprintf(s->tx.rcpts[s->tx.nrcpts], sizeof(s->tx.rcpts[0]), "%s", addr);
 	for (size_t i = 0; i < n; i++) {
 		int dup = 0;
-		for (size_t j = 0; j < s->ndests && !dup; j++) {
-			const struct destination *o = &s->dests[j].dest;
+		for (size_t j = 0; j < s->tx.ndests && !dup; j++) {
+			const struct destination *o = &s->tx.dests[j].dest;
 			if (o->kind != found[i].kind)
 				continue;
 			dup = o->kind == DEST_MAILBOX ? strcmp(o->mailbox, found[i].mailbox) == 0 :
@@ -364,11 +364,11 @@ resolved:
 		}
 		if (dup)
 			continue;
-		s->dests[s->ndests].dest = found[i];
-		s->dests[s->ndests].rcpt = (int)s->nrcpts;
-		s->ndests++;
+		s->tx.dests[s->tx.ndests].dest = found[i];
+		s->tx.dests[s->tx.ndests].rcpt = (int)s->tx.nrcpts;
+		s->tx.ndests++;
 	}
-	s->nrcpts++;
+	s->tx.nrcpts++;
 	reply(s, "250 2.1.5 Ok");
 }
 

@@ -2,6 +2,7 @@
 #include "session.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -36,15 +37,17 @@ void reply(struct session *s, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* A reset clears everything above rcpts: the part it leaves must be the
+ * last field of the transaction. */
+_Static_assert(offsetof(struct smtp_tx, dests) + sizeof(((struct smtp_tx *)0)->dests) ==
+		       sizeof(struct smtp_tx),
+	       "the recipient arrays are the last field of struct smtp_tx");
+
 void session_reset_transaction(struct session *s)
 {
-	s->has_sender = 0;
-	memset(&s->sender, 0, sizeof(s->sender));
-	s->body_8bit = 0;
-	s->smtputf8 = 0;
-	s->declared_size = 0;
-	s->nrcpts = 0;
-	s->ndests = 0;
+	/* The transaction holds no file or memory of its own: the end of
+	 * DATA closes and frees what it made before it gets here. */
+	memset(&s->tx, 0, offsetof(struct smtp_tx, rcpts));
 }
 
 void session_end(struct session *s, const char *reason)
@@ -205,11 +208,11 @@ static void dispatch(struct session *s, const char *line, size_t len)
 		reply(s, "503 5.5.1 Error: send HELO/EHLO first");
 		return;
 	}
-	if ((c->flags & CMD_NEED_MAIL) && !s->has_sender) {
+	if ((c->flags & CMD_NEED_MAIL) && !s->tx.has_sender) {
 		reply(s, "503 5.5.1 Error: need MAIL command");
 		return;
 	}
-	if ((c->flags & CMD_NEED_RCPT) && s->nrcpts == 0) {
+	if ((c->flags & CMD_NEED_RCPT) && s->tx.nrcpts == 0) {
 		reply(s, "554 5.5.1 Error: no valid recipients");
 		return;
 	}
