@@ -105,7 +105,7 @@ void cmd_auth(struct session *s, const char *arg)
 		reply(s, "503 5.5.1 Error: already authenticated");
 		return;
 	}
-	if (s->tx.has_sender) {
+	if (s->state >= SMTP_STATE_MAIL) {
 		reply(s, "503 5.5.1 Error: AUTH not permitted during a mail transaction");
 		return;
 	}

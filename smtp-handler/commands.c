@@ -47,7 +47,7 @@ static int helo_check(struct session *s, const char *arg)
 	}
 	session_reset_transaction(s);
 	helo_store(s, arg);
-	s->greeted = 1;
+	session_enter_state(s, SMTP_STATE_GREETED);
 	return 0;
 }
 
@@ -153,7 +153,7 @@ static void cmd_mail(struct session *s, const char *arg)
 	enum address_parse r;
 	long long max = setting_int(SET_MAX_MESSAGE_BYTES);
 
-	if (s->tx.has_sender) {
+	if (s->state >= SMTP_STATE_MAIL) {
 		reply(s, "503 5.5.1 Error: nested MAIL command");
 		return;
 	}
@@ -203,7 +203,7 @@ static void cmd_mail(struct session *s, const char *arg)
 		return;
 	}
 	s->tx.sender = sender;
-	s->tx.has_sender = 1;
+	session_enter_state(s, SMTP_STATE_MAIL);
 	s->tx.declared_size = p.seen_size ? p.size : 0;
 	reply(s, "250 2.1.0 Ok");
 }
@@ -369,6 +369,7 @@ resolved:
 		s->tx.ndests++;
 	}
 	s->tx.nrcpts++;
+	session_enter_state(s, SMTP_STATE_RCPT);
 	reply(s, "250 2.1.5 Ok");
 }
 

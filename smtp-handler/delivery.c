@@ -550,6 +550,7 @@ void receive_message(struct session *s)
 		goto done;
 	}
 
+	session_enter_state(s, SMTP_STATE_DATA);
 	reply(s, "354 End data with <CR><LF>.<CR><LF>");
 	io_flush(&s->io);
 	data_reader_init(&r);

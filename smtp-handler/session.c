@@ -43,16 +43,25 @@ _Static_assert(offsetof(struct smtp_tx, dests) + sizeof(((struct smtp_tx *)0)->d
 		       sizeof(struct smtp_tx),
 	       "the recipient arrays are the last field of struct smtp_tx");
 
+void session_enter_state(struct session *s, enum smtp_state state)
+{
+	/* Not logged: log_event has no level that stays out of the
+	 * journal, and a line per command would bury the events. */
+	s->state = state;
+}
+
 void session_reset_transaction(struct session *s)
 {
 	/* The transaction holds no file or memory of its own: the end of
 	 * DATA closes and frees what it made before it gets here. */
 	memset(&s->tx, 0, offsetof(struct smtp_tx, rcpts));
+	if (s->state >= SMTP_STATE_MAIL && s->state <= SMTP_STATE_DATA)
+		session_enter_state(s, SMTP_STATE_GREETED);
 }
 
 void session_end(struct session *s, const char *reason)
 {
-	s->quit = 1;
+	session_enter_state(s, SMTP_STATE_QUIT);
 	if (!s->end_reason)
 		s->end_reason = reason;
 }
@@ -159,11 +168,11 @@ void session_starttls(struct session *s)
 	s->tls_active = 1;
 	/* RFC 3207 4.2: forget everything learned before TLS, the login of
 	 * an AUTH in clear (from relay_networks) too. */
-	s->greeted = 0;
+	session_reset_transaction(s);
+	session_enter_state(s, SMTP_STATE_CONNECTED);
 	s->esmtp = 0;
 	s->helo[0] = '\0';
 	s->auth_login[0] = '\0';
-	session_reset_transaction(s);
 }
 
 int session_start_implicit_tls(struct session *s)
@@ -204,15 +213,15 @@ static void dispatch(struct session *s, const char *line, size_t len)
 		reply(s, "500 5.5.2 Error: command not recognized");
 		return;
 	}
-	if ((c->flags & CMD_NEED_HELO) && !s->greeted) {
+	if ((c->flags & CMD_NEED_HELO) && s->state < SMTP_STATE_GREETED) {
 		reply(s, "503 5.5.1 Error: send HELO/EHLO first");
 		return;
 	}
-	if ((c->flags & CMD_NEED_MAIL) && !s->tx.has_sender) {
+	if ((c->flags & CMD_NEED_MAIL) && s->state < SMTP_STATE_MAIL) {
 		reply(s, "503 5.5.1 Error: need MAIL command");
 		return;
 	}
-	if ((c->flags & CMD_NEED_RCPT) && s->tx.nrcpts == 0) {
+	if ((c->flags & CMD_NEED_RCPT) && s->state < SMTP_STATE_RCPT) {
 		reply(s, "554 5.5.1 Error: no valid recipients");
 		return;
 	}
@@ -266,7 +275,7 @@ int session_run(struct session *s)
 		return 0;
 	}
 	reply(s, "220 %s ESMTP postage", setting(SET_HOSTNAME));
-	while (!s->quit) {
+	while (s->state != SMTP_STATE_QUIT) {
 		size_t len;
 		enum io_result r = io_read_line(&s->io, line, sizeof(line), &len);
 
@@ -293,7 +302,7 @@ int session_run(struct session *s)
 			dispatch(s, line, len);
 		}
 		s->errors += s->reply_error;
-		if (s->errors >= SMTP_ERRORS_HARD && !s->quit) {
+		if (s->errors >= SMTP_ERRORS_HARD && s->state != SMTP_STATE_QUIT) {
 			reply(s, "421 4.7.0 %s Error: too many errors", setting(SET_HOSTNAME));
 			session_end(s, "too_many_errors");
 			break;

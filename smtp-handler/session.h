@@ -10,6 +10,17 @@
 
 enum smtp_mode { MODE_MX, MODE_SUBMISSION, MODE_SUBMISSIONS };
 
+/* Where the session is in the dialog; only session_enter_state changes
+ * it. In this order: a later state has passed every earlier one. */
+enum smtp_state {
+	SMTP_STATE_CONNECTED, /* no HELO/EHLO yet (or since STARTTLS) */
+	SMTP_STATE_GREETED,   /* HELO/EHLO: no transaction */
+	SMTP_STATE_MAIL,      /* MAIL accepted, no recipient yet */
+	SMTP_STATE_RCPT,      /* at least one recipient accepted */
+	SMTP_STATE_DATA,      /* receiving the message (after 354) */
+	SMTP_STATE_QUIT,      /* the session ends after this command */
+};
+
 /* Destinations one message may fan out to (recipients x forwards). */
 #define MESSAGE_DESTINATIONS_MAX 1000
 
@@ -23,7 +34,6 @@ struct txn_destination {
  * at RSET, HELO/EHLO, STARTTLS and the end of DATA, so no field of one
  * message can leak into the next. */
 struct smtp_tx {
-	int has_sender;
 	struct address sender;
 	int body_8bit;                       /* BODY=8BITMIME */
 	int smtputf8;                        /* SMTPUTF8 */
@@ -46,9 +56,9 @@ struct session {
 	struct io io;
 	struct peer peer;
 	char id[24];
+	enum smtp_state state;
 
 	/* HELO/EHLO */
-	int greeted;
 	int esmtp;
 	char helo[SMTP_HELO_MAX + 1];
 
@@ -70,7 +80,6 @@ struct session {
 	int errors;         /* error replies since the last accepted message */
 	int reply_error;    /* the command being run replied 4xx/5xx */
 	int junk_commands;
-	int quit;
 	const char *end_reason; /* the disconnect line's result= */
 	unsigned messages;
 };
@@ -96,6 +105,10 @@ void reply(struct session *s, const char *fmt, ...) __attribute__((format(printf
 /* The wait before each reply past SMTP_ERRORS_SOFT errors: the limit's
  * value, and 0 only in the fuzz target (a fuzzer must not sleep). */
 extern int smtp_error_delay_ms;
+/* Moves the session to state; the one place the state changes. */
+void session_enter_state(struct session *s, enum smtp_state state);
+/* Drops the transaction (struct smtp_tx): a session in MAIL, RCPT or
+ * DATA is GREETED again. */
 void session_reset_transaction(struct session *s);
 /* Ends the session after this command; reason is logged once, in the
  * disconnect line ("quit", "timeout", "too_many_errors", ...). */
