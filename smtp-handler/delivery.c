@@ -522,22 +522,22 @@ static int add_missing_fields(struct session *s, const char *qid, int *fd, char 
 	return 0;
 }
 
-void receive_message(struct session *s)
+enum cmd_result receive_message(struct session *s)
 {
 	char qid[QUEUE_ID_LEN + 8], staging[4096], header[2048];
 	unsigned long long max = (unsigned long long)setting_int(SET_MAX_MESSAGE_BYTES);
 	struct data_reader r;
 	int fd, hlen, write_error = 0;
 	struct stat st;
+	enum cmd_result result;
 
 	queue_new_id(qid, sizeof(qid));
 	fd = spool_staging_begin(qid, staging, sizeof(staging));
 	if (fd < 0) {
 		int e = errno;
 		log_event(LOG_ERR, "event=data result=spool_error error=\"%s\"", strerror(e));
-		reply(s, e == ENOSPC || e == EDQUOT ? "452 4.3.1 Error: insufficient system storage" :
-						      "451 4.3.0 Error: cannot store message, try again later");
-		return;
+		return reply(s, e == ENOSPC || e == EDQUOT ? "452 4.3.1 Error: insufficient system storage" :
+							     "451 4.3.0 Error: cannot store message, try again later");
 	}
 	hlen = received_header(s, qid, header, sizeof(header));
 	errno = 0;
@@ -545,8 +545,8 @@ void receive_message(struct session *s)
 		/* A short write means the disk filled up: say so (RFC 3463 4.3.1). */
 		int e = hlen >= 0 && (errno == 0 || errno == ENOSPC || errno == EDQUOT) ? ENOSPC : errno;
 		log_event(LOG_ERR, "event=data result=spool_error error=\"%s\"", strerror(e ? e : EIO));
-		reply(s, e == ENOSPC || e == EDQUOT ? "452 4.3.1 Error: insufficient system storage" :
-						      "451 4.3.0 Error: cannot store message, try again later");
+		result = reply(s, e == ENOSPC || e == EDQUOT ? "452 4.3.1 Error: insufficient system storage" :
+							       "451 4.3.0 Error: cannot store message, try again later");
 		goto done;
 	}
 
@@ -556,34 +556,35 @@ void receive_message(struct session *s)
 	data_reader_init(&r);
 	if (read_data(s, &fd, staging, sizeof(staging), qid, &r, max, &write_error) < 0) {
 		session_end(s, "data_lost");
+		result = CMD_CLOSED;
 		goto done;
 	}
 
 	if (r.bare) {
 		log_event(LOG_NOTICE, "event=data result=refused reason=bare_cr_lf id=%s", qid);
-		reply(s, "550 5.6.0 Error: bare CR or LF in message data is not allowed");
+		result = reply(s, "550 5.6.0 Error: bare CR or LF in message data is not allowed");
 	} else if (r.has_nul) {
 		/* RFC 6152: 8BITMIME data holds no NUL, and we offer no
 		 * BINARYMIME. A server further on that drops NULs would turn
 		 * <CRLF><NUL>.<CRLF> into an end of data (SMTP smuggling). */
 		log_event(LOG_NOTICE, "event=data result=refused reason=nul id=%s", qid);
-		reply(s, "550 5.6.0 Error: NUL in message data is not allowed");
+		result = reply(s, "550 5.6.0 Error: NUL in message data is not allowed");
 	} else if (r.wire_bytes > max) {
 		log_event(LOG_NOTICE, "event=data result=refused reason=too_big id=%s bytes=%llu", qid,
 			  r.wire_bytes);
-		reply(s, "552 5.3.4 Error: message size exceeds fixed limit");
+		result = reply(s, "552 5.3.4 Error: message size exceeds fixed limit");
 	} else if (r.received > SMTP_RECEIVED_MAX) {
 		log_event(LOG_NOTICE, "event=data result=refused reason=loop id=%s received=%d", qid,
 			  r.received);
-		reply(s, "554 5.4.6 Error: too many hops (Received headers), mail loop");
+		result = reply(s, "554 5.4.6 Error: too many hops (Received headers), mail loop");
 	} else if (write_error) {
 		log_event(LOG_ERR, "event=data result=spool_error id=%s error=\"%s\"", qid,
 			  strerror(write_error));
-		reply(s, write_error == ENOSPC || write_error == EDQUOT ?
-				 "452 4.3.1 Error: insufficient system storage" :
-				 "451 4.3.0 Error: cannot store message, try again later");
+		result = reply(s, write_error == ENOSPC || write_error == EDQUOT ?
+					  "452 4.3.1 Error: insufficient system storage" :
+					  "451 4.3.0 Error: cannot store message, try again later");
 	} else if (fstat(fd, &st) < 0) {
-		reply(s, "451 4.3.0 Error: cannot store message, try again later");
+		result = reply(s, "451 4.3.0 Error: cannot store message, try again later");
 	} else {
 		/* The Received line's LFs count for W= too: the prefix's two
 		 * are added in deliver(). */
@@ -599,14 +600,19 @@ void receive_message(struct session *s)
 				       &st.st_size, &r.lf_count) == 0 &&
 		    spam_filter_message(s, qid, &fd, staging, sizeof(staging), &st.st_size,
 					&r.lf_count) == 0 &&
-		    lists_message(s, qid, fd, st.st_size) == 0)
-			lists_finish(deliver(s, qid, &fd, staging, sizeof(staging), &r, st.st_size) == 0);
-		else
+		    lists_message(s, qid, fd, st.st_size) == 0 &&
+		    deliver(s, qid, &fd, staging, sizeof(staging), &r, st.st_size) == 0) {
+			lists_finish(1);
+			result = CMD_OK;
+		} else {
 			lists_finish(0);
+			result = cmd_refused(s);
+		}
 	}
 done:
 	close(fd);
 	if (staging[0])
 		unlink(staging);
 	session_reset_transaction(s);
+	return result;
 }

@@ -78,7 +78,6 @@ struct session {
 	struct smtp_tx tx;
 
 	int errors;         /* error replies since the last accepted message */
-	int reply_error;    /* the command being run replied 4xx/5xx */
 	int junk_commands;
 	const char *end_reason; /* the disconnect line's result= */
 	unsigned messages;
@@ -92,16 +91,29 @@ enum cmd_flags {
 	CMD_JUNK = 1 << 3, /* counts towards SMTP_JUNK_COMMANDS_MAX */
 };
 
+/* What a command did. The dispatcher (session_run) counts the refusals,
+ * in one place, towards SMTP_ERRORS_SOFT and SMTP_ERRORS_HARD. */
+enum cmd_result {
+	CMD_OK,      /* it replied 2xx or 3xx */
+	CMD_REFUSED, /* it replied 4xx or 5xx (421 aside): one more error */
+	CMD_CLOSED,  /* the session ends (421, or the client is gone) */
+};
+
 struct command {
 	const char *verb;
-	void (*run)(struct session *s, const char *arg);
+	enum cmd_result (*run)(struct session *s, const char *arg);
 	unsigned flags;
 };
 
 extern const struct command smtp_commands[];
 
-/* Writes one reply line (text ends without CRLF). */
-void reply(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Writes one reply line (text ends without CRLF). Returns what its code
+ * says, so that a handler can end with return reply(...): CMD_OK for 2xx
+ * and 3xx, CMD_CLOSED for 421, else CMD_REFUSED. */
+enum cmd_result reply(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The result of a handler whose check returned -1 after replying (a
+ * refusal), or after ending the session (CMD_CLOSED). */
+enum cmd_result cmd_refused(const struct session *s);
 /* The wait before each reply past SMTP_ERRORS_SOFT errors: the limit's
  * value, and 0 only in the fuzz target (a fuzzer must not sleep). */
 extern int smtp_error_delay_ms;
@@ -121,12 +133,12 @@ int session_may_relay(struct session *s);
 int session_trusted_network(struct session *s);
 
 /* TLS (session.c): STARTTLS, implicit TLS on 465, close. */
-void session_starttls(struct session *s);
+enum cmd_result session_starttls(struct session *s);
 int session_start_implicit_tls(struct session *s);
 void session_end_tls(struct session *s);
 
 /* auth.c: AUTH, and who may use which sender. */
-void cmd_auth(struct session *s, const char *arg);
+enum cmd_result cmd_auth(struct session *s, const char *arg);
 int sasl_decode(struct session *s, const char *in, char *out, size_t cap, long *len);
 /* MAIL FROM on submission: the sender must belong to the login; replies
  * and returns -1 when it does not. */
@@ -157,7 +169,7 @@ int harvest_blocked(struct session *s);
 void harvest_count_refusal(struct session *s);
 
 /* delivery.c */
-void receive_message(struct session *s);
+enum cmd_result receive_message(struct session *s);
 
 /* outbound.c: queues the staged message for the remote recipients (DKIM
  * signing it when one of our users sends it, SRS for forwarded mail). A
