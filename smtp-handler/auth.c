@@ -51,7 +51,8 @@ int sasl_decode(struct session *s, const char *in, char *out, size_t cap, long *
 	return 0;
 }
 
-static void auth_finish(struct session *s, const char *mech, const char *login, const char *password)
+static enum cmd_result auth_finish(struct session *s, const char *mech, const char *login,
+				   const char *password)
 {
 	char safe[ADDRESS_LOCAL_MAX * 4 + 8];
 	enum auth_result r;
@@ -66,18 +67,16 @@ static void auth_finish(struct session *s, const char *mech, const char *login, 
 		snprintf(s->auth_login, sizeof(s->auth_login), "%s", login);
 		log_event(LOG_INFO, "event=auth result=ok mech=%s login=\"%s\" ip=%s", mech, safe,
 			  s->peer.ip[0] ? s->peer.ip : "local");
-		reply(s, "235 2.7.0 Authentication successful");
-		return;
+		return reply(s, "235 2.7.0 Authentication successful");
 	case AUTH_TEMPFAIL:
-		reply(s, "454 4.7.0 Temporary authentication failure, try again later");
-		return;
+		return reply(s, "454 4.7.0 Temporary authentication failure, try again later");
 	case AUTH_THROTTLED:
 		log_event(LOG_NOTICE, "event=auth result=throttled mech=%s login=\"%s\" ip=%s", mech, safe,
 			  s->peer.ip[0] ? s->peer.ip : "local");
 		reply(s, "421 4.7.0 %s Error: too many failed logins, try again later",
 		      setting(SET_HOSTNAME));
 		session_end(s, "auth_throttled");
-		return;
+		return CMD_CLOSED;
 	case AUTH_DISABLED:
 	case AUTH_FAIL:
 		break;
@@ -90,10 +89,12 @@ static void auth_finish(struct session *s, const char *mech, const char *login, 
 	if (s->auth_failures >= SMTP_AUTH_FAILURES_MAX) {
 		reply(s, "421 4.7.0 %s Error: too many failed logins", setting(SET_HOSTNAME));
 		session_end(s, "too_many_auth_failures");
+		return CMD_CLOSED;
 	}
+	return CMD_REFUSED;
 }
 
-void cmd_auth(struct session *s, const char *arg)
+enum cmd_result cmd_auth(struct session *s, const char *arg)
 {
 	/* not re-entered: commands run one at a time from the session loop */
 	static char msg[SMTP_AUTH_LINE_MAX], user[SMTP_AUTH_LINE_MAX];
@@ -101,23 +102,16 @@ void cmd_auth(struct session *s, const char *arg)
 	const char *initial = NULL, *authcid, *passwd;
 	size_t mlen = strcspn(arg, " ");
 	long len;
+	enum cmd_result result;
 
-	if (s->auth_login[0]) {
-		reply(s, "503 5.5.1 Error: already authenticated");
-		return;
-	}
-	if (s->has_sender) {
-		reply(s, "503 5.5.1 Error: AUTH not permitted during a mail transaction");
-		return;
-	}
-	if (!s->tls_active && !session_trusted_network(s)) {
-		reply(s, "538 5.7.11 Encryption required for requested authentication mechanism");
-		return;
-	}
-	if (mlen == 0 || mlen >= sizeof(mech)) {
-		reply(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
-		return;
-	}
+	if (s->auth_login[0])
+		return reply(s, "503 5.5.1 Error: already authenticated");
+	if (s->state >= SMTP_STATE_MAIL)
+		return reply(s, "503 5.5.1 Error: AUTH not permitted during a mail transaction");
+	if (!s->tls_active && !session_trusted_network(s))
+		return reply(s, "538 5.7.11 Encryption required for requested authentication mechanism");
+	if (mlen == 0 || mlen >= sizeof(mech))
+		return reply(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
 	memcpy(mech, arg, mlen);
 	mech[mlen] = '\0';
 	if (arg[mlen] == ' ')
@@ -127,49 +121,45 @@ void cmd_auth(struct session *s, const char *arg)
 		reply(s, "421 4.7.0 %s Error: too many failed logins, try again later",
 		      setting(SET_HOSTNAME));
 		session_end(s, "auth_throttled");
-		return;
+		return CMD_CLOSED;
 	}
 
 	if (strcasecmp(mech, "PLAIN") == 0) {
 		if (initial) {
 			if (sasl_decode(s, initial, msg, sizeof(msg), &len) < 0)
-				return;
+				return cmd_refused(s);
 		} else {
 			reply(s, "334 ");
 			if (sasl_read(s, msg, sizeof(msg), &len) < 0)
-				return;
+				return cmd_refused(s);
 		}
 		if (sasl_plain_split(msg, (size_t)len, &authcid, &passwd) < 0) {
 			s->auth_failures++;
-			reply(s, "535 5.7.8 Error: authentication credentials invalid");
-			return;
+			return reply(s, "535 5.7.8 Error: authentication credentials invalid");
 		}
-		auth_finish(s, "PLAIN", authcid, passwd);
+		result = auth_finish(s, "PLAIN", authcid, passwd);
 	} else if (strcasecmp(mech, "LOGIN") == 0) {
 		if (initial) {
 			if (sasl_decode(s, initial, user, sizeof(user), &len) < 0)
-				return;
+				return cmd_refused(s);
 		} else {
 			reply(s, "334 VXNlcm5hbWU6");
 			if (sasl_read(s, user, sizeof(user), &len) < 0)
-				return;
+				return cmd_refused(s);
 		}
-		if ((size_t)len != strlen(user)) {
-			reply(s, "501 5.5.2 Error: invalid user name");
-			return;
-		}
+		if ((size_t)len != strlen(user))
+			return reply(s, "501 5.5.2 Error: invalid user name");
 		reply(s, "334 UGFzc3dvcmQ6");
 		if (sasl_read(s, msg, sizeof(msg), &len) < 0)
-			return;
-		if ((size_t)len != strlen(msg)) {
-			reply(s, "535 5.7.8 Error: authentication credentials invalid");
-			return;
-		}
-		auth_finish(s, "LOGIN", user, msg);
+			return cmd_refused(s);
+		if ((size_t)len != strlen(msg))
+			return reply(s, "535 5.7.8 Error: authentication credentials invalid");
+		result = auth_finish(s, "LOGIN", user, msg);
 	} else {
-		reply(s, "504 5.5.4 Error: unrecognized authentication mechanism");
+		result = reply(s, "504 5.5.4 Error: unrecognized authentication mechanism");
 	}
 	memset(msg, 0, sizeof(msg));
+	return result;
 }
 
 /* May login send as a? Its own (an address of its mailbox, or in a domain
@@ -234,8 +224,8 @@ static const char *bound_login(struct session *s)
 		return s->auth_login;
 	if (strcmp(s->relay_reason, "pop_before_smtp") != 0 || !s->pop_login[0])
 		return NULL;
-	for (size_t i = 0; i < s->ndests; i++)
-		if (s->dests[i].dest.kind == DEST_REMOTE)
+	for (size_t i = 0; i < s->tx.ndests; i++)
+		if (s->tx.dests[i].dest.kind == DEST_REMOTE)
 			return s->pop_login;
 	return NULL;
 }
@@ -317,7 +307,7 @@ int session_check_relay_sender(struct session *s)
 {
 	if (s->auth_login[0] || strcmp(s->relay_reason, "pop_before_smtp") != 0)
 		return 0;
-	if (sender_owned(s, &s->sender, s->pop_login) < 0)
+	if (sender_owned(s, &s->tx.sender, s->pop_login) < 0)
 		return -1;
 	log_event(LOG_INFO, "event=relay result=pop_before_smtp login=%s", s->pop_login);
 	return 0;

@@ -63,7 +63,8 @@ static int checks_apply(struct session *s)
 
 int checks_mail_from(struct session *s, const struct address *sender)
 {
-	struct inbound_checks *c = &s->checks;
+	struct inbound_checks *c = &s->tx.checks;
+	struct helo_spf *h = &s->helo_spf;
 	char identity[ADDRESS_PATH_MAX + 16], safe[ADDRESS_PATH_MAX * 4 + 8];
 	struct timespec t0;
 	long long deadline;
@@ -75,24 +76,24 @@ int checks_mail_from(struct session *s, const struct address *sender)
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	deadline = dns_deadline(0);
 	/* HELO, once per HELO name. */
-	if (strcmp(c->helo_checked, s->helo) != 0 || !c->helo_checked[0]) {
-		snprintf(c->helo_checked, sizeof(c->helo_checked), "%s", s->helo);
-		c->helo_valid = s->helo[0] && s->helo[0] != '[' &&
+	if (strcmp(h->name, s->helo) != 0 || !h->name[0]) {
+		snprintf(h->name, sizeof(h->name), "%s", s->helo);
+		h->valid = s->helo[0] && s->helo[0] != '[' &&
 				address_domain_valid(s->helo, strlen(s->helo), 0) && strchr(s->helo, '.');
-		c->spf_helo = SPF_NONE;
-		c->spf_helo_reason[0] = '\0';
-		if (c->helo_valid) {
+		h->result = SPF_NONE;
+		h->reason[0] = '\0';
+		if (h->valid) {
 			snprintf(identity, sizeof(identity), "postmaster@%s", s->helo);
-			c->spf_helo = spf_check(s->peer.ip, s->helo, identity, s->helo, deadline,
-						c->spf_helo_reason, sizeof(c->spf_helo_reason));
+			h->result = spf_check(s->peer.ip, s->helo, identity, s->helo, deadline, h->reason,
+					      sizeof(h->reason));
 			fresh = 1;
 		}
 	}
 	/* MAIL FROM; RFC 7208 2.4: for <> it is postmaster@HELO, checked above. */
 	if (sender->is_null || !sender->domain[0]) {
-		c->spf_mailfrom = c->spf_helo;
-		snprintf(c->spf_mailfrom_reason, sizeof(c->spf_mailfrom_reason), "%s", c->spf_helo_reason);
-		snprintf(c->spf_domain, sizeof(c->spf_domain), "%s", c->helo_valid ? s->helo : "");
+		c->spf_mailfrom = h->result;
+		snprintf(c->spf_mailfrom_reason, sizeof(c->spf_mailfrom_reason), "%s", h->reason);
+		snprintf(c->spf_domain, sizeof(c->spf_domain), "%s", h->valid ? s->helo : "");
 	} else {
 		address_format(sender, identity, sizeof(identity));
 		snprintf(c->spf_domain, sizeof(c->spf_domain), "%s", sender->domain);
@@ -106,7 +107,7 @@ int checks_mail_from(struct session *s, const struct address *sender)
 	log_printable(safe, sizeof(safe), identity, strlen(identity));
 	log_event(LOG_INFO, "event=spf ip=%s from=\"%s\" helo=%s spf=%s spf_helo=%s ms=%lld", s->peer.ip,
 		  safe, s->helo[0] ? s->helo : "-", spf_result_name(c->spf_mailfrom),
-		  spf_result_name(c->spf_helo), elapsed_ms(&t0));
+		  spf_result_name(h->result), elapsed_ms(&t0));
 	if (c->spf_mailfrom == SPF_FAIL && setting_int(SET_SPF_REJECT_FAIL)) {
 		/* RFC 7208 6.2: the domain's own explanation (exp=), if it
 		 * gives one, marked as its words (8.4). Cut to keep the
@@ -186,7 +187,8 @@ int checks_message(struct session *s, const char *qid, int *fd, char *staging, s
 	static struct dkim_verdict dk[DKIM_VERIFY_MAX];
 	static const struct header_field *drop[MESSAGE_HEADER_FIELDS_MAX];
 	static char ar[AUTH_RESULTS_MAX];
-	struct inbound_checks *c = &s->checks;
+	struct inbound_checks *c = &s->tx.checks;
+	const struct helo_spf *h = &s->helo_spf;
 	const char *host = setting(SET_HOSTNAME);
 	struct header_block hb;
 	struct dmarc_verdict dm;
@@ -264,16 +266,16 @@ int checks_message(struct session *s, const char *qid, int *fd, char *staging, s
 	/* RFC 8601 2.2: authserv-id; then one resinfo a method. */
 	len = (size_t)snprintf(ar, sizeof(ar), "Authentication-Results: %s", host);
 	comment_text(cm, sizeof(cm), c->spf_mailfrom_reason);
-	if (c->spf_domain[0] && !s->sender.is_null)
+	if (c->spf_domain[0] && !s->tx.sender.is_null)
 		ar_add(ar, sizeof(ar), &len, "spf=%s (%s) smtp.mailfrom=%s", spf_result_name(c->spf_mailfrom),
 		       cm[0] ? cm : "no reason", c->spf_domain);
-	else if (!s->sender.is_null)
+	else if (!s->tx.sender.is_null)
 		ar_add(ar, sizeof(ar), &len, "spf=none smtp.mailfrom=%s", "unknown");
-	if (c->helo_valid) {
-		comment_text(cm, sizeof(cm), c->spf_helo_reason);
-		ar_add(ar, sizeof(ar), &len, "spf=%s (%s) smtp.helo=%s", spf_result_name(c->spf_helo),
+	if (h->valid) {
+		comment_text(cm, sizeof(cm), h->reason);
+		ar_add(ar, sizeof(ar), &len, "spf=%s (%s) smtp.helo=%s", spf_result_name(h->result),
 		       cm[0] ? cm : "no reason", s->helo);
-	} else if (s->sender.is_null) {
+	} else if (s->tx.sender.is_null) {
 		ar_add(ar, sizeof(ar), &len, "spf=none (no usable HELO) smtp.mailfrom=<>");
 	}
 	if (ndk == 0)
@@ -307,7 +309,7 @@ int checks_message(struct session *s, const char *qid, int *fd, char *staging, s
 	log_event(LOG_INFO,
 		  "event=auth_results id=%s ip=%s spf=%s spf_helo=%s dkim=%s dkim_signatures=%zu dmarc=%s "
 		  "policy=%s disposition=%s from_domain=%s ms=%lld",
-		  qid, s->peer.ip, spf_result_name(c->spf_mailfrom), spf_result_name(c->spf_helo),
+		  qid, s->peer.ip, spf_result_name(c->spf_mailfrom), spf_result_name(h->result),
 		  ndk ? dkim_result_name(dk[0].result) : "none", ndk, dmarc_result_name(dm.result),
 		  dmarc_policy_name(dm.policy), dmarc_policy_name(dm.disposition), from[0] ? from : "-",
 		  elapsed_ms(&t0));

@@ -13,18 +13,24 @@
 #include "limits.h"
 #include "spf.h"
 
+/* SPF of the HELO name: looked up once per name, kept for the session
+ * (across transactions, and across STARTTLS when the name is the same). */
+struct helo_spf {
+	char name[SMTP_HELO_MAX + 1];         /* the HELO this result belongs to */
+	int valid;                            /* a domain name SPF can check */
+	enum spf_result result;
+	char reason[160];
+};
+
+/* The checks of one message (part of struct smtp_tx). */
 struct inbound_checks {
 	int active;                           /* this transaction is checked */
 	enum spf_result spf_mailfrom;         /* MAIL FROM identity (postmaster@helo for <>) */
-	enum spf_result spf_helo;
 	char spf_mailfrom_reason[160];
-	char spf_helo_reason[160];
 	char spf_domain[ADDRESS_DOMAIN_MAX + 1]; /* the domain SPF checked for MAIL FROM */
-	char helo_checked[SMTP_HELO_MAX + 1];    /* the HELO spf_helo belongs to */
-	int helo_valid;
-	/* From the last checked message, for a mailing list's "munge from":
-	 * the strictest DMARC policy (enum dmarc_policy) its From domains
-	 * publish; known only when every one was looked up without error. */
+	/* For a mailing list's "munge from": the strictest DMARC policy
+	 * (enum dmarc_policy) the message's From domains publish; known
+	 * only when every one was looked up without error. */
 	int from_policy;
 	int from_policy_known;
 	int from_dmarc_pass;  /* every From domain passed DMARC */

@@ -47,7 +47,7 @@ static int helo_check(struct session *s, const char *arg)
 	}
 	session_reset_transaction(s);
 	helo_store(s, arg);
-	s->greeted = 1;
+	session_enter_state(s, SMTP_STATE_GREETED);
 	return 0;
 }
 
@@ -59,10 +59,10 @@ static int auth_offered(struct session *s)
 	return s->tls_active || session_trusted_network(s);
 }
 
-static void cmd_ehlo(struct session *s, const char *arg)
+static enum cmd_result cmd_ehlo(struct session *s, const char *arg)
 {
 	if (helo_check(s, arg) < 0)
-		return;
+		return cmd_refused(s);
 	s->esmtp = 1;
 	reply(s, "250-%s", setting(SET_HOSTNAME));
 	reply(s, "250-PIPELINING");
@@ -73,15 +73,15 @@ static void cmd_ehlo(struct session *s, const char *arg)
 		reply(s, "250-AUTH PLAIN LOGIN");
 	reply(s, "250-ENHANCEDSTATUSCODES");
 	reply(s, "250-8BITMIME");
-	reply(s, "250 SMTPUTF8");
+	return reply(s, "250 SMTPUTF8");
 }
 
-static void cmd_helo(struct session *s, const char *arg)
+static enum cmd_result cmd_helo(struct session *s, const char *arg)
 {
 	if (helo_check(s, arg) < 0)
-		return;
+		return cmd_refused(s);
 	s->esmtp = 0;
-	reply(s, "250 %s", setting(SET_HOSTNAME));
+	return reply(s, "250 %s", setting(SET_HOSTNAME));
 }
 
 struct mail_params {
@@ -114,7 +114,7 @@ static int mail_param(void *ctx, const char *key, const char *value)
 			return 1;
 		}
 		if (strcasecmp(value, "8BITMIME") == 0) {
-			p->s->body_8bit = 1;
+			p->s->tx.body_8bit = 1;
 		} else if (strcasecmp(value, "7BIT") != 0) {
 			p->error = "555 5.5.4 Error: BODY parameter not supported";
 			return 1;
@@ -126,7 +126,7 @@ static int mail_param(void *ctx, const char *key, const char *value)
 			p->error = "501 5.5.4 Error: bad SMTPUTF8 parameter";
 			return 1;
 		}
-		p->s->smtputf8 = 1;
+		p->s->tx.smtputf8 = 1;
 		return 0;
 	}
 	p->error = "555 5.5.4 Error: unsupported MAIL parameter";
@@ -145,7 +145,7 @@ static const char *address_error(enum address_parse r)
 	}
 }
 
-static void cmd_mail(struct session *s, const char *arg)
+static enum cmd_result cmd_mail(struct session *s, const char *arg)
 {
 	struct mail_params p = { .s = s };
 	const char *rest;
@@ -153,59 +153,44 @@ static void cmd_mail(struct session *s, const char *arg)
 	enum address_parse r;
 	long long max = setting_int(SET_MAX_MESSAGE_BYTES);
 
-	if (s->has_sender) {
-		reply(s, "503 5.5.1 Error: nested MAIL command");
-		return;
-	}
-	if (s->mode != MODE_MX && !s->auth_login[0]) {
-		reply(s, "530 5.7.0 Authentication required");
-		return;
-	}
-	if (strncasecmp(arg, "FROM:", 5) != 0) {
-		reply(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
-		return;
-	}
+	if (s->state >= SMTP_STATE_MAIL)
+		return reply(s, "503 5.5.1 Error: nested MAIL command");
+	if (s->mode != MODE_MX && !s->auth_login[0])
+		return reply(s, "530 5.7.0 Authentication required");
+	if (strncasecmp(arg, "FROM:", 5) != 0)
+		return reply(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
 	r = address_parse_path(arg + 5, 1, 1, &sender, &rest);
 	if (r == ADDRESS_TOOLONG)
 		r = srs_parse_path(arg + 5, &sender, &rest);
-	if (r != ADDRESS_OK) {
-		reply(s, "%s", address_error(r));
-		return;
-	}
-	if (*rest && *rest != ' ') {
-		reply(s, "501 5.5.4 Syntax: MAIL FROM:<address> [parameters]");
-		return;
-	}
-	s->body_8bit = 0;
-	s->smtputf8 = 0;
+	if (r != ADDRESS_OK)
+		return reply(s, "%s", address_error(r));
+	if (*rest && *rest != ' ')
+		return reply(s, "501 5.5.4 Syntax: MAIL FROM:<address> [parameters]");
+	s->tx.body_8bit = 0;
+	s->tx.smtputf8 = 0;
 	if (esmtp_params(rest, mail_param, &p) != 0) {
-		s->body_8bit = s->smtputf8 = 0;
-		reply(s, "%s", p.error ? p.error : "501 5.5.4 Error: bad MAIL parameters");
-		return;
+		s->tx.body_8bit = s->tx.smtputf8 = 0;
+		return reply(s, "%s", p.error ? p.error : "501 5.5.4 Error: bad MAIL parameters");
 	}
-	if (sender.non_ascii && !s->smtputf8) {
-		s->body_8bit = 0;
-		reply(s, "553 5.6.7 Error: non-ASCII address needs SMTPUTF8");
-		return;
+	if (sender.non_ascii && !s->tx.smtputf8) {
+		s->tx.body_8bit = 0;
+		return reply(s, "553 5.6.7 Error: non-ASCII address needs SMTPUTF8");
 	}
-	if (sender.is_postmaster && !sender.is_null) {
-		reply(s, "501 5.1.7 Error: bad sender address syntax");
-		return;
-	}
+	if (sender.is_postmaster && !sender.is_null)
+		return reply(s, "501 5.1.7 Error: bad sender address syntax");
 	if (p.seen_size && p.size > (unsigned long long)max) {
-		s->body_8bit = s->smtputf8 = 0;
-		reply(s, "552 5.3.4 Error: message size exceeds fixed limit");
-		return;
+		s->tx.body_8bit = s->tx.smtputf8 = 0;
+		return reply(s, "552 5.3.4 Error: message size exceeds fixed limit");
 	}
 	if (session_check_sender(s, &sender) < 0 || rate_limit_check(s, 1) < 0 ||
 	    checks_mail_from(s, &sender) < 0) {
-		s->body_8bit = s->smtputf8 = 0;
-		return;
+		s->tx.body_8bit = s->tx.smtputf8 = 0;
+		return cmd_refused(s);
 	}
-	s->sender = sender;
-	s->has_sender = 1;
-	s->declared_size = p.seen_size ? p.size : 0;
-	reply(s, "250 2.1.0 Ok");
+	s->tx.sender = sender;
+	session_enter_state(s, SMTP_STATE_MAIL);
+	s->tx.declared_size = p.seen_size ? p.size : 0;
+	return reply(s, "250 2.1.0 Ok");
 }
 
 /* Drops destinations that cannot take the message (disabled, over quota)
@@ -228,12 +213,12 @@ static size_t rcpt_filter(struct session *s, struct destination *d, size_t n, co
 
 			if (maildir_path(setting(SET_MAIL_ROOT), d[i].mailbox, dir, sizeof(dir), 0) == 0)
 				used = maildir_usage(dir);
-			if ((long long)s->declared_size > d[i].quota_bytes) {
+			if ((long long)s->tx.declared_size > d[i].quota_bytes) {
 				log_event(LOG_INFO, "event=rcpt result=over_quota mailbox=%s", d[i].mailbox);
 				snprintf(why, cap, "552 5.2.2 <%s>: Recipient address rejected: message larger than mailbox quota", addr);
 				continue;
 			}
-			if (used + (long long)s->declared_size >= d[i].quota_bytes) {
+			if (used + (long long)s->tx.declared_size >= d[i].quota_bytes) {
 				log_event(LOG_INFO, "event=rcpt result=mailbox_full mailbox=%s used=%lld quota=%lld",
 					  d[i].mailbox, used, d[i].quota_bytes);
 				snprintf(why, cap, "452 4.2.2 <%s>: Recipient address rejected: mailbox full", addr);
@@ -245,7 +230,7 @@ static size_t rcpt_filter(struct session *s, struct destination *d, size_t n, co
 	return kept;
 }
 
-static void cmd_rcpt(struct session *s, const char *arg)
+static enum cmd_result cmd_rcpt(struct session *s, const char *arg)
 {
 	/* not re-entered: resolve_recipient recurses on its own, not through here */
 	static struct destination found[FORWARD_TARGETS_MAX];
@@ -257,77 +242,60 @@ static void cmd_rcpt(struct session *s, const char *arg)
 	size_t n = 0;
 	int relay, srs;
 
-	if (strncasecmp(arg, "TO:", 3) != 0) {
-		reply(s, "501 5.5.4 Syntax: RCPT TO:<address>");
-		return;
-	}
+	if (strncasecmp(arg, "TO:", 3) != 0)
+		return reply(s, "501 5.5.4 Syntax: RCPT TO:<address>");
 	r = address_parse_path(arg + 3, 0, 1, &rcpt, &rest);
 	if (r == ADDRESS_TOOLONG)
 		r = srs_parse_path(arg + 3, &rcpt, &rest);
 	if (r == ADDRESS_TOOLONG)
 		r = list_parse_path(arg + 3, 1, &rcpt, &rest);
-	if (r != ADDRESS_OK) {
-		reply(s, "%s", address_error(r));
-		return;
-	}
-	if (rcpt.non_ascii && !s->smtputf8) {
-		reply(s, "553 5.6.7 Error: non-ASCII address needs SMTPUTF8");
-		return;
-	}
+	if (r != ADDRESS_OK)
+		return reply(s, "%s", address_error(r));
+	if (rcpt.non_ascii && !s->tx.smtputf8)
+		return reply(s, "553 5.6.7 Error: non-ASCII address needs SMTPUTF8");
 	while (*rest == ' ')
 		rest++;
-	if (*rest) {
-		reply(s, "555 5.5.4 Error: unsupported RCPT parameter");
-		return;
-	}
-	if (s->nrcpts >= SMTP_RECIPIENTS_MAX) {
-		reply(s, "452 4.5.3 Error: too many recipients");
-		return;
-	}
-	if (rate_limit_check(s, s->nrcpts + 1) < 0)
-		return;
+	if (*rest)
+		return reply(s, "555 5.5.4 Error: unsupported RCPT parameter");
+	if (s->tx.nrcpts >= SMTP_RECIPIENTS_MAX)
+		return reply(s, "452 4.5.3 Error: too many recipients");
+	if (rate_limit_check(s, s->tx.nrcpts + 1) < 0)
+		return cmd_refused(s);
 	address_format(&rcpt, addr, sizeof(addr));
 	log_printable(safe, sizeof(safe), addr, strlen(addr));
 
 	if (harvest_blocked(s)) {
 		log_event(LOG_NOTICE, "event=rcpt result=harvest_blocked ip=%s rcpt=\"%s\"", s->peer.ip, safe);
-		reply(s, "450 4.7.1 <%s>: too many unknown recipients from your address, try again later",
-		      safe);
-		return;
+		return reply(s, "450 4.7.1 <%s>: too many unknown recipients from your address, try again later",
+			     safe);
 	}
 	/* A bounce to one of our SRS addresses goes back to the sender. */
 	srs = rcpt_srs(s, &rcpt, safe, found, &n);
 	if (srs < 0)
-		return;
+		return cmd_refused(s);
 	if (srs > 0)
 		goto resolved;
 	switch (resolve_recipient(&rcpt, found, FORWARD_TARGETS_MAX, &n)) {
 	case RESOLVE_TEMPFAIL:
-		reply(s, "451 4.3.0 <%s>: Temporary lookup failure, try again later", safe);
-		return;
+		return reply(s, "451 4.3.0 <%s>: Temporary lookup failure, try again later", safe);
 	case RESOLVE_UNKNOWN:
 		log_event(LOG_INFO, "event=rcpt result=unknown rcpt=\"%s\"", safe);
 		harvest_count_refusal(s);
-		reply(s, "550 5.1.1 <%s>: user unknown", safe);
-		return;
+		return reply(s, "550 5.1.1 <%s>: user unknown", safe);
 	case RESOLVE_LOOP:
 		log_event(LOG_WARNING, "event=rcpt result=forward_loop rcpt=\"%s\"", safe);
-		reply(s, "550 5.4.6 <%s>: Recipient address rejected: forwarding loop", safe);
-		return;
+		return reply(s, "550 5.4.6 <%s>: Recipient address rejected: forwarding loop", safe);
 	case RESOLVE_NOT_LOCAL:
 		relay = session_may_relay(s);
-		if (relay < 0) {
-			reply(s, "451 4.3.0 <%s>: Temporary lookup failure, try again later", safe);
-			return;
-		}
+		if (relay < 0)
+			return reply(s, "451 4.3.0 <%s>: Temporary lookup failure, try again later", safe);
 		if (!relay) {
 			log_event(LOG_NOTICE, "event=rcpt result=relay_denied ip=%s rcpt=\"%s\"",
 				  s->peer.ip[0] ? s->peer.ip : "local", safe);
-			reply(s, "554 5.7.1 <%s>: relay access denied", safe);
-			return;
+			return reply(s, "554 5.7.1 <%s>: relay access denied", safe);
 		}
 		if (session_check_relay_sender(s) < 0)
-			return;
+			return cmd_refused(s);
 		memset(&found[0], 0, sizeof(found[0]));
 		found[0].kind = DEST_REMOTE;
 		snprintf(found[0].address, sizeof(found[0].address), "%s", addr);
@@ -339,22 +307,18 @@ static void cmd_rcpt(struct session *s, const char *arg)
 
 resolved:
 	n = rcpt_filter(s, found, n, safe, why, sizeof(why));
-	if (n == 0) {
-		reply(s, "%s", why);
-		return;
-	}
+	if (n == 0)
+		return reply(s, "%s", why);
 	for (size_t i = 0; i < n; i++)
 		if (found[i].kind == DEST_LIST && lists_rcpt(s, &found[i], safe) < 0)
-			return;
-	if (s->ndests + n > MESSAGE_DESTINATIONS_MAX) {
-		reply(s, "452 4.5.3 Error: too many recipients");
-		return;
-	}
-	snprintf(s->rcpts[s->nrcpts], sizeof(s->rcpts[0]), "%s", addr);
+			return cmd_refused(s);
+	if (s->tx.ndests + n > MESSAGE_DESTINATIONS_MAX)
+		return reply(s, "452 4.5.3 Error: too many recipients");
+	snprintf(s->tx.rcpts[s->tx.nrcpts], sizeof(s->tx.rcpts[0]), "%s", addr);
 	for (size_t i = 0; i < n; i++) {
 		int dup = 0;
-		for (size_t j = 0; j < s->ndests && !dup; j++) {
-			const struct destination *o = &s->dests[j].dest;
+		for (size_t j = 0; j < s->tx.ndests && !dup; j++) {
+			const struct destination *o = &s->tx.dests[j].dest;
 			if (o->kind != found[i].kind)
 				continue;
 			dup = o->kind == DEST_MAILBOX ? strcmp(o->mailbox, found[i].mailbox) == 0 :
@@ -365,84 +329,74 @@ resolved:
 		}
 		if (dup)
 			continue;
-		s->dests[s->ndests].dest = found[i];
-		s->dests[s->ndests].rcpt = (int)s->nrcpts;
-		s->ndests++;
+		s->tx.dests[s->tx.ndests].dest = found[i];
+		s->tx.dests[s->tx.ndests].rcpt = (int)s->tx.nrcpts;
+		s->tx.ndests++;
 	}
-	s->nrcpts++;
-	reply(s, "250 2.1.5 Ok");
+	s->tx.nrcpts++;
+	session_enter_state(s, SMTP_STATE_RCPT);
+	return reply(s, "250 2.1.5 Ok");
 }
 
-static void cmd_data(struct session *s, const char *arg)
+static enum cmd_result cmd_data(struct session *s, const char *arg)
 {
-	if (!arg_empty(arg)) {
-		reply(s, "501 5.5.4 Syntax: DATA");
-		return;
-	}
-	receive_message(s);
+	if (!arg_empty(arg))
+		return reply(s, "501 5.5.4 Syntax: DATA");
+	return receive_message(s);
 }
 
-static void cmd_rset(struct session *s, const char *arg)
+static enum cmd_result cmd_rset(struct session *s, const char *arg)
 {
-	if (!arg_empty(arg)) {
-		reply(s, "501 5.5.4 Syntax: RSET");
-		return;
-	}
+	if (!arg_empty(arg))
+		return reply(s, "501 5.5.4 Syntax: RSET");
 	session_reset_transaction(s);
-	reply(s, "250 2.0.0 Ok");
+	return reply(s, "250 2.0.0 Ok");
 }
 
-static void cmd_noop(struct session *s, const char *arg)
+static enum cmd_result cmd_noop(struct session *s, const char *arg)
 {
 	(void)arg;
-	reply(s, "250 2.0.0 Ok");
+	return reply(s, "250 2.0.0 Ok");
 }
 
-static void cmd_quit(struct session *s, const char *arg)
+static enum cmd_result cmd_quit(struct session *s, const char *arg)
 {
 	(void)arg;
 	reply(s, "221 2.0.0 Bye");
 	session_end(s, "quit");
+	return CMD_CLOSED;
 }
 
-static void cmd_vrfy(struct session *s, const char *arg)
+static enum cmd_result cmd_vrfy(struct session *s, const char *arg)
 {
-	if (arg_empty(arg)) {
-		reply(s, "501 5.5.4 Syntax: VRFY address");
-		return;
-	}
-	reply(s, "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery");
+	if (arg_empty(arg))
+		return reply(s, "501 5.5.4 Syntax: VRFY address");
+	return reply(s, "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery");
 }
 
-static void cmd_expn(struct session *s, const char *arg)
+static enum cmd_result cmd_expn(struct session *s, const char *arg)
 {
 	(void)arg;
-	reply(s, "502 5.5.1 Error: EXPN not available");
+	return reply(s, "502 5.5.1 Error: EXPN not available");
 }
 
-static void cmd_help(struct session *s, const char *arg)
+static enum cmd_result cmd_help(struct session *s, const char *arg)
 {
 	(void)arg;
 	reply(s, "214-2.0.0 postage: commands are");
 	reply(s, "214-2.0.0   EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP");
-	reply(s, "214 2.0.0   STARTTLS AUTH (when offered in the EHLO reply)");
+	return reply(s, "214 2.0.0   STARTTLS AUTH (when offered in the EHLO reply)");
 }
 
-static void cmd_starttls(struct session *s, const char *arg)
+static enum cmd_result cmd_starttls(struct session *s, const char *arg)
 {
-	if (!arg_empty(arg)) {
-		reply(s, "501 5.5.4 Syntax: STARTTLS");
-		return;
-	}
-	if (s->tls_active) {
-		reply(s, "503 5.5.1 Error: TLS already active");
-		return;
-	}
-	if (!tls_available()) {
-		reply(s, "502 5.5.1 Error: STARTTLS not available (no certificate configured)");
-		return;
-	}
-	session_starttls(s);
+	if (!arg_empty(arg))
+		return reply(s, "501 5.5.4 Syntax: STARTTLS");
+	if (s->tls_active)
+		return reply(s, "503 5.5.1 Error: TLS already active");
+	if (!tls_available())
+		return reply(s, "502 5.5.1 Error: STARTTLS not available (no certificate configured)");
+	return session_starttls(s);
 }
 
 const struct command smtp_commands[] = {

@@ -39,7 +39,7 @@ static const char *protocol_name(const struct session *s)
 
 	if (!s->esmtp)
 		return "SMTP";
-	return names[s->smtputf8 ? 1 : 0][s->tls_active ? 1 : 0][s->auth_login[0] ? 1 : 0];
+	return names[s->tx.smtputf8 ? 1 : 0][s->tls_active ? 1 : 0][s->auth_login[0] ? 1 : 0];
 }
 
 static int received_header(const struct session *s, const char *qid, char *buf, size_t cap)
@@ -57,12 +57,12 @@ static int received_header(const struct session *s, const char *qid, char *buf, 
 		else
 			snprintf(auth, sizeof(auth), "\n\t(authenticated)");
 	}
-	if (s->nrcpts == 1) {
+	if (s->tx.nrcpts == 1) {
 		char safe[ADDRESS_PATH_MAX * 4 + 8];
-		log_printable(safe, sizeof(safe), s->rcpts[0], strlen(s->rcpts[0]));
+		log_printable(safe, sizeof(safe), s->tx.rcpts[0], strlen(s->tx.rcpts[0]));
 		/* UTF-8 addresses stay as they are in an SMTPUTF8 message. */
 		snprintf(for_clause, sizeof(for_clause), "\n\tfor <%s>",
-			 s->smtputf8 ? s->rcpts[0] : safe);
+			 s->tx.smtputf8 ? s->tx.rcpts[0] : safe);
 	}
 	n = snprintf(buf, cap, "Received: from %s (%s%s%s)%s%s\n\tby %s (postage) with %s id %s%s; %s\n",
 		     s->helo[0] ? s->helo : "unknown",
@@ -150,8 +150,8 @@ static int quota_refusal(struct session *s, const char *qid, off_t size)
 {
 	int never = 1;
 
-	for (size_t i = 0; i < s->ndests; i++) {
-		const struct destination *d = &s->dests[i].dest;
+	for (size_t i = 0; i < s->tx.ndests; i++) {
+		const struct destination *d = &s->tx.dests[i].dest;
 		char dir[PATH_MAX_POSTAGE];
 		long long used = 0;
 
@@ -301,8 +301,8 @@ static int deliver(struct session *s, const char *qid, int *fd, char *staging, s
 	copy_sync = sync_fixed;
 	memset(sync_fixed, 0, sizeof(sync_fixed));
 	if (nlist_local > 0) {
-		staged = calloc(s->ndests + nlist_local, sizeof(*staged));
-		copy_sync = calloc(s->ndests + nlist_local, 1);
+		staged = calloc(s->tx.ndests + nlist_local, sizeof(*staged));
+		copy_sync = calloc(s->tx.ndests + nlist_local, 1);
 		if (!staged || !copy_sync) {
 			free(staged);
 			free(copy_sync);
@@ -316,9 +316,9 @@ static int deliver(struct session *s, const char *qid, int *fd, char *staging, s
 	if (lists_have_writes())
 		extra.hook = lists_commit_hook;
 
-	address_format(&s->sender, sender, sizeof(sender));
-	for (size_t i = 0; i < s->ndests; i++) {
-		const struct txn_destination *d = &s->dests[i];
+	address_format(&s->tx.sender, sender, sizeof(sender));
+	for (size_t i = 0; i < s->tx.ndests; i++) {
+		const struct txn_destination *d = &s->tx.dests[i];
 		char dir[PATH_MAX_POSTAGE];
 		int plen;
 
@@ -326,12 +326,12 @@ static int deliver(struct session *s, const char *qid, int *fd, char *staging, s
 			continue; /* lists.c did its work */
 		if (d->dest.kind == DEST_REMOTE) {
 			remote[nremote].recipient = d->dest.address;
-			remote[nremote].orig_rcpt = s->rcpts[d->rcpt];
+			remote[nremote].orig_rcpt = s->tx.rcpts[d->rcpt];
 			nremote++;
 			continue;
 		}
 		plen = snprintf(prefix, sizeof(prefix), "Return-Path: <%s>\nDelivered-To: %s\n", sender,
-				s->rcpts[d->rcpt]);
+				s->tx.rcpts[d->rcpt]);
 		if (plen < 0 || (size_t)plen >= sizeof(prefix) ||
 		    maildir_path(setting(SET_MAIL_ROOT), d->dest.mailbox, dir, sizeof(dir), 1) < 0 ||
 		    maildir_stage(dir, prefix, (size_t)plen, *fd, size, r->lf_count + 2,
@@ -359,7 +359,7 @@ static int deliver(struct session *s, const char *qid, int *fd, char *staging, s
 	if (extra.n > 0)
 		db_checkpoint_defer();
 	if ((nremote > 0 || extra.n > 0 || extra.hook) &&
-	    queue_outbound(s, qid, fd, staging, cap, size, s->body_8bit || r->eight_bit, sender, remote,
+	    queue_outbound(s, qid, fd, staging, cap, size, s->tx.body_8bit || r->eight_bit, sender, remote,
 			   nremote, &extra, write_journal) < 0) {
 		e = errno;
 		log_event(LOG_ERR, "event=enqueue result=error id=%s error=\"%s\"", qid, strerror(e));
@@ -374,7 +374,7 @@ static int deliver(struct session *s, const char *qid, int *fd, char *staging, s
 	 * quick where an fsync may take milliseconds. */
 	for (size_t pass = 0; pass < 2; pass++) {
 		for (size_t k = 0; k < nstaged; k++) {
-			const struct txn_destination *d = k < nown ? &s->dests[staged_dest[k]] : NULL;
+			const struct txn_destination *d = k < nown ? &s->tx.dests[staged_dest[k]] : NULL;
 
 			int sr = 0;
 
@@ -403,7 +403,7 @@ static int deliver(struct session *s, const char *qid, int *fd, char *staging, s
 			/* (a list's copies are logged once per list: lists_finish) */
 			if (pass == 1 && d)
 				log_event(LOG_INFO, "event=deliver result=ok id=%s mailbox=%s rcpt=\"%s\" "
-					  "file=%s", qid, d->dest.mailbox, s->rcpts[d->rcpt], staged[k].name);
+					  "file=%s", qid, d->dest.mailbox, s->tx.rcpts[d->rcpt], staged[k].name);
 		}
 	}
 	journal_end(pending.nids > 1);
@@ -412,11 +412,11 @@ static int deliver(struct session *s, const char *qid, int *fd, char *staging, s
 	s->messages++;
 	s->junk_commands = 0;
 	s->errors = 0; /* as Postfix: errors count "without delivering mail" */
-	rate_limit_charge(s, s->nrcpts);
+	rate_limit_charge(s, s->tx.nrcpts);
 	log_event(LOG_INFO,
 		  "event=message result=accepted id=%s ip=%s from=\"%s\" size=%lld rcpts=%zu local=%zu "
 		  "remote=%zu login=%s tls=%d",
-		  qid, s->peer.ip[0] ? s->peer.ip : "local", sender, (long long)size, s->nrcpts, nown,
+		  qid, s->peer.ip[0] ? s->peer.ip : "local", sender, (long long)size, s->tx.nrcpts, nown,
 		  nremote, s->auth_login[0] ? s->auth_login : "-", s->tls_active);
 	reply(s, "250 2.0.0 Ok: queued as %s", qid);
 	if (extra.n > 0) {
@@ -473,7 +473,7 @@ static int add_missing_fields(struct session *s, const char *qid, int *fd, char 
 	long pos = -1;
 	off_t newsize;
 
-	if (s->checks.active || session_may_relay(s) != 1 ||
+	if (s->tx.checks.active || session_may_relay(s) != 1 ||
 	    header_block_read(*fd, hlen, *size, &hb) < 0)
 		return 0;
 	has_date = header_next(&hb, "date", &pos) != NULL;
@@ -523,22 +523,22 @@ static int add_missing_fields(struct session *s, const char *qid, int *fd, char 
 	return 0;
 }
 
-void receive_message(struct session *s)
+enum cmd_result receive_message(struct session *s)
 {
 	char qid[QUEUE_ID_LEN + 8], staging[PATH_MAX_POSTAGE], header[2048];
 	unsigned long long max = (unsigned long long)setting_int(SET_MAX_MESSAGE_BYTES);
 	struct data_reader r;
 	int fd, hlen, write_error = 0;
 	struct stat st;
+	enum cmd_result result;
 
 	queue_new_id(qid, sizeof(qid));
 	fd = spool_staging_begin(qid, staging, sizeof(staging));
 	if (fd < 0) {
 		int e = errno;
 		log_event(LOG_ERR, "event=data result=spool_error error=\"%s\"", strerror(e));
-		reply(s, e == ENOSPC || e == EDQUOT ? "452 4.3.1 Error: insufficient system storage" :
-						      "451 4.3.0 Error: cannot store message, try again later");
-		return;
+		return reply(s, e == ENOSPC || e == EDQUOT ? "452 4.3.1 Error: insufficient system storage" :
+							     "451 4.3.0 Error: cannot store message, try again later");
 	}
 	hlen = received_header(s, qid, header, sizeof(header));
 	errno = 0;
@@ -546,44 +546,46 @@ void receive_message(struct session *s)
 		/* A short write means the disk filled up: say so (RFC 3463 4.3.1). */
 		int e = hlen >= 0 && (errno == 0 || errno == ENOSPC || errno == EDQUOT) ? ENOSPC : errno;
 		log_event(LOG_ERR, "event=data result=spool_error error=\"%s\"", strerror(e ? e : EIO));
-		reply(s, e == ENOSPC || e == EDQUOT ? "452 4.3.1 Error: insufficient system storage" :
-						      "451 4.3.0 Error: cannot store message, try again later");
+		result = reply(s, e == ENOSPC || e == EDQUOT ? "452 4.3.1 Error: insufficient system storage" :
+							       "451 4.3.0 Error: cannot store message, try again later");
 		goto done;
 	}
 
+	session_enter_state(s, SMTP_STATE_DATA);
 	reply(s, "354 End data with <CR><LF>.<CR><LF>");
 	io_flush(&s->io);
 	data_reader_init(&r);
 	if (read_data(s, &fd, staging, sizeof(staging), qid, &r, max, &write_error) < 0) {
 		session_end(s, "data_lost");
+		result = CMD_CLOSED;
 		goto done;
 	}
 
 	if (r.bare) {
 		log_event(LOG_NOTICE, "event=data result=refused reason=bare_cr_lf id=%s", qid);
-		reply(s, "550 5.6.0 Error: bare CR or LF in message data is not allowed");
+		result = reply(s, "550 5.6.0 Error: bare CR or LF in message data is not allowed");
 	} else if (r.has_nul) {
 		/* RFC 6152: 8BITMIME data holds no NUL, and we offer no
 		 * BINARYMIME. A server further on that drops NULs would turn
 		 * <CRLF><NUL>.<CRLF> into an end of data (SMTP smuggling). */
 		log_event(LOG_NOTICE, "event=data result=refused reason=nul id=%s", qid);
-		reply(s, "550 5.6.0 Error: NUL in message data is not allowed");
+		result = reply(s, "550 5.6.0 Error: NUL in message data is not allowed");
 	} else if (r.wire_bytes > max) {
 		log_event(LOG_NOTICE, "event=data result=refused reason=too_big id=%s bytes=%llu", qid,
 			  r.wire_bytes);
-		reply(s, "552 5.3.4 Error: message size exceeds fixed limit");
+		result = reply(s, "552 5.3.4 Error: message size exceeds fixed limit");
 	} else if (r.received > SMTP_RECEIVED_MAX) {
 		log_event(LOG_NOTICE, "event=data result=refused reason=loop id=%s received=%d", qid,
 			  r.received);
-		reply(s, "554 5.4.6 Error: too many hops (Received headers), mail loop");
+		result = reply(s, "554 5.4.6 Error: too many hops (Received headers), mail loop");
 	} else if (write_error) {
 		log_event(LOG_ERR, "event=data result=spool_error id=%s error=\"%s\"", qid,
 			  strerror(write_error));
-		reply(s, write_error == ENOSPC || write_error == EDQUOT ?
-				 "452 4.3.1 Error: insufficient system storage" :
-				 "451 4.3.0 Error: cannot store message, try again later");
+		result = reply(s, write_error == ENOSPC || write_error == EDQUOT ?
+					  "452 4.3.1 Error: insufficient system storage" :
+					  "451 4.3.0 Error: cannot store message, try again later");
 	} else if (fstat(fd, &st) < 0) {
-		reply(s, "451 4.3.0 Error: cannot store message, try again later");
+		result = reply(s, "451 4.3.0 Error: cannot store message, try again later");
 	} else {
 		/* The Received line's LFs count for W= too: the prefix's two
 		 * are added in deliver(). */
@@ -599,14 +601,19 @@ void receive_message(struct session *s)
 				       &st.st_size, &r.lf_count) == 0 &&
 		    spam_filter_message(s, qid, &fd, staging, sizeof(staging), &st.st_size,
 					&r.lf_count) == 0 &&
-		    lists_message(s, qid, fd, st.st_size) == 0)
-			lists_finish(deliver(s, qid, &fd, staging, sizeof(staging), &r, st.st_size) == 0);
-		else
+		    lists_message(s, qid, fd, st.st_size) == 0 &&
+		    deliver(s, qid, &fd, staging, sizeof(staging), &r, st.st_size) == 0) {
+			lists_finish(1);
+			result = CMD_OK;
+		} else {
 			lists_finish(0);
+			result = cmd_refused(s);
+		}
 	}
 done:
 	close(fd);
 	if (staging[0])
 		unlink(staging);
 	session_reset_transaction(s);
+	return result;
 }

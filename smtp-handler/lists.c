@@ -205,7 +205,7 @@ static const char *automatic(struct session *s, const struct header_block *hb)
 	char v[256];
 	long pos = -1;
 
-	if (s->sender.is_null)
+	if (s->tx.sender.is_null)
 		return "null_sender";
 	field_flat(hb, "auto-submitted", v, sizeof(v));
 	if (v[0] && strncasecmp(v, "no", 2) != 0)
@@ -247,9 +247,9 @@ static int requester(struct session *s, const struct header_block *hb, char *out
 		address_format(&a, out, cap);
 		return 1;
 	}
-	if (s->sender.is_null || s->sender.is_literal || s->sender.local[0] == '"')
+	if (s->tx.sender.is_null || s->tx.sender.is_literal || s->tx.sender.local[0] == '"')
 		return 0;
-	address_format(&s->sender, out, cap);
+	address_format(&s->tx.sender, out, cap);
 	return 1;
 }
 
@@ -278,8 +278,8 @@ static int from_address(struct session *s, const struct header_block *hb, const 
 	const struct header_field *f;
 	long pos = -1;
 
-	if (!s->sender.is_null) {
-		address_format(&s->sender, env, sizeof(env));
+	if (!s->tx.sender.is_null) {
+		address_format(&s->tx.sender, env, sizeof(env));
 		if (same_address(env, address))
 			return 1;
 	}
@@ -309,8 +309,8 @@ static int poster_is_member(struct session *s, const struct header_block *hb,
 	long pos = -1;
 	int r;
 
-	if (!s->sender.is_null) {
-		address_format(&s->sender, env, sizeof(env));
+	if (!s->tx.sender.is_null) {
+		address_format(&s->tx.sender, env, sizeof(env));
 		if ((r = list_is_member(l->address, env)) != 0)
 			return r;
 	}
@@ -347,7 +347,7 @@ static int owner_credible(struct session *s, const struct list_info *l)
 	if (session_may_relay(s) == 1 && strcmp(s->relay_reason, "pop_before_smtp") == 0 &&
 	    s->pop_login[0] && session_login_may_use(s->pop_login, &owner) == 1)
 		return 1;
-	return s->checks.active && s->checks.spf_mailfrom == SPF_PASS;
+	return s->tx.checks.active && s->tx.checks.spf_mailfrom == SPF_PASS;
 }
 
 /* ---- the copy of a post ------------------------------------------------------ */
@@ -365,7 +365,7 @@ static int poster_vouched(struct session *s, const struct header_block *hb)
 
 	if (session_trusted_network(s))
 		return 1;
-	if (s->checks.active && s->checks.from_dmarc_pass)
+	if (s->tx.checks.active && s->tx.checks.from_dmarc_pass)
 		return 1;
 	if (!login && session_may_relay(s) == 1 && strcmp(s->relay_reason, "pop_before_smtp") == 0)
 		login = s->pop_login[0] ? s->pop_login : NULL;
@@ -425,8 +425,8 @@ static int munge_wanted(struct session *s, const struct header_block *hb)
 	long pos = -1;
 	size_t n, unchecked = 0;
 
-	if (s->checks.active && s->checks.from_policy_known)
-		return s->checks.from_policy >= (int)DMARC_P_QUARANTINE;
+	if (s->tx.checks.active && s->tx.checks.from_policy_known)
+		return s->tx.checks.from_policy >= (int)DMARC_P_QUARANTINE;
 	f = header_next(hb, "from", &pos);
 	if (!f)
 		return 0;
@@ -955,7 +955,7 @@ static int fan_out_at(struct session *s, struct fan_out_work *w, const struct li
 	queue_new_id(p->qid, sizeof(p->qid));
 	snprintf(p->sender, sizeof(p->sender), "%s-bounces@%s", l->local, l->domain);
 	/* a post that needed SMTPUTF8 still does; so does a member's UTF-8 address */
-	p->smtputf8 = s->smtputf8;
+	p->smtputf8 = s->tx.smtputf8;
 	/* The copy is signed by the list's domain: a From: in that domain
 	 * that nothing vouches for (an outsider writing as a colleague) must
 	 * not come out DMARC-aligned, so it is munged too. */
@@ -1102,7 +1102,7 @@ static int hold_post(struct session *s, const struct list_info *l, int src, off_
 	snprintf(confirm, sizeof(confirm), "%s-confirm+%s@%s", l->local, token, l->domain);
 	field_flat(hb, "from", from, sizeof(from));
 	field_flat(hb, "subject", subj, sizeof(subj));
-	address_format(&s->sender, env, sizeof(env));
+	address_format(&s->tx.sender, env, sizeof(env));
 	log_printable(from, sizeof(from), from, strlen(from));
 	log_printable(subj, sizeof(subj), subj, strlen(subj));
 	snprintf(subject, sizeof(subject), "confirm %s", token);
@@ -1177,9 +1177,9 @@ static int post(struct session *s, const struct list_info *l, int fd, off_t size
 	}
 	/* A bounce or an auto-reply sent to the posting address is no post. */
 	field_flat(hb, "auto-submitted", v, sizeof(v));
-	if (s->sender.is_null || strncasecmp(v, "auto-replied", 12) == 0) {
+	if (s->tx.sender.is_null || strncasecmp(v, "auto-replied", 12) == 0) {
 		log_event(LOG_NOTICE, "event=list result=dropped list=%s id=%s reason=%s", l->address,
-			  cur_qid, s->sender.is_null ? "null_sender" : "auto_reply");
+			  cur_qid, s->tx.sender.is_null ? "null_sender" : "auto_reply");
 		return 0;
 	}
 	switch (l->posting) {
@@ -1510,8 +1510,8 @@ int lists_rcpt(struct session *s, const struct destination *d, const char *safe)
 	}
 	switch ((enum list_role)d->list_role) {
 	case LIST_ROLE_POST:
-		address_format(&s->sender, sender, sizeof(sender));
-		if (l.posting == LIST_POSTING_ANNOUNCE && (s->sender.is_null || !same_address(sender, l.owner))) {
+		address_format(&s->tx.sender, sender, sizeof(sender));
+		if (l.posting == LIST_POSTING_ANNOUNCE && (s->tx.sender.is_null || !same_address(sender, l.owner))) {
 			log_event(LOG_NOTICE, "event=rcpt result=list_announce_only list=%s sender=\"%s\"",
 				  l.address, safe_of(sender, ssafe, sizeof(ssafe)));
 			reply(s, "550 5.7.1 <%s>: Recipient address rejected: only the list's owner may post "
@@ -1563,8 +1563,8 @@ int lists_message(struct session *s, const char *qid, int fd, off_t size)
 
 	lists_finish(0);
 	cur_qid = qid;
-	for (size_t i = 0; i < s->ndests && ret == 0; i++) {
-		const struct destination *d = &s->dests[i].dest;
+	for (size_t i = 0; i < s->tx.ndests && ret == 0; i++) {
+		const struct destination *d = &s->tx.dests[i].dest;
 		int r;
 
 		if (d->kind != DEST_LIST)

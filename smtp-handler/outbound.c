@@ -125,12 +125,12 @@ fail:
 }
 
 /* Is remote[i] a destination a forward reached? Its recipient points
- * into s->dests. */
+ * into s->tx.dests. */
 static int is_forwarded(const struct session *s, const struct queue_rcpt *q)
 {
-	for (size_t i = 0; i < s->ndests; i++)
-		if (q->recipient == s->dests[i].dest.address)
-			return s->dests[i].dest.forwarded;
+	for (size_t i = 0; i < s->tx.ndests; i++)
+		if (q->recipient == s->tx.dests[i].dest.address)
+			return s->tx.dests[i].dest.forwarded;
 	return 0;
 }
 
@@ -185,7 +185,7 @@ int queue_outbound(struct session *s, const char *qid, int *fd, char *staging, s
 	/* SRS: the forwarding address's domain is ours, so bounces come back
 	 * here and SPF at the next hop checks our own record. */
 	if (nfwd > 0 && srs_domain)
-		rewritten = srs_forward(&s->sender, srs_domain, session_may_relay(s) == 1, srs_sender,
+		rewritten = srs_forward(&s->tx.sender, srs_domain, session_may_relay(s) == 1, srs_sender,
 					sizeof(srs_sender)) == 1;
 	/* One queue entry per envelope sender; then the lists' copies. */
 	if (nremote > 0) {
@@ -225,7 +225,7 @@ int queue_outbound(struct session *s, const char *qid, int *fd, char *staging, s
 		q->path = path;
 		q->size = (unsigned long long)size;
 		q->body_8bit = eight_bit;
-		q->smtputf8 = s->smtputf8;
+		q->smtputf8 = s->tx.smtputf8;
 		q->client_ip = s->peer.ip;
 		q->auth_login = s->auth_login;
 		if (!rewritten) {
@@ -283,7 +283,7 @@ int rcpt_srs(struct session *s, const struct address *rcpt, const char *safe,
 	 * the original sender. Anything else sent to it would make us a relay
 	 * to whatever address an outsider found in one forwarded message:
 	 * refused before its hash is even looked at, so it is no oracle. */
-	if (!s->sender.is_null) {
+	if (!s->tx.sender.is_null) {
 		log_event(LOG_NOTICE, "event=rcpt result=srs_not_bounce rcpt=\"%s\"", safe);
 		reply(s, "550 5.7.1 <%s>: Recipient address rejected: an SRS address takes bounces only",
 		      safe);

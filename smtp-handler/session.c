@@ -2,6 +2,7 @@
 #include "session.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -18,7 +19,7 @@
 
 int smtp_error_delay_ms = SMTP_ERROR_DELAY_MS;
 
-void reply(struct session *s, const char *fmt, ...)
+enum cmd_result reply(struct session *s, const char *fmt, ...)
 {
 	char code[4];
 	va_list ap, ap2;
@@ -27,29 +28,44 @@ void reply(struct session *s, const char *fmt, ...)
 	va_copy(ap2, ap);
 	vsnprintf(code, sizeof(code), fmt, ap2);
 	va_end(ap2);
-	/* The dispatcher counts error replies (session_run): whichever
-	 * check refused, the count cannot be forgotten. 421 ends the
-	 * session anyway. */
-	if ((code[0] == '4' || code[0] == '5') && strcmp(code, "421") != 0)
-		s->reply_error = 1;
 	io_reply_line(&s->io, SMTP_REPLY_LINE_MAX, fmt, ap);
 	va_end(ap);
+	/* 421 always comes with session_end: not an error to count. */
+	if (strcmp(code, "421") == 0)
+		return CMD_CLOSED;
+	return code[0] == '4' || code[0] == '5' ? CMD_REFUSED : CMD_OK;
+}
+
+enum cmd_result cmd_refused(const struct session *s)
+{
+	return s->state == SMTP_STATE_QUIT ? CMD_CLOSED : CMD_REFUSED;
+}
+
+/* A reset clears everything above rcpts: the part it leaves must be the
+ * last field of the transaction. */
+_Static_assert(offsetof(struct smtp_tx, dests) + sizeof(((struct smtp_tx *)0)->dests) ==
+		       sizeof(struct smtp_tx),
+	       "the recipient arrays are the last field of struct smtp_tx");
+
+void session_enter_state(struct session *s, enum smtp_state state)
+{
+	/* Not logged: log_event has no level that stays out of the
+	 * journal, and a line per command would bury the events. */
+	s->state = state;
 }
 
 void session_reset_transaction(struct session *s)
 {
-	s->has_sender = 0;
-	memset(&s->sender, 0, sizeof(s->sender));
-	s->body_8bit = 0;
-	s->smtputf8 = 0;
-	s->declared_size = 0;
-	s->nrcpts = 0;
-	s->ndests = 0;
+	/* The transaction holds no file or memory of its own: the end of
+	 * DATA closes and frees what it made before it gets here. */
+	memset(&s->tx, 0, offsetof(struct smtp_tx, rcpts));
+	if (s->state >= SMTP_STATE_MAIL && s->state <= SMTP_STATE_DATA)
+		session_enter_state(s, SMTP_STATE_GREETED);
 }
 
 void session_end(struct session *s, const char *reason)
 {
-	s->quit = 1;
+	session_enter_state(s, SMTP_STATE_QUIT);
 	if (!s->end_reason)
 		s->end_reason = reason;
 }
@@ -137,30 +153,29 @@ int session_trusted_network(struct session *s)
 	return session_may_relay(s) == 1 && strcmp(s->relay_reason, "relay_networks") == 0;
 }
 
-void session_starttls(struct session *s)
+enum cmd_result session_starttls(struct session *s)
 {
 	/* A certificate that does not load is found before we promise a
 	 * handshake: the client may go on in clear (RFC 3207 4). */
-	if (tls_server_prepare() < 0) {
-		reply(s, "454 4.7.0 TLS not available due to local problem");
-		return;
-	}
+	if (tls_server_prepare() < 0)
+		return reply(s, "454 4.7.0 TLS not available due to local problem");
 	reply(s, "220 2.0.0 Ready to start TLS");
 	io_flush(&s->io);
 	/* Whatever the client pipelined after STARTTLS is dropped unread
 	 * (tls_server_start discards it): RFC 3207 4.2, CVE-2011-0411. */
 	if (tls_server_start(&s->io, s->tls_info, sizeof(s->tls_info)) < 0) {
 		session_end(s, "tls_failed");
-		return;
+		return CMD_CLOSED;
 	}
 	s->tls_active = 1;
 	/* RFC 3207 4.2: forget everything learned before TLS, the login of
 	 * an AUTH in clear (from relay_networks) too. */
-	s->greeted = 0;
+	session_reset_transaction(s);
+	session_enter_state(s, SMTP_STATE_CONNECTED);
 	s->esmtp = 0;
 	s->helo[0] = '\0';
 	s->auth_login[0] = '\0';
-	session_reset_transaction(s);
+	return CMD_OK;
 }
 
 int session_start_implicit_tls(struct session *s)
@@ -190,36 +205,28 @@ static const struct command *find_command(const char *verb)
 	return NULL;
 }
 
-static void dispatch(struct session *s, const char *line, size_t len)
+static enum cmd_result dispatch(struct session *s, const char *line, size_t len)
 {
 	char verb[16];
 	const char *arg;
 	const struct command *c;
 
 	if (strlen(line) != len || command_split(line, verb, sizeof(verb), &arg) < 0 ||
-	    !(c = find_command(verb))) {
-		reply(s, "500 5.5.2 Error: command not recognized");
-		return;
-	}
-	if ((c->flags & CMD_NEED_HELO) && !s->greeted) {
-		reply(s, "503 5.5.1 Error: send HELO/EHLO first");
-		return;
-	}
-	if ((c->flags & CMD_NEED_MAIL) && !s->has_sender) {
-		reply(s, "503 5.5.1 Error: need MAIL command");
-		return;
-	}
-	if ((c->flags & CMD_NEED_RCPT) && s->nrcpts == 0) {
-		reply(s, "554 5.5.1 Error: no valid recipients");
-		return;
-	}
+	    !(c = find_command(verb)))
+		return reply(s, "500 5.5.2 Error: command not recognized");
+	if ((c->flags & CMD_NEED_HELO) && s->state < SMTP_STATE_GREETED)
+		return reply(s, "503 5.5.1 Error: send HELO/EHLO first");
+	if ((c->flags & CMD_NEED_MAIL) && s->state < SMTP_STATE_MAIL)
+		return reply(s, "503 5.5.1 Error: need MAIL command");
+	if ((c->flags & CMD_NEED_RCPT) && s->state < SMTP_STATE_RCPT)
+		return reply(s, "554 5.5.1 Error: no valid recipients");
 	if ((c->flags & CMD_JUNK) && ++s->junk_commands > SMTP_JUNK_COMMANDS_MAX) {
 		reply(s, "421 4.7.0 %s Error: too many commands without mail, closing",
 		      setting(SET_HOSTNAME));
 		session_end(s, "too_many_junk_commands");
-		return;
+		return CMD_CLOSED;
 	}
-	c->run(s, arg);
+	return c->run(s, arg);
 }
 
 int session_run(struct session *s)
@@ -263,8 +270,9 @@ int session_run(struct session *s)
 		return 0;
 	}
 	reply(s, "220 %s ESMTP postage", setting(SET_HOSTNAME));
-	while (!s->quit) {
+	while (s->state != SMTP_STATE_QUIT) {
 		size_t len;
+		enum cmd_result result;
 		enum io_result r = io_read_line(&s->io, line, sizeof(line), &len);
 
 		if (s->errors >= SMTP_ERRORS_SOFT && r != IO_EOF && r != IO_ERROR &&
@@ -276,9 +284,8 @@ int session_run(struct session *s)
 			io_flush(&s->io);
 			nanosleep(&ts, NULL);
 		}
-		s->reply_error = 0;
 		if (r == IO_TOOLONG) {
-			reply(s, "500 5.5.2 Error: line too long");
+			result = reply(s, "500 5.5.2 Error: line too long");
 		} else if (r == IO_TIMEOUT) {
 			reply(s, "421 4.4.2 %s Error: timeout exceeded", setting(SET_HOSTNAME));
 			session_end(s, "timeout");
@@ -287,10 +294,13 @@ int session_run(struct session *s)
 			session_end(s, r == IO_EOF ? "eof" : "error");
 			break;
 		} else {
-			dispatch(s, line, len);
+			result = dispatch(s, line, len);
 		}
-		s->errors += s->reply_error;
-		if (s->errors >= SMTP_ERRORS_HARD && !s->quit) {
+		/* The one place errors are counted: whichever check refused,
+		 * the count cannot be forgotten. */
+		if (result == CMD_REFUSED)
+			s->errors++;
+		if (s->errors >= SMTP_ERRORS_HARD && s->state != SMTP_STATE_QUIT) {
 			reply(s, "421 4.7.0 %s Error: too many errors", setting(SET_HOSTNAME));
 			session_end(s, "too_many_errors");
 			break;

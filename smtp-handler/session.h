@@ -10,9 +10,42 @@
 
 enum smtp_mode { MODE_MX, MODE_SUBMISSION, MODE_SUBMISSIONS };
 
+/* Where the session is in the dialog; only session_enter_state changes
+ * it. In this order: a later state has passed every earlier one. */
+enum smtp_state {
+	SMTP_STATE_CONNECTED, /* no HELO/EHLO yet (or since STARTTLS) */
+	SMTP_STATE_GREETED,   /* HELO/EHLO: no transaction */
+	SMTP_STATE_MAIL,      /* MAIL accepted, no recipient yet */
+	SMTP_STATE_RCPT,      /* at least one recipient accepted */
+	SMTP_STATE_DATA,      /* receiving the message (after 354) */
+	SMTP_STATE_QUIT,      /* the session ends after this command */
+};
+
 struct txn_destination {
 	struct destination dest;
 	int rcpt; /* index into rcpts: the RCPT address it came from */
+};
+
+/* One mail transaction: everything that belongs to one message, from
+ * MAIL to the end of DATA. It is dropped whole (session_reset_transaction)
+ * at RSET, HELO/EHLO, STARTTLS and the end of DATA, so no field of one
+ * message can leak into the next. */
+struct smtp_tx {
+	struct address sender;
+	int body_8bit;                       /* BODY=8BITMIME */
+	int smtputf8;                        /* SMTPUTF8 */
+	unsigned long long declared_size;    /* SIZE=, 0 when not given */
+	struct inbound_checks checks;        /* checks.c: SPF, DKIM, DMARC of this message */
+	size_t nrcpts;
+	size_t ndests;
+	/* Left as they are by a reset: only the first nrcpts and ndests
+	 * entries are ever read, and clearing 600 KB at every EHLO and
+	 * message would touch memory most sessions never use. A field that
+	 * must be cleared goes above (session.c asserts this part is last). */
+	struct {
+		char rcpts[SMTP_RECIPIENTS_MAX][ADDRESS_PATH_MAX + 1];
+		struct txn_destination dests[MESSAGE_DESTINATIONS_MAX];
+	};
 };
 
 struct session {
@@ -20,9 +53,9 @@ struct session {
 	struct io io;
 	struct peer peer;
 	char id[24];
+	enum smtp_state state;
 
 	/* HELO/EHLO */
-	int greeted;
 	int esmtp;
 	char helo[SMTP_HELO_MAX + 1];
 
@@ -36,25 +69,15 @@ struct session {
 	char pop_login[ADDRESS_LOCAL_MAX + 1]; /* POP-before-SMTP login */
 	int auth_failures;
 
-	/* the transaction */
-	int has_sender;
-	struct address sender;
-	int body_8bit;
-	int smtputf8;
-	unsigned long long declared_size;
-	char rcpts[SMTP_RECIPIENTS_MAX][ADDRESS_PATH_MAX + 1];
-	size_t nrcpts;
-	struct txn_destination dests[MESSAGE_DESTINATIONS_MAX];
-	size_t ndests;
+	struct helo_spf helo_spf; /* checks.c: SPF of the HELO name, once per name */
+
+	/* the mail transaction in progress, if any */
+	struct smtp_tx tx;
 
 	int errors;         /* error replies since the last accepted message */
-	int reply_error;    /* the command being run replied 4xx/5xx */
 	int junk_commands;
-	int quit;
 	const char *end_reason; /* the disconnect line's result= */
 	unsigned messages;
-
-	struct inbound_checks checks; /* checks.c: SPF, DKIM, DMARC */
 };
 
 enum cmd_flags {
@@ -65,19 +88,36 @@ enum cmd_flags {
 	CMD_JUNK = 1 << 3, /* counts towards SMTP_JUNK_COMMANDS_MAX */
 };
 
+/* What a command did. The dispatcher (session_run) counts the refusals,
+ * in one place, towards SMTP_ERRORS_SOFT and SMTP_ERRORS_HARD. */
+enum cmd_result {
+	CMD_OK,      /* it replied 2xx or 3xx */
+	CMD_REFUSED, /* it replied 4xx or 5xx (421 aside): one more error */
+	CMD_CLOSED,  /* the session ends (421, or the client is gone) */
+};
+
 struct command {
 	const char *verb;
-	void (*run)(struct session *s, const char *arg);
+	enum cmd_result (*run)(struct session *s, const char *arg);
 	unsigned flags;
 };
 
 extern const struct command smtp_commands[];
 
-/* Writes one reply line (text ends without CRLF). */
-void reply(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Writes one reply line (text ends without CRLF). Returns what its code
+ * says, so that a handler can end with return reply(...): CMD_OK for 2xx
+ * and 3xx, CMD_CLOSED for 421, else CMD_REFUSED. */
+enum cmd_result reply(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The result of a handler whose check returned -1 after replying (a
+ * refusal), or after ending the session (CMD_CLOSED). */
+enum cmd_result cmd_refused(const struct session *s);
 /* The wait before each reply past SMTP_ERRORS_SOFT errors: the limit's
  * value, and 0 only in the fuzz target (a fuzzer must not sleep). */
 extern int smtp_error_delay_ms;
+/* Moves the session to state; the one place the state changes. */
+void session_enter_state(struct session *s, enum smtp_state state);
+/* Drops the transaction (struct smtp_tx): a session in MAIL, RCPT or
+ * DATA is GREETED again. */
 void session_reset_transaction(struct session *s);
 /* Ends the session after this command; reason is logged once, in the
  * disconnect line ("quit", "timeout", "too_many_errors", ...). */
@@ -90,12 +130,12 @@ int session_may_relay(struct session *s);
 int session_trusted_network(struct session *s);
 
 /* TLS (session.c): STARTTLS, implicit TLS on 465, close. */
-void session_starttls(struct session *s);
+enum cmd_result session_starttls(struct session *s);
 int session_start_implicit_tls(struct session *s);
 void session_end_tls(struct session *s);
 
 /* auth.c: AUTH, and who may use which sender. */
-void cmd_auth(struct session *s, const char *arg);
+enum cmd_result cmd_auth(struct session *s, const char *arg);
 int sasl_decode(struct session *s, const char *in, char *out, size_t cap, long *len);
 /* MAIL FROM on submission: the sender must belong to the login; replies
  * and returns -1 when it does not. */
@@ -126,7 +166,7 @@ int harvest_blocked(struct session *s);
 void harvest_count_refusal(struct session *s);
 
 /* delivery.c */
-void receive_message(struct session *s);
+enum cmd_result receive_message(struct session *s);
 
 /* outbound.c: queues the staged message for the remote recipients (DKIM
  * signing it when one of our users sends it, SRS for forwarded mail). A

@@ -144,9 +144,9 @@ int spam_filter_message(struct session *s, const char *qid, int *fd, char *stagi
 		return 0;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	address_format(&s->sender, from, sizeof(from));
-	for (size_t i = 0; i < s->nrcpts && i < SMTP_RECIPIENTS_MAX; i++)
-		rcpts[i] = s->rcpts[i];
+	address_format(&s->tx.sender, from, sizeof(from));
+	for (size_t i = 0; i < s->tx.nrcpts && i < SMTP_RECIPIENTS_MAX; i++)
+		rcpts[i] = s->tx.rcpts[i];
 	client_hostname(s, hostname, sizeof(hostname));
 	memset(&req, 0, sizeof(req));
 	req.ip = s->peer.ip;
@@ -154,7 +154,7 @@ int spam_filter_message(struct session *s, const char *qid, int *fd, char *stagi
 	req.helo = s->helo;
 	req.from = from;
 	req.rcpts = rcpts;
-	req.nrcpts = s->nrcpts;
+	req.nrcpts = s->tx.nrcpts;
 	req.queue_id = qid;
 	req.user = s->auth_login;
 	req.mta_name = setting(SET_HOSTNAME);
