@@ -192,15 +192,13 @@ int checks_message(struct session *s, const char *qid, int *fd, char *staging, s
 	const char *host = setting(SET_HOSTNAME);
 	struct header_block hb;
 	struct dmarc_verdict dm;
-	char from[ADDRESS_DOMAIN_MAX + 1] = "", cm[200], newpath[PATH_MAX_POSTAGE], name[QUEUE_ID_LEN + 16];
+	char from[ADDRESS_DOMAIN_MAX + 1] = "", cm[200];
 	static char from_domains[DMARC_FROM_DOMAINS_MAX][ADDRESS_DOMAIN_MAX + 1];
 	const char *unusable = NULL; /* why the From field cannot be checked */
 	size_t ndk = 0, ndrop = 0, len = 0, nfrom = 0, from_fields = 0, unchecked = 0;
-	unsigned long long dropped_lfs = 0, added_lfs = 0;
 	struct timespec t0;
 	long long deadline;
-	int have_hb, nfd;
-	off_t newsize;
+	int have_hb, rc;
 
 	c->from_policy_known = 0;
 	c->from_dmarc_pass = 0;
@@ -352,29 +350,8 @@ int checks_message(struct session *s, const char *qid, int *fd, char *staging, s
 
 	/* The copy that is delivered: our fields on top, those claiming our
 	 * authserv-id gone. */
-	for (size_t i = 0; i < len; i++)
-		added_lfs += ar[i] == '\n';
-	for (size_t i = 0; i < ndrop; i++)
-		for (size_t k = 0; k < drop[i]->raw_len; k++)
-			dropped_lfs += drop[i]->raw[k] == '\n';
-	snprintf(name, sizeof(name), "%s.ar", qid);
-	nfd = header_copy_edited(*fd, *size, ar, len, drop, ndrop, name, 1, newpath, sizeof(newpath),
-				 &newsize);
+	rc = staged_edit(s, qid, "ar", ar, len, drop, ndrop, fd, staging, cap, size, lf_count);
 	if (have_hb)
 		header_block_free(&hb);
-	if (nfd < 0) {
-		int e = errno;
-		log_event(LOG_ERR, "event=data result=spool_error id=%s error=\"%s\"", qid, strerror(e));
-		reply(s, e == ENOSPC || e == EDQUOT ? "452 4.3.1 Error: insufficient system storage" :
-						      "451 4.3.0 Error: cannot store message, try again later");
-		return -1;
-	}
-	close(*fd);
-	if (staging[0])
-		unlink(staging);
-	*fd = nfd;
-	snprintf(staging, cap, "%s", newpath);
-	*size = newsize;
-	*lf_count = *lf_count + added_lfs - dropped_lfs;
-	return 0;
+	return rc;
 }

@@ -523,6 +523,42 @@ static int add_missing_fields(struct session *s, const char *qid, int *fd, char 
 	return 0;
 }
 
+int staged_edit(struct session *s, const char *qid, const char *suffix, const char *prefix,
+		size_t plen, const struct header_field *const *drop, size_t ndrop, int *fd,
+		char *staging, size_t cap, off_t *size, unsigned long long *lf_count)
+{
+	char newpath[PATH_MAX_POSTAGE], name[QUEUE_ID_LEN + 16];
+	unsigned long long added = 0, dropped = 0;
+	off_t newsize;
+	int nfd;
+
+	for (size_t i = 0; i < plen; i++)
+		added += prefix[i] == '\n';
+	for (size_t i = 0; i < ndrop; i++)
+		for (size_t k = 0; k < drop[i]->raw_len; k++)
+			dropped += drop[i]->raw[k] == '\n';
+	snprintf(name, sizeof(name), "%s.%s", qid, suffix);
+	nfd = header_copy_edited(*fd, *size, prefix, plen, drop, ndrop, name, 1, newpath, sizeof(newpath),
+				 &newsize);
+	if (nfd < 0) {
+		int e = errno;
+
+		log_event(LOG_ERR, "event=data result=spool_error id=%s error=\"%s\"", qid, strerror(e));
+		reply(s, e == ENOSPC || e == EDQUOT ? "452 4.3.1 Error: insufficient system storage" :
+						      "451 4.3.0 Error: cannot store message, try again later");
+		return -1;
+	}
+	close(*fd);
+	if (staging[0])
+		unlink(staging);
+	*fd = nfd;
+	snprintf(staging, cap, "%s", newpath);
+	*size = newsize;
+	/* Maildir's W= counts every LF (a CRLF on the wire). */
+	*lf_count = *lf_count + added - dropped;
+	return 0;
+}
+
 enum cmd_result receive_message(struct session *s)
 {
 	char qid[QUEUE_ID_LEN + 8], staging[PATH_MAX_POSTAGE], header[2048];

@@ -269,40 +269,12 @@ static int is_list_address(const char *address)
 	return list_lookup(&a, &l, &role, arg, sizeof(arg)) != 0;
 }
 
-/* Does the envelope sender or a From: author of the message equal
- * address? */
-static int from_address(struct session *s, const struct header_block *hb, const char *address)
+/* Calls fn with the envelope sender, then each From: author of the
+ * message (normalised), until fn returns non-zero: that value, or 0. */
+static int each_poster(struct session *s, const struct header_block *hb,
+		       int (*fn)(const char *address, const void *arg), const void *arg)
 {
-	static char boxes[HEADER_AUTHORS_MAX][ADDRESS_PATH_MAX + 1];
-	char env[ADDRESS_PATH_MAX + 1];
-	const struct header_field *f;
-	long pos = -1;
-
-	if (!s->tx.sender.is_null) {
-		address_format(&s->tx.sender, env, sizeof(env));
-		if (same_address(env, address))
-			return 1;
-	}
-	while ((f = header_next(hb, "from", &pos)) != NULL) {
-		int malformed = 0;
-		size_t n = header_mailboxes(f, boxes, HEADER_AUTHORS_MAX, &malformed);
-		for (size_t i = 0; i < n; i++) {
-			struct address a;
-			char norm[ADDRESS_PATH_MAX + 1];
-			if (address_parse_plain(boxes[i], 1, &a) != ADDRESS_OK)
-				continue;
-			address_format(&a, norm, sizeof(norm));
-			if (same_address(norm, address))
-				return 1;
-		}
-	}
-	return 0;
-}
-
-/* Is the envelope sender or a From: author a member of l? 1, 0, -1. */
-static int poster_is_member(struct session *s, const struct header_block *hb,
-			    const struct list_info *l)
-{
+	/* not re-entered: fn only compares or looks up */
 	static char boxes[HEADER_AUTHORS_MAX][ADDRESS_PATH_MAX + 1];
 	char env[ADDRESS_PATH_MAX + 1];
 	const struct header_field *f;
@@ -311,7 +283,7 @@ static int poster_is_member(struct session *s, const struct header_block *hb,
 
 	if (!s->tx.sender.is_null) {
 		address_format(&s->tx.sender, env, sizeof(env));
-		if ((r = list_is_member(l->address, env)) != 0)
+		if ((r = fn(env, arg)) != 0)
 			return r;
 	}
 	while ((f = header_next(hb, "from", &pos)) != NULL) {
@@ -323,11 +295,37 @@ static int poster_is_member(struct session *s, const struct header_block *hb,
 			if (address_parse_plain(boxes[i], 1, &a) != ADDRESS_OK)
 				continue;
 			address_format(&a, norm, sizeof(norm));
-			if ((r = list_is_member(l->address, norm)) != 0)
+			if ((r = fn(norm, arg)) != 0)
 				return r;
 		}
 	}
 	return 0;
+}
+
+static int is_address(const char *address, const void *arg)
+{
+	return same_address(address, arg);
+}
+
+static int is_member(const char *address, const void *arg)
+{
+	const struct list_info *l = arg;
+
+	return list_is_member(l->address, address);
+}
+
+/* Does the envelope sender or a From: author of the message equal
+ * address? */
+static int from_address(struct session *s, const struct header_block *hb, const char *address)
+{
+	return each_poster(s, hb, is_address, address);
+}
+
+/* Is the envelope sender or a From: author a member of l? 1, 0, -1. */
+static int poster_is_member(struct session *s, const struct header_block *hb,
+			    const struct list_info *l)
+{
+	return each_poster(s, hb, is_member, l);
 }
 
 /* An announce list's owner posting: is the claim to be the owner backed

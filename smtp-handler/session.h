@@ -176,6 +176,7 @@ enum cmd_result receive_message(struct session *s);
  * is queued. 0, or -1 with errno and nothing queued. */
 struct queue_rcpt;
 struct queue_entry;
+struct header_field;
 /* What else commits with the message: the copies of the lists it was
  * posted to (their own files and senders), and the writes that belong
  * with them (hook: confirmations used up; see queue_enqueue_batch). */
@@ -210,6 +211,14 @@ int rcpt_srs(struct session *s, const struct address *rcpt, const char *safe,
 int checks_mail_from(struct session *s, const struct address *sender);
 int checks_message(struct session *s, const char *qid, int *fd, char *staging, size_t cap,
 		   off_t header_start, off_t *size, unsigned long long *lf_count);
+
+/* Replaces the staged message (fd, its path in staging, size, LF count)
+ * by a copy with prefix (plen bytes, LF lines) on top and the fields
+ * drop[] (read from it) left out, named qid.suffix in the spool. 0, or
+ * -1 after replying (storage). */
+int staged_edit(struct session *s, const char *qid, const char *suffix, const char *prefix,
+		size_t plen, const struct header_field *const *drop, size_t ndrop, int *fd,
+		char *staging, size_t cap, off_t *size, unsigned long long *lf_count);
 
 /* spam.c: rspamd's verdict when the setting rspamd names its worker, on
  * mail from outside on the MX (and on our users' mail under

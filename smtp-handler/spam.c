@@ -46,11 +46,8 @@ static int edit_copy(struct session *s, const char *qid, int *fd, char *staging,
 {
 	static const struct header_field *drop[MESSAGE_HEADER_FIELDS_MAX];
 	struct header_block hb;
-	char newpath[PATH_MAX_POSTAGE], name[QUEUE_ID_LEN + 16];
-	unsigned long long added = 0, dropped = 0;
 	size_t ndrop = 0;
-	int have_hb, nfd;
-	off_t newsize;
+	int have_hb, rc;
 
 	/* From the top: our own Received and Authentication-Results are
 	 * fields like the others, and never among those dropped. */
@@ -63,33 +60,10 @@ static int edit_copy(struct session *s, const char *qid, int *fd, char *staging,
 			header_block_free(&hb);
 		return 0;
 	}
-	for (size_t i = 0; i < plen; i++)
-		added += prefix[i] == '\n';
-	for (size_t i = 0; i < ndrop; i++)
-		for (size_t k = 0; k < drop[i]->raw_len; k++)
-			dropped += drop[i]->raw[k] == '\n';
-	snprintf(name, sizeof(name), "%s.spam", qid);
-	nfd = header_copy_edited(*fd, *size, prefix, plen, drop, ndrop, name, 1, newpath, sizeof(newpath),
-				 &newsize);
+	rc = staged_edit(s, qid, "spam", prefix, plen, drop, ndrop, fd, staging, cap, size, lf_count);
 	if (have_hb)
 		header_block_free(&hb);
-	if (nfd < 0) {
-		int e = errno;
-
-		log_event(LOG_ERR, "event=data result=spool_error id=%s error=\"%s\"", qid, strerror(e));
-		reply(s, e == ENOSPC || e == EDQUOT ? "452 4.3.1 Error: insufficient system storage" :
-						      "451 4.3.0 Error: cannot store message, try again later");
-		return -1;
-	}
-	close(*fd);
-	if (staging[0])
-		unlink(staging);
-	*fd = nfd;
-	snprintf(staging, cap, "%s", newpath);
-	*size = newsize;
-	/* Maildir's W= counts every LF (a CRLF on the wire). */
-	*lf_count = *lf_count + added - dropped;
-	return 0;
+	return rc;
 }
 
 /* The client's name as rspamd wants it (its Hostname field; Postfix
