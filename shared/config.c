@@ -5,7 +5,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "db.h"
 #include "limits.h"
 #include "log.h"
 
@@ -56,13 +55,16 @@ static char values[SET_COUNT][SETTING_VALUE_MAX];
 static unsigned char present[SET_COUNT];
 static char hostname_fallback[256];
 
-int config_load(void)
+int config_load(sqlite3 *db)
 {
-	sqlite3_stmt *st = db_stmt("SELECT key, value FROM settings");
+	sqlite3_stmt *st = NULL;
 	int rc;
 
-	if (!st)
+	if (sqlite3_prepare_v2(db, "SELECT key, value FROM settings", -1, &st, NULL) != SQLITE_OK) {
+		log_event(LOG_ERR, "event=settings result=error error=\"%s\"", sqlite3_errmsg(db));
+		sqlite3_finalize(st);
 		return -1;
+	}
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		const char *key = (const char *)sqlite3_column_text(st, 0);
 		const char *value = (const char *)sqlite3_column_text(st, 1);
@@ -89,9 +91,9 @@ int config_load(void)
 				  log_printable(safe, sizeof(safe), key, strlen(key)));
 		}
 	}
-	sqlite3_reset(st);
+	sqlite3_finalize(st);
 	if (rc != SQLITE_DONE) {
-		log_event(LOG_ERR, "event=settings result=error error=\"%s\"", sqlite3_errmsg(db_handle()));
+		log_event(LOG_ERR, "event=settings result=error error=\"%s\"", sqlite3_errmsg(db));
 		return -1;
 	}
 	return 0;

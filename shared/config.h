@@ -3,6 +3,8 @@
 #ifndef POSTAGE_CONFIG_H
 #define POSTAGE_CONFIG_H
 
+#include <sqlite3.h>
+
 enum setting {
 	SET_HOSTNAME,
 	SET_MAIL_ROOT,
@@ -34,8 +36,10 @@ enum setting {
 	SET_COUNT
 };
 
-/* Reads every row of settings (called by db_open). 0 or -1. */
-int config_load(void);
+/* Reads every row of settings from db (db_open calls it once the
+ * database is open and its version checked; config.c knows nothing else
+ * of db.c). 0 or -1. */
+int config_load(sqlite3 *db);
 /* The value, or the default; "" for an unset optional one. */
 const char *setting(enum setting id);
 long long setting_int(enum setting id);

@@ -113,11 +113,11 @@ enum db_status db_open(void)
 		db_state = DB_VERSION;
 		return DB_VERSION;
 	}
-	db_state = DB_OK;
-	if (config_load() < 0) {
+	if (config_load(db) < 0) {
 		db_state = DB_TEMPFAIL;
 		return DB_TEMPFAIL;
 	}
+	db_state = DB_OK;
 	return DB_OK;
 }
 
