@@ -45,6 +45,19 @@ static int failures_recent(const char *key, time_t now)
 	return n;
 }
 
+/* The wait of an attempt with n failures (or checks under way) from its
+ * address before it: none below THROTTLE_DELAY_AFTER, then 1 s, doubling
+ * every 5 more, at most THROTTLE_DELAY_MAX_SECONDS. */
+static int throttle_seconds(int n)
+{
+	int d;
+
+	if (n < THROTTLE_DELAY_AFTER)
+		return 0;
+	d = 1 << ((n - THROTTLE_DELAY_AFTER) / 5);
+	return d > THROTTLE_DELAY_MAX_SECONDS ? THROTTLE_DELAY_MAX_SECONDS : d;
+}
+
 int auth_throttle_delay(const char *ip)
 {
 	char key[80];
@@ -56,11 +69,7 @@ int auth_throttle_delay(const char *ip)
 		return 0; /* the check itself will report the trouble */
 	if (n >= THROTTLE_REFUSE_AT)
 		return -1;
-	if (n >= THROTTLE_DELAY_AFTER) {
-		int d = 1 << ((n - THROTTLE_DELAY_AFTER) / 5);
-		return d > THROTTLE_DELAY_MAX_SECONDS ? THROTTLE_DELAY_MAX_SECONDS : d;
-	}
-	return 0;
+	return throttle_seconds(n);
 }
 
 /* Takes a slot for one attempt before its password is checked: the IP's
@@ -184,7 +193,7 @@ enum auth_result auth_check(const char *ip, const char *login, const char *passw
 	sqlite3_stmt *st;
 	struct timespec start;
 	time_t now = time(NULL);
-	int rc, enabled = 0, found = 0, prior, ok;
+	int rc, enabled = 0, found = 0, prior, ok, wait;
 
 	ip_throttle_key(ip, key, sizeof(key));
 	prior = slot_take(key, now);
@@ -196,11 +205,13 @@ enum auth_result auth_check(const char *ip, const char *login, const char *passw
 	}
 	if (prior < 0)
 		return AUTH_TEMPFAIL;
-	if (prior >= THROTTLE_DELAY_AFTER) {
-		int d = 1 << ((prior - THROTTLE_DELAY_AFTER) / 5);
-		sleep((unsigned)(d > THROTTLE_DELAY_MAX_SECONDS ? THROTTLE_DELAY_MAX_SECONDS : d));
-	}
-	/* The floor comes on top of the throttle's delay. */
+	/* The throttle's wait comes after the check, not before: a slot held
+	 * by a check under way counts like a failure until it is given back,
+	 * and parallel logins from one address (a mail client opening all
+	 * its accounts at once, many users behind one NAT) must not wait for
+	 * each other. A failure waits by the count before it; a success by
+	 * the count once its slot is back, so a right password after five
+	 * failures still waits. The cap on checks is the slot, either way. */
 	clock_gettime(CLOCK_MONOTONIC, &start);
 
 	st = db_stmt("SELECT password, enabled FROM mailboxes WHERE login = ?1");
@@ -241,10 +252,17 @@ enum auth_result auth_check(const char *ip, const char *login, const char *passw
 		 * same address stay until the window ends, so one working
 		 * password does not buy unlimited guesses at others. */
 		slot_release(key);
+		wait = throttle_seconds(failures_recent(key, now));
+		if (wait > 0)
+			sleep((unsigned)wait);
 		return AUTH_OK;
 	}
 	prune_stale(now);
+	/* The throttle's wait comes on top of the floor. */
 	failure_floor(&start);
+	wait = throttle_seconds(prior);
+	if (wait > 0)
+		sleep((unsigned)wait);
 	if (found && !enabled)
 		return AUTH_DISABLED;
 	return AUTH_FAIL;
