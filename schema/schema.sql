@@ -1,4 +1,4 @@
--- postage database, schema version 3.
+-- postage database, schema version 4.
 --
 -- Create a fresh database with:   sqlite3 /var/lib/postage/postage.db < schema/schema.sql
 -- Upgrade an older one with the files in schema/migrations/, in order.
@@ -197,6 +197,17 @@ CREATE TABLE auth_failures (
     last_at  INTEGER NOT NULL
 );
 
+-- Password checks under way per client IP (IPv6 per /64), a row each: taken
+-- before a check, gone after it, so that together with auth_failures no
+-- parallelism gets past the throttle's 20 checks per window, while checks
+-- under way do not count as failures. A row older than a minute is of a
+-- process that died, and counts no more.
+CREATE TABLE auth_pending (
+    ip_key TEXT NOT NULL,
+    at     INTEGER NOT NULL                -- unix seconds
+);
+CREATE INDEX auth_pending_ip ON auth_pending(ip_key, at);
+
 -- Unknown-recipient refusals per client IP (IPv6 per /64), against address
 -- harvesting (harvest_limit within 15 minutes of the last refusal).
 CREATE TABLE harvest (
@@ -246,6 +257,6 @@ CREATE TABLE list_bounces (
 );
 CREATE INDEX list_bounces_member ON list_bounces(list, address, at);
 
-PRAGMA user_version = 3;
+PRAGMA user_version = 4;
 
 COMMIT;

@@ -72,52 +72,58 @@ int auth_throttle_delay(const char *ip)
 	return throttle_seconds(n);
 }
 
-/* Takes a slot for one attempt before its password is checked: the IP's
- * count goes up by one in the same statement that finds it below
- * THROTTLE_REFUSE_AT, so however many sessions try at once, at most that
- * many passwords are checked per IP and window. A success gives its slot
- * back (slot_release); a failure keeps it. Returns the failures before
- * this attempt, -2 when the IP is refused, -1 on database trouble (then
- * the count is only read: an administrator holding the database must not
- * stop every login). */
-static int slot_take_relaxed(const char *key, time_t now);
+/* Takes a slot for one attempt before its password is checked: a row of
+ * auth_pending, inserted only while the IP's failures in the window and
+ * its checks under way are below THROTTLE_REFUSE_AT, in one statement
+ * (an INSERT takes the write lock before it reads), so however many
+ * sessions try at once, at most that many passwords are checked per IP
+ * and window. The slot goes when the check ends (slot_release; a failure
+ * is counted in auth_failures first). Sets *slot to the row; returns the
+ * failures before this attempt, -2 when the IP is refused, -1 on
+ * database trouble (then the count is only read: an administrator
+ * holding the database must not stop every login). */
+static int slot_take_relaxed(const char *key, time_t now, sqlite3_int64 *slot);
 
-static int slot_take(const char *key, time_t now)
+static int slot_take(const char *key, time_t now, sqlite3_int64 *slot)
 {
 	int n;
 
 	db_durable(0);
-	n = slot_take_relaxed(key, now);
+	n = slot_take_relaxed(key, now, slot);
 	db_durable(1);
 	return n;
 }
 
-static int slot_take_relaxed(const char *key, time_t now)
+static int slot_take_relaxed(const char *key, time_t now, sqlite3_int64 *slot)
 {
 	sqlite3_stmt *st;
-	int rc, n = -2;
+	int rc, n;
 
-	/* A row older than the window starts again from one. */
-	st = db_stmt("INSERT INTO auth_failures (ip_key, failures, first_at, last_at) "
-		     "VALUES (?1, 1, ?2, ?2) ON CONFLICT(ip_key) DO UPDATE SET "
-		     "failures = CASE WHEN last_at < ?4 THEN 1 ELSE failures + 1 END, "
-		     "first_at = CASE WHEN last_at < ?4 THEN excluded.first_at ELSE first_at END, "
-		     "last_at = excluded.last_at "
-		     "WHERE failures < ?3 OR last_at < ?4 RETURNING failures");
+	*slot = 0;
+	st = db_stmt("INSERT INTO auth_pending (ip_key, at) SELECT ?1, ?2 WHERE "
+		     "(SELECT count(*) FROM auth_pending WHERE ip_key = ?1 AND at >= ?5) + "
+		     "coalesce((SELECT failures FROM auth_failures WHERE ip_key = ?1 AND last_at >= ?4), 0) "
+		     "< ?3 RETURNING rowid");
 	if (!st)
 		return -1;
 	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, (sqlite3_int64)now);
 	sqlite3_bind_int(st, 3, THROTTLE_REFUSE_AT);
 	sqlite3_bind_int64(st, 4, (sqlite3_int64)(now - THROTTLE_WINDOW_SECONDS));
+	sqlite3_bind_int64(st, 5, (sqlite3_int64)(now - THROTTLE_PENDING_SECONDS));
 	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW)
-		n = sqlite3_column_int(st, 0) - 1;
+	if (rc == SQLITE_ROW) {
+		*slot = sqlite3_column_int64(st, 0);
+		rc = sqlite3_step(st);
+	}
 	sqlite3_reset(st);
-	if (rc == SQLITE_ROW)
-		return n;
+	if (rc == SQLITE_DONE && *slot) {
+		n = failures_recent(key, now);
+		return n < 0 ? 0 : n;
+	}
 	if (rc == SQLITE_DONE)
-		return -2; /* the row is there and full: nothing was updated */
+		return -2; /* failures and checks under way are at the limit */
+	*slot = 0;
 	log_event(LOG_WARNING, "event=auth result=not_counted error=\"%s\"", sqlite3_errmsg(db_handle()));
 	n = failures_recent(key, now);
 	if (n < 0)
@@ -125,29 +131,64 @@ static int slot_take_relaxed(const char *key, time_t now)
 	return n >= THROTTLE_REFUSE_AT ? -2 : n;
 }
 
-/* Other addresses' rows older than the window: pruned on failures only,
- * so a successful login pays for no extra write. */
+/* Rows older than the window (other addresses' failures, slots of
+ * processes that died): pruned on failures only, so a successful login
+ * pays for no extra write. */
 static void prune_stale(time_t now)
 {
 	sqlite3_stmt *st = db_stmt("DELETE FROM auth_failures WHERE last_at < ?1");
 
-	if (!st)
-		return;
 	db_durable(0);
-	sqlite3_bind_int64(st, 1, (sqlite3_int64)(now - THROTTLE_WINDOW_SECONDS));
-	sqlite3_step(st);
-	sqlite3_reset(st);
+	if (st) {
+		sqlite3_bind_int64(st, 1, (sqlite3_int64)(now - THROTTLE_WINDOW_SECONDS));
+		sqlite3_step(st);
+		sqlite3_reset(st);
+	}
+	st = db_stmt("DELETE FROM auth_pending WHERE at < ?1");
+	if (st) {
+		sqlite3_bind_int64(st, 1, (sqlite3_int64)(now - THROTTLE_PENDING_SECONDS));
+		sqlite3_step(st);
+		sqlite3_reset(st);
+	}
 	db_durable(1);
 }
 
-static void slot_release(const char *key)
+/* A failed check: counted (a row older than the window starts again from
+ * one), then its slot given back, in that order, so that the two never
+ * count less than the checks made. */
+static void failure_record(const char *key, time_t now)
 {
-	sqlite3_stmt *st = db_stmt("UPDATE auth_failures SET failures = failures - 1 WHERE ip_key = ?1");
+	sqlite3_stmt *st = db_stmt(
+		"INSERT INTO auth_failures (ip_key, failures, first_at, last_at) VALUES (?1, 1, ?2, ?2) "
+		"ON CONFLICT(ip_key) DO UPDATE SET "
+		"failures = CASE WHEN last_at < ?3 THEN 1 ELSE failures + 1 END, "
+		"first_at = CASE WHEN last_at < ?3 THEN excluded.first_at ELSE first_at END, "
+		"last_at = excluded.last_at");
 
 	if (!st)
 		return;
 	db_durable(0);
 	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)now);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)(now - THROTTLE_WINDOW_SECONDS));
+	if (sqlite3_step(st) != SQLITE_DONE)
+		log_event(LOG_WARNING, "event=auth result=not_counted error=\"%s\"",
+			  sqlite3_errmsg(db_handle()));
+	sqlite3_reset(st);
+	db_durable(1);
+}
+
+static void slot_release(sqlite3_int64 slot)
+{
+	sqlite3_stmt *st;
+
+	if (!slot)
+		return;
+	st = db_stmt("DELETE FROM auth_pending WHERE rowid = ?1");
+	if (!st)
+		return;
+	db_durable(0);
+	sqlite3_bind_int64(st, 1, slot);
 	sqlite3_step(st);
 	sqlite3_reset(st);
 	db_durable(1);
@@ -193,10 +234,11 @@ enum auth_result auth_check(const char *ip, const char *login, const char *passw
 	sqlite3_stmt *st;
 	struct timespec start;
 	time_t now = time(NULL);
-	int rc, enabled = 0, found = 0, prior, ok, wait;
+	sqlite3_int64 slot;
+	int rc, enabled = 0, found = 0, prior, ok;
 
 	ip_throttle_key(ip, key, sizeof(key));
-	prior = slot_take(key, now);
+	prior = slot_take(key, now, &slot);
 	if (prior == -2) {
 		clock_gettime(CLOCK_MONOTONIC, &start);
 		log_event(LOG_NOTICE, "event=auth result=throttled ip=%s", ip[0] ? ip : "local");
@@ -205,13 +247,9 @@ enum auth_result auth_check(const char *ip, const char *login, const char *passw
 	}
 	if (prior < 0)
 		return AUTH_TEMPFAIL;
-	/* The throttle's wait comes after the check, not before: a slot held
-	 * by a check under way counts like a failure until it is given back,
-	 * and parallel logins from one address (a mail client opening all
-	 * its accounts at once, many users behind one NAT) must not wait for
-	 * each other. A failure waits by the count before it; a success by
-	 * the count once its slot is back, so a right password after five
-	 * failures still waits. The cap on checks is the slot, either way. */
+	if (prior >= THROTTLE_DELAY_AFTER)
+		sleep((unsigned)throttle_seconds(prior));
+	/* The floor comes on top of the throttle's delay. */
 	clock_gettime(CLOCK_MONOTONIC, &start);
 
 	st = db_stmt("SELECT password, enabled FROM mailboxes WHERE login = ?1");
@@ -251,18 +289,13 @@ enum auth_result auth_check(const char *ip, const char *login, const char *passw
 		/* Gives back this attempt's slot only: failures from the
 		 * same address stay until the window ends, so one working
 		 * password does not buy unlimited guesses at others. */
-		slot_release(key);
-		wait = throttle_seconds(failures_recent(key, now));
-		if (wait > 0)
-			sleep((unsigned)wait);
+		slot_release(slot);
 		return AUTH_OK;
 	}
+	failure_record(key, now);
+	slot_release(slot);
 	prune_stale(now);
-	/* The throttle's wait comes on top of the floor. */
 	failure_floor(&start);
-	wait = throttle_seconds(prior);
-	if (wait > 0)
-		sleep((unsigned)wait);
 	if (found && !enabled)
 		return AUTH_DISABLED;
 	return AUTH_FAIL;

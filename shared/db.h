@@ -6,7 +6,7 @@
 
 #include <sqlite3.h>
 
-#define DB_SCHEMA_VERSION 3
+#define DB_SCHEMA_VERSION 4
 #define DB_DEFAULT_PATH "/var/lib/postage/postage.db"
 
 enum db_status {

@@ -73,6 +73,9 @@
 
 /* Failed logins per IP (DESIGN.md): delay after 5, refuse at 20, 15 min. */
 #define THROTTLE_WINDOW_SECONDS (15 * 60)
+/* A password check holds its throttle slot (auth_pending) for a few
+ * milliseconds; a slot older than this is of a process that died. */
+#define THROTTLE_PENDING_SECONDS 60
 #define THROTTLE_DELAY_AFTER 5
 #define THROTTLE_REFUSE_AT 20
 #define THROTTLE_DELAY_MAX_SECONDS 16

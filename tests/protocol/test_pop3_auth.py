@@ -80,6 +80,46 @@ class Refusals(Pop3TestCase):
         self.assertTrue(c.login().startswith('+OK'))
         self.assertEqual(self.p.sql('SELECT failures FROM auth_failures'), [(1,)])
 
+    def test_parallel_logins_from_one_address_do_not_wait(self):
+        # A mail client opening its accounts at once, users behind one NAT:
+        # checks under way hold throttle slots, but are not failures, so
+        # none waits the throttle's second and none is refused.
+        import concurrent.futures
+        self.p.set('auth_failure_delay_ms', '0')
+        for i in range(15):
+            self.p.add_mailbox(f'par{i}', f'pw-par-{i}')
+
+        def login(i):
+            c = self.connect()
+            t0 = time.monotonic()
+            r = c.login(f'par{i}', f'pw-par-{i}')
+            took = time.monotonic() - t0
+            c.cmd('QUIT')
+            return r, took
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=15) as ex:
+            results = list(ex.map(login, range(15)))
+        for r, took in results:
+            self.assertTrue(r.startswith('+OK Logged in'), r)
+            self.assertLess(took, 1.0, 'a parallel login waited for the throttle')
+        self.assertEqual(self.p.sql('SELECT * FROM auth_failures'), [])
+        self.assertEqual(self.p.sql('SELECT count(*) FROM auth_pending')[0][0], 0)
+
+    def test_checks_under_way_count_toward_the_cap(self):
+        # Twenty checks under way (as twenty parallel guesses would hold)
+        # fill the address's slots: the next attempt is not checked. Slots
+        # a dead process left (older than a minute) count no more.
+        now = int(time.time())
+        for _ in range(20):
+            self.p.sql('INSERT INTO auth_pending (ip_key, at) VALUES (?, ?)', '127.0.0.1', now)
+        c = self.connect()
+        c.cmd('USER alice')
+        r = c.cmd(f'PASS {PASSWORD}')
+        self.assertTrue(r.startswith('-ERR [AUTH] Too many failed logins'), r)
+        self.p.sql('UPDATE auth_pending SET at = ?', now - 120)
+        c = self.connect()
+        self.assertTrue(c.login().startswith('+OK Logged in'))
+
     def test_unknown_user_timing(self):
         # Make the stored hash dear enough that it dominates the timing.
         self.p.sql('DELETE FROM mailboxes')
