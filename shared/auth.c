@@ -253,8 +253,10 @@ enum auth_result auth_check(const char *ip, const char *login, const char *passw
 	clock_gettime(CLOCK_MONOTONIC, &start);
 
 	st = db_stmt("SELECT password, enabled FROM mailboxes WHERE login = ?1");
-	if (!st)
+	if (!st) {
+		slot_release(slot);
 		return AUTH_TEMPFAIL;
+	}
 	sqlite3_bind_text(st, 1, login, -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
@@ -264,8 +266,10 @@ enum auth_result auth_check(const char *ip, const char *login, const char *passw
 		found = 1;
 	}
 	sqlite3_reset(st);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		slot_release(slot); /* no password was checked */
 		return AUTH_TEMPFAIL;
+	}
 
 	if (!found) {
 		/* Same cost as a real check: hash against some mailbox's
