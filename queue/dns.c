@@ -1,4 +1,4 @@
-/* Where a domain's mail goes: MX records (shared/dns.c asks the system
+/* Where a domain's mail goes: MX records (mailauth/dns.c asks the system
  * resolver, bounded in time) ordered by preference and shuffled among
  * equals, the implicit MX of RFC 5321 5.1, null MX (RFC 7505), and the
  * addresses of a host through getaddrinfo. */

@@ -19,8 +19,8 @@
 #include "maildir.h"
 #include "msgout.h"
 #include "queue.h"
+#include "signing.h"
 #include "spool.h"
-#include "srs.h"
 
 static int non_ascii(const char *s)
 {
@@ -313,7 +313,7 @@ static int notice_recipient(const struct dsn_message *m, const char *what, struc
 			  what, m->id, safe);
 		return 0;
 	}
-	switch (srs_reverse(to, orig, sizeof(orig))) {
+	switch (signing_srs_reverse(to, orig, sizeof(orig))) {
 	case SRS_NOT_SRS:
 		snprintf(text, cap, "%s", m->sender);
 		return 1;

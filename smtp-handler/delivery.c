@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "db.h"
+#include "edit.h"
 #include "headers.h"
 #include "journal.h"
 #include "lists.h"

@@ -35,9 +35,9 @@
 #include "base64.h"
 #include "config.h"
 #include "db.h"
-#include "dkim.h"
 #include "dmarc.h"
 #include "dns.h"
+#include "edit.h"
 #include "headers.h"
 #include "limits.h"
 #include "list.h"
@@ -46,6 +46,7 @@
 #include "log.h"
 #include "maildir.h"
 #include "session.h"
+#include "signing.h"
 #include "spool.h"
 
 /* The parts this message makes, and what the queue transaction must do
@@ -658,7 +659,7 @@ static int make_copy(struct session *s, const struct list_info *l, int src, off_
 		return -1;
 	snprintf(name, sizeof(name), "%s.w%zu", p->qid, nparts);
 	wfd = message_wrap_copy(name, fd, &csize, wrap_path, sizeof(wrap_path));
-	slen = dkim_sign_domain(wfd >= 0 ? wfd : fd, csize, l->domain, sig, sizeof(sig));
+	slen = signing_dkim_as(wfd >= 0 ? wfd : fd, csize, l->domain, sig, sizeof(sig));
 	if (slen < 0)
 		slen = 0; /* logged; the copy goes unsigned rather than not at all */
 	p->fd = header_copy_edited(wfd >= 0 ? wfd : fd, csize, sig, (size_t)slen, NULL, 0, p->qid, 0,

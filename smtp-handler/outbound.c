@@ -8,13 +8,14 @@
 #include <unistd.h>
 
 #include "db.h"
-#include "dkim.h"
+#include "edit.h"
 #include "headers.h"
 #include "limits.h"
 #include "log.h"
 #include "maildir.h"
 #include "message.h"
 #include "session.h"
+#include "signing.h"
 #include "spool.h"
 #include "srs.h"
 
@@ -33,7 +34,7 @@ static int sign_copy(struct session *s, const char *qid, int fd, off_t *size, ch
 
 	if (session_may_relay(s) != 1)
 		return -1;
-	n = dkim_sign(fd, *size, fields, sizeof(fields), domain);
+	n = signing_dkim(fd, *size, fields, sizeof(fields), domain);
 	if (n <= 0) {
 		if (n < 0)
 			log_event(LOG_ERR, "event=dkim result=not_signed id=%s domain=%s", qid,
@@ -185,7 +186,7 @@ int queue_outbound(struct session *s, const char *qid, int *fd, char *staging, s
 	/* SRS: the forwarding address's domain is ours, so bounces come back
 	 * here and SPF at the next hop checks our own record. */
 	if (nfwd > 0 && srs_domain)
-		rewritten = srs_forward(&s->tx.sender, srs_domain, session_may_relay(s) == 1, srs_sender,
+		rewritten = signing_srs_forward(&s->tx.sender, srs_domain, session_may_relay(s) == 1, srs_sender,
 					sizeof(srs_sender)) == 1;
 	/* One queue entry per envelope sender; then the lists' copies. */
 	if (nremote > 0) {
@@ -275,7 +276,7 @@ int rcpt_srs(struct session *s, const struct address *rcpt, const char *safe,
 	     struct destination *found, size_t *n)
 {
 	char orig[ADDRESS_PATH_MAX + 1], osafe[ADDRESS_PATH_MAX * 4 + 8];
-	enum srs_result r = srs_reverse(rcpt, orig, sizeof(orig));
+	enum srs_result r = signing_srs_reverse(rcpt, orig, sizeof(orig));
 
 	if (r == SRS_NOT_SRS)
 		return 0;

@@ -1,6 +1,6 @@
-/* The DNS answer parsing of shared/dns.c: res_nquery hands back the raw
+/* The DNS answer parsing of mailauth/dns.c: res_nquery hands back the raw
  * message, and walk_answers with its per-type callbacks (TXT, A, AAAA,
- * MX, PTR) is our own code. shared/dns.c is included here (those are
+ * MX, PTR) is our own code. mailauth/dns.c is included here (those are
  * static), so the target links its own copy of it; nothing is sent.
  *
  * The input is one raw DNS message, at most DNS_ANSWER_MAX octets as
@@ -12,7 +12,7 @@
  * escapes the rest), as the queue puts them in logs and bounces. */
 #include "fuzz.h"
 
-#include "../../shared/dns.c"
+#include "../../mailauth/dns.c"
 
 #include <ctype.h>
 

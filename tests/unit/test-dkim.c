@@ -1,4 +1,4 @@
-/* shared/dkim.c: canonicalisation (RFC 6376 3.4, with the example of
+/* mailauth/dkim.c: canonicalisation (RFC 6376 3.4, with the example of
  * 3.4.5), body hashes with l=, and tag lists (3.2). Signing and
  * verification with keys in DNS are tested against python3-dkim and
  * opendkim in tests/protocol/test_dkim.py and test_spf_dmarc.py. */

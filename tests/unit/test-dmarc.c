@@ -1,4 +1,4 @@
-/* shared/dmarc.c: the organizational domain (RFC 7489 3.2) from Debian's
+/* mailauth/dmarc.c: the organizational domain (RFC 7489 3.2) from Debian's
  * public suffix list, through libpsl and through our own reading of the
  * list (the fallback when libpsl cannot be loaded): normal, wildcard and
  * exception rules, the private section, internationalised names as

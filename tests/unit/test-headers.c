@@ -1,4 +1,4 @@
-/* shared/headers.c: the header section reader (fields, folds, where the
+/* mailauth/headers.c: the header section reader (fields, folds, where the
  * body begins, bounds), the domains of an address-list field (RFC 5322
  * 3.4) and the edited copy of a staged message. */
 #include <errno.h>
@@ -11,6 +11,7 @@
 #include "check.h"
 #include "config.h"
 #include "db.h"
+#include "edit.h"
 #include "headers.h"
 #include "limits.h"
 #include "testdir.h"

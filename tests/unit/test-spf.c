@@ -1,4 +1,4 @@
-/* shared/spf.c: macro expansion (the examples of RFC 7208 7.4) and the
+/* mailauth/spf.c: macro expansion (the examples of RFC 7208 7.4) and the
  * record syntax (RFC 7208 4.6, 5, 6, 12). check_host() itself, with DNS,
  * is tested against python3-spf in tests/protocol/test_spf_dmarc.py. */
 #include <stdio.h>

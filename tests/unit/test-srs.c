@@ -1,5 +1,6 @@
-/* shared/srs.c: the SRS0 form, computed here independently (HMAC-SHA256
- * of lower("TT=domain=local") with the secret, its first 40 bits in
+/* mailauth/srs.c, through compose/signing.c (our secret): the SRS0
+ * form, computed here independently (HMAC-SHA256 of
+ * lower("TT=domain=local") with the secret, its first 40 bits in
  * base32), the round trip, case folding, forged and expired addresses,
  * who is not rewritten, the secret made on first use, and the longer
  * local parts srs_parse_path accepts. */
@@ -12,7 +13,7 @@
 
 #include "check.h"
 #include "db.h"
-#include "srs.h"
+#include "signing.h"
 #include "testdir.h"
 #include "tls-crypto.h"
 
@@ -57,7 +58,7 @@ static enum srs_result reverse(const char *addr, char *out, size_t cap)
 	struct address a;
 
 	parse(addr, &a);
-	return srs_reverse(&a, out, cap);
+	return signing_srs_reverse(&a, out, cap);
 }
 
 /* A fresh process (no secret cached, none stored): the first forward
@@ -74,7 +75,7 @@ static void first_use(void)
 	expected("someone", "strict.example", "example.test", today, want, sizeof(want));
 	CHECK_INT(want, SRS_FORGED, reverse(want, orig, sizeof(orig)));
 	parse("someone@strict.example", &a);
-	CHECK_INT("first forward", 1, srs_forward(&a, "example.test", 1, out, sizeof(out)));
+	CHECK_INT("first forward", 1, signing_srs_forward(&a, "example.test", 1, out, sizeof(out)));
 	CHECK_INT(out, SRS_OK, reverse(out, orig, sizeof(orig)));
 	CHECK_STR(out, "someone@strict.example", orig);
 	{
@@ -116,7 +117,7 @@ int main(void)
 
 	/* the form, and the round trip */
 	parse("Someone@Strict.Example", &a);
-	CHECK_INT("forward", 1, srs_forward(&a, "example.test", 1, out, sizeof(out)));
+	CHECK_INT("forward", 1, signing_srs_forward(&a, "example.test", 1, out, sizeof(out)));
 	expected("Someone", "strict.example", "example.test", today, want, sizeof(want));
 	CHECK_STR("forward", want, out);
 	CHECK_INT(out, SRS_OK, reverse(out, orig, sizeof(orig)));
@@ -156,19 +157,19 @@ int main(void)
 
 	/* who is not rewritten */
 	parse("alice@example.test", &a);
-	CHECK_INT("our own domain", 0, srs_forward(&a, "example.test", 1, out, sizeof(out)));
+	CHECK_INT("our own domain", 0, signing_srs_forward(&a, "example.test", 1, out, sizeof(out)));
 	/* ... but from a client without the right to send it is forged */
-	CHECK_INT("our own domain, untrusted", 1, srs_forward(&a, "example.test", 0, out, sizeof(out)));
+	CHECK_INT("our own domain, untrusted", 1, signing_srs_forward(&a, "example.test", 0, out, sizeof(out)));
 	CHECK_INT(out, SRS_OK, reverse(out, orig, sizeof(orig)));
 	CHECK_STR(out, "alice@example.test", orig);
 	parse("", &a);
-	CHECK_INT("null sender", 0, srs_forward(&a, "example.test", 1, out, sizeof(out)));
+	CHECK_INT("null sender", 0, signing_srs_forward(&a, "example.test", 1, out, sizeof(out)));
 	REQUIRE(address_parse_path("<\"john smith\"@strict.example>", 0, 0, &a, NULL) == ADDRESS_OK);
-	CHECK_INT("quoted local part", 0, srs_forward(&a, "example.test", 1, out, sizeof(out)));
+	CHECK_INT("quoted local part", 0, signing_srs_forward(&a, "example.test", 1, out, sizeof(out)));
 
 	/* long: past 64 octets of local part, back through srs_parse_path */
 	parse("a-rather-long-local-part.for-newsletters@bounces.mail.strict.example", &a);
-	CHECK_INT("long", 1, srs_forward(&a, "example.test", 1, out, sizeof(out)));
+	CHECK_INT("long", 1, signing_srs_forward(&a, "example.test", 1, out, sizeof(out)));
 	CHECK_TRUE(out, strchr(out, '@') - out > 64);
 	CHECK_INT(out, SRS_OK, reverse(out, orig, sizeof(orig)));
 	CHECK_STR(out, "a-rather-long-local-part.for-newsletters@bounces.mail.strict.example", orig);

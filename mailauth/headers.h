@@ -45,18 +45,6 @@ int header_is(const struct header_field *f, const char *name);
  * when none is left. */
 const struct header_field *header_next(const struct header_block *hb, const char *name, long *pos);
 
-/* Copies the message in src (size bytes) to a new staging file
- * spool_dir/tmp/<name>, or with in_memory, while it fits in
- * STAGING_MEMORY_MAX, to a memfd (path "": spool_staging_begin): prefix
- * first, then src without the fields listed in drop (each given by offset
- * and raw_len). Not fsynced (a staging file: queue_enqueue and
- * maildir_deliver sync what they keep). Returns its fd (read-write, at
- * offset 0) with the path in path and its size in *out_size, or -1 with
- * errno and nothing left behind. */
-int header_copy_edited(int src, off_t size, const char *prefix, size_t prefix_len,
-		       const struct header_field *const *drop, size_t ndrop, const char *name,
-		       int in_memory, char *path, size_t cap, off_t *out_size);
-
 /* Unfolds and trims a field value into out (cap bytes): CR and LF
  * removed, each run of spaces and tabs made one space, leading and
  * trailing space dropped. Returns the length, or -1 when it does not fit. */

@@ -8,8 +8,9 @@
  * HHHHHHHH: the first 40 bits of HMAC-SHA256(srs_secret, lower-cased
  * "TT=domain=local") in base32, so an MTA that changes the case of the
  * address does not break it; TT: the day it was made, base32 of days
- * since 1970 modulo 1024 (as in libsrs2). The secret is the setting
- * srs_secret, made at random and stored on first use. */
+ * since 1970 modulo 1024 (as in libsrs2). The secret is the caller's
+ * (compose/signing.c keeps it in the settings, made at random on first
+ * use); nothing here reads the database. */
 #ifndef POSTAGE_SRS_H
 #define POSTAGE_SRS_H
 
@@ -17,12 +18,12 @@
 
 #include "address.h"
 
-/* The SRS form of sender in srs_domain, into out (cap bytes). 1 when
- * rewritten; 0 when sender stays as it is (null, in one of our domains
- * when sender_trusted says the client had the right to send, quoted,
- * already one of our SRS addresses, too long: logged); -1 on trouble
- * (logged; the caller keeps the sender). */
-int srs_forward(const struct address *sender, const char *srs_domain, int sender_trusted, char *out,
+/* The SRS form of sender in srs_domain under secret, into out (cap
+ * bytes). 1 when rewritten; 0 when sender stays as it is (null, quoted,
+ * too long: logged); -1 on trouble (logged; the caller keeps the
+ * sender). Whether a sender in one of our own domains is rewritten is
+ * the caller's choice. */
+int srs_forward(const struct address *sender, const char *srs_domain, const char *secret, char *out,
 		size_t cap);
 
 enum srs_result {
@@ -33,9 +34,13 @@ enum srs_result {
 	SRS_TEMPFAIL,    /* database or crypto trouble */
 };
 
-/* For RCPT: reverses rcpt when it is an SRS0 address in a domain we
- * host, into out (cap bytes). */
-enum srs_result srs_reverse(const struct address *rcpt, char *out, size_t cap);
+/* Whether a has the SRS0= form (whatever its domain). */
+int srs_is_srs0(const struct address *a);
+
+/* For RCPT: reverses rcpt, an SRS0 address in a domain we host (the
+ * caller checked the domain), with secret (NULL or empty: none was ever
+ * made, so it is forged), into out (cap bytes). */
+enum srs_result srs_reverse(const struct address *rcpt, const char *secret, char *out, size_t cap);
 
 /* Parses a path "<SRS0=...@domain>" (or SRS1=) whose local part is longer
  * than the 64 octets address_parse_path accepts: SRS addresses often are,

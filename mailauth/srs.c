@@ -4,12 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 #include <time.h>
 
-#include "base64.h"
-#include "config.h"
-#include "db.h"
 #include "limits.h"
 #include "log.h"
 #include "tls-crypto.h"
@@ -18,62 +14,8 @@
 
 static const char base32[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 
-static char secret[SRS_SECRET_MAX];
-
-/* The secret: the setting, or (create) a new random one stored with an
- * upsert, so concurrent first uses agree on one. 1, 0 (none), -1. */
-static int srs_secret(int create)
-{
-	unsigned char rnd[32];
-	char fresh[64];
-	sqlite3_stmt *st;
-	int rc;
-
-	if (secret[0])
-		return 1;
-	if (setting(SET_SRS_SECRET)[0]) {
-		snprintf(secret, sizeof(secret), "%s", setting(SET_SRS_SECRET));
-		return 1;
-	}
-	if (!create)
-		return 0;
-	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
-		return -1;
-	base64_encode(rnd, sizeof(rnd), fresh, sizeof(fresh));
-	if (db_begin() < 0)
-		return -1;
-	st = db_stmt("INSERT INTO settings (key, value) VALUES ('srs_secret', ?1) "
-		     "ON CONFLICT (key) DO UPDATE SET value = excluded.value "
-		     "WHERE settings.value IS NULL OR settings.value = ''");
-	if (!st)
-		goto fail;
-	sqlite3_bind_text(st, 1, fresh, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	if (rc != SQLITE_DONE)
-		goto fail;
-	st = db_stmt("SELECT value FROM settings WHERE key = 'srs_secret'");
-	if (!st)
-		goto fail;
-	if (sqlite3_step(st) == SQLITE_ROW) {
-		const char *v = (const char *)sqlite3_column_text(st, 0);
-		snprintf(secret, sizeof(secret), "%s", v ? v : "");
-	}
-	sqlite3_reset(st);
-	if (db_commit() < 0 || !secret[0]) {
-		secret[0] = '\0';
-		return -1;
-	}
-	explicit_bzero(rnd, sizeof(rnd));
-	log_event(LOG_NOTICE, "event=srs result=secret_created");
-	return 1;
-fail:
-	db_rollback();
-	return -1;
-}
-
 /* HHHHHHHH of "tt=domain=local" (lower-cased) into hash. 0 or -1. */
-static int srs_hash(const char *tt, const char *domain, const char *local,
+static int srs_hash(const char *secret, const char *tt, const char *domain, const char *local,
 		    char hash[SRS_HASH_CHARS + 1])
 {
 	char data[ADDRESS_PATH_MAX * 2];
@@ -107,12 +49,12 @@ static int is_srs0(const char *local)
 	return strncasecmp(local, "SRS0=", 5) == 0;
 }
 
-int srs_forward(const struct address *sender, const char *srs_domain, int sender_trusted, char *out,
+int srs_forward(const struct address *sender, const char *srs_domain, const char *secret, char *out,
 		size_t cap)
 {
 	char hash[SRS_HASH_CHARS + 1], tt[3];
 	unsigned day = today((long long)time(NULL));
-	int local, n;
+	int n;
 
 	if (sender->is_null || !sender->domain[0] || sender->is_literal)
 		return 0;
@@ -120,20 +62,10 @@ int srs_forward(const struct address *sender, const char *srs_domain, int sender
 		log_event(LOG_INFO, "event=srs result=not_rewritten reason=quoted_or_utf8");
 		return 0;
 	}
-	/* One of our own domains from a client with the right to send: SPF
-	 * passes as it is. From anyone else it is forged: rewritten like any
-	 * other, so our SPF record does not vouch for it further on. */
-	local = sender_trusted ? domain_is_local(sender->domain) : 0;
-	if (local != 0)
-		return local < 0 ? -1 : 0;
-	if (srs_secret(1) < 0) {
-		log_event(LOG_ERR, "event=srs result=error error=\"cannot make or read srs_secret\"");
-		return -1;
-	}
 	tt[0] = base32[day >> 5];
 	tt[1] = base32[day & 31];
 	tt[2] = '\0';
-	if (srs_hash(tt, sender->domain, sender->local, hash) < 0) {
+	if (srs_hash(secret, tt, sender->domain, sender->local, hash) < 0) {
 		log_event(LOG_ERR, "event=srs result=error error=\"hash failed\"");
 		return -1;
 	}
@@ -146,7 +78,12 @@ int srs_forward(const struct address *sender, const char *srs_domain, int sender
 	return 1;
 }
 
-enum srs_result srs_reverse(const struct address *rcpt, char *out, size_t cap)
+int srs_is_srs0(const struct address *a)
+{
+	return !a->is_null && a->domain[0] && is_srs0(a->local);
+}
+
+enum srs_result srs_reverse(const struct address *rcpt, const char *secret, char *out, size_t cap)
 {
 	char copy[ADDRESS_PATH_MAX + 1], hash[SRS_HASH_CHARS + 1];
 	char *h, *tt, *domain, *local;
@@ -154,11 +91,8 @@ enum srs_result srs_reverse(const struct address *rcpt, char *out, size_t cap)
 	unsigned day, age;
 	int n;
 
-	if (rcpt->is_null || !rcpt->domain[0] || !is_srs0(rcpt->local))
+	if (!srs_is_srs0(rcpt))
 		return SRS_NOT_SRS;
-	n = domain_is_local(rcpt->domain);
-	if (n <= 0)
-		return n < 0 ? SRS_TEMPFAIL : SRS_NOT_SRS;
 	snprintf(copy, sizeof(copy), "%s", rcpt->local + 5);
 	/* HHHHHHHH=TT=domain=local; the local part may hold '='. */
 	h = copy;
@@ -180,12 +114,9 @@ enum srs_result srs_reverse(const struct address *rcpt, char *out, size_t cap)
 	for (int i = 0; i < 2; i++)
 		if (!(p = strchr(base32, toupper((unsigned char)tt[i]))) || !*p)
 			return SRS_FORGED;
-	n = srs_secret(0);
-	if (n < 0)
-		return SRS_TEMPFAIL;
-	if (n == 0)
+	if (!secret || !secret[0])
 		return SRS_FORGED; /* no secret yet: we never made one */
-	if (srs_hash(tt, domain, local, hash) < 0)
+	if (srs_hash(secret, tt, domain, local, hash) < 0)
 		return SRS_TEMPFAIL;
 	if (strcasecmp(hash, h) != 0)
 		return SRS_FORGED;

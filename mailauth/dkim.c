@@ -15,7 +15,6 @@
 
 #include "address.h"
 #include "base64.h"
-#include "db.h"
 #include "dns.h"
 #include "limits.h"
 #include "log.h"
@@ -477,28 +476,14 @@ static int load_key(const char *domain, const char *selector, const char *algori
 	return 0;
 }
 
-/* The keys of domain, into keys; how many could be loaded. */
-static size_t load_keys(const char *domain, struct sign_key *keys, size_t max)
+/* The keys of rows (nrows of them), into keys; how many could be loaded. */
+static size_t load_keys(const char *domain, const struct dkim_key_row *rows, size_t nrows,
+			struct sign_key *keys, size_t max)
 {
-	static char rows[DKIM_SIGN_MAX][3][PATH_MAX_POSTAGE];
-	sqlite3_stmt *st = db_stmt(
-		"SELECT selector, algorithm, private_key_path FROM dkim_keys "
-		"WHERE domain = ?1 AND enabled = 1 "
-		"ORDER BY algorithm = 'ed25519-sha256', selector LIMIT ?2");
-	size_t nrows = 0, n = 0;
+	size_t n = 0;
 
-	if (!st)
-		return 0;
-	sqlite3_bind_text(st, 1, domain, -1, SQLITE_STATIC);
-	sqlite3_bind_int(st, 2, DKIM_SIGN_MAX);
-	while (nrows < DKIM_SIGN_MAX && nrows < max && sqlite3_step(st) == SQLITE_ROW) {
-		for (int c = 0; c < 3; c++) {
-			const char *v = (const char *)sqlite3_column_text(st, c);
-			snprintf(rows[nrows][c], sizeof(rows[0][0]), "%s", v ? v : "");
-		}
-		nrows++;
-	}
-	sqlite3_reset(st);
+	if (nrows > max)
+		nrows = max;
 	if (nrows == 0)
 		return 0;
 	if (tls_library_load() < 0) {
@@ -506,7 +491,7 @@ static size_t load_keys(const char *domain, struct sign_key *keys, size_t max)
 		return 0;
 	}
 	for (size_t i = 0; i < nrows; i++) {
-		const char *sel = rows[i][0];
+		const char *sel = rows[i].selector;
 		int ok = sel[0] && strlen(sel) < sizeof(keys[0].selector);
 		for (const char *c = sel; *c && ok; c++)
 			ok = isalnum((unsigned char)*c) || *c == '-' || *c == '_' || *c == '.';
@@ -514,7 +499,7 @@ static size_t load_keys(const char *domain, struct sign_key *keys, size_t max)
 			log_event(LOG_ERR, "event=dkim result=key_invalid domain=%s error=\"bad selector\"", domain);
 			continue;
 		}
-		if (load_key(domain, sel, rows[i][1], rows[i][2], &keys[n]) == 0)
+		if (load_key(domain, sel, rows[i].algorithm, rows[i].path, &keys[n]) == 0)
 			n++;
 	}
 	return n;
@@ -532,10 +517,8 @@ static void fold_add(struct sbuf *out, const char *s, size_t n, size_t *col)
 	*col += n;
 }
 
-/* Signs the message (its header section read into hb) with every key of
- * domain; see dkim_sign. hb is freed. */
-static long sign_as(int fd, off_t size, struct header_block *hb, const char *domain, char *out,
-		    size_t cap)
+long dkim_sign_with(int fd, off_t size, struct header_block *hb, const char *domain,
+		    const struct dkim_key_row *rows, size_t nrows, char *out, size_t cap)
 {
 	/* not re-entered: called once per message being signed */
 	static struct sign_key keys[DKIM_SIGN_MAX];
@@ -545,7 +528,7 @@ static long sign_as(int fd, off_t size, struct header_block *hb, const char *dom
 	size_t nkeys = 0, hl = 0, made = 0;
 	long result = -1;
 
-	nkeys = load_keys(domain, keys, DKIM_SIGN_MAX);
+	nkeys = load_keys(domain, rows, nrows, keys, DKIM_SIGN_MAX);
 	if (nkeys == 0) {
 		header_block_free(hb);
 		return 0;
@@ -660,51 +643,29 @@ done:
 	return result;
 }
 
-long dkim_sign(int fd, off_t size, char *out, size_t cap, char *domain)
+int dkim_sign_begin(int fd, off_t size, struct header_block *hb)
 {
-	struct header_block hb;
+	if (header_block_read(fd, 0, size, hb) == 0)
+		return 1;
+	log_event(LOG_WARNING, "event=dkim result=not_signed reason=%s",
+		  errno == EFBIG ? "header_too_big" : "read_error");
+	return errno == EFBIG ? 0 : -1;
+}
+
+int dkim_author_domain(const struct header_block *hb, char domain[ADDRESS_DOMAIN_MAX + 1])
+{
 	char domains[2][ADDRESS_DOMAIN_MAX + 1];
 	const struct header_field *from;
 	long pos = -1;
-	int local;
 
 	domain[0] = '\0';
-	if (header_block_read(fd, 0, size, &hb) < 0) {
-		log_event(LOG_WARNING, "event=dkim result=not_signed reason=%s",
-			  errno == EFBIG ? "header_too_big" : "read_error");
-		return errno == EFBIG ? 0 : -1;
-	}
-	from = header_next(&hb, "from", &pos);
-	if (!from || header_next(&hb, "from", &pos)) {
-		header_block_free(&hb);
+	from = header_next(hb, "from", &pos);
+	if (!from || header_next(hb, "from", &pos))
 		return 0; /* no From, or several: nothing we can sign for */
-	}
-	if (header_address_domains(from, domains, 2, NULL) != 1) {
-		header_block_free(&hb);
+	if (header_address_domains(from, domains, 2, NULL) != 1)
 		return 0;
-	}
 	snprintf(domain, ADDRESS_DOMAIN_MAX + 1, "%s", domains[0]);
-	local = domain_is_local(domain);
-	if (local != 1) {
-		header_block_free(&hb);
-		return local < 0 ? -1 : 0;
-	}
-	return sign_as(fd, size, &hb, domain, out, cap);
-}
-
-long dkim_sign_domain(int fd, off_t size, const char *domain, char *out, size_t cap)
-{
-	struct header_block hb;
-	int local = domain_is_local(domain);
-
-	if (local != 1)
-		return local < 0 ? -1 : 0;
-	if (header_block_read(fd, 0, size, &hb) < 0) {
-		log_event(LOG_WARNING, "event=dkim result=not_signed reason=%s",
-			  errno == EFBIG ? "header_too_big" : "read_error");
-		return errno == EFBIG ? 0 : -1;
-	}
-	return sign_as(fd, size, &hb, domain, out, cap);
+	return 1;
 }
 
 /* -- verification ---------------------------------------------------------- */

@@ -12,20 +12,34 @@
 #include "headers.h"
 #include "limits.h"
 
-/* The DKIM-Signature fields for the message in fd (size bytes, LF form),
- * one per enabled row of dkim_keys for the domain of its From: field when
- * we host that domain: relaxed/relaxed, the header fields of RFC 6376
- * 5.4.1 that are present, From signed once more than it occurs (so none
- * can be added). Written into out (cap bytes, folded, LF line ends).
- * Returns the length; 0 when there is nothing to sign with (no key, a
- * From: we do not host, a key that cannot be used: logged); -1 on error
- * (logged). The domain used goes to domain (cap ADDRESS_DOMAIN_MAX + 1). */
-long dkim_sign(int fd, off_t size, char *out, size_t cap, char *domain);
+/* One key to sign with: a row of dkim_keys that the caller read
+ * (compose/signing.c); nothing here reads the database. */
+struct dkim_key_row {
+	char selector[64];
+	char algorithm[32];
+	char path[PATH_MAX_POSTAGE];
+};
 
-/* The same, signed by domain (one we host) whatever the From: field says:
- * a mailing list signs its copies by its own domain (a second signature
- * beside the poster's own, or the only one once From: is the list's). */
-long dkim_sign_domain(int fd, off_t size, const char *domain, char *out, size_t cap);
+/* The header section of the message in fd (size bytes, LF form) into hb,
+ * to sign it: 1, 0 when there is nothing to sign (a header section too
+ * big: logged), -1 on a read error (logged). */
+int dkim_sign_begin(int fd, off_t size, struct header_block *hb);
+
+/* The domain of hb's From: field when it holds one address, into domain:
+ * 1, or 0 (no From:, several, or several addresses: nothing to sign
+ * for; domain is then empty). */
+int dkim_author_domain(const struct header_block *hb, char domain[ADDRESS_DOMAIN_MAX + 1]);
+
+/* The DKIM-Signature fields for the message in fd (size bytes, LF form,
+ * its header section in hb), one per usable key of rows (at most
+ * DKIM_SIGN_MAX), all signing for domain: relaxed/relaxed, the header
+ * fields of RFC 6376 5.4.1 that are present, From signed once more than
+ * it occurs (so none can be added). Written into out (cap bytes, folded,
+ * LF line ends). Returns the length; 0 when there is nothing to sign
+ * with (no key, a key that cannot be used: logged); -1 on error
+ * (logged). hb is freed. */
+long dkim_sign_with(int fd, off_t size, struct header_block *hb, const char *domain,
+		    const struct dkim_key_row *rows, size_t nrows, char *out, size_t cap);
 
 enum dkim_result {
 	DKIM_NONE = 0,

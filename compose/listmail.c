@@ -1,3 +1,4 @@
+#include "edit.h"
 #include "listmail.h"
 
 #include <errno.h>
@@ -11,12 +12,12 @@
 
 #include "config.h"
 #include "db.h"
-#include "dkim.h"
 #include "headers.h"
 #include "limits.h"
 #include "log.h"
 #include "maildir.h"
 #include "msgout.h"
+#include "signing.h"
 #include "spool.h"
 
 static int has_non_ascii(const char *s)
@@ -164,7 +165,7 @@ int list_notice_send(const struct list_notice *n, int (*hook)(void *ctx), void *
 	}
 	if (nremote > 0) {
 		/* Signed by the list's domain: From: is there. */
-		long slen = dkim_sign(fd, size, sig, sizeof(sig), domain);
+		long slen = signing_dkim(fd, size, sig, sizeof(sig), domain);
 		struct queue_entry e;
 		off_t ssize = size;
 		int r;
