@@ -154,18 +154,25 @@ int io_write(struct io *io, const void *data, size_t len)
 	return 0;
 }
 
+long format_fit(char *buf, size_t cap, const char *fmt, va_list ap)
+{
+	int n = vsnprintf(buf, cap, fmt, ap);
+
+	if (n < 0 || cap == 0)
+		return -1;
+	return (size_t)n >= cap ? (long)cap - 1 : n;
+}
+
 int io_reply_line(struct io *io, size_t max_line, const char *fmt, va_list ap)
 {
 	char buf[1024];
-	int n;
+	long n;
 
 	if (max_line > sizeof(buf) || max_line < 3)
 		max_line = sizeof(buf);
-	n = vsnprintf(buf, max_line - 2, fmt, ap);
+	n = format_fit(buf, max_line - 2, fmt, ap);
 	if (n < 0)
 		return -1;
-	if ((size_t)n > max_line - 3)
-		n = (int)max_line - 3;
 	buf[n++] = '\r';
 	buf[n++] = '\n';
 	return io_write(io, buf, (size_t)n);
@@ -174,22 +181,6 @@ int io_reply_line(struct io *io, size_t max_line, const char *fmt, va_list ap)
 int io_puts(struct io *io, const char *s)
 {
 	return io_write(io, s, strlen(s));
-}
-
-int io_printf(struct io *io, const char *fmt, ...)
-{
-	char buf[2048];
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return -1;
-	if ((size_t)n >= sizeof(buf))
-		n = sizeof(buf) - 1;
-	return io_write(io, buf, (size_t)n);
 }
 
 /* Refills rbuf (after moving what is left to the front). Flushes pending

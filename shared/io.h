@@ -76,10 +76,13 @@ enum io_result io_wait_readable(struct io *io, int fd, int timeout_ms);
  * socket. */
 void io_linger_close(struct io *io);
 
+/* vsnprintf into buf (cap bytes), cut to fit: the length written (less
+ * than cap), or -1 (an encoding error, or cap 0). */
+long format_fit(char *buf, size_t cap, const char *fmt, va_list ap)
+	__attribute__((format(printf, 3, 0)));
+
 int io_write(struct io *io, const void *data, size_t len);
 int io_puts(struct io *io, const char *s);
-int io_printf(struct io *io, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
 int io_flush(struct io *io);
 /* One protocol reply line: fmt, cut to at most max_line octets including
  * the CRLF that is added (max_line at most 1024). */

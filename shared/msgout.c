@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "io.h"
 #include "maildir.h"
 
 void msg_out_init(struct msg_out *o, int fd, int drop_cr)
@@ -44,14 +45,13 @@ void msg_out_printf(struct msg_out *o, const char *fmt, ...)
 {
 	char line[4096];
 	va_list ap;
-	int n;
+	long n;
 
 	va_start(ap, fmt);
-	n = vsnprintf(line, sizeof(line), fmt, ap);
+	n = format_fit(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	if (n < 0)
-		return;
-	msg_out_write(o, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+	if (n >= 0)
+		msg_out_write(o, line, (size_t)n);
 }
 
 void msg_out_copy(struct msg_out *o, int fd, off_t from, off_t to)

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -15,6 +16,18 @@
 #include "limits.h"
 
 static struct io io; /* large: keep it off the stack */
+
+static long fit_into(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static long fit_into(char *buf, size_t cap, const char *fmt, ...)
+{
+	va_list ap;
+	long n;
+
+	va_start(ap, fmt);
+	n = format_fit(buf, cap, fmt, ap);
+	va_end(ap);
+	return n;
+}
 
 static const char *result_name(enum io_result r)
 {
@@ -176,7 +189,7 @@ static void test_timeout_and_flush(void)
 	io.wfd = out[1];
 	expect_line("EHLO x CRLF", 64, IO_OK, LINE("EHLO x"));
 	io_puts(&io, "250-first\r\n");
-	io_printf(&io, "250 %s\r\n", "second");
+	io_puts(&io, "250 second\r\n");
 	CHECK_INT("output before reading", -1, read(out[0], buf, sizeof(buf)));
 	t0 = now_ms();
 	expect_line("nothing, timeout 150 ms", 64, IO_TIMEOUT, NULL, 0);
@@ -369,19 +382,18 @@ static void test_writer(void)
 	close(fds[0]);
 	CHECK_MEM_N("io_write 40000", 14, data, sizeof(data), back, got);
 
-	/* io_printf cuts at its buffer, never beyond */
-	REQUIRE(pipe2(fds, O_CLOEXEC) == 0);
-	io_init(&io, -1, fds[1], 1000);
+	/* format_fit cuts at its buffer, never beyond */
 	memset(line, 'p', sizeof(line) - 1);
 	line[sizeof(line) - 1] = '\0';
-	io_printf(&io, "%s", line);
-	io_flush(&io);
-	close(fds[1]);
-	got = 0;
-	while ((n = read(fds[0], back + got, sizeof(back) - got)) > 0)
-		got += (size_t)n;
-	close(fds[0]);
-	CHECK_INT("io_printf of 2999 octets", 2047, got);
+	{
+		char small[2048];
+		long fit = fit_into(small, sizeof(small), "%s", line);
+		CHECK_INT("format_fit of 2999 octets", 2047, fit);
+		CHECK_INT("format_fit: terminated", 0, small[2047]);
+		CHECK_INT("format_fit: the octets", 0, memcmp(small, line, 2047));
+		CHECK_INT("format_fit into 0 bytes", -1, fit_into(small, 0, "%s", "x"));
+		CHECK_INT("format_fit that fits", 3, fit_into(small, sizeof(small), "%d", 250));
+	}
 
 	/* a reader that went away: an error, not a signal */
 	REQUIRE(pipe2(fds, O_CLOEXEC) == 0);
