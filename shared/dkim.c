@@ -481,24 +481,21 @@ static int load_key(const char *domain, const char *selector, const char *algori
 static size_t load_keys(const char *domain, struct sign_key *keys, size_t max)
 {
 	static char rows[DKIM_SIGN_MAX][3][PATH_MAX_POSTAGE];
-	sqlite3_stmt *st = db_stmt(
-		"SELECT selector, algorithm, private_key_path FROM dkim_keys "
-		"WHERE domain = ?1 AND enabled = 1 "
-		"ORDER BY algorithm = 'ed25519-sha256', selector LIMIT ?2");
+	struct db_q *st = db_stmt(SQL_DKIM_KEYS);
 	size_t nrows = 0, n = 0;
 
 	if (!st)
 		return 0;
-	sqlite3_bind_text(st, 1, domain, -1, SQLITE_STATIC);
-	sqlite3_bind_int(st, 2, DKIM_SIGN_MAX);
-	while (nrows < DKIM_SIGN_MAX && nrows < max && sqlite3_step(st) == SQLITE_ROW) {
+	db_bind_text(st, 1, domain);
+	db_bind_int64(st, 2, DKIM_SIGN_MAX);
+	while (nrows < DKIM_SIGN_MAX && nrows < max && db_step(st) == DB_ROW) {
 		for (int c = 0; c < 3; c++) {
-			const char *v = (const char *)sqlite3_column_text(st, c);
+			const char *v = db_col_text(st, c);
 			snprintf(rows[nrows][c], sizeof(rows[0][0]), "%s", v ? v : "");
 		}
 		nrows++;
 	}
-	sqlite3_reset(st);
+	db_reset(st);
 	if (nrows == 0)
 		return 0;
 	if (tls_library_load() < 0) {

@@ -26,7 +26,7 @@ static int srs_secret(int create)
 {
 	unsigned char rnd[32];
 	char fresh[64];
-	sqlite3_stmt *st;
+	struct db_q *st;
 	int rc;
 
 	if (secret[0])
@@ -42,24 +42,22 @@ static int srs_secret(int create)
 	base64_encode(rnd, sizeof(rnd), fresh, sizeof(fresh));
 	if (db_begin() < 0)
 		return -1;
-	st = db_stmt("INSERT INTO settings (key, value) VALUES ('srs_secret', ?1) "
-		     "ON CONFLICT (key) DO UPDATE SET value = excluded.value "
-		     "WHERE settings.value IS NULL OR settings.value = ''");
+	st = db_stmt(SQL_SRS_SECRET_INSERT);
 	if (!st)
 		goto fail;
-	sqlite3_bind_text(st, 1, fresh, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	if (rc != SQLITE_DONE)
+	db_bind_text(st, 1, fresh);
+	rc = db_step(st);
+	db_reset(st);
+	if (rc != DB_DONE)
 		goto fail;
-	st = db_stmt("SELECT value FROM settings WHERE key = 'srs_secret'");
+	st = db_stmt(SQL_SRS_SECRET_SELECT);
 	if (!st)
 		goto fail;
-	if (sqlite3_step(st) == SQLITE_ROW) {
-		const char *v = (const char *)sqlite3_column_text(st, 0);
+	if (db_step(st) == DB_ROW) {
+		const char *v = db_col_text(st, 0);
 		snprintf(secret, sizeof(secret), "%s", v ? v : "");
 	}
-	sqlite3_reset(st);
+	db_reset(st);
 	if (db_commit() < 0 || !secret[0]) {
 		secret[0] = '\0';
 		return -1;
