@@ -29,20 +29,7 @@ int auth_equal(const char *a, const char *b)
 
 static int failures_recent(const char *key, time_t now)
 {
-	struct db_q *st = db_stmt(SQL_AUTH_FAILURES);
-	int rc, n = 0;
-
-	if (!st)
-		return -1;
-	db_bind_text(st, 1, key);
-	db_bind_int64(st, 2, now - THROTTLE_WINDOW_SECONDS);
-	rc = db_step(st);
-	if (rc == DB_ROW)
-		n = db_col_int(st, 0);
-	db_reset(st);
-	if (rc != DB_ROW && rc != DB_DONE)
-		return -1;
-	return n;
+	return (int)db_int_lookup(SQL_AUTH_FAILURES, key, now - THROTTLE_WINDOW_SECONDS);
 }
 
 /* The wait of an attempt with n failures (or checks under way) from its

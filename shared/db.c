@@ -236,6 +236,30 @@ void db_col_copy(struct db_q *q, int col, char *out, size_t cap)
 	snprintf(out, cap, "%s", v ? v : "");
 }
 
+int db_row_int(struct db_q *q, long long *out)
+{
+	enum db_rc rc = db_step(q);
+
+	if (rc == DB_ROW)
+		*out = db_col_int64(q, 0);
+	db_reset(q);
+	if (rc == DB_ROW)
+		return 1;
+	return rc == DB_DONE ? 0 : -1;
+}
+
+long long db_int_lookup(enum sql_id id, const char *text, long long num)
+{
+	struct db_q *q = db_stmt(id);
+	long long n = 0;
+
+	if (!q)
+		return -1;
+	db_bind_text(q, 1, text);
+	db_bind_int64(q, 2, num);
+	return db_row_int(q, &n) < 0 ? -1 : n;
+}
+
 int db_changes(void)
 {
 	return sqlite3_changes(db);

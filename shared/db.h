@@ -83,6 +83,17 @@ int db_col_is_null(struct db_q *q, int col);
 /* A text column into out (cap bytes, truncated), "" for NULL. */
 void db_col_copy(struct db_q *q, int col, char *out, size_t cap);
 
+/* Steps q (bound) once and resets it: the first column of its row as an
+ * integer into *out (left as it is when there is no row). 1 a row, 0 none,
+ * -1 trouble. */
+int db_row_int(struct db_q *q, long long *out);
+
+/* The integer in the first column of the first row of statement id, run
+ * with ?1 = text and ?2 = num: 0 when there is no row, -1 on trouble.
+ * (The counts within a window: login failures, harvest refusals,
+ * messages sent in an hour.) */
+long long db_int_lookup(enum sql_id id, const char *text, long long num);
+
 /* Rows changed by the last INSERT, UPDATE or DELETE. */
 int db_changes(void);
 /* The last error, for a log line. */

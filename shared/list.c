@@ -617,6 +617,20 @@ int list_is_member(const char *list, const char *address)
 	return rc == DB_DONE ? 0 : -1;
 }
 
+int list_member_state(const char *list, const char *address)
+{
+	struct db_q *st = db_stmt(SQL_LIST_MEMBER_ENABLED);
+	long long enabled = 0;
+	int found;
+
+	if (!st)
+		return -1;
+	db_bind_text(st, 1, list);
+	db_bind_text(st, 2, address);
+	found = db_row_int(st, &enabled);
+	return found <= 0 ? found : 1 + (int)enabled;
+}
+
 long list_member_count(const char *list)
 {
 	struct db_q *st = db_stmt(SQL_LIST_MEMBER_COUNT);
@@ -663,26 +677,18 @@ int list_bounce(const char *list, const char *member, long long now, long long l
 		int *disabled)
 {
 	struct db_q *st;
-	int enabled = -1, rc;
+	int state, rc;
 	long long bounces = 0;
 	char safe[ADDRESS_PATH_MAX * 4 + 8];
 
 	*disabled = 0;
 	if (db_begin() < 0)
 		return -1;
-	st = db_stmt(SQL_LIST_MEMBER_ENABLED);
-	if (!st)
-		goto fail;
-	db_bind_text(st, 1, list);
-	db_bind_text(st, 2, member);
-	rc = db_step(st);
-	if (rc == DB_ROW)
-		enabled = db_col_int(st, 0);
-	db_reset(st);
-	if (rc != DB_ROW && rc != DB_DONE)
+	state = list_member_state(list, member);
+	if (state < 0)
 		goto fail;
 	/* Not a member, or one that gets no copies any more: nothing to count. */
-	if (enabled != 1) {
+	if (state != 2) {
 		db_rollback();
 		return 0;
 	}

@@ -17,18 +17,7 @@
 /* The address's refusals within the window, or -1 on trouble. */
 static int refusals_recent(const char *key, time_t now)
 {
-	struct db_q *st = db_stmt(SQL_HARVEST_REFUSALS);
-	int rc, n = 0;
-
-	if (!st)
-		return -1;
-	db_bind_text(st, 1, key);
-	db_bind_int64(st, 2, now - HARVEST_WINDOW_SECONDS);
-	rc = db_step(st);
-	if (rc == DB_ROW)
-		n = db_col_int(st, 0);
-	db_reset(st);
-	return rc == DB_ROW || rc == DB_DONE ? n : -1;
+	return (int)db_int_lookup(SQL_HARVEST_REFUSALS, key, now - HARVEST_WINDOW_SECONDS);
 }
 
 int harvest_blocked(struct session *s)

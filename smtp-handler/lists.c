@@ -1228,16 +1228,8 @@ static int request(struct session *s, const struct list_info *l, const struct he
 	}
 	safe_of(who, safe, sizeof(safe));
 	if (cmd != LIST_CMD_HELP) {
-		struct db_q *st = db_stmt(SQL_LIST_MEMBER_ENABLED);
-		int rc;
-		if (!st)
-			goto tempfail;
-		db_bind_text(st, 1, l->address);
-		db_bind_text(st, 2, who);
-		rc = db_step(st);
-		member = rc == DB_ROW ? 1 + db_col_int(st, 0) : 0; /* 2: enabled */
-		db_reset(st);
-		if (rc != DB_ROW && rc != DB_DONE)
+		member = list_member_state(l->address, who); /* 2: enabled */
+		if (member < 0)
 			goto tempfail;
 		/* Nothing to do: no mail either (the address is the one told, so
 		 * the asker learns nothing whichever it is). */

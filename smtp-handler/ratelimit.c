@@ -22,21 +22,7 @@ static long long current_hour(void)
 /* Messages charged to login in this hour, or -1 on database trouble. */
 static long long sent_this_hour(const char *login)
 {
-	struct db_q *st = db_stmt(SQL_SEND_COUNT);
-	long long n = 0;
-	int rc;
-
-	if (!st)
-		return -1;
-	db_bind_text(st, 1, login);
-	db_bind_int64(st, 2, current_hour());
-	rc = db_step(st);
-	if (rc == DB_ROW)
-		n = db_col_int64(st, 0);
-	db_reset(st);
-	if (rc != DB_ROW && rc != DB_DONE)
-		return -1;
-	return n;
+	return db_int_lookup(SQL_SEND_COUNT, login, current_hour());
 }
 
 int rate_limit_check(struct session *s, size_t wanted)
