@@ -18,20 +18,17 @@
  * it, logged). */
 static size_t key_rows(const char *domain, struct dkim_key_row *rows, size_t max)
 {
-	sqlite3_stmt *st = db_stmt(
-		"SELECT selector, algorithm, private_key_path FROM dkim_keys "
-		"WHERE domain = ?1 AND enabled = 1 "
-		"ORDER BY algorithm = 'ed25519-sha256', selector LIMIT ?2");
+	struct db_q *q = db_stmt(SQL_DKIM_KEYS);
 	size_t n = 0;
 
-	if (!st)
+	if (!q)
 		return 0;
-	sqlite3_bind_text(st, 1, domain, -1, SQLITE_STATIC);
-	sqlite3_bind_int(st, 2, DKIM_SIGN_MAX);
-	while (n < max && sqlite3_step(st) == SQLITE_ROW) {
-		const char *sel = (const char *)sqlite3_column_text(st, 0);
-		const char *alg = (const char *)sqlite3_column_text(st, 1);
-		const char *path = (const char *)sqlite3_column_text(st, 2);
+	db_bind_text(q, 1, domain);
+	db_bind_int64(q, 2, DKIM_SIGN_MAX);
+	while (n < max && db_step(q) == DB_ROW) {
+		const char *sel = db_col_text(q, 0);
+		const char *alg = db_col_text(q, 1);
+		const char *path = db_col_text(q, 2);
 
 		snprintf(rows[n].selector, sizeof(rows[n].selector), "%s",
 			 sel && strlen(sel) < sizeof(rows[n].selector) ? sel : "");
@@ -39,7 +36,7 @@ static size_t key_rows(const char *domain, struct dkim_key_row *rows, size_t max
 		snprintf(rows[n].path, sizeof(rows[n].path), "%s", path ? path : "");
 		n++;
 	}
-	sqlite3_reset(st);
+	db_reset(q);
 	return n;
 }
 
@@ -98,8 +95,8 @@ static int srs_secret(int create)
 {
 	unsigned char rnd[32];
 	char fresh[64];
-	sqlite3_stmt *st;
-	int rc;
+	struct db_q *q;
+	enum db_rc rc;
 
 	if (secret[0])
 		return 1;
@@ -114,24 +111,20 @@ static int srs_secret(int create)
 	base64_encode(rnd, sizeof(rnd), fresh, sizeof(fresh));
 	if (db_begin() < 0)
 		return -1;
-	st = db_stmt("INSERT INTO settings (key, value) VALUES ('srs_secret', ?1) "
-		     "ON CONFLICT (key) DO UPDATE SET value = excluded.value "
-		     "WHERE settings.value IS NULL OR settings.value = ''");
-	if (!st)
+	q = db_stmt(SQL_SRS_SECRET_INSERT);
+	if (!q)
 		goto fail;
-	sqlite3_bind_text(st, 1, fresh, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	if (rc != SQLITE_DONE)
+	db_bind_text(q, 1, fresh);
+	rc = db_step(q);
+	db_reset(q);
+	if (rc != DB_DONE)
 		goto fail;
-	st = db_stmt("SELECT value FROM settings WHERE key = 'srs_secret'");
-	if (!st)
+	q = db_stmt(SQL_SRS_SECRET_SELECT);
+	if (!q)
 		goto fail;
-	if (sqlite3_step(st) == SQLITE_ROW) {
-		const char *v = (const char *)sqlite3_column_text(st, 0);
-		snprintf(secret, sizeof(secret), "%s", v ? v : "");
-	}
-	sqlite3_reset(st);
+	if (db_step(q) == DB_ROW)
+		db_col_copy(q, 0, secret, sizeof(secret));
+	db_reset(q);
 	if (db_commit() < 0 || !secret[0]) {
 		secret[0] = '\0';
 		return -1;

@@ -36,23 +36,22 @@ const char *session_ip(const struct session *s)
  * failure costs the client nothing but that: logged, the login goes on. */
 static void record_pop_login(struct session *s)
 {
-	sqlite3_stmt *st;
+	struct db_q *st;
 	int rc;
 
 	if (!s->peer.ip[0])
 		return; /* a local peer on pipes has no address to relay from */
-	st = db_stmt("INSERT INTO pop_logins (ip, login, at) VALUES (?1, ?2, ?3) "
-		     "ON CONFLICT(ip) DO UPDATE SET login = excluded.login, at = excluded.at");
+	st = db_stmt(SQL_POP_LOGIN_RECORD);
 	if (!st)
 		return;
-	sqlite3_bind_text(st, 1, s->peer.ip, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, s->login, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, (sqlite3_int64)time(NULL));
-	rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	if (rc != SQLITE_DONE)
+	db_bind_text(st, 1, s->peer.ip);
+	db_bind_text(st, 2, s->login);
+	db_bind_int64(st, 3, time(NULL));
+	rc = db_step(st);
+	db_reset(st);
+	if (rc != DB_DONE)
 		log_event(LOG_WARNING, "event=pop_login result=error ip=%s login=%s error=\"%s\"",
-			  s->peer.ip, s->login, sqlite3_errstr(rc));
+			  s->peer.ip, s->login, db_errmsg());
 }
 
 /* After the login nothing needs the database (the settings are loaded)

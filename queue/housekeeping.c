@@ -35,39 +35,39 @@ struct dsn_row {
 };
 
 /* Up to max message ids from a query (?1, if it has one, bound to arg). */
-static size_t select_ids(const char *sql, long long arg, char (*ids)[QUEUE_ID_LEN + 1], size_t max)
+static size_t select_ids(enum sql_id id, long long arg, char (*ids)[QUEUE_ID_LEN + 1], size_t max)
 {
-	sqlite3_stmt *s = db_stmt(sql);
+	struct db_q *s = db_stmt(id);
 	size_t n = 0;
 
 	if (!s)
 		return 0;
-	if (sqlite3_bind_parameter_count(s) > 0)
-		sqlite3_bind_int64(s, 1, arg);
-	while (n < max && sqlite3_step(s) == SQLITE_ROW)
-		copy_column(s, 0, ids[n++], QUEUE_ID_LEN + 1);
-	sqlite3_reset(s);
+	if (db_param_count(s) > 0)
+		db_bind_int64(s, 1, arg);
+	while (n < max && db_step(s) == DB_ROW)
+		db_col_copy(s, 0, ids[n++], QUEUE_ID_LEN + 1);
+	db_reset(s);
 	return n;
 }
 
 static int load_message(const char *id, struct qmsg *m)
 {
-	sqlite3_stmt *s = db_stmt("SELECT sender, created_at, verp FROM queue_messages WHERE id = ?1");
+	struct db_q *s = db_stmt(SQL_QUEUE_MESSAGE_LOAD);
 	int rc;
 
 	if (!s)
 		return -1;
 	memset(m, 0, sizeof(*m));
 	snprintf(m->id, sizeof(m->id), "%s", id);
-	sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW) {
-		copy_column(s, 0, m->sender, sizeof(m->sender));
-		m->created_at = sqlite3_column_int64(s, 1);
-		m->verp = sqlite3_column_int(s, 2);
+	db_bind_text(s, 1, id);
+	rc = db_step(s);
+	if (rc == DB_ROW) {
+		db_col_copy(s, 0, m->sender, sizeof(m->sender));
+		m->created_at = db_col_int64(s, 1);
+		m->verp = db_col_int(s, 2);
 	}
-	sqlite3_reset(s);
-	return rc == SQLITE_ROW ? 0 : -1;
+	db_reset(s);
+	return rc == DB_ROW ? 0 : -1;
 }
 
 /* The recipients of a message a notice is about: bounced and not yet
@@ -75,28 +75,22 @@ static int load_message(const char *id, struct qmsg *m)
 static size_t load_notice_rows(const char *id, enum dsn_kind kind, struct dsn_row *rows,
 			       struct dsn_rcpt *out, size_t max, long long lifetime)
 {
-	sqlite3_stmt *s = kind == DSN_FAILED ?
-		db_stmt("SELECT recipient, orig_rcpt, last_status, last_error, last_command, last_mta "
-			"FROM queue_recipients WHERE message_id = ?1 AND state = 'bounced' "
-			"AND dsn_sent = 0 ORDER BY rowid LIMIT ?2") :
-		db_stmt("SELECT recipient, orig_rcpt, last_status, last_error, last_command, last_mta "
-			"FROM queue_recipients WHERE message_id = ?1 AND state = 'queued' "
-			"AND attempts > 0 ORDER BY rowid LIMIT ?2");
+	struct db_q *s = db_stmt(kind == DSN_FAILED ? SQL_QUEUE_BOUNCED_UNTOLD : SQL_QUEUE_DEFERRED);
 	size_t n = 0;
 
 	(void)lifetime;
 	if (!s)
 		return 0;
-	sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, (sqlite3_int64)max);
-	while (n < max && sqlite3_step(s) == SQLITE_ROW) {
+	db_bind_text(s, 1, id);
+	db_bind_int64(s, 2, max);
+	while (n < max && db_step(s) == DB_ROW) {
 		struct dsn_row *r = &rows[n];
-		copy_column(s, 0, r->recipient, sizeof(r->recipient));
-		copy_column(s, 1, r->orig_rcpt, sizeof(r->orig_rcpt));
-		copy_column(s, 2, r->status, sizeof(r->status));
-		copy_column(s, 3, r->text, sizeof(r->text));
-		copy_column(s, 4, r->command, sizeof(r->command));
-		copy_column(s, 5, r->mta, sizeof(r->mta));
+		db_col_copy(s, 0, r->recipient, sizeof(r->recipient));
+		db_col_copy(s, 1, r->orig_rcpt, sizeof(r->orig_rcpt));
+		db_col_copy(s, 2, r->status, sizeof(r->status));
+		db_col_copy(s, 3, r->text, sizeof(r->text));
+		db_col_copy(s, 4, r->command, sizeof(r->command));
+		db_col_copy(s, 5, r->mta, sizeof(r->mta));
 		out[n].recipient = r->recipient;
 		out[n].orig_rcpt = r->orig_rcpt;
 		out[n].status = r->status;
@@ -107,7 +101,7 @@ static size_t load_notice_rows(const char *id, enum dsn_kind kind, struct dsn_ro
 		out[n].expired = kind == DSN_FAILED && r->status[0] == '4';
 		n++;
 	}
-	sqlite3_reset(s);
+	db_reset(s);
 	return n;
 }
 
@@ -116,14 +110,13 @@ static void mark_told(const char *id, const struct dsn_row *rows, size_t n)
 	if (db_begin() < 0)
 		return;
 	for (size_t i = 0; i < n; i++) {
-		sqlite3_stmt *s = db_stmt("UPDATE queue_recipients SET dsn_sent = 1 "
-					  "WHERE message_id = ?1 AND recipient = ?2");
+		struct db_q *s = db_stmt(SQL_QUEUE_MARK_TOLD);
 		if (!s)
 			break;
-		sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 2, rows[i].recipient, -1, SQLITE_STATIC);
-		sqlite3_step(s);
-		sqlite3_reset(s);
+		db_bind_text(s, 1, id);
+		db_bind_text(s, 2, rows[i].recipient);
+		db_step(s);
+		db_reset(s);
 	}
 	db_commit();
 }
@@ -175,9 +168,7 @@ void send_bounces(const struct pass *p)
 	static char ids[PASS_MESSAGES_STEP][QUEUE_ID_LEN + 1];
 	static struct dsn_row rows[DSN_RCPTS_MAX];
 	static struct dsn_rcpt rcpts[DSN_RCPTS_MAX];
-	size_t nids = select_ids("SELECT DISTINCT message_id FROM queue_recipients "
-				 "WHERE state = 'bounced' AND dsn_sent = 0",
-				 0, ids, PASS_MESSAGES_STEP);
+	size_t nids = select_ids(SQL_QUEUE_TO_BOUNCE, 0, ids, PASS_MESSAGES_STEP);
 
 	for (size_t i = 0; i < nids; i++) {
 		struct qmsg m;
@@ -217,15 +208,13 @@ void send_delay_warnings(const struct pass *p)
 
 	if (p->lifetime <= QUEUE_DELAY_WARNING_SECONDS)
 		return; /* it bounces before a warning would be due */
-	nids = select_ids("SELECT m.id FROM queue_messages m WHERE m.warned = 0 AND m.created_at <= ?1 "
-			  "AND EXISTS (SELECT 1 FROM queue_recipients r WHERE r.message_id = m.id "
-			  "AND r.state = 'queued' AND r.attempts > 0)",
-			  queue_now() - QUEUE_DELAY_WARNING_SECONDS, ids, PASS_MESSAGES_STEP);
+	nids = select_ids(SQL_QUEUE_TO_WARN, queue_now() - QUEUE_DELAY_WARNING_SECONDS, ids,
+			  PASS_MESSAGES_STEP);
 	for (size_t i = 0; i < nids; i++) {
 		struct qmsg m;
 		struct dsn_message dm;
 		size_t n;
-		sqlite3_stmt *s;
+		struct db_q *s;
 
 		if (load_message(ids[i], &m) < 0)
 			continue;
@@ -236,11 +225,11 @@ void send_delay_warnings(const struct pass *p)
 		/* A list's copies get no warning: only a failure counts. */
 		if (m.sender[0] && !m.verp && dsn_send(DSN_DELAYED, &dm, rcpts, n) < 0)
 			continue;
-		s = db_stmt("UPDATE queue_messages SET warned = 1 WHERE id = ?1");
+		s = db_stmt(SQL_QUEUE_MARK_WARNED);
 		if (s) {
-			sqlite3_bind_text(s, 1, m.id, -1, SQLITE_STATIC);
-			sqlite3_step(s);
-			sqlite3_reset(s);
+			db_bind_text(s, 1, m.id);
+			db_step(s);
+			db_reset(s);
 		}
 	}
 }
@@ -252,10 +241,7 @@ void remove_finished(void)
 {
 	static char ids[PASS_MESSAGES_STEP][QUEUE_ID_LEN + 1];
 	char dir[PATH_MAX_POSTAGE];
-	size_t n = select_ids("SELECT m.id FROM queue_messages m WHERE NOT EXISTS ("
-			      "SELECT 1 FROM queue_recipients r WHERE r.message_id = m.id AND "
-			      "(r.state = 'queued' OR (r.state = 'bounced' AND r.dsn_sent = 0)))",
-			      0, ids, PASS_MESSAGES_STEP);
+	size_t n = select_ids(SQL_QUEUE_FINISHED, 0, ids, PASS_MESSAGES_STEP);
 
 	if (n == 0)
 		return;
@@ -274,21 +260,21 @@ void remove_finished(void)
 	if (db_begin() < 0)
 		return;
 	for (size_t i = 0; i < n; i++) {
-		sqlite3_stmt *s;
+		struct db_q *s;
 
 		if (!ids[i][0])
 			continue;
-		s = db_stmt("DELETE FROM queue_recipients WHERE message_id = ?1");
+		s = db_stmt(SQL_QUEUE_RECIPIENTS_DELETE);
 		if (s) {
-			sqlite3_bind_text(s, 1, ids[i], -1, SQLITE_STATIC);
-			sqlite3_step(s);
-			sqlite3_reset(s);
+			db_bind_text(s, 1, ids[i]);
+			db_step(s);
+			db_reset(s);
 		}
-		s = db_stmt("DELETE FROM queue_messages WHERE id = ?1");
+		s = db_stmt(SQL_QUEUE_MESSAGE_DELETE);
 		if (s) {
-			sqlite3_bind_text(s, 1, ids[i], -1, SQLITE_STATIC);
-			sqlite3_step(s);
-			sqlite3_reset(s);
+			db_bind_text(s, 1, ids[i]);
+			db_step(s);
+			db_reset(s);
 		}
 	}
 	if (db_commit() == 0)
@@ -346,14 +332,14 @@ void sweep_orphans(void)
 			if (i == 0 && st.st_mtime > real_now - QUEUE_ORPHAN_SECONDS)
 				continue;
 			if (i == 0) {
-				sqlite3_stmt *s = db_stmt("SELECT 1 FROM queue_messages WHERE id = ?1");
+				struct db_q *s = db_stmt(SQL_QUEUE_MESSAGE_EXISTS);
 				int rc;
 				if (!s)
 					break;
-				sqlite3_bind_text(s, 1, e->d_name, -1, SQLITE_STATIC);
-				rc = sqlite3_step(s);
-				sqlite3_reset(s);
-				if (rc != SQLITE_DONE)
+				db_bind_text(s, 1, e->d_name);
+				rc = db_step(s);
+				db_reset(s);
+				if (rc != DB_DONE)
 					continue; /* known, or cannot tell */
 			}
 			if (unlinkat(dirfd(d), e->d_name, 0) == 0)

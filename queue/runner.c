@@ -138,7 +138,7 @@ static void record(struct pass *p, size_t index, const struct report *r)
 	char rcpt_safe[ADDRESS_PATH_MAX * 4 + 8], reply_safe[CLIENT_REPLY_TEXT_MAX + 64];
 	char tls[200];
 	int expired = 0;
-	sqlite3_stmt *s;
+	struct db_q *s;
 
 	rc->reported = 1;
 	switch (st->outcome) {
@@ -161,38 +161,35 @@ static void record(struct pass *p, size_t index, const struct report *r)
 		}
 		break;
 	}
-	s = db_stmt("UPDATE queue_recipients SET state = ?3, attempts = attempts + 1, "
-		    "next_attempt = ?4, last_error = ?5, last_status = ?6, last_mta = ?7, "
-		    "last_command = ?8, dsn_sent = 0 "
-		    "WHERE message_id = ?1 AND recipient = ?2 AND state = 'queued'");
+	s = db_stmt(SQL_QUEUE_RECORD);
 	if (s) {
-		sqlite3_bind_text(s, 1, m->id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 2, rc->recipient, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 3, state, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 4, next);
-		sqlite3_bind_text(s, 5, st->text, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 6, st->status, -1, SQLITE_STATIC);
+		db_bind_text(s, 1, m->id);
+		db_bind_text(s, 2, rc->recipient);
+		db_bind_text(s, 3, state);
+		db_bind_int64(s, 4, next);
+		db_bind_text(s, 5, st->text);
+		db_bind_text(s, 6, st->status);
 		if (st->mta[0])
-			sqlite3_bind_text(s, 7, st->mta, -1, SQLITE_STATIC);
+			db_bind_text(s, 7, st->mta);
 		if (st->command[0])
-			sqlite3_bind_text(s, 8, st->command, -1, SQLITE_STATIC);
+			db_bind_text(s, 8, st->command);
 		time_t give_up = time(NULL) + QUEUE_RECORD_PATIENCE_SECONDS;
 		int step;
 
 		/* Busy beyond the busy timeout (an administrator's open
 		 * transaction): keep trying rather than forget the result. */
-		while ((step = sqlite3_step(s)) == SQLITE_BUSY || step == SQLITE_LOCKED) {
-			sqlite3_reset(s);
+		while ((step = db_step(s)) == DB_BUSY) {
+			db_reset(s);
 			if (time(NULL) >= give_up)
 				break;
 			log_event(LOG_WARNING, "event=delivery result=db_busy id=%s action=retry", m->id);
 		}
-		if (step != SQLITE_DONE) {
+		if (step != DB_DONE) {
 			log_event(LOG_ERR, "event=delivery result=db_error id=%s error=\"%s\"", m->id,
-				  sqlite3_errmsg(db_handle()));
+				  db_errmsg());
 			pass_unrecorded++;
 		}
-		sqlite3_reset(s);
+		db_reset(s);
 	} else {
 		pass_unrecorded++;
 	}
@@ -210,31 +207,20 @@ static void record(struct pass *p, size_t index, const struct report *r)
 		  log_printable(reply_safe, sizeof(reply_safe), st->text, strlen(st->text)));
 }
 
-void copy_column(sqlite3_stmt *s, int col, char *out, size_t cap)
-{
-	const char *v = (const char *)sqlite3_column_text(s, col);
-	snprintf(out, cap, "%s", v ? v : "");
-}
-
 static int load_due(struct pass *p)
 {
-	sqlite3_stmt *s = db_stmt(
-		"SELECT r.message_id, r.recipient, r.attempts, m.sender, m.size, m.body_8bit, "
-		"m.smtputf8, m.created_at, m.verp, r.orig_rcpt FROM queue_recipients r "
-		"JOIN queue_messages m ON m.id = r.message_id "
-		"WHERE r.state = 'queued' AND r.next_attempt <= ?1 "
-		"ORDER BY m.created_at, r.message_id, r.rowid LIMIT ?2");
+	struct db_q *s = db_stmt(SQL_QUEUE_DUE);
 	size_t cap_r = 0, cap_m = 0;
 	int rc;
 
 	if (!s)
 		return -1;
-	sqlite3_bind_int64(s, 1, pass_now);
-	sqlite3_bind_int(s, 2, QUEUE_PASS_RECIPIENTS_MAX);
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		const char *id = (const char *)sqlite3_column_text(s, 0);
-		const char *rcpt = (const char *)sqlite3_column_text(s, 1);
-		const char *sender = (const char *)sqlite3_column_text(s, 3);
+	db_bind_int64(s, 1, pass_now);
+	db_bind_int64(s, 2, QUEUE_PASS_RECIPIENTS_MAX);
+	while ((rc = db_step(s)) == DB_ROW) {
+		const char *id = db_col_text(s, 0);
+		const char *rcpt = db_col_text(s, 1);
+		const char *sender = db_col_text(s, 3);
 		struct qrcpt *r;
 		const char *at;
 
@@ -254,11 +240,11 @@ static int load_due(struct pass *p)
 			memset(m, 0, sizeof(*m));
 			snprintf(m->id, sizeof(m->id), "%s", id);
 			snprintf(m->sender, sizeof(m->sender), "%s", sender ? sender : "");
-			m->size = (unsigned long long)sqlite3_column_int64(s, 4);
-			m->body_8bit = sqlite3_column_int(s, 5);
-			m->smtputf8 = sqlite3_column_int(s, 6);
-			m->created_at = sqlite3_column_int64(s, 7);
-			m->verp = sqlite3_column_int(s, 8);
+			m->size = (unsigned long long)db_col_int64(s, 4);
+			m->body_8bit = db_col_int(s, 5);
+			m->smtputf8 = db_col_int(s, 6);
+			m->created_at = db_col_int64(s, 7);
+			m->verp = db_col_int(s, 8);
 		}
 		if (p->nrcpts == cap_r) {
 			size_t ncap = cap_r ? 2 * cap_r : 64;
@@ -273,8 +259,8 @@ static int load_due(struct pass *p)
 		r->msg = p->nmsgs - 1;
 		r->order = p->nrcpts;
 		snprintf(r->recipient, sizeof(r->recipient), "%s", rcpt);
-		copy_column(s, 9, r->orig_rcpt, sizeof(r->orig_rcpt));
-		r->attempts = sqlite3_column_int(s, 2);
+		db_col_copy(s, 9, r->orig_rcpt, sizeof(r->orig_rcpt));
+		r->attempts = db_col_int(s, 2);
 		at = strrchr(rcpt, '@');
 		if (!p->relay.set && at) {
 			snprintf(r->nexthop, sizeof(r->nexthop), "%s", at + 1);
@@ -284,9 +270,9 @@ static int load_due(struct pass *p)
 		}
 		p->nrcpts++;
 	}
-	sqlite3_reset(s);
-	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-		log_event(LOG_ERR, "event=pass result=db_error error=\"%s\"", sqlite3_errmsg(db_handle()));
+	db_reset(s);
+	if (rc != DB_DONE && rc != DB_ROW) {
+		log_event(LOG_ERR, "event=pass result=db_error error=\"%s\"", db_errmsg());
 		return -1;
 	}
 	return 0;
@@ -598,16 +584,15 @@ static int run_pass(const struct relay *relay, const struct client_auth *auth,
 
 static int due_now(void)
 {
-	sqlite3_stmt *s = db_stmt("SELECT 1 FROM queue_recipients WHERE state = 'queued' "
-				  "AND next_attempt <= ?1 LIMIT 1");
+	struct db_q *s = db_stmt(SQL_QUEUE_DUE_ANY);
 	int rc;
 
 	if (!s)
 		return 0;
-	sqlite3_bind_int64(s, 1, pass_now);
-	rc = sqlite3_step(s);
-	sqlite3_reset(s);
-	return rc == SQLITE_ROW;
+	db_bind_int64(s, 1, pass_now);
+	rc = db_step(s);
+	db_reset(s);
+	return rc == DB_ROW;
 }
 
 /* The lock that lets one runner work at a time. Returns its fd, -2 when

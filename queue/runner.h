@@ -8,7 +8,6 @@
 
 #include <stddef.h>
 
-#include "db.h"
 #include "queue.h"
 
 /* ---- what a pass works on ------------------------------------------- */
@@ -66,8 +65,6 @@ struct report {
 
 /* ---- runner.c ------------------------------------------------------- */
 
-/* A text column of the current row, "" for NULL. */
-void copy_column(sqlite3_stmt *s, int col, char *out, size_t cap);
 
 /* ---- deliver.c ------------------------------------------------------ */
 

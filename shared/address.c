@@ -349,45 +349,42 @@ void address_format(const struct address *a, char *buf, size_t cap)
 
 int domain_is_local(const char *domain)
 {
-	sqlite3_stmt *st = db_stmt("SELECT 1 FROM domains WHERE name = ?1");
+	struct db_q *st = db_stmt(SQL_DOMAIN_IS_LOCAL);
 	int rc;
 
 	if (!st)
 		return -1;
-	sqlite3_bind_text(st, 1, domain, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	if (rc == SQLITE_ROW)
+	db_bind_text(st, 1, domain);
+	rc = db_step(st);
+	db_reset(st);
+	if (rc == DB_ROW)
 		return 1;
-	return rc == SQLITE_DONE ? 0 : -1;
+	return rc == DB_DONE ? 0 : -1;
 }
 
 /* Looks up the mailbox row of an address (exact match). 1 found, 0 not,
  * -1 trouble. */
 static int lookup_mailbox(const char *addr, struct destination *d)
 {
-	sqlite3_stmt *st = db_stmt(
-		"SELECT m.login, m.quota_bytes, m.enabled FROM addresses a "
-		"JOIN mailboxes m ON m.login = a.mailbox WHERE a.address = ?1");
+	struct db_q *st = db_stmt(SQL_ADDRESS_MAILBOX);
 	int rc;
 
 	if (!st)
 		return -1;
-	sqlite3_bind_text(st, 1, addr, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		const char *login = (const char *)sqlite3_column_text(st, 0);
+	db_bind_text(st, 1, addr);
+	rc = db_step(st);
+	if (rc == DB_ROW) {
+		const char *login = db_col_text(st, 0);
 		memset(d, 0, sizeof(*d));
 		d->kind = DEST_MAILBOX;
 		snprintf(d->mailbox, sizeof(d->mailbox), "%s", login ? login : "");
-		d->quota_bytes = sqlite3_column_type(st, 1) == SQLITE_NULL ? -1 :
-				 sqlite3_column_int64(st, 1);
-		d->enabled = sqlite3_column_int(st, 2);
+		d->quota_bytes = db_col_is_null(st, 1) ? -1 : db_col_int64(st, 1);
+		d->enabled = db_col_int(st, 2);
 	}
-	sqlite3_reset(st);
-	if (rc == SQLITE_ROW)
+	db_reset(st);
+	if (rc == DB_ROW)
 		return 1;
-	return rc == SQLITE_DONE ? 0 : -1;
+	return rc == DB_DONE ? 0 : -1;
 }
 
 /* The state of one resolve_recipient call, allocated once for it and
@@ -431,21 +428,21 @@ static int expand_forwards(struct resolver *r, const char *key, int depth)
 {
 	char (*targets)[ADDRESS_PATH_MAX + 1] = r->targets[depth];
 	size_t nt = 0;
-	sqlite3_stmt *st = db_stmt("SELECT target FROM forwards WHERE address = ?1 LIMIT ?2");
+	struct db_q *st = db_stmt(SQL_FORWARD_TARGETS);
 	int rc;
 
 	if (!st) {
 		r->tempfail = 1;
 		return 0;
 	}
-	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-	sqlite3_bind_int(st, 2, FORWARD_TARGETS_MAX);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW && nt < FORWARD_TARGETS_MAX) {
-		const char *t = (const char *)sqlite3_column_text(st, 0);
+	db_bind_text(st, 1, key);
+	db_bind_int64(st, 2, FORWARD_TARGETS_MAX);
+	while ((rc = db_step(st)) == DB_ROW && nt < FORWARD_TARGETS_MAX) {
+		const char *t = db_col_text(st, 0);
 		snprintf(targets[nt++], ADDRESS_PATH_MAX + 1, "%s", t ? t : "");
 	}
-	sqlite3_reset(st);
-	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+	db_reset(st);
+	if (rc != DB_DONE && rc != DB_ROW) {
 		r->tempfail = 1;
 		return 0;
 	}
@@ -616,7 +613,7 @@ static enum resolve_result resolve(struct resolver *r, const struct address *rcp
 		/* RFC 5321 4.5.1: <postmaster> without a domain must be
 		 * accepted: postmaster@hostname when we host that domain, else
 		 * the postmaster of the first hosted domain that has one. */
-		sqlite3_stmt *st;
+		struct db_q *st;
 		enum resolve_result res = RESOLVE_UNKNOWN;
 
 		pm = *rcpt;
@@ -628,20 +625,20 @@ static enum resolve_result resolve(struct resolver *r, const struct address *rcp
 			return RESOLVE_TEMPFAIL;
 		if (local && (got = resolve(r, &pm, out, max, n, 0)) != RESOLVE_UNKNOWN)
 			return got;
-		st = db_stmt("SELECT name FROM domains ORDER BY name LIMIT ?1");
+		st = db_stmt(SQL_DOMAIN_NAMES);
 		if (!st)
 			return RESOLVE_TEMPFAIL;
-		sqlite3_bind_int(st, 1, POSTMASTER_DOMAINS_MAX);
+		db_bind_int64(st, 1, POSTMASTER_DOMAINS_MAX);
 		{
 			/* On the stack: the resolve() below is given a domain,
 			 * so it does not come back into this branch. */
 			char names[POSTMASTER_DOMAINS_MAX][ADDRESS_DOMAIN_MAX + 1];
 			size_t count = 0;
-			while (count < POSTMASTER_DOMAINS_MAX && sqlite3_step(st) == SQLITE_ROW) {
-				const char *d = (const char *)sqlite3_column_text(st, 0);
+			while (count < POSTMASTER_DOMAINS_MAX && db_step(st) == DB_ROW) {
+				const char *d = db_col_text(st, 0);
 				snprintf(names[count++], ADDRESS_DOMAIN_MAX + 1, "%s", d ? d : "");
 			}
-			sqlite3_reset(st);
+			db_reset(st);
 			for (size_t i = 0; i < count && res != RESOLVE_OK; i++) {
 				snprintf(pm.domain, sizeof(pm.domain), "%s", names[i]);
 				for (char *c = pm.domain; *c; c++)

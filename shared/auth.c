@@ -29,20 +29,7 @@ int auth_equal(const char *a, const char *b)
 
 static int failures_recent(const char *key, time_t now)
 {
-	sqlite3_stmt *st = db_stmt("SELECT failures FROM auth_failures WHERE ip_key = ?1 AND last_at >= ?2");
-	int rc, n = 0;
-
-	if (!st)
-		return -1;
-	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, (sqlite3_int64)(now - THROTTLE_WINDOW_SECONDS));
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW)
-		n = sqlite3_column_int(st, 0);
-	sqlite3_reset(st);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-		return -1;
-	return n;
+	return (int)db_int_lookup(SQL_AUTH_FAILURES, key, now - THROTTLE_WINDOW_SECONDS);
 }
 
 /* The wait of an attempt with n failures (or checks under way) from its
@@ -82,9 +69,9 @@ int auth_throttle_delay(const char *ip)
  * failures before this attempt, -2 when the IP is refused, -1 on
  * database trouble (then the count is only read: an administrator
  * holding the database must not stop every login). */
-static int slot_take_relaxed(const char *key, time_t now, sqlite3_int64 *slot);
+static int slot_take_relaxed(const char *key, time_t now, long long *slot);
 
-static int slot_take(const char *key, time_t now, sqlite3_int64 *slot)
+static int slot_take(const char *key, time_t now, long long *slot)
 {
 	int n;
 
@@ -94,37 +81,34 @@ static int slot_take(const char *key, time_t now, sqlite3_int64 *slot)
 	return n;
 }
 
-static int slot_take_relaxed(const char *key, time_t now, sqlite3_int64 *slot)
+static int slot_take_relaxed(const char *key, time_t now, long long *slot)
 {
-	sqlite3_stmt *st;
+	struct db_q *st;
 	int rc, n;
 
 	*slot = 0;
-	st = db_stmt("INSERT INTO auth_pending (ip_key, at) SELECT ?1, ?2 WHERE "
-		     "(SELECT count(*) FROM auth_pending WHERE ip_key = ?1 AND at >= ?5) + "
-		     "coalesce((SELECT failures FROM auth_failures WHERE ip_key = ?1 AND last_at >= ?4), 0) "
-		     "< ?3 RETURNING rowid");
+	st = db_stmt(SQL_AUTH_SLOT_TAKE);
 	if (!st)
 		return -1;
-	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, (sqlite3_int64)now);
-	sqlite3_bind_int(st, 3, THROTTLE_REFUSE_AT);
-	sqlite3_bind_int64(st, 4, (sqlite3_int64)(now - THROTTLE_WINDOW_SECONDS));
-	sqlite3_bind_int64(st, 5, (sqlite3_int64)(now - THROTTLE_PENDING_SECONDS));
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		*slot = sqlite3_column_int64(st, 0);
-		rc = sqlite3_step(st);
+	db_bind_text(st, 1, key);
+	db_bind_int64(st, 2, now);
+	db_bind_int64(st, 3, THROTTLE_REFUSE_AT);
+	db_bind_int64(st, 4, now - THROTTLE_WINDOW_SECONDS);
+	db_bind_int64(st, 5, now - THROTTLE_PENDING_SECONDS);
+	rc = db_step(st);
+	if (rc == DB_ROW) {
+		*slot = db_col_int64(st, 0);
+		rc = db_step(st);
 	}
-	sqlite3_reset(st);
-	if (rc == SQLITE_DONE && *slot) {
+	db_reset(st);
+	if (rc == DB_DONE && *slot) {
 		n = failures_recent(key, now);
 		return n < 0 ? 0 : n;
 	}
-	if (rc == SQLITE_DONE)
+	if (rc == DB_DONE)
 		return -2; /* failures and checks under way are at the limit */
 	*slot = 0;
-	log_event(LOG_WARNING, "event=auth result=not_counted error=\"%s\"", sqlite3_errmsg(db_handle()));
+	log_event(LOG_WARNING, "event=auth result=not_counted error=\"%s\"", db_errmsg());
 	n = failures_recent(key, now);
 	if (n < 0)
 		return -1;
@@ -136,19 +120,19 @@ static int slot_take_relaxed(const char *key, time_t now, sqlite3_int64 *slot)
  * pays for no extra write. */
 static void prune_stale(time_t now)
 {
-	sqlite3_stmt *st = db_stmt("DELETE FROM auth_failures WHERE last_at < ?1");
+	struct db_q *st = db_stmt(SQL_AUTH_FAILURES_PRUNE);
 
 	db_durable(0);
 	if (st) {
-		sqlite3_bind_int64(st, 1, (sqlite3_int64)(now - THROTTLE_WINDOW_SECONDS));
-		sqlite3_step(st);
-		sqlite3_reset(st);
+		db_bind_int64(st, 1, now - THROTTLE_WINDOW_SECONDS);
+		db_step(st);
+		db_reset(st);
 	}
-	st = db_stmt("DELETE FROM auth_pending WHERE at < ?1");
+	st = db_stmt(SQL_AUTH_PENDING_PRUNE);
 	if (st) {
-		sqlite3_bind_int64(st, 1, (sqlite3_int64)(now - THROTTLE_PENDING_SECONDS));
-		sqlite3_step(st);
-		sqlite3_reset(st);
+		db_bind_int64(st, 1, now - THROTTLE_PENDING_SECONDS);
+		db_step(st);
+		db_reset(st);
 	}
 	db_durable(1);
 }
@@ -158,39 +142,34 @@ static void prune_stale(time_t now)
  * count less than the checks made. */
 static void failure_record(const char *key, time_t now)
 {
-	sqlite3_stmt *st = db_stmt(
-		"INSERT INTO auth_failures (ip_key, failures, first_at, last_at) VALUES (?1, 1, ?2, ?2) "
-		"ON CONFLICT(ip_key) DO UPDATE SET "
-		"failures = CASE WHEN last_at < ?3 THEN 1 ELSE failures + 1 END, "
-		"first_at = CASE WHEN last_at < ?3 THEN excluded.first_at ELSE first_at END, "
-		"last_at = excluded.last_at");
+	struct db_q *st = db_stmt(SQL_AUTH_FAILURE_RECORD);
 
 	if (!st)
 		return;
 	db_durable(0);
-	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, (sqlite3_int64)now);
-	sqlite3_bind_int64(st, 3, (sqlite3_int64)(now - THROTTLE_WINDOW_SECONDS));
-	if (sqlite3_step(st) != SQLITE_DONE)
+	db_bind_text(st, 1, key);
+	db_bind_int64(st, 2, now);
+	db_bind_int64(st, 3, now - THROTTLE_WINDOW_SECONDS);
+	if (db_step(st) != DB_DONE)
 		log_event(LOG_WARNING, "event=auth result=not_counted error=\"%s\"",
-			  sqlite3_errmsg(db_handle()));
-	sqlite3_reset(st);
+			  db_errmsg());
+	db_reset(st);
 	db_durable(1);
 }
 
-static void slot_release(sqlite3_int64 slot)
+static void slot_release(long long slot)
 {
-	sqlite3_stmt *st;
+	struct db_q *st;
 
 	if (!slot)
 		return;
-	st = db_stmt("DELETE FROM auth_pending WHERE rowid = ?1");
+	st = db_stmt(SQL_AUTH_SLOT_RELEASE);
 	if (!st)
 		return;
 	db_durable(0);
-	sqlite3_bind_int64(st, 1, slot);
-	sqlite3_step(st);
-	sqlite3_reset(st);
+	db_bind_int64(st, 1, slot);
+	db_step(st);
+	db_reset(st);
 	db_durable(1);
 }
 
@@ -231,10 +210,10 @@ static int crypt_matches(const char *password, const char *hash)
 enum auth_result auth_check(const char *ip, const char *login, const char *password)
 {
 	char key[80], hash[256] = "";
-	sqlite3_stmt *st;
+	struct db_q *st;
 	struct timespec start;
 	time_t now = time(NULL);
-	sqlite3_int64 slot;
+	long long slot;
 	int rc, enabled = 0, found = 0, prior, ok;
 
 	ip_throttle_key(ip, key, sizeof(key));
@@ -252,21 +231,21 @@ enum auth_result auth_check(const char *ip, const char *login, const char *passw
 	/* The floor comes on top of the throttle's delay. */
 	clock_gettime(CLOCK_MONOTONIC, &start);
 
-	st = db_stmt("SELECT password, enabled FROM mailboxes WHERE login = ?1");
+	st = db_stmt(SQL_MAILBOX_PASSWORD);
 	if (!st) {
 		slot_release(slot);
 		return AUTH_TEMPFAIL;
 	}
-	sqlite3_bind_text(st, 1, login, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		const char *h = (const char *)sqlite3_column_text(st, 0);
+	db_bind_text(st, 1, login);
+	rc = db_step(st);
+	if (rc == DB_ROW) {
+		const char *h = db_col_text(st, 0);
 		snprintf(hash, sizeof(hash), "%s", h ? h : "");
-		enabled = sqlite3_column_int(st, 1);
+		enabled = db_col_int(st, 1);
 		found = 1;
 	}
-	sqlite3_reset(st);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+	db_reset(st);
+	if (rc != DB_ROW && rc != DB_DONE) {
 		slot_release(slot); /* no password was checked */
 		return AUTH_TEMPFAIL;
 	}
@@ -274,15 +253,15 @@ enum auth_result auth_check(const char *ip, const char *login, const char *passw
 	if (!found) {
 		/* Same cost as a real check: hash against some mailbox's
 		 * password, so time does not tell which logins exist. */
-		st = db_stmt("SELECT password FROM mailboxes LIMIT 1");
-		if (st && sqlite3_step(st) == SQLITE_ROW) {
-			const char *h = (const char *)sqlite3_column_text(st, 0);
+		st = db_stmt(SQL_MAILBOX_ANY_PASSWORD);
+		if (st && db_step(st) == DB_ROW) {
+			const char *h = db_col_text(st, 0);
 			snprintf(hash, sizeof(hash), "%s", h ? h : dummy_hash);
 		} else {
 			snprintf(hash, sizeof(hash), "%s", dummy_hash);
 		}
 		if (st)
-			sqlite3_reset(st);
+			db_reset(st);
 		crypt_matches(password, hash);
 		ok = 0;
 	} else {

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "db.h"
 #include "limits.h"
 #include "log.h"
 
@@ -55,19 +56,17 @@ static char values[SET_COUNT][SETTING_VALUE_MAX];
 static unsigned char present[SET_COUNT];
 static char hostname_fallback[256];
 
-int config_load(sqlite3 *db)
+int config_load(struct db_q *q)
 {
-	sqlite3_stmt *st = NULL;
-	int rc;
+	enum db_rc rc;
 
-	if (sqlite3_prepare_v2(db, "SELECT key, value FROM settings", -1, &st, NULL) != SQLITE_OK) {
-		log_event(LOG_ERR, "event=settings result=error error=\"%s\"", sqlite3_errmsg(db));
-		sqlite3_finalize(st);
+	if (!q) {
+		log_event(LOG_ERR, "event=settings result=error error=\"%s\"", db_errmsg());
 		return -1;
 	}
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		const char *key = (const char *)sqlite3_column_text(st, 0);
-		const char *value = (const char *)sqlite3_column_text(st, 1);
+	while ((rc = db_step(q)) == DB_ROW) {
+		const char *key = db_col_text(q, 0);
+		const char *value = db_col_text(q, 1);
 		int found = 0;
 
 		if (!key)
@@ -91,9 +90,9 @@ int config_load(sqlite3 *db)
 				  log_printable(safe, sizeof(safe), key, strlen(key)));
 		}
 	}
-	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE) {
-		log_event(LOG_ERR, "event=settings result=error error=\"%s\"", sqlite3_errmsg(db));
+	db_reset(q);
+	if (rc != DB_DONE) {
+		log_event(LOG_ERR, "event=settings result=error error=\"%s\"", db_errmsg());
 		return -1;
 	}
 	return 0;

@@ -3,7 +3,7 @@
 #ifndef POSTAGE_CONFIG_H
 #define POSTAGE_CONFIG_H
 
-#include <sqlite3.h>
+struct db_q;
 
 enum setting {
 	SET_HOSTNAME,
@@ -36,10 +36,10 @@ enum setting {
 	SET_COUNT
 };
 
-/* Reads every row of settings from db (db_open calls it once the
- * database is open and its version checked; config.c knows nothing else
- * of db.c). 0 or -1. */
-int config_load(sqlite3 *db);
+/* Reads every row of the settings query q (SQL_SETTINGS_LOAD; NULL when
+ * it could not be prepared): db_open calls it once the database is open
+ * and its version checked. 0 or -1. */
+int config_load(struct db_q *q);
 /* The value, or the default; "" for an unset optional one. */
 const char *setting(enum setting id);
 long long setting_int(enum setting id);

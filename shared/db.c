@@ -1,5 +1,7 @@
 #include "db.h"
 
+#include <sqlite3.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -7,16 +9,23 @@
 #include "limits.h"
 #include "log.h"
 
-#define DB_STMT_CACHE 96
+static const char *const sql_text[SQL_COUNT] = {
+#define SQL(id, text) [id] = text,
+#include "sql.h"
+#undef SQL
+};
+
+/* The SQLite statement behind a struct db_q. */
+struct db_q {
+	sqlite3_stmt *st;
+};
 
 static const char *path_override;
 static sqlite3 *db;
 static int db_state = -1; /* -1 not tried, else enum db_status */
 
-static struct {
-	const char *sql;
-	sqlite3_stmt *stmt;
-} cache[DB_STMT_CACHE];
+/* One slot a statement of sql.h, prepared on first use. */
+static struct db_q cache[SQL_COUNT];
 
 void db_set_path(const char *path)
 {
@@ -40,12 +49,21 @@ sqlite3 *db_handle(void)
 	return db_state == DB_OK ? db : NULL;
 }
 
-int db_is_temporary(int rc)
+/* The statement id, prepared (once) on the open database, reset and
+ * unbound. NULL when it cannot be prepared (not logged). */
+static struct db_q *prepared(enum sql_id id)
 {
-	rc &= 0xff;
-	return rc == SQLITE_BUSY || rc == SQLITE_LOCKED || rc == SQLITE_IOERR ||
-	       rc == SQLITE_FULL || rc == SQLITE_CANTOPEN || rc == SQLITE_PROTOCOL ||
-	       rc == SQLITE_NOMEM;
+	struct db_q *q = &cache[id];
+
+	if (q->st) {
+		sqlite3_reset(q->st);
+		sqlite3_clear_bindings(q->st);
+		return q;
+	}
+	if (sqlite3_prepare_v3(db, sql_text[id], -1, SQLITE_PREPARE_PERSISTENT, &q->st, NULL) !=
+	    SQLITE_OK)
+		return NULL; /* and q->st is NULL */
+	return q;
 }
 
 enum db_status db_open(void)
@@ -113,7 +131,7 @@ enum db_status db_open(void)
 		db_state = DB_VERSION;
 		return DB_VERSION;
 	}
-	if (config_load(db) < 0) {
+	if (config_load(prepared(SQL_SETTINGS_LOAD)) < 0) {
 		db_state = DB_TEMPFAIL;
 		return DB_TEMPFAIL;
 	}
@@ -121,44 +139,149 @@ enum db_status db_open(void)
 	return DB_OK;
 }
 
-sqlite3_stmt *db_stmt(const char *sql)
+struct db_q *db_stmt(enum sql_id id)
 {
-	size_t i;
+	struct db_q *q;
 
 	if (db_open() != DB_OK)
 		return NULL;
-	for (i = 0; i < DB_STMT_CACHE && cache[i].sql; i++) {
-		if (cache[i].sql == sql) {
-			sqlite3_reset(cache[i].stmt);
-			sqlite3_clear_bindings(cache[i].stmt);
-			return cache[i].stmt;
-		}
-	}
-	if (i == DB_STMT_CACHE) {
-		log_event(LOG_ERR, "event=db_prepare result=error error=\"statement cache full\"");
-		return NULL;
-	}
-	if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &cache[i].stmt, NULL) !=
-	    SQLITE_OK) {
+	q = prepared(id);
+	if (!q)
 		log_event(LOG_ERR, "event=db_prepare result=error error=\"%s\"", sqlite3_errmsg(db));
-		return NULL;
-	}
-	cache[i].sql = sql;
-	return cache[i].stmt;
+	return q;
 }
 
-static int exec_simple(const char *sql)
+void db_bind_text(struct db_q *q, int i, const char *s)
 {
-	sqlite3_stmt *st = db_stmt(sql);
-	int rc;
+	sqlite3_bind_text(q->st, i, s, -1, SQLITE_STATIC);
+}
 
-	if (!st)
+void db_bind_int64(struct db_q *q, int i, long long v)
+{
+	sqlite3_bind_int64(q->st, i, (sqlite3_int64)v);
+}
+
+void db_bind_blob(struct db_q *q, int i, const void *p, size_t n)
+{
+	sqlite3_bind_blob(q->st, i, p, (int)n, SQLITE_STATIC);
+}
+
+int db_param_count(struct db_q *q)
+{
+	return sqlite3_bind_parameter_count(q->st);
+}
+
+enum db_rc db_step(struct db_q *q)
+{
+	switch (sqlite3_step(q->st) & 0xff) {
+	case SQLITE_ROW:
+		return DB_ROW;
+	case SQLITE_DONE:
+		return DB_DONE;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		return DB_BUSY;
+	case SQLITE_IOERR:
+	case SQLITE_FULL:
+	case SQLITE_CANTOPEN:
+	case SQLITE_PROTOCOL:
+	case SQLITE_NOMEM:
+		return DB_TEMPORARY;
+	case SQLITE_CONSTRAINT:
+		return DB_CONSTRAINT;
+	default:
+		return DB_ERROR;
+	}
+}
+
+void db_reset(struct db_q *q)
+{
+	sqlite3_reset(q->st);
+}
+
+const char *db_col_text(struct db_q *q, int col)
+{
+	return (const char *)sqlite3_column_text(q->st, col);
+}
+
+long long db_col_int64(struct db_q *q, int col)
+{
+	return sqlite3_column_int64(q->st, col);
+}
+
+int db_col_int(struct db_q *q, int col)
+{
+	return sqlite3_column_int(q->st, col);
+}
+
+const void *db_col_blob(struct db_q *q, int col)
+{
+	return sqlite3_column_blob(q->st, col);
+}
+
+size_t db_col_bytes(struct db_q *q, int col)
+{
+	return (size_t)sqlite3_column_bytes(q->st, col);
+}
+
+int db_col_is_null(struct db_q *q, int col)
+{
+	return sqlite3_column_type(q->st, col) == SQLITE_NULL;
+}
+
+void db_col_copy(struct db_q *q, int col, char *out, size_t cap)
+{
+	const char *v = db_col_text(q, col);
+
+	snprintf(out, cap, "%s", v ? v : "");
+}
+
+int db_row_int(struct db_q *q, long long *out)
+{
+	enum db_rc rc = db_step(q);
+
+	if (rc == DB_ROW)
+		*out = db_col_int64(q, 0);
+	db_reset(q);
+	if (rc == DB_ROW)
+		return 1;
+	return rc == DB_DONE ? 0 : -1;
+}
+
+long long db_int_lookup(enum sql_id id, const char *text, long long num)
+{
+	struct db_q *q = db_stmt(id);
+	long long n = 0;
+
+	if (!q)
 		return -1;
-	rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	if (rc != SQLITE_DONE) {
-		log_event(LOG_WARNING, "event=db_exec result=error sql=\"%s\" error=\"%s\"", sql,
-			  sqlite3_errmsg(db));
+	db_bind_text(q, 1, text);
+	db_bind_int64(q, 2, num);
+	return db_row_int(q, &n) < 0 ? -1 : n;
+}
+
+int db_changes(void)
+{
+	return sqlite3_changes(db);
+}
+
+const char *db_errmsg(void)
+{
+	return sqlite3_errmsg(db);
+}
+
+static int exec_simple(enum sql_id id)
+{
+	struct db_q *q = db_stmt(id);
+	enum db_rc rc;
+
+	if (!q)
+		return -1;
+	rc = db_step(q);
+	db_reset(q);
+	if (rc != DB_DONE) {
+		log_event(LOG_WARNING, "event=db_exec result=error sql=\"%s\" error=\"%s\"",
+			  sql_text[id], sqlite3_errmsg(db));
 		return -1;
 	}
 	return 0;
@@ -166,12 +289,12 @@ static int exec_simple(const char *sql)
 
 int db_begin(void)
 {
-	return exec_simple("BEGIN IMMEDIATE");
+	return exec_simple(SQL_BEGIN_IMMEDIATE);
 }
 
 int db_commit(void)
 {
-	if (exec_simple("COMMIT") < 0) {
+	if (exec_simple(SQL_COMMIT) < 0) {
 		db_rollback();
 		return -1;
 	}
@@ -180,38 +303,37 @@ int db_commit(void)
 
 void db_durable(int on)
 {
-	sqlite3_stmt *st = db_stmt(on ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
+	struct db_q *q = db_stmt(on ? SQL_SYNCHRONOUS_FULL : SQL_SYNCHRONOUS_NORMAL);
 
-	if (st) {
-		sqlite3_step(st);
-		sqlite3_reset(st);
+	if (q) {
+		db_step(q);
+		db_reset(q);
 	}
 }
 
 void db_rollback(void)
 {
 	if (db && !sqlite3_get_autocommit(db))
-		exec_simple("ROLLBACK");
+		exec_simple(SQL_ROLLBACK);
 }
 
 int db_read_begin(void)
 {
-	return exec_simple("BEGIN");
+	return exec_simple(SQL_BEGIN);
 }
 
 void db_read_end(void)
 {
-	if (db && !sqlite3_get_autocommit(db) && exec_simple("COMMIT") < 0)
+	if (db && !sqlite3_get_autocommit(db) && exec_simple(SQL_COMMIT) < 0)
 		db_rollback();
 }
 
 void db_close(void)
 {
 	if (db_state == DB_OK) {
-		for (size_t i = 0; i < DB_STMT_CACHE && cache[i].sql; i++) {
-			sqlite3_finalize(cache[i].stmt);
-			cache[i].sql = NULL;
-			cache[i].stmt = NULL;
+		for (size_t i = 0; i < SQL_COUNT; i++) {
+			sqlite3_finalize(cache[i].st);
+			cache[i].st = NULL;
 		}
 		/* As at exit: the WAL is left for the next writer's
 		 * autocheckpoint, not checkpointed (with fsyncs) here. */

@@ -1,10 +1,34 @@
 /* The one SQLite database: opened on first use, version-checked, with a busy
  * timeout so an administrator's open sqlite3 session costs the client a 4xx,
- * never a 5xx. Statements are prepared on first use and kept. */
+ * never a 5xx. Every statement is one of the list in sql.h, prepared on
+ * first use and kept; callers bind, step and read columns through the
+ * functions below, so none of them includes <sqlite3.h> and another
+ * engine could stand behind this header without changes in the callers. */
 #ifndef POSTAGE_DB_H
 #define POSTAGE_DB_H
 
-#include <sqlite3.h>
+#include <stddef.h>
+
+/* The name of each statement of sql.h; SQL_COUNT of them. */
+enum sql_id {
+#define SQL(id, text) id,
+#include "sql.h"
+#undef SQL
+	SQL_COUNT
+};
+
+/* A prepared statement (opaque). */
+struct db_q;
+
+/* What a step did. */
+enum db_rc {
+	DB_ROW,        /* a row is ready for db_col_*() */
+	DB_DONE,       /* the statement has run to its end */
+	DB_BUSY,       /* busy or locked beyond the busy timeout: try again */
+	DB_TEMPORARY,  /* another failure that may pass: I/O, disk full, memory */
+	DB_CONSTRAINT, /* a constraint refused the write */
+	DB_ERROR,      /* anything else */
+};
 
 #define DB_SCHEMA_VERSION 4
 #define DB_DEFAULT_PATH "/var/lib/postage/postage.db"
@@ -21,15 +45,59 @@ const char *db_path(void);
 
 /* Opens (once) and checks the version; loads the settings. */
 enum db_status db_open(void);
-sqlite3 *db_handle(void);
+/* The SQLite handle, NULL unless open: for tests and tools only (they
+ * include <sqlite3.h> themselves). */
+struct sqlite3 *db_handle(void);
 
 /* Closes the database for good (its file descriptors too; the settings
  * stay loaded): for a process about to give up the right to open it. */
 void db_close(void);
 
-/* A prepared statement for this SQL text (a string literal: the pointer is
- * the cache key), reset and unbound. NULL on error (logged). */
-sqlite3_stmt *db_stmt(const char *sql);
+/* The prepared statement id of sql.h, reset and unbound (every parameter
+ * NULL). NULL on error (logged). */
+struct db_q *db_stmt(enum sql_id id);
+
+/* Parameters count from 1, columns from 0, as in SQL. A text or blob is
+ * bound without a copy: the caller's buffer must stay as it is until the
+ * statement is reset (db_reset, or db_stmt of the same id). A NULL text
+ * binds NULL. */
+void db_bind_text(struct db_q *q, int i, const char *s);
+void db_bind_int64(struct db_q *q, int i, long long v);
+void db_bind_blob(struct db_q *q, int i, const void *p, size_t n);
+/* The highest parameter number of the statement. */
+int db_param_count(struct db_q *q);
+
+enum db_rc db_step(struct db_q *q);
+/* Ends the statement's run (a RETURNING statement finishes its write
+ * here) and releases its locks; the bindings stay. */
+void db_reset(struct db_q *q);
+
+/* Columns of the current row, valid until the next step or reset. A
+ * NULL reads as a NULL text, a 0 number or an empty blob. */
+const char *db_col_text(struct db_q *q, int col);
+long long db_col_int64(struct db_q *q, int col);
+int db_col_int(struct db_q *q, int col);
+const void *db_col_blob(struct db_q *q, int col);
+size_t db_col_bytes(struct db_q *q, int col);
+int db_col_is_null(struct db_q *q, int col);
+/* A text column into out (cap bytes, truncated), "" for NULL. */
+void db_col_copy(struct db_q *q, int col, char *out, size_t cap);
+
+/* Steps q (bound) once and resets it: the first column of its row as an
+ * integer into *out (left as it is when there is no row). 1 a row, 0 none,
+ * -1 trouble. */
+int db_row_int(struct db_q *q, long long *out);
+
+/* The integer in the first column of the first row of statement id, run
+ * with ?1 = text and ?2 = num: 0 when there is no row, -1 on trouble.
+ * (The counts within a window: login failures, harvest refusals,
+ * messages sent in an hour.) */
+long long db_int_lookup(enum sql_id id, const char *text, long long num);
+
+/* Rows changed by the last INSERT, UPDATE or DELETE. */
+int db_changes(void);
+/* The last error, for a log line. */
+const char *db_errmsg(void);
 
 /* Short write transactions. */
 int db_begin(void);   /* BEGIN IMMEDIATE; 0 or -1 */
@@ -55,6 +123,9 @@ void db_checkpoint_defer(void);
 void db_checkpoint(void);
 
 /* A step result that means "try later" (busy, locked, I/O). */
-int db_is_temporary(int rc);
+static inline int db_is_temporary(enum db_rc rc)
+{
+	return rc == DB_BUSY || rc == DB_TEMPORARY;
+}
 
 #endif

@@ -518,25 +518,18 @@ enum address_parse list_parse_path(const char *arg, int allow_utf8, struct addre
 
 /* ---- the database ---------------------------------------------------------- */
 
-static void column(sqlite3_stmt *st, int col, char *out, size_t cap)
-{
-	const char *v = (const char *)sqlite3_column_text(st, col);
-
-	snprintf(out, cap, "%s", v ? v : "");
-}
-
 /* Fills out from a row of (address, owner, posting, archive,
  * subject_prefix). 0, or -1 when the address is not usable. */
-static int list_from_row(sqlite3_stmt *st, struct list_info *out)
+static int list_from_row(struct db_q *st, struct list_info *out)
 {
-	const char *posting = (const char *)sqlite3_column_text(st, 2);
+	const char *posting = db_col_text(st, 2);
 	struct address a;
 
 	memset(out, 0, sizeof(*out));
-	column(st, 0, out->address, sizeof(out->address));
-	column(st, 1, out->owner, sizeof(out->owner));
-	column(st, 3, out->archive, sizeof(out->archive));
-	column(st, 4, out->subject_prefix, sizeof(out->subject_prefix));
+	db_col_copy(st, 0, out->address, sizeof(out->address));
+	db_col_copy(st, 1, out->owner, sizeof(out->owner));
+	db_col_copy(st, 3, out->archive, sizeof(out->archive));
+	db_col_copy(st, 4, out->subject_prefix, sizeof(out->subject_prefix));
 	if (address_parse_plain(out->address, 1, &a) != ADDRESS_OK || a.local[0] == '"' ||
 	    strchr(a.local, '+')) {
 		char safe[ADDRESS_PATH_MAX * 4 + 8];
@@ -560,7 +553,7 @@ int list_lookup(const struct address *a, struct list_info *out, enum list_role *
 		size_t argcap)
 {
 	char base[ADDRESS_PATH_MAX + 1], full[ADDRESS_PATH_MAX + 1], cand[ADDRESS_PATH_MAX + 1];
-	sqlite3_stmt *st;
+	struct db_q *st;
 	int split, rc, found = 0;
 
 	if (a->is_null || a->is_literal || !a->domain[0] || a->local[0] == '"')
@@ -571,159 +564,160 @@ int list_lookup(const struct address *a, struct list_info *out, enum list_role *
 	address_format(a, full, sizeof(full));
 	if (snprintf(cand, sizeof(cand), "%s@%s", base, a->domain) >= (int)sizeof(cand))
 		return 0;
-	st = db_stmt("SELECT address, owner, posting, archive, subject_prefix, address = ?1 "
-		     "FROM lists WHERE address = ?1 OR address = ?2 "
-		     "ORDER BY address = ?1 DESC LIMIT 1");
+	st = db_stmt(SQL_LIST_LOOKUP);
 	if (!st)
 		return -1;
-	sqlite3_bind_text(st, 1, full, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, cand, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW && list_from_row(st, out) == 0) {
+	db_bind_text(st, 1, full);
+	db_bind_text(st, 2, cand);
+	rc = db_step(st);
+	if (rc == DB_ROW && list_from_row(st, out) == 0) {
 		found = 1;
-		if (sqlite3_column_int(st, 5)) {
+		if (db_col_int(st, 5)) {
 			*role = LIST_ROLE_POST;
 			if (argcap > 0)
 				arg[0] = '\0';
 		}
 	}
-	sqlite3_reset(st);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+	db_reset(st);
+	if (rc != DB_ROW && rc != DB_DONE)
 		return -1;
 	return found;
 }
 
 int list_load(const char *address, struct list_info *out)
 {
-	sqlite3_stmt *st = db_stmt("SELECT address, owner, posting, archive, subject_prefix "
-				   "FROM lists WHERE address = ?1");
+	struct db_q *st = db_stmt(SQL_LIST_LOAD);
 	int rc, found = 0;
 
 	if (!st)
 		return -1;
-	sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW && list_from_row(st, out) == 0)
+	db_bind_text(st, 1, address);
+	rc = db_step(st);
+	if (rc == DB_ROW && list_from_row(st, out) == 0)
 		found = 1;
-	sqlite3_reset(st);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+	db_reset(st);
+	if (rc != DB_ROW && rc != DB_DONE)
 		return -1;
 	return found;
 }
 
 int list_is_member(const char *list, const char *address)
 {
-	sqlite3_stmt *st = db_stmt("SELECT 1 FROM list_members WHERE list = ?1 AND address = ?2");
+	struct db_q *st = db_stmt(SQL_LIST_IS_MEMBER);
 	int rc;
 
 	if (!st)
 		return -1;
-	sqlite3_bind_text(st, 1, list, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, address, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	if (rc == SQLITE_ROW)
+	db_bind_text(st, 1, list);
+	db_bind_text(st, 2, address);
+	rc = db_step(st);
+	db_reset(st);
+	if (rc == DB_ROW)
 		return 1;
-	return rc == SQLITE_DONE ? 0 : -1;
+	return rc == DB_DONE ? 0 : -1;
+}
+
+int list_member_state(const char *list, const char *address)
+{
+	struct db_q *st = db_stmt(SQL_LIST_MEMBER_ENABLED);
+	long long enabled = 0;
+	int found;
+
+	if (!st)
+		return -1;
+	db_bind_text(st, 1, list);
+	db_bind_text(st, 2, address);
+	found = db_row_int(st, &enabled);
+	return found <= 0 ? found : 1 + (int)enabled;
 }
 
 long list_member_count(const char *list)
 {
-	sqlite3_stmt *st = db_stmt("SELECT count(*) FROM list_members WHERE list = ?1 AND enabled = 1");
+	struct db_q *st = db_stmt(SQL_LIST_MEMBER_COUNT);
 	long n = -1;
 
 	if (!st)
 		return -1;
-	sqlite3_bind_text(st, 1, list, -1, SQLITE_STATIC);
-	if (sqlite3_step(st) == SQLITE_ROW)
-		n = (long)sqlite3_column_int64(st, 0);
-	sqlite3_reset(st);
+	db_bind_text(st, 1, list);
+	if (db_step(st) == DB_ROW)
+		n = (long)db_col_int64(st, 0);
+	db_reset(st);
 	return n;
 }
 
 /* One statement with up to four text and one integer binding, stepped to
  * its end; changes() after it, or -1. */
-static int exec_bound(const char *sql, const char *t1, const char *t2, const char *t3,
+static int exec_bound(enum sql_id id, const char *t1, const char *t2, const char *t3,
 		      long long i4)
 {
-	sqlite3_stmt *st = db_stmt(sql);
+	struct db_q *st = db_stmt(id);
 	int rc;
 
 	if (!st)
 		return -1;
 	if (t1)
-		sqlite3_bind_text(st, 1, t1, -1, SQLITE_STATIC);
+		db_bind_text(st, 1, t1);
 	if (t2)
-		sqlite3_bind_text(st, 2, t2, -1, SQLITE_STATIC);
+		db_bind_text(st, 2, t2);
 	if (t3)
-		sqlite3_bind_text(st, 3, t3, -1, SQLITE_STATIC);
-	if (sqlite3_bind_parameter_count(st) >= 4)
-		sqlite3_bind_int64(st, 4, i4);
-	rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	if (rc != SQLITE_DONE) {
+		db_bind_text(st, 3, t3);
+	if (db_param_count(st) >= 4)
+		db_bind_int64(st, 4, i4);
+	rc = db_step(st);
+	db_reset(st);
+	if (rc != DB_DONE) {
 		log_event(LOG_WARNING, "event=list result=db_error error=\"%s\"",
-			  sqlite3_errmsg(db_handle()));
+			  db_errmsg());
 		return -1;
 	}
-	return sqlite3_changes(db_handle());
+	return db_changes();
 }
 
 int list_bounce(const char *list, const char *member, long long now, long long limit,
 		int *disabled)
 {
-	sqlite3_stmt *st;
-	int enabled = -1, rc;
+	struct db_q *st;
+	int state, rc;
 	long long bounces = 0;
 	char safe[ADDRESS_PATH_MAX * 4 + 8];
 
 	*disabled = 0;
 	if (db_begin() < 0)
 		return -1;
-	st = db_stmt("SELECT enabled FROM list_members WHERE list = ?1 AND address = ?2");
-	if (!st)
-		goto fail;
-	sqlite3_bind_text(st, 1, list, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, member, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW)
-		enabled = sqlite3_column_int(st, 0);
-	sqlite3_reset(st);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+	state = list_member_state(list, member);
+	if (state < 0)
 		goto fail;
 	/* Not a member, or one that gets no copies any more: nothing to count. */
-	if (enabled != 1) {
+	if (state != 2) {
 		db_rollback();
 		return 0;
 	}
-	st = db_stmt("SELECT count(*) FROM list_bounces WHERE list = ?1 AND address = ?2 AND at > ?3");
+	st = db_stmt(SQL_LIST_BOUNCES_RECENT);
 	if (!st)
 		goto fail;
-	sqlite3_bind_text(st, 1, list, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, member, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, now - LIST_BOUNCE_WINDOW_DAYS * 86400LL);
-	if (sqlite3_step(st) == SQLITE_ROW)
-		bounces = sqlite3_column_int64(st, 0);
-	sqlite3_reset(st);
+	db_bind_text(st, 1, list);
+	db_bind_text(st, 2, member);
+	db_bind_int64(st, 3, now - LIST_BOUNCE_WINDOW_DAYS * 86400LL);
+	if (db_step(st) == DB_ROW)
+		bounces = db_col_int64(st, 0);
+	db_reset(st);
 	/* With no limit (0) the rows are only a record: kept bounded. */
 	if (bounces < LIST_BOUNCES_KEPT) {
-		sqlite3_stmt *ins = db_stmt("INSERT INTO list_bounces (list, address, at) VALUES (?1, ?2, ?3)");
+		struct db_q *ins = db_stmt(SQL_LIST_BOUNCE_ADD);
 		if (!ins)
 			goto fail;
-		sqlite3_bind_text(ins, 1, list, -1, SQLITE_STATIC);
-		sqlite3_bind_text(ins, 2, member, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(ins, 3, now);
-		rc = sqlite3_step(ins);
-		sqlite3_reset(ins);
-		if (rc != SQLITE_DONE)
+		db_bind_text(ins, 1, list);
+		db_bind_text(ins, 2, member);
+		db_bind_int64(ins, 3, now);
+		rc = db_step(ins);
+		db_reset(ins);
+		if (rc != DB_DONE)
 			goto fail;
 		bounces++;
 	}
 	if (limit > 0 && bounces >= limit) {
-		if (exec_bound("UPDATE list_members SET enabled = 0 WHERE list = ?1 AND address = ?2",
-			       list, member, NULL, 0) < 0 ||
-		    exec_bound("DELETE FROM list_bounces WHERE list = ?1 AND address = ?2", list, member,
-			       NULL, 0) < 0)
+		if (exec_bound(SQL_LIST_MEMBER_DISABLE, list, member, NULL, 0) < 0 ||
+		    exec_bound(SQL_LIST_BOUNCES_CLEAR, list, member, NULL, 0) < 0)
 			goto fail;
 		*disabled = 1;
 	}
@@ -738,14 +732,14 @@ fail:
 	return -1;
 }
 
-static int pending_row(sqlite3_stmt *st, struct list_pending *out)
+static int pending_row(struct db_q *st, struct list_pending *out)
 {
 	memset(out, 0, sizeof(*out));
-	column(st, 0, out->list, sizeof(out->list));
-	column(st, 1, out->address, sizeof(out->address));
-	column(st, 2, out->action, sizeof(out->action));
-	column(st, 3, out->held, sizeof(out->held));
-	out->expires_at = sqlite3_column_int64(st, 4);
+	db_col_copy(st, 0, out->list, sizeof(out->list));
+	db_col_copy(st, 1, out->address, sizeof(out->address));
+	db_col_copy(st, 2, out->action, sizeof(out->action));
+	db_col_copy(st, 3, out->held, sizeof(out->held));
+	out->expires_at = db_col_int64(st, 4);
 	return 1;
 }
 
@@ -756,28 +750,25 @@ static int pending_lookup(const char *list, const char *token, long long now, in
 			  struct list_pending *out)
 {
 	char hex[65];
-	sqlite3_stmt *st;
+	struct db_q *st;
 	int rc, found = 0;
 
 	if (list_token_hash(token, hex) < 0)
 		return list_token_syntax(token) ? -1 : 0;
-	st = take ? db_stmt("DELETE FROM list_pending WHERE token_hash = ?1 AND list = ?2 AND expires_at > ?3 "
-			    "AND action <> 'help' RETURNING list, address, action, held, expires_at")
-		  : db_stmt("SELECT list, address, action, held, expires_at FROM list_pending "
-			    "WHERE token_hash = ?1 AND list = ?2 AND expires_at > ?3 AND action <> 'help'");
+	st = db_stmt(take ? SQL_LIST_PENDING_TAKE : SQL_LIST_PENDING_FIND);
 	if (!st)
 		return -1;
-	sqlite3_bind_text(st, 1, hex, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, list, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, now);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
+	db_bind_text(st, 1, hex);
+	db_bind_text(st, 2, list);
+	db_bind_int64(st, 3, now);
+	rc = db_step(st);
+	if (rc == DB_ROW) {
 		found = pending_row(st, out);
 		/* A RETURNING statement finishes its DELETE on the next step. */
-		rc = take ? sqlite3_step(st) : SQLITE_DONE;
+		rc = take ? db_step(st) : DB_DONE;
 	}
-	sqlite3_reset(st);
-	if (rc != SQLITE_DONE)
+	db_reset(st);
+	if (rc != DB_DONE)
 		return -1;
 	return found;
 }
@@ -796,25 +787,24 @@ int list_pending_add(const char *list, const char *address, const char *action,
 		     const char *token, const char *held, long long now, long long ttl)
 {
 	char hex[65], filler[LIST_TOKEN_CHARS + 1], safe[ADDRESS_PATH_MAX * 4 + 8];
-	sqlite3_stmt *st;
+	struct db_q *st;
 	long long same = 0, all = 0;
 	int rc;
 
-	st = db_stmt("SELECT count(*), sum(address = ?2 AND action = ?3) FROM list_pending "
-		     "WHERE list = ?1 AND expires_at > ?4");
+	st = db_stmt(SQL_LIST_PENDING_COUNT);
 	if (!st)
 		return -1;
-	sqlite3_bind_text(st, 1, list, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, address, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, action, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 4, now);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		all = sqlite3_column_int64(st, 0);
-		same = sqlite3_column_int64(st, 1);
+	db_bind_text(st, 1, list);
+	db_bind_text(st, 2, address);
+	db_bind_text(st, 3, action);
+	db_bind_int64(st, 4, now);
+	rc = db_step(st);
+	if (rc == DB_ROW) {
+		all = db_col_int64(st, 0);
+		same = db_col_int64(st, 1);
 	}
-	sqlite3_reset(st);
-	if (rc != SQLITE_ROW)
+	db_reset(st);
+	if (rc != DB_ROW)
 		return -1;
 	log_printable(safe, sizeof(safe), address, strlen(address));
 	if ((strcmp(action, "post") != 0 && same >= LIST_PENDING_PER_ADDRESS_MAX) ||
@@ -833,33 +823,28 @@ int list_pending_add(const char *list, const char *address, const char *action,
 	}
 	if (list_token_hash(token, hex) < 0)
 		return -1;
-	st = db_stmt("INSERT INTO list_pending (token_hash, list, address, action, held, created_at, "
-		     "expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+	st = db_stmt(SQL_LIST_PENDING_ADD);
 	if (!st)
 		return -1;
-	sqlite3_bind_text(st, 1, hex, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, list, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, address, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 4, action, -1, SQLITE_STATIC);
+	db_bind_text(st, 1, hex);
+	db_bind_text(st, 2, list);
+	db_bind_text(st, 3, address);
+	db_bind_text(st, 4, action);
 	if (held && *held)
-		sqlite3_bind_text(st, 5, held, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 6, now);
-	sqlite3_bind_int64(st, 7, now + ttl);
-	rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	return rc == SQLITE_DONE ? 1 : -1;
+		db_bind_text(st, 5, held);
+	db_bind_int64(st, 6, now);
+	db_bind_int64(st, 7, now + ttl);
+	rc = db_step(st);
+	db_reset(st);
+	return rc == DB_DONE ? 1 : -1;
 }
 
 int list_member_set(const char *list, const char *address, int join)
 {
 	if (!join)
-		return exec_bound("DELETE FROM list_members WHERE list = ?1 AND address = ?2", list,
-				  address, NULL, 0) < 0 ? -1 : 0;
-	if (exec_bound("INSERT INTO list_members (list, address, enabled) VALUES (?1, ?2, 1) "
-		       "ON CONFLICT (list, address) DO UPDATE SET enabled = 1",
-		       list, address, NULL, 0) < 0 ||
-	    exec_bound("DELETE FROM list_bounces WHERE list = ?1 AND address = ?2", list, address, NULL,
-		       0) < 0)
+		return exec_bound(SQL_LIST_MEMBER_DELETE, list, address, NULL, 0) < 0 ? -1 : 0;
+	if (exec_bound(SQL_LIST_MEMBER_JOIN, list, address, NULL, 0) < 0 ||
+	    exec_bound(SQL_LIST_BOUNCES_CLEAR, list, address, NULL, 0) < 0)
 		return -1;
 	return 0;
 }
@@ -890,23 +875,22 @@ void list_expire(long long now)
 {
 	static char held[LIST_EXPIRE_HELD_MAX][64];
 	size_t nheld = 0;
-	sqlite3_stmt *st;
+	struct db_q *st;
 	char dir[PATH_MAX_POSTAGE];
 	DIR *d;
 
 	/* The held files of posts nobody approved in time: their rows go
 	 * first, then the files (a crash between leaves a file the sweep
 	 * below removes once it is old). */
-	st = db_stmt("SELECT held FROM list_pending WHERE expires_at <= ?1 AND held IS NOT NULL "
-		     "LIMIT ?2");
+	st = db_stmt(SQL_LIST_PENDING_HELD_EXPIRED);
 	if (st) {
-		sqlite3_bind_int64(st, 1, now);
-		sqlite3_bind_int(st, 2, LIST_EXPIRE_HELD_MAX);
-		while (nheld < LIST_EXPIRE_HELD_MAX && sqlite3_step(st) == SQLITE_ROW)
-			column(st, 0, held[nheld++], sizeof(held[0]));
-		sqlite3_reset(st);
+		db_bind_int64(st, 1, now);
+		db_bind_int64(st, 2, LIST_EXPIRE_HELD_MAX);
+		while (nheld < LIST_EXPIRE_HELD_MAX && db_step(st) == DB_ROW)
+			db_col_copy(st, 0, held[nheld++], sizeof(held[0]));
+		db_reset(st);
 	}
-	if (exec_bound("DELETE FROM list_pending WHERE expires_at <= ?4", NULL, NULL, NULL, now) > 0 ||
+	if (exec_bound(SQL_LIST_PENDING_EXPIRE, NULL, NULL, NULL, now) > 0 ||
 	    nheld > 0)
 		log_event(LOG_INFO, "event=list_expire result=ok held_posts=%zu", nheld);
 	for (size_t i = 0; i < nheld; i++) {
@@ -914,8 +898,7 @@ void list_expire(long long now)
 		if (list_held_path(held[i], path, sizeof(path), 0) == 0)
 			unlink(path);
 	}
-	exec_bound("DELETE FROM list_bounces WHERE at <= ?4", NULL, NULL, NULL,
-		   now - LIST_BOUNCE_WINDOW_DAYS * 86400LL);
+	exec_bound(SQL_LIST_BOUNCES_EXPIRE, NULL, NULL, NULL, now - LIST_BOUNCE_WINDOW_DAYS * 86400LL);
 	/* Held files no row names, older than any hold: left by a crash. */
 	snprintf(dir, sizeof(dir), "%s/held", setting(SET_SPOOL_DIR));
 	d = opendir(dir);
@@ -923,19 +906,19 @@ void list_expire(long long now)
 		return;
 	for (struct dirent *e; (e = readdir(d)) != NULL;) {
 		struct stat sb;
-		sqlite3_stmt *q;
+		struct db_q *q;
 		int rc;
 
 		if (e->d_name[0] == '.' || fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0 ||
 		    !S_ISREG(sb.st_mode) || sb.st_mtime > time(NULL) - LIST_HOLD_SECONDS - 86400)
 			continue;
-		q = db_stmt("SELECT 1 FROM list_pending WHERE held = ?1");
+		q = db_stmt(SQL_LIST_PENDING_HOLDS);
 		if (!q)
 			break;
-		sqlite3_bind_text(q, 1, e->d_name, -1, SQLITE_STATIC);
-		rc = sqlite3_step(q);
-		sqlite3_reset(q);
-		if (rc == SQLITE_DONE && unlinkat(dirfd(d), e->d_name, 0) == 0)
+		db_bind_text(q, 1, e->d_name);
+		rc = db_step(q);
+		db_reset(q);
+		if (rc == DB_DONE && unlinkat(dirfd(d), e->d_name, 0) == 0)
 			log_event(LOG_NOTICE, "event=sweep result=removed file=held/%s reason=orphan",
 				  e->d_name);
 	}

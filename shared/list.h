@@ -143,6 +143,10 @@ int list_load(const char *address, struct list_info *out);
 /* Is address a member of list (enabled or not)? 1, 0, -1. */
 int list_is_member(const char *list, const char *address);
 
+/* Is address a member of list, and does it get the posts? 2 a member
+ * (enabled), 1 a member that gets nothing (disabled), 0 none, -1 trouble. */
+int list_member_state(const char *list, const char *address);
+
 /* Enabled members of list; -1 on trouble. */
 long list_member_count(const char *list);
 

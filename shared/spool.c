@@ -186,44 +186,41 @@ static void unlink_queued(const struct queue_entry *e, size_t n, const char *qdi
 
 static int insert_rows(const struct queue_entry *e, time_t now)
 {
-	sqlite3_stmt *st = db_stmt("INSERT INTO queue_messages (id, sender, size, body_8bit, smtputf8, "
-				   "created_at, client_ip, auth_login, verp) "
-				   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
+	struct db_q *st = db_stmt(SQL_QUEUE_MESSAGE_INSERT);
 
 	if (!st)
 		return -1;
-	sqlite3_bind_text(st, 1, e->id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, e->sender, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, (sqlite3_int64)e->size);
-	sqlite3_bind_int(st, 4, e->body_8bit);
-	sqlite3_bind_int(st, 5, e->smtputf8);
-	sqlite3_bind_int64(st, 6, (sqlite3_int64)now);
+	db_bind_text(st, 1, e->id);
+	db_bind_text(st, 2, e->sender);
+	db_bind_int64(st, 3, e->size);
+	db_bind_int64(st, 4, e->body_8bit);
+	db_bind_int64(st, 5, e->smtputf8);
+	db_bind_int64(st, 6, now);
 	if (e->client_ip)
-		sqlite3_bind_text(st, 7, e->client_ip, -1, SQLITE_STATIC);
+		db_bind_text(st, 7, e->client_ip);
 	if (e->auth_login && *e->auth_login)
-		sqlite3_bind_text(st, 8, e->auth_login, -1, SQLITE_STATIC);
-	sqlite3_bind_int(st, 9, e->verp);
-	if (sqlite3_step(st) != SQLITE_DONE) {
-		sqlite3_reset(st);
+		db_bind_text(st, 8, e->auth_login);
+	db_bind_int64(st, 9, e->verp);
+	if (db_step(st) != DB_DONE) {
+		db_reset(st);
 		return -1;
 	}
-	sqlite3_reset(st);
-	st = db_stmt("INSERT OR IGNORE INTO queue_recipients (message_id, recipient, orig_rcpt, "
-		     "next_attempt) VALUES (?1, ?2, ?3, ?4)");
+	db_reset(st);
+	st = db_stmt(SQL_QUEUE_RECIPIENT_INSERT);
 	if (!st)
 		return -1;
 	for (size_t i = 0; i < e->n; i++) {
-		sqlite3_reset(st);
-		sqlite3_bind_text(st, 1, e->id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2, e->rcpts[i].recipient, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 3, e->rcpts[i].orig_rcpt, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 4, (sqlite3_int64)now);
-		if (sqlite3_step(st) != SQLITE_DONE) {
-			sqlite3_reset(st);
+		db_reset(st);
+		db_bind_text(st, 1, e->id);
+		db_bind_text(st, 2, e->rcpts[i].recipient);
+		db_bind_text(st, 3, e->rcpts[i].orig_rcpt);
+		db_bind_int64(st, 4, now);
+		if (db_step(st) != DB_DONE) {
+			db_reset(st);
 			return -1;
 		}
 	}
-	sqlite3_reset(st);
+	db_reset(st);
 	return 0;
 }
 
@@ -252,7 +249,7 @@ int queue_enqueue_batch(const struct queue_entry *e, size_t n, int (*hook)(void 
 	for (size_t i = 0; i < n; i++) {
 		if (insert_rows(&e[i], now) < 0) {
 			log_event(LOG_WARNING, "event=enqueue result=db_error id=%s error=\"%s\"", e[i].id,
-				  sqlite3_errmsg(db_handle()));
+				  db_errmsg());
 			goto fail_db;
 		}
 	}
@@ -274,26 +271,23 @@ fail:
 
 int queue_remove(const char *id)
 {
-	static const char *const sql[] = {
-		"DELETE FROM queue_recipients WHERE message_id = ?1",
-		"DELETE FROM queue_messages WHERE id = ?1",
-	};
+	static const enum sql_id sql[] = { SQL_QUEUE_RECIPIENTS_DELETE, SQL_QUEUE_MESSAGE_DELETE };
 	char path[PATH_MAX_POSTAGE];
 
 	if (db_begin() < 0)
 		return -1;
 	for (size_t i = 0; i < 2; i++) {
-		sqlite3_stmt *st = db_stmt(sql[i]);
+		struct db_q *st = db_stmt(sql[i]);
 		int rc;
 
 		if (!st) {
 			db_rollback();
 			return -1;
 		}
-		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-		rc = sqlite3_step(st);
-		sqlite3_reset(st);
-		if (rc != SQLITE_DONE) {
+		db_bind_text(st, 1, id);
+		rc = db_step(st);
+		db_reset(st);
+		if (rc != DB_DONE) {
 			db_rollback();
 			return -1;
 		}
@@ -307,19 +301,19 @@ int queue_remove(const char *id)
 
 int queue_exists(const char *id)
 {
-	sqlite3_stmt *st = db_stmt("SELECT 1 FROM queue_messages WHERE id = ?1");
+	struct db_q *st = db_stmt(SQL_QUEUE_MESSAGE_EXISTS);
 	char path[PATH_MAX_POSTAGE];
 	struct stat sb;
 	int rc;
 
 	if (!st)
 		return -1;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	if (rc == SQLITE_DONE)
+	db_bind_text(st, 1, id);
+	rc = db_step(st);
+	db_reset(st);
+	if (rc == DB_DONE)
 		return 0;
-	if (rc != SQLITE_ROW)
+	if (rc != DB_ROW)
 		return -1;
 	queue_path(id, path, sizeof(path));
 	if (stat(path, &sb) == 0)

@@ -185,30 +185,30 @@ static int init_once(void)
  * 1 found, 0 none, -1 trouble. */
 static int ticket_key_fresh(time_t now)
 {
-	sqlite3_stmt *st;
+	struct db_q *st;
 	int rc, have = 0;
 
-	st = db_stmt("SELECT key FROM tls_ticket_keys WHERE created_at > ?1 ORDER BY created_at DESC LIMIT 1");
+	st = db_stmt(SQL_TLS_TICKET_KEY_FRESH);
 	if (!st)
 		return -1;
-	sqlite3_bind_int64(st, 1, (sqlite3_int64)(now - 86400));
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		int len = sqlite3_column_bytes(st, 0);
-		const void *blob = sqlite3_column_blob(st, 0);
+	db_bind_int64(st, 1, now - 86400);
+	rc = db_step(st);
+	if (rc == DB_ROW) {
+		size_t len = db_col_bytes(st, 0);
+		const void *blob = db_col_blob(st, 0);
 		if (len > 0 && blob) {
 			/* ticket_key points here for the life of the process */
 			static unsigned char stored[256];
-			if ((size_t)len <= sizeof(stored)) {
-				memcpy(stored, blob, (size_t)len);
+			if (len <= sizeof(stored)) {
+				memcpy(stored, blob, len);
 				ticket_key.data = stored;
 				ticket_key.size = (unsigned)len;
 				have = 1;
 			}
 		}
 	}
-	sqlite3_reset(st);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+	db_reset(st);
+	if (rc != DB_ROW && rc != DB_DONE)
 		return -1;
 	return have;
 }
@@ -227,7 +227,7 @@ int tls_library_load(void)
  * agree on one. */
 static int ticket_key_load(void)
 {
-	sqlite3_stmt *st;
+	struct db_q *st;
 	time_t now = time(NULL);
 	int r;
 
@@ -245,19 +245,19 @@ static int ticket_key_load(void)
 		db_rollback();
 		return -1;
 	}
-	st = db_stmt("INSERT OR REPLACE INTO tls_ticket_keys (created_at, key) VALUES (?1, ?2)");
+	st = db_stmt(SQL_TLS_TICKET_KEY_STORE);
 	if (st) {
-		sqlite3_bind_int64(st, 1, (sqlite3_int64)now);
-		sqlite3_bind_blob(st, 2, ticket_key.data, (int)ticket_key.size, SQLITE_STATIC);
-		sqlite3_step(st);
-		sqlite3_reset(st);
+		db_bind_int64(st, 1, now);
+		db_bind_blob(st, 2, ticket_key.data, ticket_key.size);
+		db_step(st);
+		db_reset(st);
 	}
 	/* Pruned on write: the table never grows. */
-	st = db_stmt("DELETE FROM tls_ticket_keys WHERE created_at < ?1");
+	st = db_stmt(SQL_TLS_TICKET_KEYS_PRUNE);
 	if (st) {
-		sqlite3_bind_int64(st, 1, (sqlite3_int64)(now - 2 * 86400));
-		sqlite3_step(st);
-		sqlite3_reset(st);
+		db_bind_int64(st, 1, now - 2 * 86400);
+		db_step(st);
+		db_reset(st);
 	}
 	if (db_commit() < 0)
 		log_event(LOG_WARNING, "event=tls result=ticket_key_not_stored");

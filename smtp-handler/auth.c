@@ -168,7 +168,7 @@ enum cmd_result cmd_auth(struct session *s, const char *arg)
 int session_login_may_use(const char *login, const struct address *a)
 {
 	char owner[ADDRESS_LOCAL_MAX + 1], addr[ADDRESS_PATH_MAX + 1], domain[ADDRESS_DOMAIN_MAX + 2];
-	sqlite3_stmt *st;
+	struct db_q *st;
 	int r, rc;
 
 	if (a->is_null || a->is_postmaster)
@@ -178,19 +178,19 @@ int session_login_may_use(const char *login, const struct address *a)
 		return -1;
 	if (r > 0 && strcmp(owner, login) == 0)
 		return 1;
-	st = db_stmt("SELECT 1 FROM send_as WHERE login = ?1 AND address IN (?2, ?3)");
+	st = db_stmt(SQL_SEND_AS);
 	if (!st)
 		return -1;
 	address_format(a, addr, sizeof(addr));
 	snprintf(domain, sizeof(domain), "@%s", a->domain);
-	sqlite3_bind_text(st, 1, login, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, addr, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, domain, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+	db_bind_text(st, 1, login);
+	db_bind_text(st, 2, addr);
+	db_bind_text(st, 3, domain);
+	rc = db_step(st);
+	db_reset(st);
+	if (rc != DB_ROW && rc != DB_DONE)
 		return -1;
-	return rc == SQLITE_ROW;
+	return rc == DB_ROW;
 }
 
 /* The envelope sender rule: 0, or -1 after replying. The reply names the

@@ -17,18 +17,7 @@
 /* The address's refusals within the window, or -1 on trouble. */
 static int refusals_recent(const char *key, time_t now)
 {
-	sqlite3_stmt *st = db_stmt("SELECT refusals FROM harvest WHERE ip_key = ?1 AND last_at >= ?2");
-	int rc, n = 0;
-
-	if (!st)
-		return -1;
-	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, (sqlite3_int64)(now - HARVEST_WINDOW_SECONDS));
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW)
-		n = sqlite3_column_int(st, 0);
-	sqlite3_reset(st);
-	return rc == SQLITE_ROW || rc == SQLITE_DONE ? n : -1;
+	return (int)db_int_lookup(SQL_HARVEST_REFUSALS, key, now - HARVEST_WINDOW_SECONDS);
 }
 
 int harvest_blocked(struct session *s)
@@ -52,7 +41,7 @@ int harvest_blocked(struct session *s)
 
 void harvest_count_refusal(struct session *s)
 {
-	sqlite3_stmt *st;
+	struct db_q *st;
 	char key[80];
 	time_t now = time(NULL);
 	int rc;
@@ -60,25 +49,21 @@ void harvest_count_refusal(struct session *s)
 	if (setting_int(SET_HARVEST_LIMIT) <= 0 || !s->peer.ip[0])
 		return;
 	ip_throttle_key(s->peer.ip, key, sizeof(key));
-	st = db_stmt("INSERT INTO harvest (ip_key, refusals, first_at, last_at) VALUES (?1, 1, ?2, ?2) "
-		     "ON CONFLICT(ip_key) DO UPDATE SET "
-		     "refusals = CASE WHEN last_at < ?3 THEN 1 ELSE refusals + 1 END, "
-		     "first_at = CASE WHEN last_at < ?3 THEN excluded.first_at ELSE first_at END, "
-		     "last_at = excluded.last_at RETURNING refusals");
+	st = db_stmt(SQL_HARVEST_COUNT);
 	if (!st)
 		return;
-	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, (sqlite3_int64)now);
-	sqlite3_bind_int64(st, 3, (sqlite3_int64)(now - HARVEST_WINDOW_SECONDS));
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		int n = sqlite3_column_int(st, 0);
+	db_bind_text(st, 1, key);
+	db_bind_int64(st, 2, now);
+	db_bind_int64(st, 3, now - HARVEST_WINDOW_SECONDS);
+	rc = db_step(st);
+	if (rc == DB_ROW) {
+		int n = db_col_int(st, 0);
 		if (n == setting_int(SET_HARVEST_LIMIT))
 			log_event(LOG_WARNING, "event=harvest result=blocked ip=%s refusals=%d", s->peer.ip, n);
 	}
 	/* Reset runs the RETURNING statement to its end, which commits it. */
-	sqlite3_reset(st);
-	if (rc != SQLITE_ROW)
+	db_reset(st);
+	if (rc != DB_ROW)
 		log_event(LOG_WARNING, "event=harvest result=not_counted ip=%s error=\"%s\"", s->peer.ip,
-			  sqlite3_errmsg(db_handle()));
+			  db_errmsg());
 }

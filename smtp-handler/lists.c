@@ -765,7 +765,7 @@ static int collect_members(struct session *s, const struct list_info *l, struct 
 	static struct destination found[FORWARD_TARGETS_MAX];
 	char (*members)[ADDRESS_PATH_MAX + 1] = NULL;
 	unsigned char *local = NULL;
-	sqlite3_stmt *st;
+	struct db_q *st;
 	size_t nmembers = 0, mcap = 0, rcap = 0, bcap = 0;
 	char safe[ADDRESS_PATH_MAX * 4 + 8];
 	int rc, ret = -1;
@@ -775,15 +775,13 @@ static int collect_members(struct session *s, const struct list_info *l, struct 
 	if (db_read_begin() < 0)
 		goto tempfail;
 	/* One query: each member, and whether its domain is ours. */
-	st = db_stmt("SELECT m.address, EXISTS (SELECT 1 FROM domains d WHERE "
-		     "d.name = substr(m.address, instr(m.address, '@') + 1)) "
-		     "FROM list_members m WHERE m.list = ?1 AND m.enabled = 1 LIMIT ?2");
+	st = db_stmt(SQL_LIST_MEMBERS);
 	if (!st)
 		goto tempfail;
-	sqlite3_bind_text(st, 1, l->address, -1, SQLITE_STATIC);
-	sqlite3_bind_int(st, 2, LIST_MEMBERS_MAX + 1);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		const char *a = (const char *)sqlite3_column_text(st, 0);
+	db_bind_text(st, 1, l->address);
+	db_bind_int64(st, 2, LIST_MEMBERS_MAX + 1);
+	while ((rc = db_step(st)) == DB_ROW) {
+		const char *a = db_col_text(st, 0);
 
 		if (nmembers == mcap) {
 			size_t ncap = mcap ? 2 * mcap : 256;
@@ -794,17 +792,17 @@ static int collect_members(struct session *s, const struct list_info *l, struct 
 			if (k)
 				local = k;
 			if (!m || !k) {
-				sqlite3_reset(st);
+				db_reset(st);
 				goto tempfail;
 			}
 			mcap = ncap;
 		}
 		snprintf(members[nmembers], sizeof(members[0]), "%s", a ? a : "");
-		local[nmembers] = (unsigned char)sqlite3_column_int(st, 1);
+		local[nmembers] = (unsigned char)db_col_int(st, 1);
 		nmembers++;
 	}
-	sqlite3_reset(st);
-	if (rc != SQLITE_DONE)
+	db_reset(st);
+	if (rc != DB_DONE)
 		goto tempfail;
 	if (nmembers > LIST_MEMBERS_MAX) {
 		log_event(LOG_WARNING, "event=list result=refused list=%s reason=too_many_members max=%d",
@@ -868,24 +866,23 @@ static int collect_members(struct session *s, const struct list_info *l, struct 
 	if (l->archive[0]) {
 		char arch[ADDRESS_PATH_MAX + 1];
 		struct destination d;
-		st = db_stmt("SELECT quota_bytes, enabled FROM mailboxes WHERE login = ?1");
+		st = db_stmt(SQL_MAILBOX_QUOTA);
 		if (!st)
 			goto tempfail;
-		sqlite3_bind_text(st, 1, l->archive, -1, SQLITE_STATIC);
-		rc = sqlite3_step(st);
+		db_bind_text(st, 1, l->archive);
+		rc = db_step(st);
 		memset(&d, 0, sizeof(d));
 		snprintf(d.mailbox, sizeof(d.mailbox), "%s", l->archive);
-		if (rc == SQLITE_ROW) {
-			d.quota_bytes = sqlite3_column_type(st, 0) == SQLITE_NULL ? -1 :
-					sqlite3_column_int64(st, 0);
-			d.enabled = sqlite3_column_int(st, 1);
+		if (rc == DB_ROW) {
+			d.quota_bytes = db_col_is_null(st, 0) ? -1 : db_col_int64(st, 0);
+			d.enabled = db_col_int(st, 1);
 		}
-		sqlite3_reset(st);
+		db_reset(st);
 		snprintf(arch, sizeof(arch), "%s", l->archive);
-		if (rc == SQLITE_ROW && d.enabled && mailbox_has_room(&d, p->size)) {
+		if (rc == DB_ROW && d.enabled && mailbox_has_room(&d, p->size)) {
 			if (add_mailbox(p, &bcap, arch) < 0)
 				goto tempfail;
-		} else if (rc == SQLITE_ROW || rc == SQLITE_DONE) {
+		} else if (rc == DB_ROW || rc == DB_DONE) {
 			log_event(LOG_WARNING, "event=list result=archive_skipped list=%s mailbox=%s", l->address,
 				  arch);
 		} else {
@@ -1232,16 +1229,8 @@ static int request(struct session *s, const struct list_info *l, const struct he
 	}
 	safe_of(who, safe, sizeof(safe));
 	if (cmd != LIST_CMD_HELP) {
-		sqlite3_stmt *st = db_stmt("SELECT enabled FROM list_members WHERE list = ?1 AND address = ?2");
-		int rc;
-		if (!st)
-			goto tempfail;
-		sqlite3_bind_text(st, 1, l->address, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2, who, -1, SQLITE_STATIC);
-		rc = sqlite3_step(st);
-		member = rc == SQLITE_ROW ? 1 + sqlite3_column_int(st, 0) : 0; /* 2: enabled */
-		sqlite3_reset(st);
-		if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		member = list_member_state(l->address, who); /* 2: enabled */
+		if (member < 0)
 			goto tempfail;
 		/* Nothing to do: no mail either (the address is the one told, so
 		 * the asker learns nothing whichever it is). */

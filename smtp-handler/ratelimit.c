@@ -22,21 +22,7 @@ static long long current_hour(void)
 /* Messages charged to login in this hour, or -1 on database trouble. */
 static long long sent_this_hour(const char *login)
 {
-	sqlite3_stmt *st = db_stmt("SELECT count FROM send_counts WHERE login = ?1 AND hour = ?2");
-	long long n = 0;
-	int rc;
-
-	if (!st)
-		return -1;
-	sqlite3_bind_text(st, 1, login, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, (sqlite3_int64)current_hour());
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW)
-		n = sqlite3_column_int64(st, 0);
-	sqlite3_reset(st);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-		return -1;
-	return n;
+	return db_int_lookup(SQL_SEND_COUNT, login, current_hour());
 }
 
 int rate_limit_check(struct session *s, size_t wanted)
@@ -64,7 +50,7 @@ int rate_limit_check(struct session *s, size_t wanted)
 void rate_limit_charge(struct session *s, size_t count)
 {
 	long long hour = current_hour();
-	sqlite3_stmt *st;
+	struct db_q *st;
 	int ok = 1;
 
 	if (!s->auth_login[0] || count == 0)
@@ -74,23 +60,22 @@ void rate_limit_charge(struct session *s, size_t count)
 			  count);
 		return;
 	}
-	st = db_stmt("INSERT INTO send_counts (login, hour, count) VALUES (?1, ?2, ?3) "
-		     "ON CONFLICT(login, hour) DO UPDATE SET count = count + excluded.count");
+	st = db_stmt(SQL_SEND_COUNT_ADD);
 	if (st) {
-		sqlite3_bind_text(st, 1, s->auth_login, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 2, (sqlite3_int64)hour);
-		sqlite3_bind_int64(st, 3, (sqlite3_int64)count);
-		ok = sqlite3_step(st) == SQLITE_DONE;
-		sqlite3_reset(st);
+		db_bind_text(st, 1, s->auth_login);
+		db_bind_int64(st, 2, hour);
+		db_bind_int64(st, 3, count);
+		ok = db_step(st) == DB_DONE;
+		db_reset(st);
 	} else {
 		ok = 0;
 	}
 	/* Pruned on write, so the table cannot grow without bound. */
-	st = db_stmt("DELETE FROM send_counts WHERE hour < ?1");
+	st = db_stmt(SQL_SEND_COUNTS_PRUNE);
 	if (st) {
-		sqlite3_bind_int64(st, 1, (sqlite3_int64)(hour - SEND_COUNTS_KEEP_HOURS));
-		sqlite3_step(st);
-		sqlite3_reset(st);
+		db_bind_int64(st, 1, hour - SEND_COUNTS_KEEP_HOURS);
+		db_step(st);
+		db_reset(st);
 	}
 	if (!ok) {
 		db_rollback();

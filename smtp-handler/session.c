@@ -73,13 +73,13 @@ void session_end(struct session *s, const char *reason)
 /* relay_networks holds the client's address. 1 yes, 0 no, -1 trouble. */
 static int in_relay_networks(const char *ip)
 {
-	sqlite3_stmt *st = db_stmt("SELECT network FROM relay_networks");
+	struct db_q *st = db_stmt(SQL_RELAY_NETWORKS);
 	int rc, found = 0;
 
 	if (!st)
 		return -1;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		const char *net = (const char *)sqlite3_column_text(st, 0);
+	while ((rc = db_step(st)) == DB_ROW) {
+		const char *net = db_col_text(st, 0);
 		int m = net ? cidr_match(ip, net) : -1;
 
 		if (m < 0) {
@@ -91,8 +91,8 @@ static int in_relay_networks(const char *ip)
 			break;
 		}
 	}
-	sqlite3_reset(st);
-	if (!found && rc != SQLITE_DONE)
+	db_reset(st);
+	if (!found && rc != DB_DONE)
 		return -1;
 	return found;
 }
@@ -100,23 +100,23 @@ static int in_relay_networks(const char *ip)
 /* A POP3 login from this IP within pop_before_smtp_minutes. */
 static int pop_login_recent(struct session *s)
 {
-	sqlite3_stmt *st = db_stmt("SELECT login FROM pop_logins WHERE ip = ?1 AND at >= ?2");
+	struct db_q *st = db_stmt(SQL_POP_LOGIN_RECENT);
 	long long window = setting_int(SET_POP_BEFORE_SMTP_MINUTES) * 60;
 	int rc;
 
 	if (!st)
 		return -1;
-	sqlite3_bind_text(st, 1, s->peer.ip, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, (sqlite3_int64)(time(NULL) - window));
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		const char *login = (const char *)sqlite3_column_text(st, 0);
+	db_bind_text(st, 1, s->peer.ip);
+	db_bind_int64(st, 2, time(NULL) - window);
+	rc = db_step(st);
+	if (rc == DB_ROW) {
+		const char *login = db_col_text(st, 0);
 		snprintf(s->pop_login, sizeof(s->pop_login), "%s", login ? login : "");
 	}
-	sqlite3_reset(st);
-	if (rc == SQLITE_ROW)
+	db_reset(st);
+	if (rc == DB_ROW)
 		return window > 0;
-	return rc == SQLITE_DONE ? 0 : -1;
+	return rc == DB_DONE ? 0 : -1;
 }
 
 int session_may_relay(struct session *s)
