@@ -237,6 +237,19 @@ static void sql_quoted(const char *s, char *out, size_t cap)
 	out[o] = '\0';
 }
 
+void list_notice_init(struct list_notice *n, const struct list_info *l, const char *role,
+		      const char *to, const char *subject, const char *text)
+{
+	memset(n, 0, sizeof(*n));
+	n->list = l;
+	n->to = to;
+	n->from_role = role;
+	n->subject = subject;
+	n->auto_submitted = strcmp(role, "request") == 0 ? "auto-replied" : "auto-generated";
+	n->text = text;
+	n->attach_fd = -1;
+}
+
 int list_notify_disabled(const struct list_info *l, const char *member, long long bounces)
 {
 	char text[2048], subject[ADDRESS_PATH_MAX + 64], qlist[2 * ADDRESS_PATH_MAX + 4];
@@ -257,13 +270,6 @@ int list_notify_disabled(const struct list_info *l, const char *member, long lon
 		 "or let the member subscribe again (mail to %s-subscribe@%s).\n",
 		 member, l->address, bounces, LIST_BOUNCE_WINDOW_DAYS, qlist, qmember, l->local,
 		 l->domain);
-	memset(&n, 0, sizeof(n));
-	n.list = l;
-	n.to = l->owner;
-	n.from_role = "owner";
-	n.subject = subject;
-	n.auto_submitted = "auto-generated";
-	n.text = text;
-	n.attach_fd = -1;
+	list_notice_init(&n, l, "owner", l->owner, subject, text);
 	return list_notice_send(&n, NULL, NULL);
 }

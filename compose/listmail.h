@@ -26,6 +26,13 @@ struct list_notice {
 	off_t attach_size;
 };
 
+/* n for the list l, from its role: "request" (an answer to whoever
+ * asked: auto-replied) or "owner" (a notice for the owner:
+ * auto-generated), to to, with subject and text; nothing attached, no
+ * Reply-To, no In-Reply-To (set those after). */
+void list_notice_init(struct list_notice *n, const struct list_info *l, const char *role,
+		      const char *to, const char *subject, const char *text);
+
 /* Composes and delivers n. hook (may be NULL) runs inside the commit that
  * makes the notice visible, for the database writes that belong with it
  * (a confirmation's row): it returns 1 to go on, 0 to send nothing (a

@@ -141,7 +141,7 @@ static int srs_local_char(unsigned char c)
 enum address_parse srs_parse_path(const char *arg, struct address *out, const char **rest)
 {
 	const char *p = arg, *close, *at = NULL;
-	size_t llen, dlen;
+	enum address_parse r;
 
 	while (*p == ' ')
 		p++;
@@ -159,18 +159,12 @@ enum address_parse srs_parse_path(const char *arg, struct address *out, const ch
 		} else if (!at && (!srs_local_char((unsigned char)*c) || (c[0] == '.' && c[1] == '.')))
 			return ADDRESS_TOOLONG; /* quoted or odd: not ours to widen */
 	}
-	if (!at)
+	r = address_long_path_check(p, at, close);
+	if (r != ADDRESS_OK)
+		return r;
+	if (!address_domain_valid(at + 1, (size_t)(close - at - 1), 0))
 		return ADDRESS_SYNTAX;
-	llen = (size_t)(at - p);
-	dlen = (size_t)(close - at - 1);
-	if (!address_long_path_fits(p, llen, dlen))
-		return ADDRESS_TOOLONG;
-	if (!address_domain_valid(at + 1, dlen, 0))
-		return ADDRESS_SYNTAX;
-	memset(out, 0, sizeof(*out));
-	memcpy(out->local, p, llen);
-	for (size_t i = 0; i < dlen; i++)
-		out->domain[i] = (char)tolower((unsigned char)at[1 + i]);
+	address_long_path_take(out, p, at, close);
 	if (rest)
 		*rest = close + 1;
 	return ADDRESS_OK;

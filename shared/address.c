@@ -56,10 +56,26 @@ static int literal_valid(const char *d, size_t len)
 	return inet_pton(AF_INET, tmp, bin) == 1;
 }
 
-int address_long_path_fits(const char *local, size_t llen, size_t dlen)
+enum address_parse address_long_path_check(const char *p, const char *at, const char *close)
 {
-	return llen > 0 && llen + 1 + dlen <= ADDRESS_PATH_MAX && dlen <= ADDRESS_DOMAIN_MAX &&
-	       local[0] != '.' && local[llen - 1] != '.';
+	size_t llen, dlen;
+
+	if (!at)
+		return ADDRESS_SYNTAX;
+	llen = (size_t)(at - p);
+	dlen = (size_t)(close - at - 1);
+	if (llen == 0 || llen + 1 + dlen > ADDRESS_PATH_MAX || dlen > ADDRESS_DOMAIN_MAX ||
+	    p[0] == '.' || at[-1] == '.')
+		return ADDRESS_TOOLONG;
+	return ADDRESS_OK;
+}
+
+void address_long_path_take(struct address *out, const char *p, const char *at, const char *close)
+{
+	memset(out, 0, sizeof(*out));
+	memcpy(out->local, p, (size_t)(at - p));
+	for (const char *d = at + 1; d < close; d++)
+		out->domain[d - at - 1] = (char)tolower((unsigned char)*d);
 }
 
 int address_domain_valid(const char *d, size_t len, int allow_utf8)

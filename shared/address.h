@@ -41,10 +41,17 @@ int address_domain_valid(const char *d, size_t len, int allow_utf8);
 
 /* For the paths whose local part may pass 64 octets (an SRS address, a
  * list's VERP address: RFC 5321 4.5.3.1 asks servers to take longer ones
- * where they can): a local part of llen octets at local and a domain of
- * dlen still fit a path, and the local part neither starts nor ends with
- * a dot. */
-int address_long_path_fits(const char *local, size_t llen, size_t dlen);
+ * where they can), the path from p to close (its '>'), its '@' at at
+ * (NULL: there was none): ADDRESS_SYNTAX without '@'; ADDRESS_TOOLONG
+ * when the local part and the domain do not fit a path, or the local part
+ * starts or ends with a dot; else ADDRESS_OK. The caller checks the
+ * characters. */
+enum address_parse address_long_path_check(const char *p, const char *at, const char *close);
+
+/* out from such a path (checked, its domain valid): the local part as it
+ * is, the domain lower-cased; the rest of out zero. */
+void address_long_path_take(struct address *out, const char *p, const char *at,
+			    const char *close);
 
 /* A well-formed UTF-8 sequence starting at s (within n bytes, s[0] >=
  * 0x80): its length, or 0. Overlongs and surrogates are refused. */

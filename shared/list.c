@@ -443,7 +443,8 @@ enum address_parse list_parse_path(const char *arg, int allow_utf8, struct addre
 				   const char **rest)
 {
 	const char *p = arg, *close, *at = NULL;
-	size_t llen, dlen;
+	enum address_parse r;
+	size_t llen;
 	int utf8 = 0;
 
 	while (*p == ' ')
@@ -479,12 +480,10 @@ enum address_parse list_parse_path(const char *arg, int allow_utf8, struct addre
 			return ADDRESS_TOOLONG; /* quoted or odd: not ours to widen */
 		c++;
 	}
-	if (!at)
-		return ADDRESS_SYNTAX;
+	r = address_long_path_check(p, at, close);
+	if (r != ADDRESS_OK)
+		return r;
 	llen = (size_t)(at - p);
-	dlen = (size_t)(close - at - 1);
-	if (!address_long_path_fits(p, llen, dlen))
-		return ADDRESS_TOOLONG;
 	{
 		/* Only a list's VERP or confirmation address is let through. */
 		char local[ADDRESS_PATH_MAX + 1];
@@ -502,12 +501,9 @@ enum address_parse list_parse_path(const char *arg, int allow_utf8, struct addre
 	}
 	if (utf8 && !allow_utf8)
 		return ADDRESS_NEED_UTF8;
-	if (!address_domain_valid(at + 1, dlen, allow_utf8))
+	if (!address_domain_valid(at + 1, (size_t)(close - at - 1), allow_utf8))
 		return ADDRESS_SYNTAX;
-	memset(out, 0, sizeof(*out));
-	memcpy(out->local, p, llen);
-	for (size_t i = 0; i < dlen; i++)
-		out->domain[i] = (char)tolower((unsigned char)at[1 + i]);
+	address_long_path_take(out, p, at, close);
 	for (const char *c = at + 1; c < close; c++)
 		utf8 |= (unsigned char)*c >= 0x80;
 	out->non_ascii = utf8;

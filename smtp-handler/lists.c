@@ -1114,14 +1114,8 @@ static int hold_post(struct session *s, const struct list_info *l, int src, off_
 		 "then. The post is attached.\n",
 		 l->address, from, safe_of(env, safe, sizeof(safe)), subj, why, confirm, l->owner,
 		 LIST_HOLD_SECONDS / 86400);
-	memset(&n, 0, sizeof(n));
-	n.list = l;
-	n.to = l->owner;
-	n.from_role = "owner";
-	n.subject = subject;
+	list_notice_init(&n, l, "owner", l->owner, subject, text);
 	n.reply_to = confirm;
-	n.auto_submitted = "auto-generated";
-	n.text = text;
 	n.attach_fd = fd;
 	n.attach_size = size;
 	ctx = (struct pending_ctx){ l->address, l->owner, "post", token, name, LIST_HOLD_SECONDS, 0 };
@@ -1240,15 +1234,8 @@ static int request(struct session *s, const struct list_info *l, const struct he
 			return 0;
 		}
 	}
-	memset(&n, 0, sizeof(n));
-	n.list = l;
-	n.to = who;
-	n.from_role = "request";
-	n.auto_submitted = "auto-replied";
+	list_notice_init(&n, l, "request", who, subject, text);
 	n.in_reply_to = request_id(hb, idbuf, sizeof(idbuf));
-	n.text = text;
-	n.attach_fd = -1;
-	n.subject = subject;
 	if (cmd == LIST_CMD_HELP) {
 		snprintf(subject, sizeof(subject), "Help for the list %s", l->address);
 		snprintf(text, sizeof(text),
@@ -1315,14 +1302,7 @@ static void membership_notice(const struct list_info *l, const char *who, int jo
 			 "%s is no longer a member of the list %s.\n\n"
 			 "To join again, mail to %s-subscribe@%s.\n",
 			 who, l->address, l->local, l->domain);
-	memset(&n, 0, sizeof(n));
-	n.list = l;
-	n.to = who;
-	n.from_role = "request";
-	n.subject = subject;
-	n.auto_submitted = "auto-replied";
-	n.text = text;
-	n.attach_fd = -1;
+	list_notice_init(&n, l, "request", who, subject, text);
 	/* best effort: the membership is made already */
 	list_notice_send(&n, NULL, NULL);
 }
