@@ -117,15 +117,12 @@ class ListCase(unittest.TestCase):
 
     def setUp(self):
         harness.binary('queue/queue-runner')
-        self.p = Postage()
-        self.p.__enter__()
-        self.addCleanup(self.p.__exit__, None, None, None)
-        p = self.p
+        p = self.p = Postage().enter_for(self)
         p.add_domain(DOMAIN)
         for login in ('olivia', 'alice', 'bob', 'arch', 'carol'):
             p.add_mailbox(login, PASSWORD)
             p.add_address(f'{login}@{DOMAIN}', login)
-        p.sql('INSERT INTO relay_networks VALUES (?)', RELAY_CLIENT + '/32')
+        p.add_relay_network(RELAY_CLIENT + '/32')
         p.sql('INSERT INTO dkim_keys (domain, selector, private_key_path) VALUES (?, ?, ?)',
               DOMAIN, 'list', self.key)
         p.sql("INSERT INTO lists (address, owner, archive, subject_prefix) VALUES (?, ?, 'arch', '[team]')",

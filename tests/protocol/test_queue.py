@@ -370,14 +370,10 @@ class QueueCase(unittest.TestCase):
 
     def setUp(self):
         harness.binary(RUNNER)
-        self.p = Postage()
-        self.p.__enter__()
-        self.addCleanup(self.p.__exit__, None, None, None)
-        p = self.p
+        p = self.p = Postage().enter_for(self)
         p.add_domain('local.test')
-        p.add_mailbox('alice', PASSWORD)
-        p.add_address('alice@local.test', 'alice')
-        p.sql('INSERT INTO relay_networks(network) VALUES (?)', '127.0.0.0/8')
+        p.add_account('alice', PASSWORD, 'alice@local.test')
+        p.add_relay_network('127.0.0.0/8')
         self.sink = self.make_sink(**self.sink_kw)
         p.set('relayhost', f'[127.0.0.1]:{self.sink.port}')
         self.srv = p.serve(SMTP, ['--mode=mx'])

@@ -44,14 +44,12 @@ class POP3From(poplib.POP3):
 class RelayTest(TlsTestCase):
     PASSWORD = PASSWORD
     LOGINS = ('alice', 'bob')
+    SMTP_SERVERS = {'mx': 'mx', 'sub': 'submission'}
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        p = cls.p
-        cls.mx = p.serve(HANDLER, ['--mode=mx'])
-        cls.sub = p.serve(HANDLER, ['--mode=submission'])
-        cls.pop = p.serve(POP3, []) if have_pop3() else None
+        cls.pop = cls.p.serve(POP3, []) if have_pop3() else None
 
     def setUp(self):
         self.p.sql('DELETE FROM pop_logins')
@@ -169,7 +167,7 @@ class RelayTest(TlsTestCase):
     # -- relay_networks -------------------------------------------------------
 
     def add_network(self, net):
-        self.p.sql('INSERT INTO relay_networks VALUES (?)', net)
+        self.p.add_relay_network(net)
 
     def test_host_entry(self):
         self.add_network('127.0.0.8')

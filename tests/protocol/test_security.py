@@ -71,9 +71,7 @@ class FileModes(unittest.TestCase):
         harness.binary(RUNNER)
         old = os.umask(0)
         self.addCleanup(os.umask, old)
-        self.p = Postage().__enter__()
-        self.addCleanup(self.p.__exit__, None, None, None)
-        p = self.p
+        p = self.p = Postage().enter_for(self)
         # Let the programs make mail_root and the spool themselves.
         os.rmdir(p.mail_root)
         os.rmdir(p.spool_dir)
@@ -82,7 +80,7 @@ class FileModes(unittest.TestCase):
         for login in ('alice', 'bob'):
             p.add_mailbox(login, RIGHT)
             p.add_address(f'{login}@example.test', login)
-        p.sql("INSERT INTO relay_networks(network) VALUES('127.0.0.0/8')")
+        p.add_relay_network('127.0.0.0/8')
         from test_queue import ScriptedServer
         self.remote = ScriptedServer(RCPT=b'550 5.1.1 no such user here\r\n')
         self.addCleanup(self.remote.stop)
@@ -180,13 +178,12 @@ class FileModes(unittest.TestCase):
 class Logs(TlsTestCase):
     PASSWORD = RIGHT
     LOGINS = ('alice', 'bob')
+    SMTP_SERVERS = {'subs': 'submissions', 'mx': 'mx'}
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
         p = cls.p
-        cls.subs = p.serve(SMTP, ['--mode=submissions'])
-        cls.mx = p.serve(SMTP, ['--mode=mx'])
         cls.pop = p.serve(POP3)
         cls.pops = p.serve(POP3, ['--tls'])
 
@@ -441,7 +438,7 @@ class Smuggling(SmtpTestCase):
     def test_relayed_message_with_fake_end_not_queued(self):
         # The same from a client that may relay: nothing reaches the queue,
         # where a less careful server further on would meet it.
-        self.p.sql("INSERT INTO relay_networks(network) VALUES('127.0.0.0/8')")
+        self.p.add_relay_network('127.0.0.0/8')
         for name, end in FAKE_ENDS:
             with self.subTest(fake_end=name):
                 c = self.session()
@@ -684,7 +681,7 @@ class OpenRelay(SmtpTestCase):
         # The other side: a client that may relay gets a UTF-8 domain queued
         # under one spelling, lower case, so the checks above are about
         # trust and not about a parser that refuses every such domain.
-        self.p.sql("INSERT INTO relay_networks(network) VALUES('127.0.0.0/8')")
+        self.p.add_relay_network('127.0.0.0/8')
         c, (code, text) = self.rcpt('u@XN--BCHER-KVA.example')
         self.assertEqual(code, 250, text)
         self.send_data(c, new_message())

@@ -151,7 +151,7 @@ class Headers(SmtpTestCase):
         self.assertEqual(rest, stored(bare))
         os.unlink(self.p.messages('alice')[0])
 
-        self.p.sql("INSERT INTO relay_networks VALUES ('127.0.0.1')")
+        self.p.add_relay_network('127.0.0.1')
         c = self.session()
         self.transaction(c, 'a@example.test', ['alice@example.test'], bare)
         (_, _, rcvd, date, mid), rest = self.split_prefix(self.only_message('alice'), 5)

@@ -28,21 +28,12 @@ import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import netns  # noqa: E402
-from harness import Postage  # noqa: E402
+from harness import Postage, optional_module, smtp_quit  # noqa: E402
 
 warnings.simplefilter('ignore', DeprecationWarning)
-try:
-    import spf
-except ImportError:  # pragma: no cover
-    spf = None
-try:
-    import dkim
-except ImportError:  # pragma: no cover
-    dkim = None
-try:
-    import authres
-except ImportError:  # pragma: no cover
-    authres = None
+spf = optional_module('spf')
+dkim = optional_module('dkim')
+authres = optional_module('authres')
 
 SMTP = 'smtp-handler/smtp-handler'
 SERVER = '192.0.2.1'
@@ -162,14 +153,10 @@ class ChecksTest(unittest.TestCase):
         shutil.rmtree(cls.keydir, ignore_errors=True)
 
     def setUp(self):
-        self.p = Postage(hostname=HOST)
-        self.p.__enter__()
-        self.addCleanup(self.p.__exit__, None, None, None)
-        p = self.p
+        p = self.p = Postage(hostname=HOST).enter_for(self)
         p.add_domain('example.test')
-        p.add_mailbox('alice', 'pw-unused-3')
-        p.add_address('alice@example.test', 'alice')
-        p.sql("INSERT INTO relay_networks VALUES ('192.0.2.0/24')")
+        p.add_account('alice', 'pw-unused-3', 'alice@example.test')
+        p.add_relay_network('192.0.2.0/24')
         self.srv = p.serve(SMTP, ['--mode=mx'], host=SERVER)
         self.srv6 = None
         self.addCleanup(self.final_checks)
@@ -183,16 +170,9 @@ class ChecksTest(unittest.TestCase):
     def client(self, helo='mail.pass.example', source=CLIENT, srv=None):
         srv = srv or self.srv
         c = smtplib.SMTP(srv.host, srv.port, timeout=60, source_address=(source, 0))
-        self.addCleanup(self.quit, c)
+        self.addCleanup(smtp_quit, c)
         c.ehlo(helo)
         return c
-
-    @staticmethod
-    def quit(c):
-        try:
-            c.quit()
-        except (smtplib.SMTPException, OSError):
-            c.close()
 
     def message(self, from_addr, extra=b'', body=None, from_field=None):
         """A message From: Someone <from_addr>, or From: from_field."""
@@ -411,7 +391,7 @@ class ChecksTest(unittest.TestCase):
             self.send(c, 'x@pass.example', self.sign(msg, 'signed.example', sel, alg))
             (result, _), = self.auth_results(self.delivered(tag))['dkim']
             self.assertEqual(result, 'pass')
-        self.quit(c)
+        smtp_quit(c)
         srv.wait_handlers()
         logs = ''
         for name in os.listdir(lddir):

@@ -31,11 +31,9 @@ def reply_within(s, seconds):
 
 class Stress(unittest.TestCase):
     def setUp(self):
-        self.p = Postage().__enter__()
-        self.addCleanup(self.p.__exit__, None, None, None)
+        self.p = Postage().enter_for(self)
         self.p.add_domain('example.test')
-        self.p.add_mailbox('alice', 'stress-password')
-        self.p.add_address('alice@example.test', 'alice')
+        self.p.add_account('alice', 'stress-password', 'alice@example.test')
         self.smtp = self.p.serve('smtp-handler/smtp-handler', ['--mode=mx'])
         self.pop3 = self.p.serve('pop3-handler/pop3-handler')
 

@@ -23,7 +23,7 @@ SOURCE = os.environ.get('POSTAGE_SOURCE') or os.path.dirname(os.path.dirname(HER
 sys.path.insert(0, os.path.join(SOURCE, 'tests', 'protocol'))
 
 import harness  # noqa: E402  (tests/protocol/harness.py)
-from harness import Postage  # noqa: E402,F401
+from harness import Postage, wait_for  # noqa: E402,F401
 
 BUILD = harness.BUILD
 STRACE = shutil.which('strace') or '/usr/bin/strace'
@@ -447,15 +447,6 @@ def checkpoint(db):
 
 def now():
     return int(time.time())
-
-
-def wait_for(pred, timeout, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
 
 
 def connect(host, port, timeout=10, source=None):
