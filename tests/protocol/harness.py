@@ -419,6 +419,14 @@ class Server:
         import smtplib
         return smtplib.SMTP(self.host, self.port, timeout=timeout, **kw)
 
+    def pop3(self, login, password, timeout=30):
+        """A poplib client logged in as login."""
+        import poplib
+        m = poplib.POP3(self.host, self.port, timeout=timeout)
+        m.user(login)
+        m.pass_(password)
+        return m
+
     def handler_pids(self):
         """Pids of the handler processes running now."""
         if not self.proc or self.proc.poll() is not None:

@@ -332,12 +332,22 @@ class SmtpTestCase(HandlerTestCase):
             self.assertEqual(code, expect, text)
         return code, text
 
-    def transaction(self, c, sender, rcpts, message, expect=250):
+    def envelope(self, c, sender, rcpts):
+        """MAIL FROM:<sender> and RCPT TO: each of rcpts, all accepted."""
         code, text = c.cmd(f'MAIL FROM:<{sender}>')
         self.assertEqual(code, 250, text)
         for r in rcpts:
             code, text = c.cmd(f'RCPT TO:<{r}>')
             self.assertEqual(code, 250, (r, text))
+
+    def start_data(self, c, sender='s@remote.example', rcpts=('alice@example.test',)):
+        """The envelope, then DATA (354): what c sends next is the body."""
+        self.envelope(c, sender, rcpts)
+        code, text = c.cmd('DATA')
+        self.assertEqual(code, 354, text)
+
+    def transaction(self, c, sender, rcpts, message, expect=250):
+        self.envelope(c, sender, rcpts)
         return self.send_data(c, message, expect)
 
     def only_message(self, login):
@@ -361,6 +371,14 @@ class SmtpTestCase(HandlerTestCase):
         qdir = os.path.join(self.p.spool_dir, 'queue')
         if os.path.isdir(qdir):
             self.assertEqual(os.listdir(qdir), [])
+
+    def assert_body_kept(self, body):
+        """A message with body, sent to alice, is stored as sent after the
+        three fields we add."""
+        msg = new_message(body=body)
+        self.transaction(self.session(), 's@remote.example', ['alice@example.test'], msg)
+        _, rest = self.split_prefix(self.only_message('alice'))
+        self.assertEqual(rest, stored(msg))
 
     def split_prefix(self, data, n=3):
         """The file's first n header fields (with folded lines) and the rest."""

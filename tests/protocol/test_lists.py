@@ -19,7 +19,6 @@ import email
 import email.policy
 import email.utils
 import os
-import poplib
 import re
 import shutil
 import smtplib
@@ -329,10 +328,8 @@ class ArchiveTest(ListCase):
         # a held post (not a member) is not archived until it goes out
         self.post('eve@elsewhere.example', message('Eve <eve@elsewhere.example>', subject='third'))
         pop = self.p.serve(POP3)
-        c = poplib.POP3(pop.host, pop.port, timeout=30)
+        c = pop.pop3('arch', PASSWORD)
         try:
-            c.user('arch')
-            c.pass_(PASSWORD)
             count, _size = c.stat()
             self.assertEqual(count, 2)
             subjects = sorted(parse_bytes(b'\n'.join(c.retr(i)[1]))['Subject'] for i in (1, 2))

@@ -65,10 +65,9 @@ def reexec_in_namespace():
 if __name__ == '__main__' and os.environ.get(INSIDE) != '1':
     reexec_in_namespace()
 
-from harness import Postage  # noqa: E402
-from test_queue import (PASSWORD, RELAY_LOGIN, RELAY_PASSWORD, RUNNER, SMTP, Sink,  # noqa: E402
-                        dsn_parts, make_ca, make_cert, make_self_signed, make_signed_cert, parse,
-                        run_queue)
+from test_queue import (RELAY_LOGIN, RELAY_PASSWORD, SMTP, Sink,  # noqa: E402
+                        dsn_parts, local_postage, make_ca, make_cert, make_self_signed,
+                        make_signed_cert, parse, run_queue)
 
 DNSMASQ_RECORDS = [
     '--mx-host=mx.test,mx1.mx.test,10',
@@ -166,11 +165,7 @@ class MXCase(unittest.TestCase):
     """A postage with local.test (alice) and no relayhost."""
 
     def setUp(self):
-        harness.binary(RUNNER)
-        p = self.p = Postage().enter_for(self)
-        p.add_domain('local.test')
-        p.add_account('alice', PASSWORD, 'alice@local.test')
-        p.add_relay_network('127.0.0.0/8')
+        p = self.p = local_postage(self)
         self.srv = p.serve(SMTP, ['--mode=mx'])
 
     def tearDown(self):

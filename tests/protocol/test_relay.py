@@ -155,10 +155,7 @@ class RelayTest(TlsTestCase):
 
     def test_pop_before_smtp_is_no_reason_to_send_passwords_in_clear(self):
         self.pop_login('127.0.0.3')
-        s = smtplib.SMTP(self.sub.host, self.sub.port, timeout=30,
-                         source_address=('127.0.0.3', 0))
-        self.addCleanup(s.close)
-        s.ehlo('client.test')
+        s = self.smtp('127.0.0.3', self.sub)
         self.assertFalse(s.has_extn('auth'), 'AUTH offered in clear to a POP-before-SMTP IP')
         code, msg = s.docmd('AUTH', 'PLAIN AGFsaWNlAHdyb25n')
         self.assertEqual(code, 538, msg)
@@ -222,10 +219,7 @@ class RelayTest(TlsTestCase):
 
     def test_trusted_network_may_auth_in_clear_and_forgets_it_after_starttls(self):
         self.add_network('127.0.0.13')
-        s = smtplib.SMTP(self.sub.host, self.sub.port, timeout=30,
-                         source_address=('127.0.0.13', 0))
-        self.addCleanup(s.close)
-        s.ehlo('client.test')
+        s = self.smtp('127.0.0.13', self.sub)
         self.assertTrue(s.has_extn('auth'), 'AUTH not offered to a trusted network')
         s.login('alice', PASSWORD)
         self.assertEqual(s.mail('alice@example.test')[0], 250)
@@ -242,10 +236,7 @@ class RelayTest(TlsTestCase):
     def test_submission_needs_auth_even_when_trusted(self):
         self.add_network('127.0.0.14')
         self.pop_login('127.0.0.14')
-        s = smtplib.SMTP(self.sub.host, self.sub.port, timeout=30,
-                         source_address=('127.0.0.14', 0))
-        self.addCleanup(s.close)
-        s.ehlo('client.test')
+        s = self.smtp('127.0.0.14', self.sub)
         self.assertEqual(s.mail('alice@example.test')[0], 530)
         s.quit()
 

@@ -397,9 +397,7 @@ class Smuggling(SmtpTestCase):
     def attempt(self, c, end):
         """A message whose body holds end followed by a whole second
         transaction; returns the reply to the one real end of data."""
-        self.assertEqual(c.cmd('MAIL FROM:<s@remote.example>')[0], 250)
-        self.assertEqual(c.cmd('RCPT TO:<alice@example.test>')[0], 250)
-        self.assertEqual(c.cmd('DATA')[0], 354)
+        self.start_data(c)
         c.send(b'Subject: first\r\n\r\nfirst part' + end +
                b'MAIL FROM:<evil@remote.example>\r\n'
                b'RCPT TO:<bob@example.test>\r\n'
@@ -442,9 +440,7 @@ class Smuggling(SmtpTestCase):
         for name, end in FAKE_ENDS:
             with self.subTest(fake_end=name):
                 c = self.session()
-                self.assertEqual(c.cmd('MAIL FROM:<s@remote.example>')[0], 250)
-                self.assertEqual(c.cmd('RCPT TO:<far@elsewhere.test>')[0], 250)
-                self.assertEqual(c.cmd('DATA')[0], 354)
+                self.start_data(c, rcpts=['far@elsewhere.test'])
                 c.send(b'Subject: x\r\n\r\nfirst' + end +
                        b'MAIL FROM:<ceo@example.test>\r\nRCPT TO:<victim@elsewhere.test>\r\n'
                        b'DATA\r\nSubject: spoofed\r\n\r\n' + SMUGGLED_BODY + b'\r\n.\r\n')
@@ -456,9 +452,7 @@ class Smuggling(SmtpTestCase):
     def test_nul_in_data_refused(self):
         # A NUL anywhere (no BINARYMIME is offered, RFC 6152 forbids it).
         c = self.session()
-        self.assertEqual(c.cmd('MAIL FROM:<s@remote.example>')[0], 250)
-        self.assertEqual(c.cmd('RCPT TO:<alice@example.test>')[0], 250)
-        self.assertEqual(c.cmd('DATA')[0], 354)
+        self.start_data(c)
         c.send(b'Subject: nul\r\n\r\nbefore\x00after\r\n.\r\n')
         code, text = c.reply()
         self.assertEqual((code, text[0][:5]), (550, '5.6.0'), text)

@@ -170,9 +170,7 @@ class Durability(SmtpTestCase):
         msg = new_message(body='e' * 20000 + '\n')
         for delay in (0.0, 0.002, 0.01, 0.05):
             c = self.session()
-            self.assertEqual(c.cmd('MAIL FROM:<s@remote.example>')[0], 250)
-            self.assertEqual(c.cmd('RCPT TO:<list@example.test>')[0], 250)
-            self.assertEqual(c.cmd('DATA')[0], 354)
+            self.start_data(c, rcpts=['list@example.test'])
             pid = self.handler_pid()
             c.send(wire(msg))
             time.sleep(delay)

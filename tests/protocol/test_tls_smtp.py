@@ -142,27 +142,28 @@ class TLSTest(TlsTestCase):
 
     # -- real clients -----------------------------------------------------
 
+    def assert_tls_dialog(self, r, protocol):
+        """The client r (CompletedProcess) ended well, says it spoke
+        protocol (a regex), and the EHLO and QUIT replies came."""
+        out = r.stdout.decode(errors='replace')
+        self.assertEqual(r.returncode, 0, out + r.stderr.decode(errors='replace'))
+        self.assertRegex(out, protocol)
+        self.assertIn('250-mx.test.example', out)
+        self.assertIn('221 2.0.0 Bye', out)
+
     def test_gnutls_cli_starttls(self):
         if not shutil.which('gnutls-cli'):
             self.skipTest('gnutls-cli not installed')
         r = run(['gnutls-cli', '--insecure', '--starttls-proto=smtp', '--port',
                  str(self.mx.port), self.mx.host],
                 input=b'EHLO gnutls.test\r\nQUIT\r\n')
-        out = r.stdout.decode(errors='replace')
-        self.assertEqual(r.returncode, 0, out + r.stderr.decode(errors='replace'))
-        self.assertRegex(out, r'Description: \(TLS1\.[23]-')
-        self.assertIn('250-mx.test.example', out)
-        self.assertIn('221 2.0.0 Bye', out)
+        self.assert_tls_dialog(r, r'Description: \(TLS1\.[23]-')
 
     def test_openssl_s_client_starttls(self):
         r = run(['openssl', 's_client', '-starttls', 'smtp', '-connect',
                  f'{self.mx.host}:{self.mx.port}', '-servername', 'mx.test.example',
                  '-ign_eof'], input=b'EHLO openssl.test\r\nQUIT\r\n')
-        out = r.stdout.decode(errors='replace')
-        self.assertEqual(r.returncode, 0, out + r.stderr.decode(errors='replace'))
-        self.assertRegex(out, r'Protocol *: TLSv1\.[23]|New, TLSv1\.[23]')
-        self.assertIn('250-mx.test.example', out)
-        self.assertIn('221 2.0.0 Bye', out)
+        self.assert_tls_dialog(r, r'Protocol *: TLSv1\.[23]|New, TLSv1\.[23]')
 
     def test_openssl_s_client_implicit(self):
         r = run(['openssl', 's_client', '-connect', f'{self.subs.host}:{self.subs.port}',
