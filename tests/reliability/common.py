@@ -37,6 +37,20 @@ def built(program):
     return os.access(os.path.join(BUILD, program), os.X_OK)
 
 
+def count_accepted(tally, copies, label):
+    """Counts an accepted message into tally; copies is {recipient: whole
+    copies}: a recipient with none is a 'lost' problem, one with more than
+    one a 'duplicated' one. True when each has exactly one."""
+    tally.accepted += 1
+    if any(v == 0 for v in copies.values()):
+        tally.problem('lost', label)
+        return False
+    if any(v > 1 for v in copies.values()):
+        tally.problem('duplicated', label)
+        return False
+    return True
+
+
 class Tally:
     """The counts of one family, and the detail of every failed run."""
 
