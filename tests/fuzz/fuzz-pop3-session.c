@@ -148,11 +148,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	replyfd = memfd_create("pop3-replies", MFD_CLOEXEC);
 	if (null_fd < 0 || memfd < 0 || replyfd < 0)
 		fuzz_die("open");
-	if (dup2(null_fd, 1) < 0 || dup2(null_fd, 0) < 0)
-		fuzz_die("dup2");
-	if (db_open() != DB_OK || db_begin() < 0 || db_commit() < 0)
-		fuzz_die("database");
-	last_changes = sqlite3_total_changes(db_handle());
+	last_changes = fuzz_sessions_ready(null_fd);
 	return 0;
 }
 

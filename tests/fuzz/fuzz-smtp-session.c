@@ -196,16 +196,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	    listen(listen_fd, 4) < 0 ||
 	    getsockname(listen_fd, (struct sockaddr *)&listen_addr, &len) < 0)
 		fuzz_die("listen on 127.0.0.1");
-	/* between sessions fds 0 and 1 are /dev/null; libFuzzer reports on
-	 * stderr */
-	if (dup2(null_fd, 1) < 0 || dup2(null_fd, 0) < 0)
-		fuzz_die("dup2");
-
-	/* open the database and its WAL now, so that what a session opens
-	 * and keeps can be told apart from what SQLite keeps */
-	if (db_open() != DB_OK || db_begin() < 0 || db_commit() < 0)
-		fuzz_die("database");
-	last_changes = sqlite3_total_changes(db_handle());
+	last_changes = fuzz_sessions_ready(null_fd);
 	return 0;
 }
 

@@ -78,6 +78,12 @@ void fuzz_remove_tree(const char *path);
 /* "<program>: what: strerror(errno)" on stderr, then exit(1). */
 _Noreturn void fuzz_die(const char *what);
 
+/* Readies the process for sessions: fds 0 and 1 become null_fd (between
+ * sessions; libFuzzer reports on stderr) and the database is opened with
+ * its WAL, so that what a session opens and keeps can be told apart from
+ * what SQLite keeps. Returns sqlite3_total_changes() of the database. */
+int fuzz_sessions_ready(int null_fd);
+
 /* The lowest free file descriptor (a dup of null_fd, closed again): a
  * session that leaks a descriptor moves it. */
 int fuzz_lowest_free_fd(int null_fd);

@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 import unittest
+import uuid
 import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -77,6 +78,121 @@ def main():
             print(f'skipped: {reason}', file=sys.stderr)
         sys.exit(77)
     sys.exit(0)
+
+
+def skip_file(reason):
+    """Ends a test file run as a program with meson's "skipped" (77),
+    saying why on stderr."""
+    print(f'skipped: {reason}', file=sys.stderr)
+    sys.exit(77)
+
+
+def rerun_unshared(unshare, inside_mark, what, setup=None):
+    """Runs the calling test file again under the command unshare (a list,
+    e.g. ['unshare', '--mount']) with inside_mark=1 in its environment;
+    setup, when given, is a shell command line run inside first. Exits
+    with the file's status, or skips (77) when the namespaces, named by
+    what (e.g. 'mount namespaces'), cannot be made here."""
+    probe = subprocess.run(unshare + ['true'], capture_output=True)
+    if probe.returncode != 0:
+        skip_file(f'{what} are not permitted here: '
+                  + probe.stderr.decode(errors='replace').strip())
+    cmd = list(unshare)
+    if setup is not None:
+        cmd += ['sh', '-c', setup + ' && exec "$@"', 'sh']
+    env = dict(os.environ, **{inside_mark: '1'})
+    r = subprocess.run(cmd + [sys.executable, os.path.abspath(sys.argv[0])] + sys.argv[1:],
+                       env=env)
+    sys.exit(r.returncode)
+
+
+def optional_module(name):
+    """The module name, or None when it is not installed (the tests that
+    need it skip)."""
+    import importlib
+    try:
+        return importlib.import_module(name)
+    except ImportError:  # pragma: no cover
+        return None
+
+
+def have_ipv6_loopback():
+    """True when a socket can be bound to ::1 here."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(('::1', 0))
+        return True
+    except OSError:
+        return False
+
+
+def recv_until_eof(sock, size=65536):
+    """All the bytes sock gives until the peer shuts its side."""
+    data = b''
+    while True:
+        chunk = sock.recv(size)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def wait_for(pred, timeout=10, step=0.05):
+    """Polls pred until it is true or timeout seconds have passed; returns
+    its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
+def smtp_quit(c):
+    """Says QUIT on the smtplib client c, or just closes it when the
+    server has already gone."""
+    import smtplib
+    try:
+        c.quit()
+    except (smtplib.SMTPException, OSError):
+        c.close()
+
+
+def stop_process(proc, timeout=10):
+    """Waits up to timeout seconds for proc to end, then kills it."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def kill_group(proc, timeout=5):
+    """SIGTERM to proc's process group; SIGKILL when proc has not ended
+    timeout seconds later."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=timeout)
+
+
+def new_message(to, body_marker, subject='test', body=None, extra_headers=''):
+    """A test message (bytes, LF line ends) to the address to, its subject
+    and Message-ID made unique; the default body carries body_marker, so
+    a test can search the logs for it."""
+    tag = uuid.uuid4().hex
+    if body is None:
+        body = f'Hello {tag}\n{body_marker}\n'
+    return (f'From: sender@remote.example\nTo: {to}\n'
+            f'Subject: {subject} {tag}\nMessage-ID: <{tag}@remote.example>\n'
+            f'{extra_headers}\n{body}').encode()
 
 
 def crypt_password(password, scheme='sha512crypt'):
@@ -303,6 +419,14 @@ class Server:
         import smtplib
         return smtplib.SMTP(self.host, self.port, timeout=timeout, **kw)
 
+    def pop3(self, login, password, timeout=30):
+        """A poplib client logged in as login."""
+        import poplib
+        m = poplib.POP3(self.host, self.port, timeout=timeout)
+        m.user(login)
+        m.pass_(password)
+        return m
+
     def handler_pids(self):
         """Pids of the handler processes running now."""
         if not self.proc or self.proc.poll() is not None:
@@ -311,12 +435,7 @@ class Server:
 
     def wait_handlers(self, timeout=15):
         """Waits until no handler process is running; True if none is."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.handler_pids():
-                return True
-            time.sleep(0.05)
-        return False
+        return wait_for(lambda: not self.handler_pids(), timeout)
 
     def stop(self):
         if self in _live_servers:
@@ -329,19 +448,38 @@ class Server:
         if self.proc.poll() is None:
             # Let running handlers finish first, briefly.
             self.wait_handlers(timeout=5)
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait(timeout=5)
+            kill_group(self.proc, timeout=5)
         self.proc = None
+
+
+class HandlerTestCase(unittest.TestCase):
+    """Base of the per-test fixtures (SmtpTestCase, Pop3TestCase): a
+    subclass's setUp makes self.p and self.clients (what tearDown hangs up:
+    anything with close()). tearDown then checks the sanitizer logs and
+    that the handlers' log holds none of LOG_SECRETS and no Subject:
+    header."""
+    LOG_SECRETS = ()
+
+    def tearDown(self):
+        # Hang up first: check_sanitizers waits for every handler to end.
+        for c in self.clients:
+            try:
+                c.close()
+            except OSError:
+                pass
+        self.p.check_sanitizers()
+        log = self.p.log_text()
+        for secret in self.LOG_SECRETS:
+            self.assertNotIn(secret, log)
+        for line in log.splitlines():
+            self.assertNotIn('Subject:', line)
+
+    def read(self, path):
+        with open(path, 'rb') as f:
+            return f.read()
+
+    def wait_for(self, pred, timeout=10):
+        return wait_for(pred, timeout)
 
 
 class Postage:
@@ -375,6 +513,21 @@ class Postage:
         self.set('mail_root', self.mail_root)
         self.set('spool_dir', self.spool_dir)
         return self
+
+    def enter_for(self, test):
+        """Makes the installation now and removes it at the cleanup of
+        test (a unittest.TestCase); returns self."""
+        self.__enter__()
+        test.addCleanup(self.__exit__, None, None, None)
+        return self
+
+    def finish(self):
+        """Checks the sanitizer logs, then removes the installation, also
+        when the check fails: for a class-wide Postage's tearDownClass."""
+        try:
+            self.check_sanitizers()
+        finally:
+            self.__exit__(None, None, None)
 
     def __exit__(self, *exc):
         for srv in self.servers:
@@ -410,6 +563,14 @@ class Postage:
 
     def add_address(self, address, mailbox):
         self.sql('INSERT INTO addresses(address, mailbox) VALUES(?, ?)', address, mailbox)
+
+    def add_account(self, login, password, address, **kw):
+        """A mailbox login (add_mailbox's keywords) reached at address."""
+        self.add_mailbox(login, password, **kw)
+        self.add_address(address, login)
+
+    def add_relay_network(self, network):
+        self.sql('INSERT INTO relay_networks(network) VALUES(?)', network)
 
     def add_forward(self, address, target):
         self.sql('INSERT INTO forwards(address, target) VALUES(?, ?)', address, target)

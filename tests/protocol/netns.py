@@ -42,11 +42,6 @@ def inside():
     return os.environ.get(ENV_MARK) == '1'
 
 
-def _skip(reason):
-    print(f'skipped: {reason}', file=sys.stderr)
-    sys.exit(77)
-
-
 def _setup_inside():
     subprocess.run(['ip', 'link', 'set', 'lo', 'up'], check=True)
     for net in NETWORKS:
@@ -66,15 +61,15 @@ def main():
     """Runs the calling test file's tests inside the namespace."""
     if not inside():
         if os.geteuid() != 0:
-            _skip('needs root for a private network namespace (unshare -n -m)')
+            harness.skip_file('needs root for a private network namespace (unshare -n -m)')
         unshare = shutil.which('unshare')
         if not unshare or not shutil.which('ip'):
-            _skip('unshare or ip (util-linux, iproute2) is not installed')
+            harness.skip_file('unshare or ip (util-linux, iproute2) is not installed')
         if not shutil.which('dnsmasq') and not os.path.exists('/usr/sbin/dnsmasq'):
-            _skip('dnsmasq is not installed (package dnsmasq-base)')
+            harness.skip_file('dnsmasq is not installed (package dnsmasq-base)')
         probe = subprocess.run([unshare, '-n', '-m', 'true'], capture_output=True)
         if probe.returncode != 0:
-            _skip('cannot make a network namespace: ' + probe.stderr.decode(errors='replace'))
+            harness.skip_file('cannot make a network namespace: ' + probe.stderr.decode(errors='replace'))
         env = dict(os.environ)
         env[ENV_MARK] = '1'
         script = os.path.abspath(sys.argv[0])

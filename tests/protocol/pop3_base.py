@@ -13,11 +13,10 @@ import socket
 import statistics
 import sys
 import time
-import unittest
-import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Postage  # noqa: E402,F401
+import harness  # noqa: E402
+from harness import HandlerTestCase, Postage  # noqa: E402,F401
 
 POP3 = 'pop3-handler/pop3-handler'
 SMTP = 'smtp-handler/smtp-handler'
@@ -81,12 +80,7 @@ def wire_octets(data):
 
 
 def new_message(subject='test', body=None, extra_headers=''):
-    tag = uuid.uuid4().hex
-    if body is None:
-        body = f'Hello {tag}\n{BODY_MARKER}\n'
-    return (f'From: sender@remote.example\nTo: alice@example.test\n'
-            f'Subject: {subject} {tag}\nMessage-ID: <{tag}@remote.example>\n'
-            f'{extra_headers}\n{body}').encode()
+    return harness.new_message('alice@example.test', BODY_MARKER, subject, body, extra_headers)
 
 
 class Raw:
@@ -186,38 +180,22 @@ class Raw:
             pass
 
 
-class Pop3TestCase(unittest.TestCase):
+class Pop3TestCase(HandlerTestCase):
+    LOG_SECRETS = (PASSWORD, BODY_MARKER)
     supervisor = 'socket-activate'
     host = '127.0.0.1'
     server_args = ()
     start_server = True
 
     def setUp(self):
-        self.p = Postage()
-        self.p.__enter__()
-        self.addCleanup(self.p.__exit__, None, None, None)
+        self.p = Postage().enter_for(self)
         self.p.add_domain('example.test')
-        self.p.add_mailbox('alice', PASSWORD)
-        self.p.add_address('alice@example.test', 'alice')
+        self.p.add_account('alice', PASSWORD, 'alice@example.test')
         self.clients = []
         self.srv = None
         if self.start_server:
             self.srv = self.p.serve(POP3, list(self.server_args), host=self.host,
                                     supervisor=self.supervisor)
-
-    def tearDown(self):
-        # Hang up first: check_sanitizers waits for every handler to end.
-        for c in self.clients:
-            try:
-                c.close()
-            except OSError:
-                pass
-        self.p.check_sanitizers()
-        log = self.p.log_text()
-        self.assertNotIn(PASSWORD, log)
-        self.assertNotIn(BODY_MARKER, log)
-        for line in log.splitlines():
-            self.assertNotIn('Subject:', line)
 
     # -- helpers ----------------------------------------------------------
 
@@ -243,7 +221,7 @@ class Pop3TestCase(unittest.TestCase):
         poplib._MAXLINE = 1 << 20
         srv = srv or self.srv
         m = poplib.POP3(srv.host, srv.port, timeout=30)
-        self.clients.append(_Closer(m))
+        self.clients.append(Closer(m))
         if login:
             m.user('alice')
             m.pass_(PASSWORD)
@@ -251,18 +229,6 @@ class Pop3TestCase(unittest.TestCase):
 
     def put(self, data, **kw):
         return put_message(self.p, 'alice', data, **kw)
-
-    def read(self, path):
-        with open(path, 'rb') as f:
-            return f.read()
-
-    def wait_for(self, pred, timeout=10):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if pred():
-                return True
-            time.sleep(0.05)
-        return pred()
 
     def log_events(self, **fields):
         """Log lines whose key=value fields include all of fields."""
@@ -274,7 +240,7 @@ class Pop3TestCase(unittest.TestCase):
         return out
 
 
-class _Closer:
+class Closer:
     """Closes a poplib client at teardown without QUIT (which would
     commit deletions a test did not ask for)."""
 

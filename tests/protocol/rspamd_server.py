@@ -32,10 +32,11 @@ adds X-Spam-Status and touches nothing else.
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import time
+
+import harness
 
 RSPAMD = '/usr/bin/rspamd'
 CONFDIR = '/etc/rspamd'
@@ -230,13 +231,7 @@ worker "normal" {{
         try:
             with self._connect() as s:
                 s.sendall(b'GET /ping HTTP/1.0\r\n\r\n')
-                data = b''
-                while True:
-                    chunk = s.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                return b'pong' in data
+                return b'pong' in harness.recv_until_eof(s, 4096)
         except OSError:
             return False
 
@@ -247,12 +242,7 @@ worker "normal" {{
         head += ''.join('%s: %s\r\n' % kv for kv in headers) + '\r\n'
         with self._connect(timeout=30) as s:
             s.sendall(head.encode() + message)
-            data = b''
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            data = harness.recv_until_eof(s)
         return json.loads(data.split(b'\r\n\r\n', 1)[1])
 
     def log(self):
@@ -267,18 +257,7 @@ worker "normal" {{
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait()
+            harness.kill_group(self.proc, timeout=10)
         self.proc = None
 
     def close(self):

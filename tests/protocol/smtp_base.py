@@ -17,15 +17,15 @@ self-signed certificate as tls_cert/tls_key and mailboxes with a password.
 """
 import os
 import re
+import socket
 import ssl
 import subprocess
 import sys
-import time
 import unittest
-import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Postage  # noqa: E402
+import harness  # noqa: E402
+from harness import HandlerTestCase, Postage  # noqa: E402
 
 SMTP = 'smtp-handler/smtp-handler'
 PASSWORD = 'Pw-never-in-logs-7f3a'
@@ -113,6 +113,54 @@ class Raw:
             self.sock.close()
 
 
+class Lines:
+    """A tiny SMTP client over a (possibly TLS) socket, for the dialogs
+    smtplib will not produce."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b''
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def line(self):
+        while b'\n' not in self.buf:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise EOFError('connection closed; had %r' % self.buf)
+            self.buf += chunk
+        line, self.buf = self.buf.split(b'\n', 1)
+        return line.rstrip(b'\r').decode('utf-8', 'replace')
+
+    def reply(self):
+        """(code, [lines]) of one possibly multi-line reply."""
+        lines = []
+        while True:
+            ln = self.line()
+            lines.append(ln)
+            if len(ln) < 4 or ln[3] != '-':
+                return int(ln[:3]), lines
+
+    def cmd(self, text):
+        self.send(text.encode() + b'\r\n')
+        return self.reply()
+
+    def closed(self, timeout=10):
+        """True when the server has hung up."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                chunk = self.sock.recv(4096)
+                if not chunk:
+                    return True
+                self.buf += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except (socket.timeout, TimeoutError):
+            return False
+
+
 def wire(message):
     """bytes with LF or CRLF line ends -> SMTP DATA wire form (CRLF,
     dot-stuffed) followed by the terminator."""
@@ -134,12 +182,7 @@ def stored(message):
 
 
 def new_message(subject='test', body=None, extra_headers=''):
-    tag = uuid.uuid4().hex
-    if body is None:
-        body = f'Hello {tag}\n{BODY_MARKER}\n'
-    return (f'From: sender@remote.example\nTo: someone@example.test\n'
-            f'Subject: {subject} {tag}\nMessage-ID: <{tag}@remote.example>\n'
-            f'{extra_headers}\n{body}').encode()
+    return harness.new_message('someone@example.test', BODY_MARKER, subject, body, extra_headers)
 
 
 def make_cert(directory, name='server', cn='mx.test.example', kind='ec', days=2, san=None):
@@ -185,12 +228,15 @@ class TlsTestCase(unittest.TestCase):
     """One Postage for the whole class (cls.p) with a self-signed
     certificate as tls_cert/tls_key (cls.cert, cls.key), the domain DOMAIN
     and, for each login in LOGINS, a mailbox with the password PASSWORD at
-    login@DOMAIN. A subclass sets PASSWORD (and LOGINS), adds what else it
-    needs and starts its servers in setUpClass after
-    super().setUpClass(); tearDownClass checks the sanitizer logs."""
+    login@DOMAIN; for each name: mode in SMTP_SERVERS, smtp-handler
+    --mode=mode served as cls.name. A subclass sets PASSWORD (and LOGINS,
+    SMTP_SERVERS), adds what else it needs and starts its other servers in
+    setUpClass after super().setUpClass(); tearDownClass checks the
+    sanitizer logs."""
     PASSWORD = None
     LOGINS = ('alice',)
     DOMAIN = 'example.test'
+    SMTP_SERVERS = {}
 
     @classmethod
     def setUpClass(cls):
@@ -198,62 +244,60 @@ class TlsTestCase(unittest.TestCase):
         cls.cert, cls.key = use_cert(cls.p)
         cls.p.add_domain(cls.DOMAIN)
         for login in cls.LOGINS:
-            cls.p.add_mailbox(login, cls.PASSWORD)
-            cls.p.add_address(f'{login}@{cls.DOMAIN}', login)
+            cls.p.add_account(login, cls.PASSWORD, f'{login}@{cls.DOMAIN}')
+        for name, mode in cls.SMTP_SERVERS.items():
+            setattr(cls, name, cls.p.serve(SMTP, ['--mode=' + mode]))
 
     @classmethod
     def tearDownClass(cls):
-        try:
-            cls.p.check_sanitizers()
-        finally:
-            cls.p.__exit__(None, None, None)
+        cls.p.finish()
+
+    def greeted(self, sock, tls):
+        """A Lines dialog on the connected sock after the greeting (220)
+        and EHLO (250); with tls, also after STARTTLS (220) and a second
+        EHLO (250). Returns (the dialog, the last EHLO reply's lines)."""
+        c = Lines(sock)
+        self.assertEqual(c.reply()[0], 220)
+        code, lines = c.cmd('EHLO client.test')
+        self.assertEqual(code, 250, lines)
+        if tls:
+            self.assertEqual(c.cmd('STARTTLS')[0], 220)
+            c.sock = insecure_context().wrap_socket(sock, server_hostname='mx.test.example')
+            self.addCleanup(c.sock.close)
+            code, lines = c.cmd('EHLO client.test')
+            self.assertEqual(code, 250, lines)
+        return c, lines
 
 
-class SmtpTestCase(unittest.TestCase):
+class SmtpTestCase(HandlerTestCase):
+    LOG_SECRETS = (PASSWORD, BODY_MARKER)
     supervisor = 'socket-activate'
     host = '127.0.0.1'
     start_server = True
 
     def setUp(self):
-        self.p = Postage()
-        self.p.__enter__()
-        self.addCleanup(self.p.__exit__, None, None, None)
+        self.p = Postage().enter_for(self)
         p = self.p
         for d in ('example.test', 'other.test', 'catch.test'):
             p.add_domain(d)
         for login in ('alice', 'bob', 'carol'):
             p.add_mailbox(login, PASSWORD)
         p.add_mailbox('dave', PASSWORD, quota=3000)
-        p.add_address('alice@example.test', 'alice')
-        p.add_address('alice@other.test', 'alice')
-        p.add_address('info@other.test', 'alice')
-        p.add_address('bob@example.test', 'bob')
-        p.add_address('special@catch.test', 'bob')
-        p.add_address('@catch.test', 'carol')
-        p.add_address('dave@example.test', 'dave')
-        p.add_forward('list@example.test', 'alice@example.test')
-        p.add_forward('list@example.test', 'bob@example.test')
-        p.add_forward('loop1@example.test', 'loop2@example.test')
-        p.add_forward('loop2@example.test', 'loop1@example.test')
-        p.add_forward('self@example.test', 'self@example.test')
+        for address, login in (('alice@example.test', 'alice'), ('alice@other.test', 'alice'),
+                               ('info@other.test', 'alice'), ('bob@example.test', 'bob'),
+                               ('special@catch.test', 'bob'), ('@catch.test', 'carol'),
+                               ('dave@example.test', 'dave')):
+            p.add_address(address, login)
+        for address, target in (('list@example.test', 'alice@example.test'),
+                                ('list@example.test', 'bob@example.test'),
+                                ('loop1@example.test', 'loop2@example.test'),
+                                ('loop2@example.test', 'loop1@example.test'),
+                                ('self@example.test', 'self@example.test')):
+            p.add_forward(address, target)
         self.srv = None
         self.clients = []
         if self.start_server:
             self.srv = p.serve(SMTP, ['--mode=mx'], host=self.host, supervisor=self.supervisor)
-
-    def tearDown(self):
-        # Hang up first: check_sanitizers waits for every handler to end.
-        for c in self.clients:
-            try:
-                c.close()
-            except OSError:
-                pass
-        self.p.check_sanitizers()
-        log = self.p.log_text()
-        self.assertNotIn(PASSWORD, log)
-        self.assertNotIn(BODY_MARKER, log)
-        for line in log.splitlines():
-            self.assertNotIn('Subject:', line)
 
     # -- helpers ----------------------------------------------------------
 
@@ -288,17 +332,23 @@ class SmtpTestCase(unittest.TestCase):
             self.assertEqual(code, expect, text)
         return code, text
 
-    def transaction(self, c, sender, rcpts, message, expect=250):
+    def envelope(self, c, sender, rcpts):
+        """MAIL FROM:<sender> and RCPT TO: each of rcpts, all accepted."""
         code, text = c.cmd(f'MAIL FROM:<{sender}>')
         self.assertEqual(code, 250, text)
         for r in rcpts:
             code, text = c.cmd(f'RCPT TO:<{r}>')
             self.assertEqual(code, 250, (r, text))
-        return self.send_data(c, message, expect)
 
-    def read(self, path):
-        with open(path, 'rb') as f:
-            return f.read()
+    def start_data(self, c, sender='s@remote.example', rcpts=('alice@example.test',)):
+        """The envelope, then DATA (354): what c sends next is the body."""
+        self.envelope(c, sender, rcpts)
+        code, text = c.cmd('DATA')
+        self.assertEqual(code, 354, text)
+
+    def transaction(self, c, sender, rcpts, message, expect=250):
+        self.envelope(c, sender, rcpts)
+        return self.send_data(c, message, expect)
 
     def only_message(self, login):
         msgs = self.p.messages(login)
@@ -322,6 +372,14 @@ class SmtpTestCase(unittest.TestCase):
         if os.path.isdir(qdir):
             self.assertEqual(os.listdir(qdir), [])
 
+    def assert_body_kept(self, body):
+        """A message with body, sent to alice, is stored as sent after the
+        three fields we add."""
+        msg = new_message(body=body)
+        self.transaction(self.session(), 's@remote.example', ['alice@example.test'], msg)
+        _, rest = self.split_prefix(self.only_message('alice'))
+        self.assertEqual(rest, stored(msg))
+
     def split_prefix(self, data, n=3):
         """The file's first n header fields (with folded lines) and the rest."""
         lines = data.split(b'\n')
@@ -336,10 +394,3 @@ class SmtpTestCase(unittest.TestCase):
             fields.append(field)
         return fields, b'\n'.join(lines[i:])
 
-    def wait_for(self, pred, timeout=10):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if pred():
-                return True
-            time.sleep(0.05)
-        return pred()

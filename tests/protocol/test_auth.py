@@ -17,7 +17,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import Postage  # noqa: E402
-from smtp_base import TlsTestCase, insecure_context, use_cert  # noqa: E402
+from smtp_base import Lines, TlsTestCase, insecure_context, use_cert  # noqa: E402
 
 HANDLER = 'smtp-handler/smtp-handler'
 PASSWORD = 'Tr0ub4dor&3-auth'
@@ -32,49 +32,6 @@ def plain(login, password, authzid=''):
     return b64(f'{authzid}\0{login}\0{password}')
 
 
-class Lines:
-    """A raw SMTP dialog on a socket."""
-
-    def __init__(self, sock):
-        self.sock = sock
-        self.buf = b''
-
-    def line(self):
-        while b'\n' not in self.buf:
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                raise EOFError('connection closed; had %r' % self.buf)
-            self.buf += chunk
-        line, self.buf = self.buf.split(b'\n', 1)
-        return line.rstrip(b'\r').decode('utf-8', 'replace')
-
-    def reply(self):
-        lines = []
-        while True:
-            ln = self.line()
-            lines.append(ln)
-            if len(ln) < 4 or ln[3] != '-':
-                return int(ln[:3]), lines
-
-    def cmd(self, text):
-        self.sock.sendall(text.encode() + b'\r\n')
-        return self.reply()
-
-    def closed(self, timeout=10):
-        """True when the server has hung up."""
-        self.sock.settimeout(timeout)
-        try:
-            while True:
-                chunk = self.sock.recv(4096)
-                if not chunk:
-                    return True
-                self.buf += chunk
-        except (ConnectionResetError, BrokenPipeError):
-            return True
-        except (socket.timeout, TimeoutError):
-            return False
-
-
 def run(cmd, input=b'', timeout=60):
     return subprocess.run(cmd, input=input, capture_output=True, timeout=timeout)
 
@@ -82,6 +39,7 @@ def run(cmd, input=b'', timeout=60):
 class AuthTest(TlsTestCase):
     PASSWORD = PASSWORD
     LOGINS = ('alice', 'bob', 'dave', 'erin', 'frank')
+    SMTP_SERVERS = {'sub': 'submission', 'subs': 'submissions', 'mx': 'mx'}
 
     @classmethod
     def setUpClass(cls):
@@ -92,9 +50,6 @@ class AuthTest(TlsTestCase):
         p.add_address('carol@example.test', 'carol')
         p.add_address('@alice.test', 'alice')           # alice's catch-all domain
         p.add_address('alias@example.test', 'alice')    # a second address of alice
-        cls.sub = p.serve(HANDLER, ['--mode=submission'])
-        cls.subs = p.serve(HANDLER, ['--mode=submissions'])
-        cls.mx = p.serve(HANDLER, ['--mode=mx'])
 
     # -- helpers ---------------------------------------------------------
 
@@ -126,16 +81,9 @@ class AuthTest(TlsTestCase):
         if source:
             sock.bind((source, 0))
         sock.connect((srv.host, srv.port))
-        c = Lines(sock)
-        self.assertEqual(c.reply()[0], 220)
-        self.assertEqual(c.cmd('EHLO client.test')[0], 250)
+        c, ehlo = self.greeted(sock, tls)
         if tls:
-            self.assertEqual(c.cmd('STARTTLS')[0], 220)
-            c.sock = insecure_context().wrap_socket(sock, server_hostname='mx.test.example')
-            self.addCleanup(c.sock.close)
-            code, lines = c.cmd('EHLO client.test')
-            self.assertEqual(code, 250)
-            self.assertIn('250-AUTH PLAIN LOGIN', lines)
+            self.assertIn('250-AUTH PLAIN LOGIN', ehlo)
         return c
 
     def queued_for(self, rcpt):

@@ -25,34 +25,23 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import harness  # noqa: E402
 INSIDE = 'POSTAGE_DEMO_NETNS'
 SOURCE = os.environ.get('POSTAGE_SOURCE', os.path.dirname(os.path.dirname(HERE)))
 
 
 def reexec_in_namespace():
-    def skip(reason):
-        print(f'skipped: {reason}', file=sys.stderr)
-        sys.exit(77)
-
     if os.geteuid() != 0:
-        skip('scripts/demo serves its DNS on port 53 and needs root')
+        harness.skip_file('scripts/demo serves its DNS on port 53 and needs root')
     for tool in ('unshare', 'ip', 'swaks', 'curl', 'fetchmail', 'dnsmasq', 'openssl'):
         if not shutil.which(tool) and not os.path.exists(f'/usr/sbin/{tool}'):
-            skip(f'{tool} is not installed')
-    probe = subprocess.run(['unshare', '--net', '--mount', 'true'], capture_output=True)
-    if probe.returncode != 0:
-        skip('namespaces are not permitted here: ' + probe.stderr.decode(errors='replace').strip())
-    env = dict(os.environ, **{INSIDE: '1'})
-    r = subprocess.run(['unshare', '--net', '--mount', 'sh', '-c',
-                        'ip link set lo up && exec "$@"', 'sh', sys.executable,
-                        os.path.abspath(__file__)] + sys.argv[1:], env=env)
-    sys.exit(r.returncode)
+            harness.skip_file(f'{tool} is not installed')
+    harness.rerun_unshared(['unshare', '--net', '--mount'], INSIDE, 'namespaces',
+                           setup='ip link set lo up')
 
 
 if __name__ == '__main__' and os.environ.get(INSIDE) != '1':
     reexec_in_namespace()
-
-import harness  # noqa: E402
 
 
 def steps_of(text):

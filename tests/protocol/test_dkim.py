@@ -21,12 +21,9 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import netns  # noqa: E402
-from harness import Postage  # noqa: E402
+from harness import Postage, optional_module  # noqa: E402
 
-try:
-    import dkim
-except ImportError:  # pragma: no cover
-    dkim = None
+dkim = optional_module('dkim')
 
 SMTP = 'smtp-handler/smtp-handler'
 BODY_MARKER = 'dkim-body-never-in-logs-4711'
@@ -90,15 +87,11 @@ class DkimSigningTest(unittest.TestCase):
         shutil.rmtree(cls.keydir, ignore_errors=True)
 
     def setUp(self):
-        self.p = Postage()
-        self.p.__enter__()
-        self.addCleanup(self.p.__exit__, None, None, None)
-        p = self.p
+        p = self.p = Postage().enter_for(self)
         p.add_domain('example.test')
-        p.add_mailbox('alice', 'pw-unused-1')
-        p.add_address('alice@example.test', 'alice')
+        p.add_account('alice', 'pw-unused-1', 'alice@example.test')
         p.add_forward('list@example.test', 'carol@remote.example')
-        p.sql("INSERT INTO relay_networks VALUES ('192.0.2.0/24')")
+        p.add_relay_network('192.0.2.0/24')
         self.srv = p.serve(SMTP, ['--mode=mx'], host=SERVER)
 
     def tearDown(self):

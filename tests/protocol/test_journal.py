@@ -19,7 +19,6 @@ import os
 import shutil
 import smtplib
 import socket
-import subprocess
 import sys
 import tempfile
 import poplib
@@ -27,38 +26,27 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import harness  # noqa: E402
 INSIDE = 'POSTAGE_JOURNAL_NS'
 JOURNAL_DIR = '/run/systemd/journal'
 
 
 def reexec_in_namespace():
-    def skip(reason):
-        print(f'skipped: {reason}', file=sys.stderr)
-        sys.exit(77)
-
     for tool in ('unshare', 'mount'):
         if not shutil.which(tool):
-            skip(f'{tool} is not installed')
+            harness.skip_file(f'{tool} is not installed')
     base = ['unshare', '--mount']
     if os.geteuid() != 0:
         base[1:1] = ['--map-root-user']
-    probe = subprocess.run(base + ['true'], capture_output=True)
-    if probe.returncode != 0:
-        skip('mount namespaces are not permitted here: '
-             + probe.stderr.decode(errors='replace').strip())
-    script = ('mount --make-rprivate / && mkdir -p /run/systemd && '
-              'mount -t tmpfs -o mode=0755 tmpfs /run/systemd && '
-              f'mkdir -p {JOURNAL_DIR} && exec "$@"')
-    env = dict(os.environ, **{INSIDE: '1'})
-    r = subprocess.run(base + ['sh', '-c', script, 'sh', sys.executable,
-                               os.path.abspath(__file__)] + sys.argv[1:], env=env)
-    sys.exit(r.returncode)
+    harness.rerun_unshared(base, INSIDE, 'mount namespaces',
+                           setup='mount --make-rprivate / && mkdir -p /run/systemd && '
+                                 'mount -t tmpfs -o mode=0755 tmpfs /run/systemd && '
+                                 f'mkdir -p {JOURNAL_DIR}')
 
 
 if __name__ == '__main__' and os.environ.get(INSIDE) != '1':
     reexec_in_namespace()
 
-import harness  # noqa: E402
 from harness import Postage  # noqa: E402
 
 SMTP = 'smtp-handler/smtp-handler'
@@ -97,14 +85,10 @@ class JournalFields(unittest.TestCase):
         os.chmod(path, 0o666)
         self.journal.settimeout(0.2)
         self.addCleanup(self.journal.close)
-        self.p = JournalPostage()
-        self.p.__enter__()
-        self.addCleanup(self.p.__exit__, None, None, None)
-        p = self.p
+        p = self.p = JournalPostage().enter_for(self)
         p.add_domain('example.test')
-        p.add_mailbox('alice', PASSWORD)
-        p.add_address('alice@example.test', 'alice')
-        p.sql('INSERT INTO relay_networks(network) VALUES (?)', '127.0.0.0/8')
+        p.add_account('alice', PASSWORD, 'alice@example.test')
+        p.add_relay_network('127.0.0.0/8')
 
     def tearDown(self):
         self.p.check_sanitizers()

@@ -19,7 +19,6 @@ import email
 import email.policy
 import email.utils
 import os
-import poplib
 import re
 import shutil
 import smtplib
@@ -117,15 +116,12 @@ class ListCase(unittest.TestCase):
 
     def setUp(self):
         harness.binary('queue/queue-runner')
-        self.p = Postage()
-        self.p.__enter__()
-        self.addCleanup(self.p.__exit__, None, None, None)
-        p = self.p
+        p = self.p = Postage().enter_for(self)
         p.add_domain(DOMAIN)
         for login in ('olivia', 'alice', 'bob', 'arch', 'carol'):
             p.add_mailbox(login, PASSWORD)
             p.add_address(f'{login}@{DOMAIN}', login)
-        p.sql('INSERT INTO relay_networks VALUES (?)', RELAY_CLIENT + '/32')
+        p.add_relay_network(RELAY_CLIENT + '/32')
         p.sql('INSERT INTO dkim_keys (domain, selector, private_key_path) VALUES (?, ?, ?)',
               DOMAIN, 'list', self.key)
         p.sql("INSERT INTO lists (address, owner, archive, subject_prefix) VALUES (?, ?, 'arch', '[team]')",
@@ -332,10 +328,8 @@ class ArchiveTest(ListCase):
         # a held post (not a member) is not archived until it goes out
         self.post('eve@elsewhere.example', message('Eve <eve@elsewhere.example>', subject='third'))
         pop = self.p.serve(POP3)
-        c = poplib.POP3(pop.host, pop.port, timeout=30)
+        c = pop.pop3('arch', PASSWORD)
         try:
-            c.user('arch')
-            c.pass_(PASSWORD)
             count, _size = c.stat()
             self.assertEqual(count, 2)
             subjects = sorted(parse_bytes(b'\n'.join(c.retr(i)[1]))['Subject'] for i in (1, 2))

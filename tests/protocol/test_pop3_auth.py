@@ -2,10 +2,10 @@
 users, the throttle), POP-before-SMTP records, and the mailbox lock."""
 import os
 import signal
-import socket
 import time
 import unittest
 
+import harness
 from harness import main
 from pop3_base import PASSWORD, Pop3TestCase, median, new_message
 
@@ -172,16 +172,7 @@ class PopBeforeSmtp(Pop3TestCase):
         self.assertEqual(self.p.sql('SELECT count(*) FROM pop_logins')[0][0], 0)
 
 
-def ipv6_loopback():
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(('::1', 0))
-        return True
-    except OSError:
-        return False
-
-
-@unittest.skipUnless(ipv6_loopback(), 'no IPv6 loopback here')
+@unittest.skipUnless(harness.have_ipv6_loopback(), 'no IPv6 loopback here')
 class PopBeforeSmtpIpv6(Pop3TestCase):
     host = '::1'
 

@@ -32,8 +32,7 @@ class Confined(Pop3TestCase):
         if not shutil.which('gdb'):
             self.skipTest('gdb is not installed (package gdb)')
         super().setUp()
-        self.p.add_mailbox('bob', PASSWORD)
-        self.p.add_address('bob@example.test', 'bob')
+        self.p.add_account('bob', PASSWORD, 'bob@example.test')
         self.own = self.put('Subject: own\n\nalice reads this\n')
         self.other = put_message(self.p, 'bob', 'Subject: bob\n\nnot for alice\n')
         self.tls_key = os.path.join(self.p.dir, 'key.pem')
@@ -121,8 +120,7 @@ class Confined(Pop3TestCase):
         self.assertEqual(len(os.listdir(cur)), 2)
 
     def test_a_mailbox_without_a_maildir_reaches_nothing(self):
-        self.p.add_mailbox('carol', PASSWORD)
-        self.p.add_address('carol@example.test', 'carol')
+        self.p.add_account('carol', PASSWORD, 'carol@example.test')
         c = self.session('carol')
         self.require_landlock()
         pid = self.handler_pid()

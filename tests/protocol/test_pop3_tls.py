@@ -11,7 +11,7 @@ import time
 import unittest
 
 from harness import main
-from pop3_base import PASSWORD, POP3, Pop3TestCase, Raw, new_message, wire_lines
+from pop3_base import PASSWORD, POP3, Closer, Pop3TestCase, Raw, new_message, wire_lines
 
 FAILED = '-ERR [AUTH] Authentication failed'
 
@@ -199,7 +199,7 @@ class ImplicitTls(TlsTestCase):
     def test_pop3_ssl(self):
         import poplib
         m = poplib.POP3_SSL(self.srv.host, self.srv.port, context=self.context(), timeout=30)
-        self.clients.append(_closer(m))
+        self.clients.append(Closer(m))
         capa = m.capa()
         self.assertNotIn('STLS', capa)
         self.assertIn('SASL', capa)
@@ -279,17 +279,6 @@ class ImplicitTlsWithoutCertificate(Pop3TestCase):
         self.assertTrue(c.cmd('CAPA').startswith('+OK'))
         self.assertNotIn(b'STLS', c.multi())
         self.assertEqual(c.cmd('STLS'), '-ERR TLS is not available')
-
-
-class _closer:
-    def __init__(self, m):
-        self.m = m
-
-    def close(self):
-        try:
-            self.m.close()
-        except (OSError, AttributeError):
-            pass
 
 
 if __name__ == '__main__':

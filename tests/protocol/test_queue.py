@@ -353,6 +353,18 @@ def dsn_parts(msg):
     return text, blocks, headers
 
 
+def local_postage(test):
+    """A Postage, removed at test's cleanup, hosting local.test (alice)
+    and relaying for 127.0.0.0/8; FileNotFoundError when the queue runner
+    is not built."""
+    harness.binary(RUNNER)
+    p = Postage().enter_for(test)
+    p.add_domain('local.test')
+    p.add_account('alice', PASSWORD, 'alice@local.test')
+    p.add_relay_network('127.0.0.0/8')
+    return p
+
+
 class QueueCase(unittest.TestCase):
     """A postage with local.test (alice), a sink, and relayhost to it."""
 
@@ -369,15 +381,7 @@ class QueueCase(unittest.TestCase):
         shutil.rmtree(cls.certdir, ignore_errors=True)
 
     def setUp(self):
-        harness.binary(RUNNER)
-        self.p = Postage()
-        self.p.__enter__()
-        self.addCleanup(self.p.__exit__, None, None, None)
-        p = self.p
-        p.add_domain('local.test')
-        p.add_mailbox('alice', PASSWORD)
-        p.add_address('alice@local.test', 'alice')
-        p.sql('INSERT INTO relay_networks(network) VALUES (?)', '127.0.0.0/8')
+        p = self.p = local_postage(self)
         self.sink = self.make_sink(**self.sink_kw)
         p.set('relayhost', f'[127.0.0.1]:{self.sink.port}')
         self.srv = p.serve(SMTP, ['--mode=mx'])
@@ -901,6 +905,29 @@ class TLSTest(QueueCase):
         self.p.set('relayhost_login', RELAY_LOGIN)
         self.p.set('relayhost_password', RELAY_PASSWORD)
 
+    def send_via(self, tls=None, ca=None, login=False, **sink_kw):
+        """A sink (make_sink's keywords) as the relayhost, relayhost_tls
+        and relayhost_tls_ca set when given, the relayhost login when
+        login; then alice's message to bob@remote.test is submitted and
+        the queue run once."""
+        self.use_sink(**sink_kw)
+        if tls is not None:
+            self.p.set('relayhost_tls', tls)
+        if ca is not None:
+            self.p.set('relayhost_tls_ca', ca)
+        if login:
+            self.with_login()
+        self.submit('alice@local.test', ['bob@remote.test'])
+        run_queue(self.p)
+
+    def assert_sent_with_login(self):
+        """One message reached the sink, over TLS, after AUTH PLAIN with
+        the relayhost login."""
+        msgs = self.sink.messages
+        self.assertEqual(len(msgs), 1, self.p.log_text()[-3000:])
+        self.assertTrue(msgs[0]['tls'])
+        self.assertEqual(self.sink.handler.auth_attempts, [('PLAIN', RELAY_LOGIN)])
+
     def recipient_row(self):
         rows = self.p.sql('SELECT state, attempts, last_status, last_error FROM queue_recipients')
         self.assertEqual(len(rows), 1, rows)
@@ -924,9 +951,7 @@ class TLSTest(QueueCase):
         return error
 
     def test_starttls_used_when_offered(self):
-        self.use_sink(tls_cert=self.cert)
-        self.submit('alice@local.test', ['bob@remote.test'])
-        run_queue(self.p)
+        self.send_via(tls_cert=self.cert)
         msgs = self.sink.messages
         self.assertEqual(len(msgs), 1)
         self.assertTrue(msgs[0]['tls'], 'sent in clear although STARTTLS was offered')
@@ -942,9 +967,7 @@ class TLSTest(QueueCase):
         """Our server side offers no CBC and no static RSA (issue 18), but
         outbound TLS is opportunistic: refusing an old MX's suites would
         send the mail in clear, so the queue runner still takes them."""
-        self.use_sink(tls_cert=self.cert, tls_ciphers='AES128-SHA')
-        self.submit('alice@local.test', ['bob@remote.test'])
-        run_queue(self.p)
+        self.send_via(tls_cert=self.cert, tls_ciphers='AES128-SHA')
         msgs = self.sink.messages
         self.assertEqual(len(msgs), 1)
         self.assertTrue(msgs[0]['tls'], 'sent in clear to an MX offering only AES128-SHA')
@@ -954,15 +977,8 @@ class TLSTest(QueueCase):
         self.assert_queue_empty()
 
     def test_relayhost_auth_over_tls(self):
-        self.use_sink(tls_cert=self.ip_cert, auth=True)
-        self.p.set('relayhost_tls_ca', self.ca[0])
-        self.with_login()
-        self.submit('alice@local.test', ['bob@remote.test'])
-        run_queue(self.p)
-        msgs = self.sink.messages
-        self.assertEqual(len(msgs), 1, self.p.log_text()[-3000:])
-        self.assertTrue(msgs[0]['tls'])
-        self.assertEqual(self.sink.handler.auth_attempts, [('PLAIN', RELAY_LOGIN)])
+        self.send_via(ca=self.ca[0], login=True, tls_cert=self.ip_cert, auth=True)
+        self.assert_sent_with_login()
         self.assertIn('event=relay_auth result=ok', self.p.log_text())
         self.assertNotIn(RELAY_PASSWORD, self.p.log_text())
         self.assert_queue_empty()
@@ -998,11 +1014,7 @@ class TLSTest(QueueCase):
     def test_relayhost_password_never_sent_without_tls(self):
         # relayhost_tls=may (opportunistic) with a login: AUTH is offered
         # in clear text, and the runner must not use it.
-        self.use_sink(auth=True, auth_require_tls=False)
-        self.p.set('relayhost_tls', 'may')
-        self.with_login()
-        self.submit('alice@local.test', ['bob@remote.test'])
-        run_queue(self.p)
+        self.send_via(tls='may', login=True, auth=True, auth_require_tls=False)
         self.assertEqual(self.sink.handler.auth_attempts, [], 'password sent without TLS')
         self.assertEqual(self.sink.messages, [])
         rows = self.queue_rows()
@@ -1019,10 +1031,7 @@ class TLSTest(QueueCase):
         # The attack: someone on the path answers for [127.0.0.1] with a
         # self-signed certificate that names the address. Before
         # relayhost_tls the runner logged verified=no and sent the password.
-        self.use_sink(tls_cert=self.forged_cert, auth=True)
-        self.with_login()
-        self.submit('alice@local.test', ['bob@remote.test'])
-        run_queue(self.p)
+        self.send_via(login=True, tls_cert=self.forged_cert, auth=True)
         error = self.assert_deferred_unseen()
         self.assertIn('certificate of 127.0.0.1[127.0.0.1]', error)
         self.assertIn('not verified', error)
@@ -1036,15 +1045,8 @@ class TLSTest(QueueCase):
         self.assert_deferred_unseen(attempts=2)
 
     def test_verify_with_relayhost_tls_ca_and_an_ip_literal(self):
-        self.use_sink(tls_cert=self.ip_cert, auth=True)
-        self.p.set('relayhost_tls_ca', self.ca[0])
-        self.with_login()
-        self.submit('alice@local.test', ['bob@remote.test'])
-        run_queue(self.p)
-        msgs = self.sink.messages
-        self.assertEqual(len(msgs), 1, self.p.log_text()[-3000:])
-        self.assertTrue(msgs[0]['tls'])
-        self.assertEqual(self.sink.handler.auth_attempts, [('PLAIN', RELAY_LOGIN)])
+        self.send_via(ca=self.ca[0], login=True, tls_cert=self.ip_cert, auth=True)
+        self.assert_sent_with_login()
         log = self.p.log_text()
         self.assertRegex(log, r'tls="TLSv1\.[23] with cipher [^"]+" tls_verified=yes status=sent')
         self.assertRegex(log, r'event=client_tls result=ok mode=starttls host=127\.0\.0\.1 '
@@ -1056,87 +1058,53 @@ class TLSTest(QueueCase):
     def test_verify_refuses_a_trusted_certificate_for_another_address(self):
         # Signed by the trusted CA, but for 127.0.0.2 (and a name): a
         # certificate of someone else.
-        self.use_sink(tls_cert=self.other_ip_cert, auth=True)
-        self.p.set('relayhost_tls_ca', self.ca[0])
-        self.with_login()
-        self.submit('alice@local.test', ['bob@remote.test'])
-        run_queue(self.p)
+        self.send_via(ca=self.ca[0], login=True, tls_cert=self.other_ip_cert, auth=True)
         error = self.assert_deferred_unseen()
         self.assertIn('does not name 127.0.0.1', error)
 
     def test_verify_needs_the_address_in_subject_alt_name(self):
         # 127.0.0.1 as the common name is not enough: an address is
         # matched only against the certificate's IP address entries.
-        self.use_sink(tls_cert=self.cn_only_cert, auth=True)
-        self.p.set('relayhost_tls_ca', self.ca[0])
-        self.with_login()
-        self.submit('alice@local.test', ['bob@remote.test'])
-        run_queue(self.p)
+        self.send_via(ca=self.ca[0], login=True, tls_cert=self.cn_only_cert, auth=True)
         self.assertIn('does not name 127.0.0.1', self.assert_deferred_unseen())
 
     def test_verify_without_a_login_keeps_the_mail_from_a_stranger(self):
         # relayhost_tls=verify set by hand: the mail itself waits too.
-        self.use_sink(tls_cert=self.forged_cert)
-        self.p.set('relayhost_tls', 'verify')
-        self.submit('alice@local.test', ['bob@remote.test'])
-        run_queue(self.p)
+        self.send_via(tls='verify', tls_cert=self.forged_cert)
         self.assert_deferred_unseen()
 
     def test_verify_without_starttls_defers_and_never_sends_the_password(self):
         # STARTTLS stripped from the EHLO reply; AUTH offered in clear.
-        self.use_sink(auth=True, auth_require_tls=False)
-        self.with_login()
-        self.submit('alice@local.test', ['bob@remote.test'])
-        run_queue(self.p)
+        self.send_via(login=True, auth=True, auth_require_tls=False)
         self.assertIn('does not offer STARTTLS', self.assert_deferred_unseen())
 
     def test_unknown_relayhost_tls_is_taken_as_verify(self):
-        self.use_sink(tls_cert=self.forged_cert, auth=True)
-        self.p.set('relayhost_tls', 'verfy')
-        self.with_login()
-        self.submit('alice@local.test', ['bob@remote.test'])
-        run_queue(self.p)
+        self.send_via(tls='verfy', login=True, tls_cert=self.forged_cert, auth=True)
         self.assert_deferred_unseen()
         self.assertIn('event=config result=bad_relayhost_tls relayhost_tls="verfy" using=verify',
                       self.p.log_text())
 
     def test_unreadable_relayhost_tls_ca_is_logged_and_trusts_nothing_more(self):
-        self.use_sink(tls_cert=self.ip_cert, auth=True)
-        self.p.set('relayhost_tls_ca', os.path.join(self.certdir, 'no-such-ca.pem'))
-        self.with_login()
-        self.submit('alice@local.test', ['bob@remote.test'])
-        run_queue(self.p)
+        self.send_via(ca=os.path.join(self.certdir, 'no-such-ca.pem'), login=True,
+                      tls_cert=self.ip_cert, auth=True)
         self.assert_deferred_unseen()
         self.assertIn('event=tls result=bad_ca ca_file=', self.p.log_text())
 
     # -- relayhost_tls=encrypt: TLS required, any certificate ---------------
 
     def test_encrypt_takes_any_certificate_and_says_it_is_unverified(self):
-        self.use_sink(tls_cert=self.forged_cert, auth=True)
-        self.p.set('relayhost_tls', 'encrypt')
-        self.with_login()
-        self.submit('alice@local.test', ['bob@remote.test'])
-        run_queue(self.p)
-        self.assertEqual(len(self.sink.messages), 1, self.p.log_text()[-3000:])
-        self.assertTrue(self.sink.messages[0]['tls'])
-        self.assertEqual(self.sink.handler.auth_attempts, [('PLAIN', RELAY_LOGIN)])
+        self.send_via(tls='encrypt', login=True, tls_cert=self.forged_cert, auth=True)
+        self.assert_sent_with_login()
         self.assertRegex(self.p.log_text(), r'tls_verified=no status=sent')
         self.assert_queue_empty()
 
     def test_encrypt_without_starttls_sends_nothing_in_clear(self):
         # No login: what must not go in clear is the mail itself.
-        self.use_sink()
-        self.p.set('relayhost_tls', 'encrypt')
-        self.submit('alice@local.test', ['bob@remote.test'])
-        run_queue(self.p)
+        self.send_via(tls='encrypt')
         self.assertIn('does not offer STARTTLS', self.assert_deferred_unseen())
 
     def test_encrypt_without_starttls_never_sends_the_password(self):
-        self.use_sink(auth=True, auth_require_tls=False)
-        self.p.set('relayhost_tls', 'encrypt')
-        self.with_login()
-        self.submit('alice@local.test', ['bob@remote.test'])
-        run_queue(self.p)
+        self.send_via(tls='encrypt', login=True, auth=True, auth_require_tls=False)
         self.assert_deferred_unseen()
 
     def test_encrypt_does_not_retry_in_clear_after_a_failed_handshake(self):

@@ -43,6 +43,7 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import harness  # noqa: E402
 
 INSIDE = 'POSTAGE_QUEUE_NETNS'
 
@@ -50,35 +51,23 @@ INSIDE = 'POSTAGE_QUEUE_NETNS'
 def reexec_in_namespace():
     """Runs this file again inside new net+mount namespaces; exits with its
     status, or 77 when that is not possible here."""
-    def skip(reason):
-        print(f'skipped: {reason}', file=sys.stderr)
-        sys.exit(77)
-
     for tool in ('unshare', 'ip', 'mount'):
         if not shutil.which(tool):
-            skip(f'{tool} is not installed')
+            harness.skip_file(f'{tool} is not installed')
     if not shutil.which('dnsmasq'):
-        skip('dnsmasq is not installed (package dnsmasq-base)')
+        harness.skip_file('dnsmasq is not installed (package dnsmasq-base)')
     base = ['unshare', '--net', '--mount']
     if os.geteuid() != 0:
         base.insert(1, '--map-root-user')
-    probe = subprocess.run(base + ['true'], capture_output=True)
-    if probe.returncode != 0:
-        skip('network namespaces are not permitted here: '
-             + probe.stderr.decode(errors='replace').strip())
-    env = dict(os.environ, **{INSIDE: '1'})
-    r = subprocess.run(base + [sys.executable, os.path.abspath(__file__)] + sys.argv[1:], env=env)
-    sys.exit(r.returncode)
+    harness.rerun_unshared(base, INSIDE, 'network namespaces')
 
 
 if __name__ == '__main__' and os.environ.get(INSIDE) != '1':
     reexec_in_namespace()
 
-import harness  # noqa: E402
-from harness import Postage  # noqa: E402
-from test_queue import (PASSWORD, RELAY_LOGIN, RELAY_PASSWORD, RUNNER, SMTP, Sink,  # noqa: E402
-                        dsn_parts, make_ca, make_cert, make_self_signed, make_signed_cert, parse,
-                        run_queue)
+from test_queue import (RELAY_LOGIN, RELAY_PASSWORD, SMTP, Sink,  # noqa: E402
+                        dsn_parts, local_postage, make_ca, make_cert, make_self_signed,
+                        make_signed_cert, parse, run_queue)
 
 DNSMASQ_RECORDS = [
     '--mx-host=mx.test,mx1.mx.test,10',
@@ -172,28 +161,11 @@ def tearDownModule():
         shutil.rmtree(_state['tmp'], ignore_errors=True)
 
 
-def have_ipv6_loopback():
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(('::1', 0))
-        return True
-    except OSError:
-        return False
-
-
 class MXCase(unittest.TestCase):
     """A postage with local.test (alice) and no relayhost."""
 
     def setUp(self):
-        harness.binary(RUNNER)
-        self.p = Postage()
-        self.p.__enter__()
-        self.addCleanup(self.p.__exit__, None, None, None)
-        p = self.p
-        p.add_domain('local.test')
-        p.add_mailbox('alice', PASSWORD)
-        p.add_address('alice@local.test', 'alice')
-        p.sql('INSERT INTO relay_networks(network) VALUES (?)', '127.0.0.0/8')
+        p = self.p = local_postage(self)
         self.srv = p.serve(SMTP, ['--mode=mx'])
 
     def tearDown(self):
@@ -290,7 +262,7 @@ class MXTest(MXCase):
         self.assertEqual(self.p.messages('alice'), [])
 
     def test_ipv6_only_mx_host(self):
-        if not have_ipv6_loopback():
+        if not harness.have_ipv6_loopback():
             self.skipTest('no IPv6 loopback in this namespace')
         v6 = self.sink('::1')
         self.submit(['x@v6mx.test'])

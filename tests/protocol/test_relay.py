@@ -44,14 +44,12 @@ class POP3From(poplib.POP3):
 class RelayTest(TlsTestCase):
     PASSWORD = PASSWORD
     LOGINS = ('alice', 'bob')
+    SMTP_SERVERS = {'mx': 'mx', 'sub': 'submission'}
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        p = cls.p
-        cls.mx = p.serve(HANDLER, ['--mode=mx'])
-        cls.sub = p.serve(HANDLER, ['--mode=submission'])
-        cls.pop = p.serve(POP3, []) if have_pop3() else None
+        cls.pop = cls.p.serve(POP3, []) if have_pop3() else None
 
     def setUp(self):
         self.p.sql('DELETE FROM pop_logins')
@@ -157,10 +155,7 @@ class RelayTest(TlsTestCase):
 
     def test_pop_before_smtp_is_no_reason_to_send_passwords_in_clear(self):
         self.pop_login('127.0.0.3')
-        s = smtplib.SMTP(self.sub.host, self.sub.port, timeout=30,
-                         source_address=('127.0.0.3', 0))
-        self.addCleanup(s.close)
-        s.ehlo('client.test')
+        s = self.smtp('127.0.0.3', self.sub)
         self.assertFalse(s.has_extn('auth'), 'AUTH offered in clear to a POP-before-SMTP IP')
         code, msg = s.docmd('AUTH', 'PLAIN AGFsaWNlAHdyb25n')
         self.assertEqual(code, 538, msg)
@@ -169,7 +164,7 @@ class RelayTest(TlsTestCase):
     # -- relay_networks -------------------------------------------------------
 
     def add_network(self, net):
-        self.p.sql('INSERT INTO relay_networks VALUES (?)', net)
+        self.p.add_relay_network(net)
 
     def test_host_entry(self):
         self.add_network('127.0.0.8')
@@ -224,10 +219,7 @@ class RelayTest(TlsTestCase):
 
     def test_trusted_network_may_auth_in_clear_and_forgets_it_after_starttls(self):
         self.add_network('127.0.0.13')
-        s = smtplib.SMTP(self.sub.host, self.sub.port, timeout=30,
-                         source_address=('127.0.0.13', 0))
-        self.addCleanup(s.close)
-        s.ehlo('client.test')
+        s = self.smtp('127.0.0.13', self.sub)
         self.assertTrue(s.has_extn('auth'), 'AUTH not offered to a trusted network')
         s.login('alice', PASSWORD)
         self.assertEqual(s.mail('alice@example.test')[0], 250)
@@ -244,10 +236,7 @@ class RelayTest(TlsTestCase):
     def test_submission_needs_auth_even_when_trusted(self):
         self.add_network('127.0.0.14')
         self.pop_login('127.0.0.14')
-        s = smtplib.SMTP(self.sub.host, self.sub.port, timeout=30,
-                         source_address=('127.0.0.14', 0))
-        self.addCleanup(s.close)
-        s.ehlo('client.test')
+        s = self.smtp('127.0.0.14', self.sub)
         self.assertEqual(s.mail('alice@example.test')[0], 530)
         s.quit()
 

@@ -30,7 +30,7 @@ import uuid
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import netns  # noqa: E402
 import rspamd_server  # noqa: E402
-from harness import Postage  # noqa: E402
+from harness import Postage, smtp_quit  # noqa: E402
 
 SMTP = 'smtp-handler/smtp-handler'
 SERVER = '192.0.2.1'
@@ -132,16 +132,11 @@ class RspamdTest(unittest.TestCase):
         cls.dns.close()
 
     def setUp(self):
-        self.p = Postage(hostname=HOST)
-        self.p.__enter__()
-        self.addCleanup(self.p.__exit__, None, None, None)
-        p = self.p
+        p = self.p = Postage(hostname=HOST).enter_for(self)
         p.add_domain('example.test')
-        p.add_mailbox('alice', PASSWORD)
-        p.add_address('alice@example.test', 'alice')
-        p.add_mailbox('bob', PASSWORD)
-        p.add_address('bob@example.test', 'bob')
-        p.sql("INSERT INTO relay_networks VALUES ('192.0.2.0/24')")
+        p.add_account('alice', PASSWORD, 'alice@example.test')
+        p.add_account('bob', PASSWORD, 'bob@example.test')
+        p.add_relay_network('192.0.2.0/24')
         p.set('rspamd', self.rspamd.normal)
         self.srv = p.serve(SMTP, ['--mode=mx'], host=SERVER)
         self.addCleanup(self.p.check_sanitizers)
@@ -150,16 +145,9 @@ class RspamdTest(unittest.TestCase):
 
     def client(self, source=CLIENT):
         c = smtplib.SMTP(self.srv.host, self.srv.port, timeout=60, source_address=(source, 0))
-        self.addCleanup(self.quit, c)
+        self.addCleanup(smtp_quit, c)
         c.ehlo(HELO)
         return c
-
-    @staticmethod
-    def quit(c):
-        try:
-            c.quit()
-        except (smtplib.SMTPException, OSError):
-            c.close()
 
     def message(self, subject='hello', body='', extra=''):
         tag = uuid.uuid4().hex

@@ -71,9 +71,7 @@ class FileModes(unittest.TestCase):
         harness.binary(RUNNER)
         old = os.umask(0)
         self.addCleanup(os.umask, old)
-        self.p = Postage().__enter__()
-        self.addCleanup(self.p.__exit__, None, None, None)
-        p = self.p
+        p = self.p = Postage().enter_for(self)
         # Let the programs make mail_root and the spool themselves.
         os.rmdir(p.mail_root)
         os.rmdir(p.spool_dir)
@@ -82,7 +80,7 @@ class FileModes(unittest.TestCase):
         for login in ('alice', 'bob'):
             p.add_mailbox(login, RIGHT)
             p.add_address(f'{login}@example.test', login)
-        p.sql("INSERT INTO relay_networks(network) VALUES('127.0.0.0/8')")
+        p.add_relay_network('127.0.0.0/8')
         from test_queue import ScriptedServer
         self.remote = ScriptedServer(RCPT=b'550 5.1.1 no such user here\r\n')
         self.addCleanup(self.remote.stop)
@@ -180,13 +178,12 @@ class FileModes(unittest.TestCase):
 class Logs(TlsTestCase):
     PASSWORD = RIGHT
     LOGINS = ('alice', 'bob')
+    SMTP_SERVERS = {'subs': 'submissions', 'mx': 'mx'}
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
         p = cls.p
-        cls.subs = p.serve(SMTP, ['--mode=submissions'])
-        cls.mx = p.serve(SMTP, ['--mode=mx'])
         cls.pop = p.serve(POP3)
         cls.pops = p.serve(POP3, ['--tls'])
 
@@ -400,9 +397,7 @@ class Smuggling(SmtpTestCase):
     def attempt(self, c, end):
         """A message whose body holds end followed by a whole second
         transaction; returns the reply to the one real end of data."""
-        self.assertEqual(c.cmd('MAIL FROM:<s@remote.example>')[0], 250)
-        self.assertEqual(c.cmd('RCPT TO:<alice@example.test>')[0], 250)
-        self.assertEqual(c.cmd('DATA')[0], 354)
+        self.start_data(c)
         c.send(b'Subject: first\r\n\r\nfirst part' + end +
                b'MAIL FROM:<evil@remote.example>\r\n'
                b'RCPT TO:<bob@example.test>\r\n'
@@ -441,13 +436,11 @@ class Smuggling(SmtpTestCase):
     def test_relayed_message_with_fake_end_not_queued(self):
         # The same from a client that may relay: nothing reaches the queue,
         # where a less careful server further on would meet it.
-        self.p.sql("INSERT INTO relay_networks(network) VALUES('127.0.0.0/8')")
+        self.p.add_relay_network('127.0.0.0/8')
         for name, end in FAKE_ENDS:
             with self.subTest(fake_end=name):
                 c = self.session()
-                self.assertEqual(c.cmd('MAIL FROM:<s@remote.example>')[0], 250)
-                self.assertEqual(c.cmd('RCPT TO:<far@elsewhere.test>')[0], 250)
-                self.assertEqual(c.cmd('DATA')[0], 354)
+                self.start_data(c, rcpts=['far@elsewhere.test'])
                 c.send(b'Subject: x\r\n\r\nfirst' + end +
                        b'MAIL FROM:<ceo@example.test>\r\nRCPT TO:<victim@elsewhere.test>\r\n'
                        b'DATA\r\nSubject: spoofed\r\n\r\n' + SMUGGLED_BODY + b'\r\n.\r\n')
@@ -459,9 +452,7 @@ class Smuggling(SmtpTestCase):
     def test_nul_in_data_refused(self):
         # A NUL anywhere (no BINARYMIME is offered, RFC 6152 forbids it).
         c = self.session()
-        self.assertEqual(c.cmd('MAIL FROM:<s@remote.example>')[0], 250)
-        self.assertEqual(c.cmd('RCPT TO:<alice@example.test>')[0], 250)
-        self.assertEqual(c.cmd('DATA')[0], 354)
+        self.start_data(c)
         c.send(b'Subject: nul\r\n\r\nbefore\x00after\r\n.\r\n')
         code, text = c.reply()
         self.assertEqual((code, text[0][:5]), (550, '5.6.0'), text)
@@ -684,7 +675,7 @@ class OpenRelay(SmtpTestCase):
         # The other side: a client that may relay gets a UTF-8 domain queued
         # under one spelling, lower case, so the checks above are about
         # trust and not about a parser that refuses every such domain.
-        self.p.sql("INSERT INTO relay_networks(network) VALUES('127.0.0.0/8')")
+        self.p.add_relay_network('127.0.0.0/8')
         c, (code, text) = self.rcpt('u@XN--BCHER-KVA.example')
         self.assertEqual(code, 250, text)
         self.send_data(c, new_message())

@@ -40,9 +40,7 @@ class Body(SmtpTestCase):
 
     def test_dot_unstuffing(self):
         c = self.session()
-        self.assertEqual(c.cmd('MAIL FROM:<s@remote.example>')[0], 250)
-        self.assertEqual(c.cmd('RCPT TO:<alice@example.test>')[0], 250)
-        self.assertEqual(c.cmd('DATA')[0], 354)
+        self.start_data(c)
         c.send(b'Subject: dots\r\n\r\n'
                b'..a\r\n'        # stuffed ".a"
                b'...\r\n'        # stuffed ".."
@@ -63,17 +61,11 @@ class Body(SmtpTestCase):
         body = b''
         for n in list(range(4090, 4100)) + [8190, 8191, 8192, 8193, 20000]:
             body += b'L' * n + b'\n..dot after %d\n.\n' % n
-        msg = new_message(body=body.decode())
-        c = self.session()
-        self.transaction(c, 's@remote.example', ['alice@example.test'], msg)
-        _, rest = self.split_prefix(self.only_message('alice'))
-        self.assertEqual(rest, stored(msg))
+        self.assert_body_kept(body.decode())
 
     def test_nul_stored_faithfully(self):
         c = self.session()
-        self.assertEqual(c.cmd('MAIL FROM:<s@remote.example>')[0], 250)
-        self.assertEqual(c.cmd('RCPT TO:<alice@example.test>')[0], 250)
-        self.assertEqual(c.cmd('DATA')[0], 354)
+        self.start_data(c)
         c.send(b'Subject: nul\r\n\r\nbefore\x00after\r\n\x00\x00\r\nend\r\n.\r\n')
         code, text = c.reply()
         if code == 250:
@@ -151,7 +143,7 @@ class Headers(SmtpTestCase):
         self.assertEqual(rest, stored(bare))
         os.unlink(self.p.messages('alice')[0])
 
-        self.p.sql("INSERT INTO relay_networks VALUES ('127.0.0.1')")
+        self.p.add_relay_network('127.0.0.1')
         c = self.session()
         self.transaction(c, 'a@example.test', ['alice@example.test'], bare)
         (_, _, rcvd, date, mid), rest = self.split_prefix(self.only_message('alice'), 5)
@@ -294,11 +286,7 @@ class MaildirFiles(SmtpTestCase):
         # file is written in blocks, not line by line.
         lines = [(b'%06d ' % i) + b'z' * (i % 990) for i in range(6000)]
         body = b'\n'.join(lines) + b'\n'
-        msg = new_message(body=body.decode())
-        c = self.session()
-        self.transaction(c, 's@remote.example', ['alice@example.test'], msg)
-        _, rest = self.split_prefix(self.only_message('alice'))
-        self.assertEqual(rest, stored(msg))
+        self.assert_body_kept(body.decode())
 
 
 class Staging(SmtpTestCase):

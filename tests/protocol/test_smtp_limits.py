@@ -1,6 +1,5 @@
 """smtp-handler --mode=mx: size, recipient and quota limits."""
 import os
-import poplib
 import unittest
 
 from smtp_base import PASSWORD, SmtpTestCase, new_message, wire
@@ -34,9 +33,8 @@ class Size(SmtpTestCase):
     def test_actual_size_too_big(self):
         c = self.session()
         big = new_message(body=('z' * 70 + '\n') * 200)   # about 14 kB
-        self.assertEqual(c.cmd('MAIL FROM:<s@remote.example>')[0], 250)
-        self.assertEqual(c.cmd('RCPT TO:<alice@example.test>')[0], 250)
-        code, text = self.send_data(c, big, expect=None)
+        code, text = self.transaction(c, 's@remote.example', ['alice@example.test'],
+                                      big, expect=None)
         self.assertEqual(code, 552, text)
         self.assertTrue(text[0].startswith('5.3.4'), text)
         self.assert_no_mail()
@@ -117,16 +115,14 @@ class Quota(SmtpTestCase):
                          new_message(body='q' * 2400 + '\n'))  # fits
         self.assertEqual(len(self.p.messages('dave')), 1)
         # no SIZE= declared: the quota is checked at the end of DATA
-        self.assertEqual(c.cmd('MAIL FROM:<s@remote.example>')[0], 250)
-        self.assertEqual(c.cmd('RCPT TO:<dave@example.test>')[0], 250)
-        code, text = self.send_data(c, new_message(body='r' * 1000 + '\n'), expect=None)
+        code, text = self.transaction(c, 's@remote.example', ['dave@example.test'],
+                                      new_message(body='r' * 1000 + '\n'), expect=None)
         self.assertEqual(code, 452, text)
         self.assertTrue(text[0].startswith('4.2.2'), text)
         self.assertEqual(len(self.p.messages('dave')), 1)
         # larger than the whole quota: it can never fit
-        self.assertEqual(c.cmd('MAIL FROM:<s@remote.example>')[0], 250)
-        self.assertEqual(c.cmd('RCPT TO:<dave@example.test>')[0], 250)
-        code, text = self.send_data(c, new_message(body='s' * 4000 + '\n'), expect=None)
+        code, text = self.transaction(c, 's@remote.example', ['dave@example.test'],
+                                      new_message(body='s' * 4000 + '\n'), expect=None)
         self.assertEqual(code, 552, text)
         self.assertTrue(text[0].startswith('5.2.2'), text)
         # with another recipient that takes it, both get it (one DATA
@@ -216,9 +212,8 @@ class QuotaFolders(SmtpTestCase):
         # without SIZE=, the end of DATA counts the folder too
         os.unlink(sent)
         trash = self.folder_message('Trash', 2000, where='new')
-        self.assertEqual(c.cmd('MAIL FROM:<s@remote.example>')[0], 250)
-        self.assertEqual(c.cmd('RCPT TO:<dave@example.test>')[0], 250)
-        code, text = self.send_data(c, new_message(body='r' * 1500 + '\n'), expect=None)
+        code, text = self.transaction(c, 's@remote.example', ['dave@example.test'],
+                                      new_message(body='r' * 1500 + '\n'), expect=None)
         self.assertEqual(code, 452, text)
         self.assertTrue(text[0].startswith('4.2.2'), text)
         self.assertEqual(self.p.messages('dave'), [])
@@ -230,10 +225,8 @@ class QuotaFolders(SmtpTestCase):
         self.transaction(c, 's@remote.example', ['dave@example.test'], new_message())
         self.assertEqual(len(self.p.messages('dave')), 1)
         pop = self.p.serve('pop3-handler/pop3-handler')
-        m = poplib.POP3(pop.host, pop.port, timeout=30)
+        m = pop.pop3('dave', PASSWORD)
         try:
-            m.user('dave')
-            m.pass_(PASSWORD)
             count, size = m.stat()
             self.assertEqual(count, 1)
             self.assertLess(size, 1000)

@@ -112,7 +112,7 @@ class Relay(SmtpTestCase):
     def test_relay_networks_opens_relaying_to_the_real_destination(self):
         # The other side of the rule: a trusted network may relay, and the
         # queue gets the address's real destination.
-        self.p.sql("INSERT INTO relay_networks(network) VALUES('127.0.0.0/8')")
+        self.p.add_relay_network('127.0.0.0/8')
         c = self.session()
         self.transaction(c, 's@remote.example',
                          ['<@example.test:u@elsewhere.test>'[1:-1], 'alice@example.test'],

@@ -6,6 +6,7 @@ import subprocess
 import time
 import unittest
 
+import harness
 from smtp_base import SmtpTestCase, new_message, wire
 
 
@@ -72,11 +73,7 @@ class AdminLock(SmtpTestCase):
                 proc.stdin.close()
             except BrokenPipeError:
                 pass
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            harness.stop_process(proc, timeout=10)
         proc.stdout.close()
 
     def test_lock_blocking_readers_at_connect(self):
@@ -118,7 +115,7 @@ class AdminLock(SmtpTestCase):
         # A plain BEGIN EXCLUSIVE in WAL mode leaves readers alone: local
         # delivery goes on; a message that must be queued (a database
         # write) waits, then gets a 4xx.
-        self.p.sql("INSERT INTO relay_networks(network) VALUES('127.0.0.1/32')")
+        self.p.add_relay_network('127.0.0.1/32')
         proc = self.admin_lock(exclusive_mode=False)
         c = self.session()
         c.sock.settimeout(60)
@@ -173,9 +170,7 @@ class Durability(SmtpTestCase):
         msg = new_message(body='e' * 20000 + '\n')
         for delay in (0.0, 0.002, 0.01, 0.05):
             c = self.session()
-            self.assertEqual(c.cmd('MAIL FROM:<s@remote.example>')[0], 250)
-            self.assertEqual(c.cmd('RCPT TO:<list@example.test>')[0], 250)
-            self.assertEqual(c.cmd('DATA')[0], 354)
+            self.start_data(c, rcpts=['list@example.test'])
             pid = self.handler_pid()
             c.send(wire(msg))
             time.sleep(delay)

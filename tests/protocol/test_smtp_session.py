@@ -170,9 +170,7 @@ class Smuggling(SmtpTestCase):
 
     def smuggle(self, fake_end):
         c = self.session()
-        self.assertEqual(c.cmd('MAIL FROM:<s@remote.example>')[0], 250)
-        self.assertEqual(c.cmd('RCPT TO:<alice@example.test>')[0], 250)
-        self.assertEqual(c.cmd('DATA')[0], 354)
+        self.start_data(c)
         c.send(b'Subject: smuggle\r\n\r\nfirst part' + fake_end +
                b'MAIL FROM:<evil@remote.example>\r\n'
                b'RCPT TO:<bob@example.test>\r\n'

@@ -27,11 +27,11 @@ class IPv6(SmtpTestCase):
         c.cmd('MAIL FROM:<s@remote.example>')
         self.assertEqual(c.cmd('RCPT TO:<u@elsewhere.test>')[0], 554)
         # a relay network for IPv4 loopback does not cover ::1
-        self.p.sql("INSERT INTO relay_networks(network) VALUES('127.0.0.0/8')")
+        self.p.add_relay_network('127.0.0.0/8')
         c = self.session()
         c.cmd('MAIL FROM:<s@remote.example>')
         self.assertEqual(c.cmd('RCPT TO:<u@elsewhere.test>')[0], 554)
-        self.p.sql("INSERT INTO relay_networks(network) VALUES('::1/128')")
+        self.p.add_relay_network('::1/128')
         c = self.session()
         c.cmd('MAIL FROM:<s@remote.example>')
         self.assertEqual(c.cmd('RCPT TO:<u@elsewhere.test>')[0], 250)

@@ -28,21 +28,12 @@ import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import netns  # noqa: E402
-from harness import Postage  # noqa: E402
+from harness import Postage, optional_module, smtp_quit  # noqa: E402
 
 warnings.simplefilter('ignore', DeprecationWarning)
-try:
-    import spf
-except ImportError:  # pragma: no cover
-    spf = None
-try:
-    import dkim
-except ImportError:  # pragma: no cover
-    dkim = None
-try:
-    import authres
-except ImportError:  # pragma: no cover
-    authres = None
+spf = optional_module('spf')
+dkim = optional_module('dkim')
+authres = optional_module('authres')
 
 SMTP = 'smtp-handler/smtp-handler'
 SERVER = '192.0.2.1'
@@ -162,14 +153,10 @@ class ChecksTest(unittest.TestCase):
         shutil.rmtree(cls.keydir, ignore_errors=True)
 
     def setUp(self):
-        self.p = Postage(hostname=HOST)
-        self.p.__enter__()
-        self.addCleanup(self.p.__exit__, None, None, None)
-        p = self.p
+        p = self.p = Postage(hostname=HOST).enter_for(self)
         p.add_domain('example.test')
-        p.add_mailbox('alice', 'pw-unused-3')
-        p.add_address('alice@example.test', 'alice')
-        p.sql("INSERT INTO relay_networks VALUES ('192.0.2.0/24')")
+        p.add_account('alice', 'pw-unused-3', 'alice@example.test')
+        p.add_relay_network('192.0.2.0/24')
         self.srv = p.serve(SMTP, ['--mode=mx'], host=SERVER)
         self.srv6 = None
         self.addCleanup(self.final_checks)
@@ -183,16 +170,9 @@ class ChecksTest(unittest.TestCase):
     def client(self, helo='mail.pass.example', source=CLIENT, srv=None):
         srv = srv or self.srv
         c = smtplib.SMTP(srv.host, srv.port, timeout=60, source_address=(source, 0))
-        self.addCleanup(self.quit, c)
+        self.addCleanup(smtp_quit, c)
         c.ehlo(helo)
         return c
-
-    @staticmethod
-    def quit(c):
-        try:
-            c.quit()
-        except (smtplib.SMTPException, OSError):
-            c.close()
 
     def message(self, from_addr, extra=b'', body=None, from_field=None):
         """A message From: Someone <from_addr>, or From: from_field."""
@@ -215,6 +195,13 @@ class ChecksTest(unittest.TestCase):
         if expect is not None:
             self.assertEqual(code, expect, text)
         return code, text
+
+    def deliver(self, c, mail_from, from_addr, **kw):
+        """A message From: from_addr (message's keywords) sent with
+        MAIL FROM:<mail_from>, accepted (250): the copy delivered."""
+        msg, tag = self.message(from_addr, **kw)
+        self.send(c, mail_from, msg)
+        return self.delivered(tag)
 
     def delivered(self, tag):
         for path in self.p.messages('alice'):
@@ -284,9 +271,7 @@ class ChecksTest(unittest.TestCase):
         for sender, want in cases:
             with self.subTest(sender=sender):
                 theirs = self.pyspf(CLIENT, sender, 'mail.pass.example')
-                msg, tag = self.message('someone@unrelated.example')
-                self.send(c, sender, msg)
-                ours, domain = self.spf_of(self.delivered(tag))
+                ours, domain = self.spf_of(self.deliver(c, sender, 'someone@unrelated.example'))
                 self.assertEqual(domain, sender.split('@')[1])
                 self.assertEqual(theirs, want, f'python3-spf on {sender}')
                 self.assertEqual(ours, want, f'postage on {sender}')
@@ -298,9 +283,7 @@ class ChecksTest(unittest.TestCase):
             self.skipTest('python3-spf is not installed')
         srv6 = self.p.serve(SMTP, ['--mode=mx'], host='2001:db8::1')
         c = self.client(helo='mail.pass.example', source=CLIENT6, srv=srv6)
-        msg, tag = self.message('someone@unrelated.example')
-        self.send(c, 'x@pass.example', msg)
-        data = self.delivered(tag)
+        data = self.deliver(c, 'x@pass.example', 'someone@unrelated.example')
         self.assertEqual(self.spf_of(data)[0], self.pyspf(CLIENT6, 'x@pass.example', 'h'))
         self.assertEqual(self.spf_of(data)[0], 'pass')
         # HELO mail.pass.example says "a": only 198.51.100.7 (IPv4).
@@ -308,9 +291,7 @@ class ChecksTest(unittest.TestCase):
                          (self.pyspf(CLIENT6, 'postmaster@mail.pass.example', 'mail.pass.example'),
                           'mail.pass.example'))
         c4 = self.client(helo='mail.pass.example')
-        msg, tag = self.message('someone@unrelated.example')
-        self.send(c4, '', msg)
-        data = self.delivered(tag)
+        data = self.deliver(c4, '', 'someone@unrelated.example')
         self.assertEqual(self.spf_of(data, 'smtp.helo'), ('pass', 'mail.pass.example'))
 
     def test_spf_reject_fail_setting(self):
@@ -411,7 +392,7 @@ class ChecksTest(unittest.TestCase):
             self.send(c, 'x@pass.example', self.sign(msg, 'signed.example', sel, alg))
             (result, _), = self.auth_results(self.delivered(tag))['dkim']
             self.assertEqual(result, 'pass')
-        self.quit(c)
+        smtp_quit(c)
         srv.wait_handlers()
         logs = ''
         for name in os.listdir(lddir):
@@ -477,9 +458,7 @@ class ChecksTest(unittest.TestCase):
     def test_dmarc_reject_quarantine_none(self):
         c = self.client()
         # p=reject, From and MAIL FROM aligned and SPF pass: delivered.
-        msg, tag = self.message('a@aligned.example')
-        self.send(c, 'bounce@aligned.example', msg)
-        ar = self.auth_results(self.delivered(tag))
+        ar = self.auth_results(self.deliver(c, 'bounce@aligned.example', 'a@aligned.example'))
         self.assertEqual(ar['dmarc'], [('pass', {'header.from': 'aligned.example'})])
         # aspf=s: a subdomain's SPF pass does not align.
         # p=reject, no aligned pass: refused at the end of data with the reason.
@@ -488,15 +467,11 @@ class ChecksTest(unittest.TestCase):
         self.assertTrue(text.startswith(b'5.7.1'), text)
         self.assertIn(b'reject.example', text)
         # p=quarantine: delivered, marked.
-        msg, tag = self.message('a@quar.example')
-        self.send(c, 'x@pass.example', msg)
-        data = self.delivered(tag)
+        data = self.deliver(c, 'x@pass.example', 'a@quar.example')
         self.assertEqual(self.auth_results(data)['dmarc'][0][0], 'fail')
         self.assertRegex(data, rb'(?m)^X-Postage-Quarantine: ')
         # p=none: delivered, no mark.
-        msg, tag = self.message('a@pnone.example')
-        self.send(c, 'x@pass.example', msg)
-        data = self.delivered(tag)
+        data = self.deliver(c, 'x@pass.example', 'a@pnone.example')
         self.assertEqual(self.auth_results(data)['dmarc'][0][0], 'fail')
         self.assertNotIn(b'X-Postage-Quarantine', data)
         # sp= of the organizational domain applies to its subdomains.
@@ -594,9 +569,7 @@ class ChecksTest(unittest.TestCase):
         self.assertEqual(self.auth_results(self.delivered(tag))['dmarc'][0][0], 'none')
         self.p.set('dmarc_reject', '0')
         c = self.client()
-        msg, tag = self.message('a@reject.example', extra=pad)
-        self.send(c, 'x@pass.example', msg)
-        ar = self.auth_results(self.delivered(tag))
+        ar = self.auth_results(self.deliver(c, 'x@pass.example', 'a@reject.example', extra=pad))
         self.assertEqual(ar['dmarc'][0][0], 'permerror', ar)
 
     def test_idn_organizational_domain(self):
@@ -617,18 +590,14 @@ class ChecksTest(unittest.TestCase):
         code, text = self.send(c, 'bounce@other.xn--55qx5d.cn', msg, expect=None)
         self.assertEqual(code, 550, text)
         # SPF passes for shop.xn--55qx5d.cn itself: aligned (relaxed).
-        msg, tag = self.message('x@mail.shop.公司.cn')
-        self.send(c, 'bounce@shop.xn--55qx5d.cn', msg)
-        ar = self.auth_results(self.delivered(tag))
+        ar = self.auth_results(self.deliver(c, 'bounce@shop.xn--55qx5d.cn', 'x@mail.shop.公司.cn'))
         self.assertEqual(ar['dmarc'], [('pass', {'header.from': 'mail.shop.xn--55qx5d.cn'})])
 
     def test_dns_trouble_never_gives_5xx(self):
         c = self.client()
         # SPF temperror for the From domain itself (p=reject): delivered
         # with temperror, since its SPF might have passed.
-        msg, tag = self.message('a@tempalign.example')
-        self.send(c, 'x@tempalign.example', msg)
-        data = self.delivered(tag)
+        data = self.deliver(c, 'x@tempalign.example', 'a@tempalign.example')
         self.assertEqual(self.spf_of(data)[0], 'temperror')
         self.assertEqual(self.auth_results(data)['dmarc'][0][0], 'temperror')
         # The policy lookup itself fails: temperror, delivered.
@@ -656,9 +625,7 @@ class ChecksTest(unittest.TestCase):
         self.assertEqual(self.p.messages('alice'), [])
         self.p.set('dmarc_reject', '0')
         c = self.client()
-        msg, tag = self.message('a@reject.example')
-        self.send(c, 'x@temp.invalid', msg)
-        data = self.delivered(tag)
+        data = self.deliver(c, 'x@temp.invalid', 'a@reject.example')
         self.assertEqual(self.spf_of(data)[0], 'temperror')
         self.assertEqual(self.auth_results(data)['dmarc'][0][0], 'fail')
 
@@ -669,9 +636,7 @@ class ChecksTest(unittest.TestCase):
         forged = (f'Authentication-Results: {HOST.upper()}; dkim=pass header.d=reject.example\n'
                   'Authentication-Results: other.example; spf=pass smtp.mailfrom=x.example\n'
                   f'Authentication-Results:\n\t{HOST} (comment); dmarc=pass\n').encode()
-        msg, tag = self.message('a@unrelated.example', extra=crlf(forged))
-        self.send(c, 'x@pass.example', msg)
-        data = self.delivered(tag)
+        data = self.deliver(c, 'x@pass.example', 'a@unrelated.example', extra=crlf(forged))
         fields = re.findall(rb'(?mi)^Authentication-Results:[^\n]*(?:\n[ \t][^\n]*)*', data)
         self.assertEqual(len(fields), 2, fields)
         self.assertTrue(fields[0].startswith(f'Authentication-Results: {HOST};'.encode()))

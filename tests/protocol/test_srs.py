@@ -22,12 +22,9 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import netns  # noqa: E402
-from harness import Postage  # noqa: E402
+from harness import Postage, optional_module, smtp_quit  # noqa: E402
 
-try:
-    import spf
-except ImportError:  # pragma: no cover
-    spf = None
+spf = optional_module('spf')
 
 SMTP = 'smtp-handler/smtp-handler'
 SERVER = '192.0.2.1'            # our MX; example.test's SPF names it
@@ -69,16 +66,12 @@ class SrsTest(unittest.TestCase):
         cls.dns.close()
 
     def setUp(self):
-        self.p = Postage()
-        self.p.__enter__()
-        self.addCleanup(self.p.__exit__, None, None, None)
-        p = self.p
+        p = self.p = Postage().enter_for(self)
         p.add_domain('example.test')
-        p.add_mailbox('alice', 'pw-unused-2')
-        p.add_address('alice@example.test', 'alice')
+        p.add_account('alice', 'pw-unused-2', 'alice@example.test')
         p.add_forward('list@example.test', 'carol@remote.example')
         p.add_forward('list@example.test', 'alice@example.test')
-        p.sql("INSERT INTO relay_networks VALUES ('192.0.2.0/24')")
+        p.add_relay_network('192.0.2.0/24')
         self.srv = p.serve(SMTP, ['--mode=mx'], host=SERVER)
         # Cleanups run last first: clients close, then these checks.
         self.addCleanup(self.final_checks)
@@ -89,16 +82,9 @@ class SrsTest(unittest.TestCase):
 
     def client(self, source=OUTSIDE_CLIENT):
         c = smtplib.SMTP(SERVER, self.srv.port, timeout=30, source_address=(source, 0))
-        self.addCleanup(self.quit, c)
+        self.addCleanup(smtp_quit, c)
         c.ehlo('mail.strict.example')
         return c
-
-    @staticmethod
-    def quit(c):
-        try:
-            c.quit()
-        except (smtplib.SMTPException, OSError):
-            c.close()
 
     def queue(self):
         """{sender: sorted recipients} of the queue."""
@@ -244,9 +230,7 @@ class SrsEndToEndTest(unittest.TestCase):
         except ImportError as e:  # the queue runner's tests are not here
             self.skipTest(f'test_queue helpers unavailable: {e}')
         self.run_queue = run_queue
-        self.p = Postage()
-        self.p.__enter__()
-        self.addCleanup(self.p.__exit__, None, None, None)
+        self.p = Postage().enter_for(self)
         try:
             self.p.binary(RUNNER)
         except FileNotFoundError:

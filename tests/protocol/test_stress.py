@@ -31,16 +31,32 @@ def reply_within(s, seconds):
 
 class Stress(unittest.TestCase):
     def setUp(self):
-        self.p = Postage().__enter__()
-        self.addCleanup(self.p.__exit__, None, None, None)
+        self.p = Postage().enter_for(self)
         self.p.add_domain('example.test')
-        self.p.add_mailbox('alice', 'stress-password')
-        self.p.add_address('alice@example.test', 'alice')
+        self.p.add_account('alice', 'stress-password', 'alice@example.test')
         self.smtp = self.p.serve('smtp-handler/smtp-handler', ['--mode=mx'])
         self.pop3 = self.p.serve('pop3-handler/pop3-handler')
 
     def tearDown(self):
         self.p.check_sanitizers()
+
+    def assert_answers_only_after(self, sock, quiet, rest, reply):
+        """Nothing comes on sock for quiet seconds; once rest (the rest of
+        a command) is sent, a reply starting with reply comes."""
+        self.assertEqual(reply_within(sock, quiet), b'')
+        sock.sendall(rest)
+        self.assertTrue(reply_within(sock, 10).startswith(reply))
+
+    def assert_all_wait_then_answer(self, conns, rest):
+        """No connection of conns is cut while slow (nothing comes for the
+        slow time and more); then rest ends each one's command with 250,
+        and each is closed."""
+        for s in conns:
+            self.assertEqual(reply_within(s, SLOW_MS + 6), b'')
+        for s in conns:
+            s.sendall(rest)
+            self.assertTrue(reply_within(s, 10).startswith(b'250 '))
+            s.close()
 
     def test_under_the_limit_slow_sessions_wait(self):
         self.p.set('slow_sessions_max', 2)
@@ -48,12 +64,7 @@ class Stress(unittest.TestCase):
         # A line begun and not finished: slow, but only two of them.
         for s in conns:
             s.sendall(b'NO')
-        for s in conns:
-            self.assertEqual(reply_within(s, SLOW_MS + 6), b'')
-        for s in conns:
-            s.sendall(b'OP\r\n')
-            self.assertTrue(reply_within(s, 10).startswith(b'250 '))
-            s.close()
+        self.assert_all_wait_then_answer(conns, b'OP\r\n')
 
     def test_over_the_limit_the_extra_ones_are_cut(self):
         self.p.set('slow_sessions_max', 2)
@@ -88,9 +99,7 @@ class Stress(unittest.TestCase):
         said = reply_within(second, 8)
         self.assertTrue(said and said.startswith(b'421 4.4.2 '), said)
         self.assertLess(time.monotonic() - t0, 5)
-        self.assertEqual(reply_within(first, 0.5), b'')
-        first.sendall(b'OP\r\n')
-        self.assertTrue(reply_within(first, 10).startswith(b'250 '))
+        self.assert_answers_only_after(first, 0.5, b'OP\r\n', b'250 ')
         first.close()
         second.close()
 
@@ -102,21 +111,14 @@ class Stress(unittest.TestCase):
         self.assertTrue(greeting.startswith(b'+OK'), greeting)
         said = reply_within(pop3, SLOW_MS + 8)
         self.assertTrue(said and said.startswith(b'-ERR'), said)
-        self.assertEqual(reply_within(smtp, 1), b'')
-        smtp.sendall(b'QUIT\r\n')
-        self.assertTrue(reply_within(smtp, 10).startswith(b'221 '))
+        self.assert_answers_only_after(smtp, 1, b'QUIT\r\n', b'221 ')
         smtp.close()
         pop3.close()
 
     def test_zero_turns_it_off(self):
         self.p.set('slow_sessions_max', 0)
         conns = [connect(self.smtp)[0] for _ in range(2)]
-        for s in conns:
-            self.assertEqual(reply_within(s, SLOW_MS + 6), b'')
-        for s in conns:
-            s.sendall(b'NOOP\r\n')
-            self.assertTrue(reply_within(s, 10).startswith(b'250 '))
-            s.close()
+        self.assert_all_wait_then_answer(conns, b'NOOP\r\n')
 
 
 if __name__ == '__main__':

@@ -31,8 +31,8 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from smtp_base import TlsTestCase, insecure_context  # noqa: E402
-from test_auth import Lines, plain  # noqa: E402
+from smtp_base import Lines, TlsTestCase, insecure_context  # noqa: E402
+from test_auth import plain  # noqa: E402
 
 SMTP = 'smtp-handler/smtp-handler'
 POP3 = 'pop3-handler/pop3-handler'
@@ -86,15 +86,7 @@ class TenantCase(TlsTestCase):
         sock = socket.create_connection((srv.host, srv.port), timeout=30,
                                         source_address=(source, 0))
         self.addCleanup(sock.close)
-        c = Lines(sock)
-        self.assertEqual(c.reply()[0], 220)
-        self.assertEqual(c.cmd('EHLO client.test')[0], 250)
-        if tls:
-            self.assertEqual(c.cmd('STARTTLS')[0], 220)
-            c.sock = insecure_context().wrap_socket(sock, server_hostname='mx.test.example')
-            self.addCleanup(c.sock.close)
-            self.assertEqual(c.cmd('EHLO client.test')[0], 250)
-        return c
+        return self.greeted(sock, tls)[0]
 
     def logged_in(self, login='bob'):
         c = self.raw()
@@ -234,7 +226,7 @@ class IdentityTest(TenantCase):
         self.assertEqual(code, 250, lines)
 
     def test_relay_networks_client_is_not_bound(self):
-        self.p.sql('INSERT INTO relay_networks VALUES (?)', '127.0.0.72/32')
+        self.p.add_relay_network('127.0.0.72/32')
         c = self.raw(self.mx, source='127.0.0.72', tls=False)
         code, lines = self.data(c, 'webapp@third.test', ['trusted@remote.example'],
                                 'From: Shop <ceo@third.test>\nSubject: your order\n')
@@ -422,7 +414,7 @@ class HarvestTest(TenantCase):
         # Another address is untouched.
         self.assertEqual(self.probe('127.0.0.111', 'alice@example.test')[0], 250)
         # A relay_networks client is not held off.
-        self.p.sql('INSERT INTO relay_networks VALUES (?)', ip + '/32')
+        self.p.add_relay_network(ip + '/32')
         self.assertEqual(self.probe(ip, 'alice@example.test')[0], 250)
         self.p.sql('DELETE FROM relay_networks')
         # Once the window has passed, it may try again.

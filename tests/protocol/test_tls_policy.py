@@ -183,10 +183,7 @@ class TlsPolicyTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        try:
-            cls.p.check_sanitizers()
-        finally:
-            cls.p.__exit__(None, None, None)
+        cls.p.finish()
 
     @classmethod
     def use(cls, kind):

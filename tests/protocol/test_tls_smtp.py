@@ -21,7 +21,7 @@ import warnings
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import Postage  # noqa: E402
-from smtp_base import TlsTestCase, insecure_context, make_cert  # noqa: E402
+from smtp_base import Lines, TlsTestCase, insecure_context, make_cert  # noqa: E402
 
 HANDLER = 'smtp-handler/smtp-handler'
 PASSWORD = 'correct horse battery'
@@ -33,54 +33,13 @@ def der_fingerprint(pem_path):
     return hashlib.sha256(der).hexdigest()
 
 
-class Lines:
-    """A tiny SMTP client over a (possibly TLS) socket, for the dialogs
-    smtplib will not produce."""
-
-    def __init__(self, sock):
-        self.sock = sock
-        self.buf = b''
-
-    def send(self, data):
-        self.sock.sendall(data)
-
-    def line(self):
-        while b'\n' not in self.buf:
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                raise EOFError('connection closed; had %r' % self.buf)
-            self.buf += chunk
-        line, self.buf = self.buf.split(b'\n', 1)
-        return line.rstrip(b'\r').decode('utf-8', 'replace')
-
-    def reply(self):
-        """(code, [lines]) of one possibly multi-line reply."""
-        lines = []
-        while True:
-            ln = self.line()
-            lines.append(ln)
-            if len(ln) < 4 or ln[3] != '-':
-                return int(ln[:3]), lines
-
-    def cmd(self, text):
-        self.send(text.encode() + b'\r\n')
-        return self.reply()
-
-
 def run(cmd, input=b'', timeout=60):
     return subprocess.run(cmd, input=input, capture_output=True, timeout=timeout)
 
 
 class TLSTest(TlsTestCase):
     PASSWORD = PASSWORD
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        p = cls.p
-        cls.mx = p.serve(HANDLER, ['--mode=mx'])
-        cls.sub = p.serve(HANDLER, ['--mode=submission'])
-        cls.subs = p.serve(HANDLER, ['--mode=submissions'])
+    SMTP_SERVERS = {'mx': 'mx', 'sub': 'submission', 'subs': 'submissions'}
 
     def tearDown(self):
         # Tests that change the certificate put the original back.
@@ -183,27 +142,28 @@ class TLSTest(TlsTestCase):
 
     # -- real clients -----------------------------------------------------
 
+    def assert_tls_dialog(self, r, protocol):
+        """The client r (CompletedProcess) ended well, says it spoke
+        protocol (a regex), and the EHLO and QUIT replies came."""
+        out = r.stdout.decode(errors='replace')
+        self.assertEqual(r.returncode, 0, out + r.stderr.decode(errors='replace'))
+        self.assertRegex(out, protocol)
+        self.assertIn('250-mx.test.example', out)
+        self.assertIn('221 2.0.0 Bye', out)
+
     def test_gnutls_cli_starttls(self):
         if not shutil.which('gnutls-cli'):
             self.skipTest('gnutls-cli not installed')
         r = run(['gnutls-cli', '--insecure', '--starttls-proto=smtp', '--port',
                  str(self.mx.port), self.mx.host],
                 input=b'EHLO gnutls.test\r\nQUIT\r\n')
-        out = r.stdout.decode(errors='replace')
-        self.assertEqual(r.returncode, 0, out + r.stderr.decode(errors='replace'))
-        self.assertRegex(out, r'Description: \(TLS1\.[23]-')
-        self.assertIn('250-mx.test.example', out)
-        self.assertIn('221 2.0.0 Bye', out)
+        self.assert_tls_dialog(r, r'Description: \(TLS1\.[23]-')
 
     def test_openssl_s_client_starttls(self):
         r = run(['openssl', 's_client', '-starttls', 'smtp', '-connect',
                  f'{self.mx.host}:{self.mx.port}', '-servername', 'mx.test.example',
                  '-ign_eof'], input=b'EHLO openssl.test\r\nQUIT\r\n')
-        out = r.stdout.decode(errors='replace')
-        self.assertEqual(r.returncode, 0, out + r.stderr.decode(errors='replace'))
-        self.assertRegex(out, r'Protocol *: TLSv1\.[23]|New, TLSv1\.[23]')
-        self.assertIn('250-mx.test.example', out)
-        self.assertIn('221 2.0.0 Bye', out)
+        self.assert_tls_dialog(r, r'Protocol *: TLSv1\.[23]|New, TLSv1\.[23]')
 
     def test_openssl_s_client_implicit(self):
         r = run(['openssl', 's_client', '-connect', f'{self.subs.host}:{self.subs.port}',

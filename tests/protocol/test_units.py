@@ -128,13 +128,10 @@ class NoCapabilityNeeded(unittest.TestCase):
         self.setpriv = shutil.which('setpriv')
         if not self.setpriv:
             self.skipTest('setpriv is not installed (package util-linux)')
-        self.p = Postage().__enter__()
-        self.addCleanup(self.p.__exit__, None, None, None)
-        p = self.p
+        p = self.p = Postage().enter_for(self)
         p.add_domain('example.test')
-        p.add_mailbox('alice', PASSWORD)
-        p.add_address('alice@example.test', 'alice')
-        p.sql("INSERT INTO relay_networks(network) VALUES('127.0.0.0/8')")
+        p.add_account('alice', PASSWORD, 'alice@example.test')
+        p.add_relay_network('127.0.0.0/8')
         # Everything belongs to the service user, as after the README's
         # install steps (chown postage:postage).
         for root, dirs, files in os.walk(p.dir):
@@ -157,12 +154,7 @@ class NoCapabilityNeeded(unittest.TestCase):
             conn.close()
             client.sendall(data)
             client.shutdown(socket.SHUT_WR)
-            out = b''
-            while True:
-                chunk = client.recv(65536)
-                if not chunk:
-                    break
-                out += chunk
+            out = harness.recv_until_eof(client)
             _, err = proc.communicate(timeout=timeout)
         return proc.returncode, out.decode(errors='replace'), err.decode(errors='replace')
 

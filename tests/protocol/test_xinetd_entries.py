@@ -29,27 +29,20 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import harness  # noqa: E402
 INSIDE = 'POSTAGE_XINETD_NS'
 UID, GID, CERT_GID = 64123, 64123, 64124
 USER, CERT_GROUP = 'pgxuser', 'pgxcert'
 
 
 def reexec_in_namespace():
-    def skip(reason):
-        print(f'skipped: {reason}', file=sys.stderr)
-        sys.exit(77)
-
     if os.geteuid() != 0:
-        skip('needs root (xinetd changes to the user an entry names)')
+        harness.skip_file('needs root (xinetd changes to the user an entry names)')
     for tool in ('unshare', 'mount'):
         if not shutil.which(tool):
-            skip(f'{tool} is not installed')
+            harness.skip_file(f'{tool} is not installed')
     if not (shutil.which('xinetd') or os.access('/usr/sbin/xinetd', os.X_OK)):
-        skip('xinetd is not installed (package xinetd)')
-    probe = subprocess.run(['unshare', '--mount', 'true'], capture_output=True)
-    if probe.returncode != 0:
-        skip('mount namespaces are not permitted here: '
-             + probe.stderr.decode(errors='replace').strip())
+        harness.skip_file('xinetd is not installed (package xinetd)')
     tmp = tempfile.mkdtemp(prefix='postage-xinetd-etc-')
     try:
         with open('/etc/passwd') as f:
@@ -62,21 +55,17 @@ def reexec_in_namespace():
             f.write(group + f'{USER}:x:{GID}:\n{CERT_GROUP}:x:{CERT_GID}:{USER}\n')
         for name in ('passwd', 'group'):
             os.chmod(os.path.join(tmp, name), 0o644)
-        script = ('mount --make-rprivate / && '
-                  f'mount --bind {tmp}/passwd /etc/passwd && '
-                  f'mount --bind {tmp}/group /etc/group && exec "$@"')
-        env = dict(os.environ, **{INSIDE: '1'})
-        r = subprocess.run(['unshare', '--mount', 'sh', '-c', script, 'sh', sys.executable,
-                            os.path.abspath(__file__)] + sys.argv[1:], env=env)
+        harness.rerun_unshared(['unshare', '--mount'], INSIDE, 'mount namespaces',
+                               setup='mount --make-rprivate / && '
+                                     f'mount --bind {tmp}/passwd /etc/passwd && '
+                                     f'mount --bind {tmp}/group /etc/group')
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    sys.exit(r.returncode)
 
 
 if __name__ == '__main__' and os.environ.get(INSIDE) != '1':
     reexec_in_namespace()
 
-import harness  # noqa: E402
 from harness import Postage  # noqa: E402
 
 ENTRIES = os.path.join(os.environ.get('POSTAGE_SOURCE', os.path.dirname(os.path.dirname(HERE))),
@@ -102,14 +91,10 @@ class ShippedEntries(unittest.TestCase):
     def setUp(self):
         if os.environ.get(INSIDE) != '1':
             self.skipTest('runs inside its own mount namespace only')
-        self.p = Postage()
-        self.p.__enter__()
-        self.addCleanup(self.p.__exit__, None, None, None)
-        p = self.p
+        p = self.p = Postage().enter_for(self)
         os.chmod(p.dir, 0o755)
         p.add_domain('example.test')
-        p.add_mailbox('alice', PASSWORD)
-        p.add_address('alice@example.test', 'alice')
+        p.add_account('alice', PASSWORD, 'alice@example.test')
         tls = os.path.join(p.dir, 'tls')
         os.mkdir(tls, 0o755)
         self.cert = os.path.join(tls, 'cert.pem')
@@ -140,11 +125,7 @@ class ShippedEntries(unittest.TestCase):
         for proc in self.xinetd:
             if proc.poll() is None:
                 proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                harness.stop_process(proc, timeout=10)
         self.p.check_sanitizers()
 
     def serve_entry(self, name, with_groups=True):

@@ -23,7 +23,7 @@ SOURCE = os.environ.get('POSTAGE_SOURCE') or os.path.dirname(os.path.dirname(HER
 sys.path.insert(0, os.path.join(SOURCE, 'tests', 'protocol'))
 
 import harness  # noqa: E402  (tests/protocol/harness.py)
-from harness import Postage  # noqa: E402,F401
+from harness import Postage, wait_for  # noqa: E402,F401
 
 BUILD = harness.BUILD
 STRACE = shutil.which('strace') or '/usr/bin/strace'
@@ -35,6 +35,20 @@ QUEUE = 'queue/queue-runner'
 
 def built(program):
     return os.access(os.path.join(BUILD, program), os.X_OK)
+
+
+def count_accepted(tally, copies, label):
+    """Counts an accepted message into tally; copies is {recipient: whole
+    copies}: a recipient with none is a 'lost' problem, one with more than
+    one a 'duplicated' one. True when each has exactly one."""
+    tally.accepted += 1
+    if any(v == 0 for v in copies.values()):
+        tally.problem('lost', label)
+        return False
+    if any(v > 1 for v in copies.values()):
+        tally.problem('duplicated', label)
+        return False
+    return True
 
 
 class Tally:
@@ -447,15 +461,6 @@ def checkpoint(db):
 
 def now():
     return int(time.time())
-
-
-def wait_for(pred, timeout, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
 
 
 def connect(host, port, timeout=10, source=None):

@@ -144,12 +144,7 @@ def check(world, tally, what, tag, body, verdict, final, out):
     if leftovers:
         tally.problem('partial', label + f' half-written files left: {leftovers}')
     if verdict == 'accepted':
-        tally.accepted += 1
-        if any(v == 0 for v in copies.values()):
-            tally.problem('lost', label)
-        elif any(v > 1 for v in copies.values()):
-            tally.problem('duplicated', label)
-        else:
+        if common.count_accepted(tally, copies, label):
             tally.delivered += 1
     else:
         if any(v > 0 for v in copies.values()):

@@ -260,11 +260,7 @@ def check_smtp_run(world, tally, what, verdict, final, tag, body_lf, stdout=b'')
             tally.note('refused, yet queue rows came back without their file (WAL recovery)',
                        example=label)
     if verdict == 'accepted':
-        tally.accepted += 1
-        if any(v == 0 for v in copies.values()):
-            tally.problem('lost', label)
-        elif any(v > 1 for v in copies.values()):
-            tally.problem('duplicated', label)
+        common.count_accepted(tally, copies, label)
     elif verdict == 'refused':
         if any(v > 0 for v in copies.values()):
             # The client was told to try again (or that it failed), yet a
@@ -468,19 +464,28 @@ def pop3_count(world):
     return common.count_calls(trace)
 
 
-def pop3_run(world, job):
+def start_run(world, job, family, program, **kw):
+    """A run of pop3_run or queue_run up to its own checks: a fresh world,
+    program (named so in the reports) run with job's fault (run_traced's
+    keywords kw), a hang and the sanitizer reports counted. Returns
+    (tally, CompletedProcess, the call the fault hit, the run's label)."""
     name, mode, n, _count = job
-    tally = Tally('pop3-inject')
+    tally = Tally(family + '-inject')
     tally.runs += 1
     world.reset()
     inject = f'{name}:{mode}:when={n}'
-    r, trace = run_traced(world, world.argv(), inject, stdin=POP_DIALOG)
+    r, trace = run_traced(world, world.argv(), inject, **kw)
     hit = common.injected_call(trace)
-    what = f'pop3 {inject} [{hit or "not reached"}]'
+    what = f'{family} {inject} [{hit or "not reached"}]'
     if r.stderr == b'timeout':
-        tally.problem('error', what + ': the handler hung')
+        tally.problem('error', what + f': the {program} hung')
     for rep in common.sanitizer_reports(world.p):
         tally.problem('error', what + ': sanitizer report ' + rep[:800])
+    return tally, r, hit, what
+
+
+def pop3_run(world, job):
+    tally, r, hit, what = start_run(world, job, 'pop3', 'handler', stdin=POP_DIALOG)
     replies, _uidmap = parse_pop3(r.stdout)
     # The snapshot is in name order, so DELE 1 and DELE 2 name these two
     # whether or not UIDL's answer came back.
@@ -585,18 +590,8 @@ def in_window(name, mode, hit):
 
 
 def queue_run(world, job):
-    name, mode, n, _count = job
-    tally = Tally('queue-inject')
-    tally.runs += 1
-    world.reset()
-    inject = f'{name}:{mode}:when={n}'
-    r, trace = run_traced(world, world.argv(), inject, timeout=120)
-    hit = common.injected_call(trace)
-    what = f'queue {inject} [{hit or "not reached"}]'
-    if r.stderr == b'timeout':
-        tally.problem('error', what + ': the queue runner hung')
-    for rep in common.sanitizer_reports(world.p):
-        tally.problem('error', what + ': sanitizer report ' + rep[:800])
+    name, mode, _n, _count = job
+    tally, r, hit, what = start_run(world, job, 'queue', 'queue runner', timeout=120)
     q = common.queue_state(world.p.db, world.p.spool_dir)
     state = {rcpt: st for _mid, rcpt, st in q['rows']}
     first = {x: len(world.sink.copies(x, world.tag_)) for x in QUEUE_RCPTS}

@@ -136,6 +136,17 @@ def fast_client(srv, i, tag, out):
         out[i] = ('error: ' + repr(e)[:120], time.monotonic() - t0)
 
 
+def connect_from(srv, i, out):
+    """A connection to srv from client i's address; None, with out[i]
+    saying why, when it was refused."""
+    try:
+        return socket.create_connection((srv.host, srv.port), timeout=30,
+                                        source_address=(source(i), 0))
+    except OSError as e:
+        out[i] = ('refused ' + repr(e)[:60], 0, b'')
+        return None
+
+
 def slow_client(srv, i, until, out):
     """One byte of 'NOOP\\r\\n' every SLOW_INTERVAL seconds until `until`.
     Records ('cut', seconds, what the server said) or ('open', ...)."""
@@ -143,11 +154,8 @@ def slow_client(srv, i, until, out):
     data = b'NOOP\r\n'
     k = 0
     heard = b''
-    try:
-        s = socket.create_connection((srv.host, srv.port), timeout=30,
-                                     source_address=(source(i), 0))
-    except OSError as e:
-        out[i] = ('refused ' + repr(e)[:60], 0, b'')
+    s = connect_from(srv, i, out)
+    if s is None:
         return
     s.settimeout(SLOW_INTERVAL)
     try:
@@ -181,11 +189,8 @@ def idle_client(srv, i, until, out):
     """Connects, reads the greeting, says nothing. When is it cut off?"""
     t0 = time.monotonic()
     heard = b''
-    try:
-        s = socket.create_connection((srv.host, srv.port), timeout=30,
-                                     source_address=(source(i), 0))
-    except OSError as e:
-        out[i] = ('refused ' + repr(e)[:60], 0, b'')
+    s = connect_from(srv, i, out)
+    if s is None:
         return
     try:
         while time.monotonic() < until:

@@ -14,28 +14,12 @@
 
 #define S(lit) lit, sizeof(lit) - 1
 
-static const char *dir;
-static int nfile;
-
-/* A file holding body (LF form); its fd. */
-static int body_file(const char *body, size_t len)
-{
-	char path[4200];
-	int fd;
-
-	snprintf(path, sizeof(path), "%s/body%d", dir, nfile++);
-	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
-	REQUIRE(fd >= 0);
-	REQUIRE(write(fd, body, len) == (ssize_t)len);
-	return fd;
-}
-
 /* The body hash of body (LF form) equals SHA-256 of canon (CRLF form). */
 static void check_body(const char *body, size_t blen, int relaxed, unsigned long long limit,
 		       const char *canon, size_t clen, int line)
 {
 	unsigned char got[32], want[32];
-	int fd = body_file(body, blen);
+	int fd = testdir_file(body, blen);
 
 	REQUIRE(dl_gnutls_hash_fast(GNUTLS_DIG_SHA256, canon, clen, want) == 0);
 	if (check_int_at(__FILE__, line, body, blen, 0,
@@ -61,7 +45,7 @@ int main(void)
 {
 	const unsigned long long all = ~0ULL;
 
-	dir = testdir_make("dkim");
+	testdir_make("dkim");
 	REQUIRE(tls_library_load() == 0);
 
 	/* RFC 6376 3.4.5 */

@@ -17,19 +17,6 @@
 #include "testdir.h"
 
 static const char *dir;
-static int nfile;
-
-static int file_of(const char *data, size_t len)
-{
-	char path[4200];
-	int fd;
-
-	snprintf(path, sizeof(path), "%s/msg%d", dir, nfile++);
-	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
-	REQUIRE(fd >= 0);
-	REQUIRE(write(fd, data, len) == (ssize_t)len);
-	return fd;
-}
 
 /* Reads msg from start; checks the field names (joined by ',') and the
  * text where the body begins. */
@@ -37,7 +24,7 @@ static void check_block(const char *msg, off_t start, const char *names, const c
 {
 	struct header_block hb;
 	char got[512] = "";
-	int fd = file_of(msg, strlen(msg));
+	int fd = testdir_file(msg, strlen(msg));
 
 	if (!CHECK_INT(msg, 0, header_block_read(fd, start, (off_t)strlen(msg), &hb))) {
 		close(fd);
@@ -67,7 +54,7 @@ static void check_domains_max(const char *value, size_t max, const char *want)
 
 	REQUIRE(max <= 4);
 	snprintf(field, sizeof(field), "From:%s\n\n", value);
-	fd = file_of(field, strlen(field));
+	fd = testdir_file(field, strlen(field));
 	REQUIRE(header_block_read(fd, 0, (off_t)strlen(field), &hb) == 0);
 	REQUIRE(hb.n == 1);
 	n = header_address_domains(&hb.fields[0], domains, max, &unchecked);
@@ -108,7 +95,7 @@ int main(void)
 		const char *m = "Subject:  one\n\t two  \n\n";
 		struct header_block hb;
 		char flat[64];
-		int fd = file_of(m, strlen(m));
+		int fd = testdir_file(m, strlen(m));
 
 		REQUIRE(header_block_read(fd, 0, (off_t)strlen(m), &hb) == 0);
 		CHECK_INT(m, 13, (long long)hb.fields[0].value_len);
@@ -136,7 +123,7 @@ int main(void)
 		for (size_t i = 0; i < len; i += 10)
 			memcpy(big + i, "X: 123456\n", len - i < 10 ? len - i : 10);
 		big[len] = '\0';
-		fd = file_of(big, len);
+		fd = testdir_file(big, len);
 		errno = 0;
 		CHECK_INT("too many fields", -1, header_block_read(fd, 0, (off_t)len, &hb));
 		CHECK_INT("too many fields", EFBIG, errno);
@@ -144,7 +131,7 @@ int main(void)
 		memset(big, 'a', len);
 		memcpy(big, "Long: ", 6);
 		big[len - 1] = '\n';
-		fd = file_of(big, len);
+		fd = testdir_file(big, len);
 		errno = 0;
 		CHECK_INT("one field too long", -1, header_block_read(fd, 0, (off_t)len, &hb));
 		CHECK_INT("one field too long", EFBIG, errno);
@@ -201,7 +188,7 @@ int main(void)
 		const struct header_field *drop[2];
 		char path[4200], got[256];
 		off_t size = 0;
-		int fd = file_of(m, strlen(m)), out;
+		int fd = testdir_file(m, strlen(m)), out;
 		ssize_t n;
 
 		testdb_make(dir);

@@ -5,6 +5,7 @@
 #ifndef POSTAGE_TEST_TESTDIR_H
 #define POSTAGE_TEST_TESTDIR_H
 
+#include <fcntl.h>
 #include <ftw.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -39,6 +40,21 @@ static inline const char *testdir_make(const char *module)
 	REQUIRE(mkdtemp(testdir_path) != NULL);
 	atexit(testdir_cleanup);
 	return testdir_path;
+}
+
+/* A new file in the directory testdir_make made, holding len bytes of
+ * data, open for reading and writing (at its end); its fd. */
+static inline int testdir_file(const char *data, size_t len)
+{
+	static int nfile;
+	char path[sizeof(testdir_path) + 32];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/file%d", testdir_path, nfile++);
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	REQUIRE(fd >= 0);
+	REQUIRE(write(fd, data, len) == (ssize_t)len);
+	return fd;
 }
 
 #ifdef SCHEMA_SQL

@@ -314,13 +314,8 @@ class Webmail:
             f.write(f'# made by tests/webmail/webmail.py from README.md\n'
                     f'base_dir = {d}/run\nstate_dir = {d}/state\n'
                     f'log_path = {d}/dovecot.log\n' + conf)
-        self.procs.start('dovecot', ['dovecot', '-F', '-c', self.dovecot_conf],
-                         os.path.join(d, 'dovecot.out'))
-        try:
-            wait_for('Dovecot listening', lambda: listening(self.ports['imap']), 20)
-        except Failure:
-            raise Failure('Dovecot did not start: ' + tail(os.path.join(d, 'dovecot.log'))
-                          + tail(os.path.join(d, 'dovecot.out')))
+        self.start_listener('Dovecot', ['dovecot', '-F', '-c', self.dovecot_conf], 'imap',
+                            os.path.join(d, 'dovecot.log'), os.path.join(d, 'dovecot.out'))
 
     def make_roundcube(self, blocks):
         rc = os.path.join(self.dir, 'roundcube')
@@ -432,15 +427,20 @@ http {{
 {site}
 }}
 """)
-        self.procs.start('nginx', ['nginx', '-c', conf, '-p', d + '/', '-e', d + '/error.log'],
-                         os.path.join(d, 'nginx.out'))
-        try:
-            wait_for('nginx listening', lambda: listening(self.ports['https']), 20)
-        except Failure:
-            raise Failure('nginx did not start: ' + tail(os.path.join(d, 'error.log'))
-                          + tail(os.path.join(d, 'nginx.out')))
+        self.start_listener('nginx', ['nginx', '-c', conf, '-p', d + '/', '-e', d + '/error.log'],
+                            'https', os.path.join(d, 'error.log'), os.path.join(d, 'nginx.out'))
 
     # -- helpers -------------------------------------------------------------
+
+    def start_listener(self, name, argv, port, log, out):
+        """Starts the server argv (its output to the file out) and waits
+        up to 20 s for it to listen on self.ports[port]; when it does not,
+        the Failure quotes the ends of its log and of out."""
+        self.procs.start(name.lower(), argv, out)
+        try:
+            wait_for(f'{name} listening', lambda: listening(self.ports[port]), 20)
+        except Failure:
+            raise Failure(f'{name} did not start: ' + tail(log) + tail(out))
 
     def smtp_deliver(self, sender, rcpt, subject, body):
         import smtplib
