@@ -119,9 +119,11 @@ CREATE TABLE auth_failures (
     last_at  bigint NOT NULL
 );
 
+-- id stands for SQLite's rowid, which names the row a check took.
 CREATE TABLE auth_pending (
     ip_key text NOT NULL,
-    at     bigint NOT NULL
+    at     bigint NOT NULL,
+    id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY
 );
 CREATE INDEX auth_pending_ip ON auth_pending(ip_key, at);
 

@@ -641,24 +641,22 @@ long list_member_count(const char *list)
 	return n;
 }
 
-/* One statement with up to four text and one integer binding, stepped to
- * its end; changes() after it, or -1. */
-static int exec_bound(enum sql_id id, const char *t1, const char *t2, const char *t3,
-		      long long i4)
+/* One statement with its text parameters (t1, t2 as ?1, ?2 where not
+ * NULL) and then, where it has one more, the integer i; stepped to its
+ * end; changes() after it, or -1. */
+static int exec_bound(enum sql_id id, const char *t1, const char *t2, long long i)
 {
 	struct db_q *st = db_stmt(id);
-	int rc;
+	int rc, n = 0;
 
 	if (!st)
 		return -1;
 	if (t1)
-		db_bind_text(st, 1, t1);
+		db_bind_text(st, ++n, t1);
 	if (t2)
-		db_bind_text(st, 2, t2);
-	if (t3)
-		db_bind_text(st, 3, t3);
-	if (db_param_count(st) >= 4)
-		db_bind_int64(st, 4, i4);
+		db_bind_text(st, ++n, t2);
+	if (db_param_count(st) > n)
+		db_bind_int64(st, n + 1, i);
 	rc = db_step(st);
 	db_reset(st);
 	if (rc != DB_DONE) {
@@ -712,8 +710,8 @@ int list_bounce(const char *list, const char *member, long long now, long long l
 		bounces++;
 	}
 	if (limit > 0 && bounces >= limit) {
-		if (exec_bound(SQL_LIST_MEMBER_DISABLE, list, member, NULL, 0) < 0 ||
-		    exec_bound(SQL_LIST_BOUNCES_CLEAR, list, member, NULL, 0) < 0)
+		if (exec_bound(SQL_LIST_MEMBER_DISABLE, list, member, 0) < 0 ||
+		    exec_bound(SQL_LIST_BOUNCES_CLEAR, list, member, 0) < 0)
 			goto fail;
 		*disabled = 1;
 	}
@@ -838,9 +836,9 @@ int list_pending_add(const char *list, const char *address, const char *action,
 int list_member_set(const char *list, const char *address, int join)
 {
 	if (!join)
-		return exec_bound(SQL_LIST_MEMBER_DELETE, list, address, NULL, 0) < 0 ? -1 : 0;
-	if (exec_bound(SQL_LIST_MEMBER_JOIN, list, address, NULL, 0) < 0 ||
-	    exec_bound(SQL_LIST_BOUNCES_CLEAR, list, address, NULL, 0) < 0)
+		return exec_bound(SQL_LIST_MEMBER_DELETE, list, address, 0) < 0 ? -1 : 0;
+	if (exec_bound(SQL_LIST_MEMBER_JOIN, list, address, 0) < 0 ||
+	    exec_bound(SQL_LIST_BOUNCES_CLEAR, list, address, 0) < 0)
 		return -1;
 	return 0;
 }
@@ -886,7 +884,7 @@ void list_expire(long long now)
 			db_col_copy(st, 0, held[nheld++], sizeof(held[0]));
 		db_reset(st);
 	}
-	if (exec_bound(SQL_LIST_PENDING_EXPIRE, NULL, NULL, NULL, now) > 0 ||
+	if (exec_bound(SQL_LIST_PENDING_EXPIRE, NULL, NULL, now) > 0 ||
 	    nheld > 0)
 		log_event(LOG_INFO, "event=list_expire result=ok held_posts=%zu", nheld);
 	for (size_t i = 0; i < nheld; i++) {
@@ -894,7 +892,7 @@ void list_expire(long long now)
 		if (list_held_path(held[i], path, sizeof(path), 0) == 0)
 			unlink(path);
 	}
-	exec_bound(SQL_LIST_BOUNCES_EXPIRE, NULL, NULL, NULL, now - LIST_BOUNCE_WINDOW_DAYS * 86400LL);
+	exec_bound(SQL_LIST_BOUNCES_EXPIRE, NULL, NULL, now - LIST_BOUNCE_WINDOW_DAYS * 86400LL);
 	/* Held files no row names, older than any hold: left by a crash. */
 	snprintf(dir, sizeof(dir), "%s/held", setting(SET_SPOOL_DIR));
 	d = opendir(dir);

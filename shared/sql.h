@@ -124,7 +124,7 @@ SQL(SQL_LIST_BOUNCES_RECENT,
     "SELECT count(*) FROM list_bounces WHERE list = ?1 AND address = ?2 AND at > ?3")
 SQL(SQL_LIST_BOUNCE_ADD, "INSERT INTO list_bounces (list, address, at) VALUES (?1, ?2, ?3)")
 SQL(SQL_LIST_BOUNCES_CLEAR, "DELETE FROM list_bounces WHERE list = ?1 AND address = ?2")
-SQL(SQL_LIST_BOUNCES_EXPIRE, "DELETE FROM list_bounces WHERE at <= ?4")
+SQL(SQL_LIST_BOUNCES_EXPIRE, "DELETE FROM list_bounces WHERE at <= ?1")
 
 /* ---- confirmations and held posts: list_pending (list.c) ---- */
 SQL(SQL_LIST_PENDING_FIND,
@@ -143,7 +143,7 @@ SQL(SQL_LIST_PENDING_ADD,
 /* ?2 LIST_EXPIRE_HELD_MAX */
 SQL(SQL_LIST_PENDING_HELD_EXPIRED,
     "SELECT held FROM list_pending WHERE expires_at <= ?1 AND held IS NOT NULL LIMIT ?2")
-SQL(SQL_LIST_PENDING_EXPIRE, "DELETE FROM list_pending WHERE expires_at <= ?4")
+SQL(SQL_LIST_PENDING_EXPIRE, "DELETE FROM list_pending WHERE expires_at <= ?1")
 SQL(SQL_LIST_PENDING_HOLDS, "SELECT 1 FROM list_pending WHERE held = ?1")
 
 /* ---- the queue: queue_messages, queue_recipients (spool.c, queue/) ---- */
