@@ -180,6 +180,31 @@ static int walk_answers(const unsigned char *ans, int len, int (*each)(void *, c
 	return 0;
 }
 
+/* Asks for name's records of type and walks the answer with each(ctx):
+ * DNS_OK once it is walked, else what went wrong (DNS_TEMPFAIL for an
+ * answer that does not parse). */
+static enum dns_result ask(const char *name, int type, long long deadline,
+			   int (*each)(void *, const unsigned char *, int, const struct rr *), void *ctx)
+{
+	/* not re-entered (spf.c recurses around the lookups): walked into ctx, dead on return */
+	static unsigned char ans[DNS_ANSWER_MAX];
+	enum dns_result res;
+	int len = 0;
+
+	res = query(name, type, ans, &len, deadline);
+	if (res != DNS_OK)
+		return res;
+	return walk_answers(ans, len, each, ctx) < 0 ? DNS_TEMPFAIL : DNS_OK;
+}
+
+/* A lookup's result once ask() said res and n records were kept. */
+static enum dns_result found(enum dns_result res, size_t n)
+{
+	if (res != DNS_OK)
+		return res;
+	return n ? DNS_OK : DNS_NODATA;
+}
+
 struct txt_ctx {
 	struct dns_txt *out;
 	size_t used;
@@ -214,19 +239,12 @@ static int txt_each(void *vctx, const unsigned char *ans, int len, const struct 
 
 enum dns_result dns_txt(const char *name, struct dns_txt *out, long long deadline)
 {
-	/* not re-entered (spf.c recurses around it): parsed into out, dead on return */
-	static unsigned char ans[DNS_ANSWER_MAX];
 	struct txt_ctx c = { out, 0 };
 	enum dns_result res;
-	int len = 0;
 
 	out->n = 0;
-	res = query(name, ns_t_txt, ans, &len, deadline);
-	if (res != DNS_OK)
-		return res;
-	if (walk_answers(ans, len, txt_each, &c) < 0)
-		return DNS_TEMPFAIL;
-	return out->n ? DNS_OK : DNS_NODATA;
+	res = ask(name, ns_t_txt, deadline, txt_each, &c);
+	return found(res, out->n);
 }
 
 struct addr_ctx {
@@ -249,19 +267,12 @@ static int addr_each(void *vctx, const unsigned char *ans, int len, const struct
 
 enum dns_result dns_addrs(const char *name, int family, struct dns_addrs *out, long long deadline)
 {
-	/* not re-entered (spf.c recurses around it): parsed into out, dead on return */
-	static unsigned char ans[DNS_ANSWER_MAX];
 	struct addr_ctx c = { out, family == AF_INET6 ? ns_t_aaaa : ns_t_a };
 	enum dns_result res;
-	int len = 0;
 
 	out->n = 0;
-	res = query(name, c.type, ans, &len, deadline);
-	if (res != DNS_OK)
-		return res;
-	if (walk_answers(ans, len, addr_each, &c) < 0)
-		return DNS_TEMPFAIL;
-	return out->n ? DNS_OK : DNS_NODATA;
+	res = ask(name, c.type, deadline, addr_each, &c);
+	return found(res, out->n);
 }
 
 static int mx_each(void *vctx, const unsigned char *ans, int len, const struct rr *r)
@@ -280,18 +291,11 @@ static int mx_each(void *vctx, const unsigned char *ans, int len, const struct r
 
 enum dns_result dns_mx(const char *name, struct dns_mx *out, long long deadline)
 {
-	/* not re-entered (spf.c recurses around it): parsed into out, dead on return */
-	static unsigned char ans[DNS_ANSWER_MAX];
 	enum dns_result res;
-	int len = 0;
 
 	out->n = 0;
-	res = query(name, ns_t_mx, ans, &len, deadline);
-	if (res != DNS_OK)
-		return res;
-	if (walk_answers(ans, len, mx_each, out) < 0)
-		return DNS_TEMPFAIL;
-	return out->n ? DNS_OK : DNS_NODATA;
+	res = ask(name, ns_t_mx, deadline, mx_each, out);
+	return found(res, out->n);
 }
 
 static int ptr_each(void *vctx, const unsigned char *ans, int len, const struct rr *r)
@@ -309,12 +313,9 @@ static int ptr_each(void *vctx, const unsigned char *ans, int len, const struct 
 enum dns_result dns_ptr(const unsigned char *addr, int family, struct dns_names *out,
 			long long deadline)
 {
-	/* not re-entered (spf.c recurses around it): parsed into out, dead on return */
-	static unsigned char ans[DNS_ANSWER_MAX];
 	char name[128];
 	size_t o = 0;
 	enum dns_result res;
-	int len = 0;
 
 	out->n = 0;
 	if (family == AF_INET) {
@@ -330,10 +331,6 @@ enum dns_result dns_ptr(const unsigned char *addr, int family, struct dns_names 
 		}
 		snprintf(name + o, sizeof(name) - o, "ip6.arpa");
 	}
-	res = query(name, ns_t_ptr, ans, &len, deadline);
-	if (res != DNS_OK)
-		return res;
-	if (walk_answers(ans, len, ptr_each, out) < 0)
-		return DNS_TEMPFAIL;
-	return out->n ? DNS_OK : DNS_NODATA;
+	res = ask(name, ns_t_ptr, deadline, ptr_each, out);
+	return found(res, out->n);
 }

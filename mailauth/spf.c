@@ -532,6 +532,26 @@ static int prefix_match(const unsigned char *a, const unsigned char *b, int bits
 	return (a[full] >> (8 - rest)) == (b[full] >> (8 - rest));
 }
 
+/* What a lookup's result d for name means to a mechanism: 1 records came;
+ * 0 none (a void lookup, counted when count_void); -1 with *res set (a
+ * DNS failure: temperror; past the void lookups' limit: permerror). */
+static int dns_outcome(struct spf_ctx *c, enum dns_result d, const char *name, int count_void,
+		       enum spf_result *res)
+{
+	if (d == DNS_TEMPFAIL) {
+		*res = why(c, SPF_TEMPERROR, "DNS timeout or failure for %s", name);
+		return -1;
+	}
+	if (d != DNS_OK) {
+		if (count_void && ++c->void_lookups > SPF_VOID_LOOKUPS_MAX) {
+			*res = why(c, SPF_PERMERROR, "too many void DNS lookups (at %s)", name);
+			return -1;
+		}
+		return 0;
+	}
+	return 1;
+}
+
 /* Does any A/AAAA of name hold the client (within cidr)? 1, 0, or -1
  * with *res set (temperror/permerror). count_void: a lookup that finds
  * nothing counts toward the void limit. */
@@ -542,17 +562,10 @@ static int addr_match(struct spf_ctx *c, const char *name, int cidr4, int cidr6,
 	enum dns_result d = dns_addrs(name, c->family, addrs, c->deadline);
 	int bits = c->family == AF_INET ? (cidr4 < 0 ? 32 : cidr4) : (cidr6 < 0 ? 128 : cidr6);
 
-	if (d == DNS_TEMPFAIL) {
-		*res = why(c, SPF_TEMPERROR, "DNS timeout or failure for %s", name);
-		return -1;
-	}
-	if (d == DNS_NXDOMAIN || d == DNS_NODATA || d == DNS_BADNAME) {
-		if (count_void && ++c->void_lookups > SPF_VOID_LOOKUPS_MAX) {
-			*res = why(c, SPF_PERMERROR, "too many void DNS lookups (at %s)", name);
-			return -1;
-		}
-		return 0;
-	}
+	int found = dns_outcome(c, d, name, count_void, res);
+
+	if (found <= 0)
+		return found;
 	for (size_t i = 0; i < addrs->n; i++)
 		if (prefix_match(addrs->addr[i], c->ip, bits))
 			return 1;
@@ -611,37 +624,19 @@ static int mechanism(struct spf_ctx *c, const struct term *t, const char *domain
 		if (count_term(c, res) < 0)
 			return -1;
 		d = dns_addrs(target, AF_INET, &c->work->addrs, c->deadline);
-		if (d == DNS_TEMPFAIL) {
-			*res = why(c, SPF_TEMPERROR, "DNS timeout or failure for %s", target);
-			return -1;
-		}
-		if (d != DNS_OK) {
-			if (++c->void_lookups > SPF_VOID_LOOKUPS_MAX) {
-				*res = why(c, SPF_PERMERROR, "too many void DNS lookups (at %s)", target);
-				return -1;
-			}
-			return 0;
-		}
-		return 1;
+		return dns_outcome(c, d, target, 1, res);
 	}
 	case M_MX: {
 		const struct dns_mx *mx = &c->work->mx;
 		enum dns_result d;
+		int found;
 
 		if (count_term(c, res) < 0)
 			return -1;
 		d = dns_mx(target, &c->work->mx, c->deadline);
-		if (d == DNS_TEMPFAIL) {
-			*res = why(c, SPF_TEMPERROR, "DNS timeout or failure for %s", target);
-			return -1;
-		}
-		if (d != DNS_OK) {
-			if (++c->void_lookups > SPF_VOID_LOOKUPS_MAX) {
-				*res = why(c, SPF_PERMERROR, "too many void DNS lookups (at %s)", target);
-				return -1;
-			}
-			return 0;
-		}
+		found = dns_outcome(c, d, target, 1, res);
+		if (found <= 0)
+			return found;
 		if (mx->n > SPF_NAMES_PER_TERM_MAX) {
 			*res = why(c, SPF_PERMERROR, "more than 10 MX names for %s", target);
 			return -1;

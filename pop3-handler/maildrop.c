@@ -317,6 +317,18 @@ int maildrop_open_message(struct maildrop *d, size_t i)
 	return fd;
 }
 
+/* read(2), again when a signal cut it short: bytes read, 0 at the end,
+ * -1 on error. */
+static ssize_t read_more(int fd, void *buf, size_t len)
+{
+	ssize_t n;
+
+	do
+		n = read(fd, buf, len);
+	while (n < 0 && errno == EINTR);
+	return n;
+}
+
 /* Octets of the wire form: every LF not after a CR becomes CRLF, and a
  * last line without LF gets a CRLF before the terminator (maildrop_send
  * does the same, through wire_encode). */
@@ -327,15 +339,13 @@ static int wire_size(int fd, unsigned long long *size)
 	char last = '\n';
 
 	for (;;) {
-		ssize_t n = read(fd, buf, sizeof(buf));
+		ssize_t n = read_more(fd, buf, sizeof(buf));
 
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		if (n == 0)
+		if (n <= 0) {
+			if (n < 0)
+				return -1;
 			break;
+		}
 		bytes += (unsigned long long)n;
 		for (ssize_t k = 0; k < n; k++) {
 			if (buf[k] == '\n' && last != '\r')
@@ -472,16 +482,14 @@ int maildrop_send(int fd, long top_lines, struct io *io, unsigned long long *sen
 	int at_line_start = 1, done = 0;
 
 	while (!done) {
-		ssize_t n = read(fd, in, sizeof(in));
+		ssize_t n = read_more(fd, in, sizeof(in));
 		size_t take, o;
 
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		if (n == 0)
+		if (n <= 0) {
+			if (n < 0)
+				return -1;
 			break;
+		}
 		take = top_lines < 0 ? (size_t)n : top_cut(&top, in, (size_t)n, &done);
 		o = wire_encode(&at_line_start, in, take, out);
 		if (io_write(io, out, o) < 0)

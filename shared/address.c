@@ -520,11 +520,32 @@ static int expand_list(struct resolver *r, const struct address *a, int depth)
 	return 1;
 }
 
+/* The mailbox and the forwards of key (an address, or "@domain" for the
+ * catch-all) into r: 1 when it has either, 0 when neither, -1 on trouble
+ * (r->tempfail set). */
+static int expand_key(struct resolver *r, const char *key, int depth)
+{
+	struct destination d;
+	int m = lookup_mailbox(key, &d), found = 0;
+
+	if (m < 0) {
+		r->tempfail = 1;
+		return -1;
+	}
+	if (m > 0) {
+		add_destination(r, &d);
+		found = 1;
+	}
+	if (expand_forwards(r, key, depth))
+		found = 1;
+	return found;
+}
+
 static int expand(struct resolver *r, const struct address *a, int depth)
 {
 	char addr[ADDRESS_PATH_MAX + 1], key[ADDRESS_DOMAIN_MAX + 2];
 	struct destination d;
-	int local, found = 0, m;
+	int local, m;
 
 	address_format(a, addr, sizeof(addr));
 	for (size_t i = 0; i < r->nvisited; i++) {
@@ -555,38 +576,16 @@ static int expand(struct resolver *r, const struct address *a, int depth)
 		return 1;
 	}
 
-	m = lookup_mailbox(addr, &d);
-	if (m < 0) {
-		r->tempfail = 1;
-		return 0;
-	}
-	if (m > 0) {
-		add_destination(r, &d);
-		found = 1;
-	}
-	if (expand_forwards(r, addr, depth))
-		found = 1;
-	if (found)
-		return 1;
+	m = expand_key(r, addr, depth);
+	if (m != 0)
+		return m > 0;
 	/* Only an address that is nothing else may be a list's: a session
 	 * that involves no list pays no query for one. */
 	m = expand_list(r, a, depth);
 	if (m != 0)
 		return m > 0;
-
 	snprintf(key, sizeof(key), "@%s", a->domain);
-	m = lookup_mailbox(key, &d);
-	if (m < 0) {
-		r->tempfail = 1;
-		return 0;
-	}
-	if (m > 0) {
-		add_destination(r, &d);
-		found = 1;
-	}
-	if (expand_forwards(r, key, depth))
-		found = 1;
-	return found;
+	return expand_key(r, key, depth) > 0;
 }
 
 /* Expands one hosted address into out, from a fresh start of r. Nothing
