@@ -120,20 +120,9 @@ static int slot_take_relaxed(const char *key, time_t now, long long *slot)
  * pays for no extra write. */
 static void prune_stale(time_t now)
 {
-	struct db_q *st = db_stmt(SQL_AUTH_FAILURES_PRUNE);
-
 	db_durable(0);
-	if (st) {
-		db_bind_int64(st, 1, now - THROTTLE_WINDOW_SECONDS);
-		db_step(st);
-		db_reset(st);
-	}
-	st = db_stmt(SQL_AUTH_PENDING_PRUNE);
-	if (st) {
-		db_bind_int64(st, 1, now - THROTTLE_PENDING_SECONDS);
-		db_step(st);
-		db_reset(st);
-	}
+	db_prune(SQL_AUTH_FAILURES_PRUNE, now - THROTTLE_WINDOW_SECONDS);
+	db_prune(SQL_AUTH_PENDING_PRUNE, now - THROTTLE_PENDING_SECONDS);
 	db_durable(1);
 }
 
@@ -226,7 +215,7 @@ enum auth_result auth_check(const char *ip, const char *login, const char *passw
 	}
 	if (prior < 0)
 		return AUTH_TEMPFAIL;
-	if (prior >= THROTTLE_DELAY_AFTER)
+	if (throttle_seconds(prior) > 0)
 		sleep((unsigned)throttle_seconds(prior));
 	/* The floor comes on top of the throttle's delay. */
 	clock_gettime(CLOCK_MONOTONIC, &start);

@@ -181,14 +181,6 @@ enum db_rc db_step(struct db_q *q)
 	case SQLITE_BUSY:
 	case SQLITE_LOCKED:
 		return DB_BUSY;
-	case SQLITE_IOERR:
-	case SQLITE_FULL:
-	case SQLITE_CANTOPEN:
-	case SQLITE_PROTOCOL:
-	case SQLITE_NOMEM:
-		return DB_TEMPORARY;
-	case SQLITE_CONSTRAINT:
-		return DB_CONSTRAINT;
 	default:
 		return DB_ERROR;
 	}
@@ -260,6 +252,17 @@ long long db_int_lookup(enum sql_id id, const char *text, long long num)
 	return db_row_int(q, &n) < 0 ? -1 : n;
 }
 
+void db_prune(enum sql_id id, long long before)
+{
+	struct db_q *q = db_stmt(id);
+
+	if (!q)
+		return;
+	db_bind_int64(q, 1, before);
+	db_step(q);
+	db_reset(q);
+}
+
 int db_changes(void)
 {
 	return sqlite3_changes(db);
@@ -281,7 +284,7 @@ static int exec_simple(enum sql_id id)
 	db_reset(q);
 	if (rc != DB_DONE) {
 		log_event(LOG_WARNING, "event=db_exec result=error sql=\"%s\" error=\"%s\"",
-			  sql_text[id], sqlite3_errmsg(db));
+			  sql_text[id], db_errmsg());
 		return -1;
 	}
 	return 0;

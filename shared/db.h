@@ -25,9 +25,7 @@ enum db_rc {
 	DB_ROW,        /* a row is ready for db_col_*() */
 	DB_DONE,       /* the statement has run to its end */
 	DB_BUSY,       /* busy or locked beyond the busy timeout: try again */
-	DB_TEMPORARY,  /* another failure that may pass: I/O, disk full, memory */
-	DB_CONSTRAINT, /* a constraint refused the write */
-	DB_ERROR,      /* anything else */
+	DB_ERROR,      /* anything else (logged by the caller: db_errmsg) */
 };
 
 #define DB_SCHEMA_VERSION 4
@@ -94,6 +92,10 @@ int db_row_int(struct db_q *q, long long *out);
  * messages sent in an hour.) */
 long long db_int_lookup(enum sql_id id, const char *text, long long num);
 
+/* Runs statement id, a DELETE of rows older than ?1 = before, to its
+ * end. A failure is not reported: the next write prunes again. */
+void db_prune(enum sql_id id, long long before);
+
 /* Rows changed by the last INSERT, UPDATE or DELETE. */
 int db_changes(void);
 /* The last error, for a log line. */
@@ -121,11 +123,5 @@ void db_read_end(void);
  * ones again). */
 void db_checkpoint_defer(void);
 void db_checkpoint(void);
-
-/* A step result that means "try later" (busy, locked, I/O). */
-static inline int db_is_temporary(enum db_rc rc)
-{
-	return rc == DB_BUSY || rc == DB_TEMPORARY;
-}
 
 #endif

@@ -253,12 +253,7 @@ static int ticket_key_load(void)
 		db_reset(st);
 	}
 	/* Pruned on write: the table never grows. */
-	st = db_stmt(SQL_TLS_TICKET_KEYS_PRUNE);
-	if (st) {
-		db_bind_int64(st, 1, now - 2 * 86400);
-		db_step(st);
-		db_reset(st);
-	}
+	db_prune(SQL_TLS_TICKET_KEYS_PRUNE, now - 2 * 86400);
 	if (db_commit() < 0)
 		log_event(LOG_WARNING, "event=tls result=ticket_key_not_stored");
 	return 0;

@@ -71,12 +71,7 @@ void rate_limit_charge(struct session *s, size_t count)
 		ok = 0;
 	}
 	/* Pruned on write, so the table cannot grow without bound. */
-	st = db_stmt(SQL_SEND_COUNTS_PRUNE);
-	if (st) {
-		db_bind_int64(st, 1, hour - SEND_COUNTS_KEEP_HOURS);
-		db_step(st);
-		db_reset(st);
-	}
+	db_prune(SQL_SEND_COUNTS_PRUNE, hour - SEND_COUNTS_KEEP_HOURS);
 	if (!ok) {
 		db_rollback();
 		log_event(LOG_WARNING, "event=rate_limit result=not_counted login=%s count=%zu", s->auth_login,
