@@ -56,6 +56,32 @@ static char values[SET_COUNT][SETTING_VALUE_MAX];
 static unsigned char present[SET_COUNT];
 static char hostname_fallback[256];
 
+void config_take(const char *key, const char *value)
+{
+	int found = 0;
+
+	if (!key)
+		return;
+	for (int i = 0; i < SET_COUNT; i++) {
+		if (strcmp(key, settings_known[i].key) == 0) {
+			size_t len = value ? strlen(value) : 0;
+			found = 1;
+			if (len >= SETTING_VALUE_MAX) {
+				log_event(LOG_WARNING, "event=setting result=ignored key=%s reason=too_long", key);
+				break;
+			}
+			memcpy(values[i], value ? value : "", len + 1);
+			present[i] = 1;
+			break;
+		}
+	}
+	if (!found) {
+		char safe[128];
+		log_event(LOG_NOTICE, "event=setting result=unknown key=\"%s\"",
+			  log_printable(safe, sizeof(safe), key, strlen(key)));
+	}
+}
+
 int config_load(struct db_q *q)
 {
 	enum db_rc rc;
@@ -64,32 +90,8 @@ int config_load(struct db_q *q)
 		log_event(LOG_ERR, "event=settings result=error error=\"%s\"", db_errmsg());
 		return -1;
 	}
-	while ((rc = db_step(q)) == DB_ROW) {
-		const char *key = db_col_text(q, 0);
-		const char *value = db_col_text(q, 1);
-		int found = 0;
-
-		if (!key)
-			continue;
-		for (int i = 0; i < SET_COUNT; i++) {
-			if (strcmp(key, settings_known[i].key) == 0) {
-				size_t len = value ? strlen(value) : 0;
-				found = 1;
-				if (len >= SETTING_VALUE_MAX) {
-					log_event(LOG_WARNING, "event=setting result=ignored key=%s reason=too_long", key);
-					break;
-				}
-				memcpy(values[i], value ? value : "", len + 1);
-				present[i] = 1;
-				break;
-			}
-		}
-		if (!found) {
-			char safe[128];
-			log_event(LOG_NOTICE, "event=setting result=unknown key=\"%s\"",
-				  log_printable(safe, sizeof(safe), key, strlen(key)));
-		}
-	}
+	while ((rc = db_step(q)) == DB_ROW)
+		config_take(db_col_text(q, 0), db_col_text(q, 1));
 	db_reset(q);
 	if (rc != DB_DONE) {
 		log_event(LOG_ERR, "event=settings result=error error=\"%s\"", db_errmsg());

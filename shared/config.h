@@ -40,6 +40,8 @@ enum setting {
  * it could not be prepared): db_open calls it once the database is open
  * and its version checked. 0 or -1. */
 int config_load(struct db_q *q);
+/* One setting's row (a NULL key is skipped; an unknown one logged). */
+void config_take(const char *key, const char *value);
 /* The value, or the default; "" for an unset optional one. */
 const char *setting(enum setting id);
 long long setting_int(enum setting id);

@@ -105,8 +105,6 @@ sqlite3 *db_handle(void)
 	return db_state == DB_OK ? db : NULL;
 }
 
-static struct db_q *prepared(enum sql_id id);
-
 /* ---- PostgreSQL's side of a statement ---- */
 
 static void pg_reset(struct db_q *q)
@@ -383,11 +381,16 @@ failed:
  * settings of both (the host's win). */
 static enum db_status pg_open(void)
 {
+	/* The version and the settings in one round trip: the settings'
+	 * rows, then one whose key is NULL with the version. */
+	static const char settings_and_version[] =
+		"SELECT key, value, NULL::integer FROM settings "
+		"UNION ALL SELECT NULL, NULL, version FROM postage_schema";
 	static struct pgwire_result r;
 	struct db_q q = { 0 };
 	sqlite3_stmt *st = NULL;
 	enum db_status hs;
-	const char *v;
+	const char *v = NULL;
 	int version, len;
 
 	if (pgwire_parse_uri(db_path(), &pg_target) < 0) {
@@ -400,8 +403,17 @@ static enum db_status pg_open(void)
 		log_event(LOG_ERR, "event=db_open result=error engine=postgresql error=\"%s\"", pg_error);
 		return DB_TEMPFAIL;
 	}
-	if (pgwire_exec("SELECT version FROM postage_schema", 0, NULL, NULL, NULL, &r) < 0 ||
-	    !(v = pgwire_value(&r, 0, 0, &len))) {
+	if (pgwire_exec(settings_and_version, 0, NULL, NULL, NULL, &r) == 0) {
+		for (int i = 0; i < r.nrows; i++) {
+			const char *key = pgwire_value(&r, i, 0, &len);
+
+			if (key)
+				config_take(key, pgwire_value(&r, i, 1, &len));
+			else
+				v = pgwire_value(&r, i, 2, &len);
+		}
+	}
+	if (!v) {
 		log_event(LOG_ERR, "event=db_open result=error engine=postgresql error=\"%s\"",
 			  r.failed ? r.error : "postage_schema has no row");
 		return DB_TEMPFAIL;
@@ -411,11 +423,10 @@ static enum db_status pg_open(void)
 		version_refused("postgresql", version, "psql -d postage -f schema/postgresql.sql");
 		return DB_VERSION;
 	}
+	pgwire_result_free(&r);
 	hs = host_open();
 	if (hs != DB_OK)
 		return hs;
-	if (config_load(prepared(SQL_SETTINGS_LOAD)) < 0)
-		return DB_TEMPFAIL;
 	if (sqlite3_prepare_v2(db, "SELECT key, value FROM settings", -1, &st, NULL) != SQLITE_OK) {
 		log_event(LOG_ERR, "event=settings result=error db=%s error=\"%s\"", db_host_path(),
 			  sqlite3_errmsg(db));

@@ -326,6 +326,36 @@ class PostgreSQLBackendTest(unittest.TestCase):
         log = p.log_text()
         self.assertIn('password authentication failed', log)
         self.assertIn('not a postgresql:// URI', log)
+        # a schema version this program does not know: 421 and what to do
+        p.sql('UPDATE postage_schema SET version = 3')
+        r = p.run('smtp-handler/smtp-handler', ['--mode=mx'], input=b'QUIT\r\n')
+        self.assertTrue(r.stdout.startswith(b'421'), r.stdout)
+        self.assertIn('result=version db=postgresql user_version=3 wanted=4', p.log_text())
+
+    def test_host_file_queue_tables_match_schema(self):
+        """The queue's tables in a host file are schema.sql's (columns,
+        types, defaults, checks' effect aside, keys, indexes), so the
+        README's queue queries work on either."""
+        p = self.p
+        r = p.run('smtp-handler/smtp-handler', ['--mode=mx'], input=b'QUIT\r\n')
+        self.assertTrue(r.stdout.startswith(b'220'), r.stdout)
+        ref = sqlite3.connect(':memory:')
+        with open(os.path.join(SOURCE, 'schema', 'schema.sql')) as f:
+            ref.executescript(f.read())
+        host = sqlite3.connect(p.host('a'))
+        self.addCleanup(host.close)
+
+        def shape(con):
+            out = {}
+            for t in ('settings', 'queue_messages', 'queue_recipients'):
+                out[t] = (con.execute(f'PRAGMA table_xinfo({t})').fetchall(),
+                          con.execute(f'PRAGMA foreign_key_list({t})').fetchall(),
+                          [(i[1], i[2], con.execute(f'PRAGMA index_xinfo({i[1]})').fetchall())
+                           for i in con.execute(f'PRAGMA index_list({t})').fetchall()])
+            return out
+        self.assertEqual(shape(host), shape(ref))
+        self.assertEqual(len(shape(ref)['queue_recipients'][2]), 2)  # the key and the due index
+        self.assertEqual(p.host_rows('a', 'PRAGMA journal_mode'), [('wal',)])
 
     def test_md5_authentication(self):
         p = self.p
