@@ -362,6 +362,8 @@ static enum db_status host_open(void)
 		}
 		if (version == 0) {
 			version = DB_SCHEMA_VERSION;
+			/* an empty WAL: each later opener would read it all */
+			sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
 			log_event(LOG_NOTICE, "event=db_open result=created db=%s", path);
 		}
 	}
@@ -399,11 +401,17 @@ static enum db_status pg_open(void)
 		return DB_TEMPFAIL;
 	}
 	pg = 1;
-	if (pg_ready() < 0) {
+	/* The host file is opened while PostgreSQL works on the query. */
+	if (pgwire_connect_start(&pg_target, settings_and_version, pg_error, sizeof(pg_error)) < 0) {
 		log_event(LOG_ERR, "event=db_open result=error engine=postgresql error=\"%s\"", pg_error);
 		return DB_TEMPFAIL;
 	}
-	if (pgwire_exec(settings_and_version, 0, NULL, NULL, NULL, &r) == 0) {
+	hs = host_open();
+	if (pgwire_connect_finish(&r, pg_error, sizeof(pg_error)) < 0) {
+		log_event(LOG_ERR, "event=db_open result=error engine=postgresql error=\"%s\"", pg_error);
+		return DB_TEMPFAIL;
+	}
+	if (!r.failed) {
 		for (int i = 0; i < r.nrows; i++) {
 			const char *key = pgwire_value(&r, i, 0, &len);
 
@@ -424,7 +432,6 @@ static enum db_status pg_open(void)
 		return DB_VERSION;
 	}
 	pgwire_result_free(&r);
-	hs = host_open();
 	if (hs != DB_OK)
 		return hs;
 	if (sqlite3_prepare_v2(db, "SELECT key, value FROM settings", -1, &st, NULL) != SQLITE_OK) {

@@ -813,14 +813,80 @@ char pgwire_tx_status(void)
 	return fd >= 0 ? txstatus : 0;
 }
 
-int pgwire_connect(const struct pgwire_target *t, char *err, size_t errlen)
+/* Parse, Bind, Execute, Sync of sql with its parameters, onto o. */
+static void out_query(struct out *o, const char *sql, int n, const char *const *vals,
+		      const int *lens, const int *fmts)
 {
-	struct out o = { 0 };
-	struct scram sc;
-	struct pgwire_result r = { 0 };
-	size_t at;
+	size_t at = out_begin(o, 'P'); /* Parse the unnamed statement */
+
+	out_str(o, "");
+	out_str(o, sql);
+	out_u16(o, 0);
+	out_end(o, at);
+	at = out_begin(o, 'B'); /* Bind */
+	out_str(o, "");
+	out_str(o, "");
+	out_u16(o, (unsigned)n);
+	for (int i = 0; i < n; i++)
+		out_u16(o, fmts && fmts[i] ? 1 : 0);
+	out_u16(o, (unsigned)n);
+	for (int i = 0; i < n; i++) {
+		if (!vals[i]) {
+			out_u32(o, 0xffffffffu);
+			continue;
+		}
+		size_t l = fmts && fmts[i] ? (size_t)lens[i] : strlen(vals[i]);
+
+		out_u32(o, (uint32_t)l);
+		out_bytes(o, vals[i], l);
+	}
+	out_u16(o, 0); /* every column as text */
+	out_end(o, at);
+	at = out_begin(o, 'E'); /* Execute, every row */
+	out_str(o, "");
+	out_u32(o, 0);
+	out_end(o, at);
+	at = out_begin(o, 'S'); /* Sync */
+	out_end(o, at);
+}
+
+/* A statement's reply, up to its ReadyForQuery, into r. 0, or -1 (r
+ * says why; a lost connection is closed). */
+static int read_reply(struct pgwire_result *r)
+{
 	char type;
 	size_t len;
+	int broken = 0;
+
+	for (;;) {
+		if (read_message(&type, &len) < 0)
+			goto lost;
+		if (pgwire_feed(r, type, msg, len) < 0) {
+			/* a row beyond our bounds, or garbage: the rest of the
+			 * reply cannot be trusted to follow */
+			broken = 1;
+			goto lost;
+		}
+		if (type == 'Z')
+			break;
+	}
+	return r->failed ? -1 : 0;
+lost:
+	pgwire_close();
+	fail(r, "08006", broken ? "protocol error or result too large" : "connection lost or timed out");
+	return -1;
+}
+
+/* A connection under way: what pgwire_connect_finish needs. */
+static const struct pgwire_target *pending_target;
+static const char *pending_first;
+static int pending_ahead;
+
+int pgwire_connect_start(const struct pgwire_target *t, const char *first, char *err,
+			 size_t errlen)
+{
+	struct out o = { 0 };
+	size_t at;
 
 	err[0] = '\0';
 	pgwire_close();
@@ -828,6 +894,14 @@ int pgwire_connect(const struct pgwire_target *t, char *err, size_t errlen)
 	fd = open_socket(t, err, errlen);
 	if (fd < 0)
 		return -1;
+	pending_target = t;
+	pending_first = first;
+	/* Without a password the server can only trust us (or know us by
+	 * the socket's peer): the first statement then goes with the
+	 * startup message, and the connection costs no round trip of its
+	 * own. Were a password asked for after all, the bytes sent ahead
+	 * end the connection, which failed anyway. */
+	pending_ahead = first && !t->password[0];
 	at = out_begin(&o, 0);
 	out_u32(&o, 196608); /* protocol 3.0 */
 	out_str(&o, "user");
@@ -838,12 +912,30 @@ int pgwire_connect(const struct pgwire_target *t, char *err, size_t errlen)
 	out_str(&o, "postage");
 	out_bytes(&o, "", 1);
 	out_end(&o, at);
+	if (pending_ahead)
+		out_query(&o, first, 0, NULL, NULL, NULL);
 	if (o.bad || send_all(o.p, o.len) < 0) {
 		free(o.p);
 		snprintf(err, errlen, "cannot send the startup message");
-		goto bad;
+		pgwire_close();
+		return -1;
 	}
 	free(o.p);
+	return 0;
+}
+
+int pgwire_connect_finish(struct pgwire_result *fr, char *err, size_t errlen)
+{
+	const struct pgwire_target *t = pending_target;
+	struct scram sc;
+	struct pgwire_result r = { 0 };
+	char type;
+	size_t len;
+
+	if (fd < 0 || !t) {
+		snprintf(err, errlen, "not connecting");
+		return -1;
+	}
 	for (;;) {
 		if (read_message(&type, &len) < 0) {
 			snprintf(err, errlen, "connection closed or timed out during the startup");
@@ -856,6 +948,18 @@ int pgwire_connect(const struct pgwire_target *t, char *err, size_t errlen)
 		}
 		if (type == 'Z') {
 			txstatus = len == 1 ? (char)msg[0] : 'I';
+			if (!pending_first)
+				return 0;
+			pgwire_result_clear(fr);
+			deadline = now_ms() + PGWIRE_TIMEOUT_MS;
+			if (pending_ahead)
+				read_reply(fr);
+			else
+				pgwire_exec(pending_first, 0, NULL, NULL, NULL, fr);
+			if (fd < 0) {
+				snprintf(err, errlen, "%s", fr->error);
+				return -1;
+			}
 			return 0;
 		}
 		if (type != 'R')
@@ -903,14 +1007,17 @@ bad:
 	return -1;
 }
 
+int pgwire_connect(const struct pgwire_target *t, char *err, size_t errlen)
+{
+	if (pgwire_connect_start(t, NULL, err, errlen) < 0)
+		return -1;
+	return pgwire_connect_finish(NULL, err, errlen);
+}
+
 int pgwire_exec(const char *sql, int n, const char *const *vals, const int *lens,
 		const int *fmts, struct pgwire_result *r)
 {
 	struct out o = { 0 };
-	size_t at;
-	char type;
-	size_t len;
-	int broken = 0;
 
 	pgwire_result_clear(r);
 	if (fd < 0) {
@@ -918,36 +1025,7 @@ int pgwire_exec(const char *sql, int n, const char *const *vals, const int *lens
 		return -1;
 	}
 	deadline = now_ms() + PGWIRE_TIMEOUT_MS;
-	at = out_begin(&o, 'P'); /* Parse the unnamed statement */
-	out_str(&o, "");
-	out_str(&o, sql);
-	out_u16(&o, 0);
-	out_end(&o, at);
-	at = out_begin(&o, 'B'); /* Bind */
-	out_str(&o, "");
-	out_str(&o, "");
-	out_u16(&o, (unsigned)n);
-	for (int i = 0; i < n; i++)
-		out_u16(&o, fmts && fmts[i] ? 1 : 0);
-	out_u16(&o, (unsigned)n);
-	for (int i = 0; i < n; i++) {
-		if (!vals[i]) {
-			out_u32(&o, 0xffffffffu);
-			continue;
-		}
-		size_t l = fmts && fmts[i] ? (size_t)lens[i] : strlen(vals[i]);
-
-		out_u32(&o, (uint32_t)l);
-		out_bytes(&o, vals[i], l);
-	}
-	out_u16(&o, 0); /* every column as text */
-	out_end(&o, at);
-	at = out_begin(&o, 'E'); /* Execute, every row */
-	out_str(&o, "");
-	out_u32(&o, 0);
-	out_end(&o, at);
-	at = out_begin(&o, 'S'); /* Sync */
-	out_end(&o, at);
+	out_query(&o, sql, n, vals, lens, fmts);
 	if (o.bad) {
 		free(o.p);
 		fail(r, "54000", "statement too long");
@@ -955,24 +1033,10 @@ int pgwire_exec(const char *sql, int n, const char *const *vals, const int *lens
 	}
 	if (send_all(o.p, o.len) < 0) {
 		free(o.p);
-		goto lost;
+		pgwire_close();
+		fail(r, "08006", "connection lost or timed out");
+		return -1;
 	}
 	free(o.p);
-	for (;;) {
-		if (read_message(&type, &len) < 0)
-			goto lost;
-		if (pgwire_feed(r, type, msg, len) < 0) {
-			/* a row beyond our bounds, or garbage: the rest of the
-			 * reply cannot be trusted to follow */
-			broken = 1;
-			goto lost;
-		}
-		if (type == 'Z')
-			break;
-	}
-	return r->failed ? -1 : 0;
-lost:
-	pgwire_close();
-	fail(r, "08006", broken ? "protocol error or result too large" : "connection lost or timed out");
-	return -1;
+	return read_reply(r);
 }

@@ -55,6 +55,15 @@ int pgwire_is_uri(const char *s);
 
 /* Connects and authenticates; 0, or -1 with the reason in err. */
 int pgwire_connect(const struct pgwire_target *t, char *err, size_t errlen);
+/* The same in two halves, so that the caller can work while the server
+ * answers: start connects and sends the startup message (with first, a
+ * statement without parameters, when no password is to be sent);
+ * finish authenticates and runs first, its rows into fr (which says
+ * whether it failed). t and first must stay until finish. 0 or -1 (the
+ * reason in err). */
+int pgwire_connect_start(const struct pgwire_target *t, const char *first, char *err,
+			 size_t errlen);
+int pgwire_connect_finish(struct pgwire_result *fr, char *err, size_t errlen);
 /* 1 while the connection is usable. */
 int pgwire_connected(void);
 /* 'I' idle, 'T' in a transaction, 'E' in a failed one, 0 not connected. */
