@@ -95,11 +95,6 @@ const char *db_host_path(void)
 	return DB_DEFAULT_HOST_PATH;
 }
 
-int db_is_postgresql(void)
-{
-	return pgwire_is_uri(db_path());
-}
-
 sqlite3 *db_handle(void)
 {
 	return db_state == DB_OK ? db : NULL;

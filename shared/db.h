@@ -53,8 +53,6 @@ const char *db_path(void);
  * default. */
 void db_set_host_path(const char *path);
 const char *db_host_path(void);
-/* 1 when --db names PostgreSQL. */
-int db_is_postgresql(void);
 
 /* Opens (once) and checks the version; loads the settings. */
 enum db_status db_open(void);
