@@ -20,13 +20,17 @@ here are two host files and two spool folders beside one PostgreSQL:
   open session goes on;
 - a wrong database password or an unknown URI option is a temporary
   failure with a log line, never a crash;
-- MD5 password authentication works too.
+- MD5 password authentication works too;
+- schema/from-sqlite.sh moves one machine's SQLite database to this
+  layout: accounts, settings and lists into PostgreSQL, the queue into
+  the host file, where the queue runner then delivers what was waiting.
 """
 import os
 import poplib
 import smtplib
 import socket
 import sqlite3
+import subprocess
 import sys
 import time
 import unittest
@@ -380,6 +384,75 @@ class PostgreSQLBackendTest(unittest.TestCase):
         r = p.run('smtp-handler/smtp-handler', ['--mode=mx', '--db', p.uri(user='mailer', password='x')],
                   input=b'QUIT\r\n')
         self.assertTrue(r.stdout.startswith(b'421'), r.stdout)
+
+
+    def test_move_from_sqlite(self):
+        from test_queue import Sink
+        sink = Sink()
+        self.addCleanup(sink.stop)
+        old = Postage().enter_for(self)
+        old.add_domain('example.test')
+        old.add_account('carol', PASSWORD, 'carol@example.test', quota=10 ** 7)
+        old.add_forward('team@example.test', 'carol@example.test')
+        old.add_relay_network('127.0.0.0/8')
+        old.set('relayhost', f'[127.0.0.1]:{sink.port}')
+        old.sql("INSERT INTO lists (address, owner) VALUES ('news@example.test', 'carol@example.test')")
+        old.sql("INSERT INTO list_members (list, address) VALUES ('news@example.test', "
+                "'m@remote.example')")
+        srv = old.serve('smtp-handler/smtp-handler', ['--mode=mx'])
+        with srv.smtp() as s:
+            s.sendmail('carol@example.test', ['far@remote.example'],
+                       b'Subject: waiting\r\n\r\nqueued before the move\r\n')
+        srv.stop()
+        self.assertEqual(old.sql("SELECT count(*) FROM queue_recipients"), [(1,)])
+
+        dbname = self.p.dbname + 'm'
+        self.pg.psql(f'CREATE DATABASE {dbname}')
+        with open(PG_SCHEMA) as f:
+            self.pg.psql(f.read(), db=dbname)
+        host = os.path.join(old.dir, 'host.db')
+        env = dict(os.environ, PGPASSWORD=DB_PASSWORD)
+        r = subprocess.run([os.path.join(SOURCE, 'schema', 'from-sqlite.sh'), old.db, host,
+                            'psql', '-h', self.pg.sock, '-U', 'postage', '-d', dbname],
+                           capture_output=True, env=env, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr.decode(errors='replace'))
+        self.assertIn(b'1 queued messages', r.stdout)
+        rows = self.pg.psql('SELECT login, quota_bytes FROM mailboxes; '
+                            "SELECT value FROM settings WHERE key = 'relayhost'; "
+                            'SELECT address FROM list_members', db=dbname).stdout.split()
+        self.assertEqual(rows, ['carol|10000000', f'[127.0.0.1]:{sink.port}', 'm@remote.example'])
+        # a second run refuses: the rows are there (all or nothing)
+        r = subprocess.run([os.path.join(SOURCE, 'schema', 'from-sqlite.sh'), old.db, host,
+                            'psql', '-h', self.pg.sock, '-U', 'postage', '-d', dbname],
+                           capture_output=True, env=env, timeout=120)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn(b'duplicate key', r.stderr)
+        self.assertEqual(self.pg.psql('SELECT count(*) FROM domains', db=dbname).stdout.split(),
+                         ['1'])
+
+        uri = f'postgresql://postage:{DB_PASSWORD}@/{dbname}?host={self.pg.sock}'
+        args = ['--db', uri, '--host-db', host]
+        r = old.run('smtp-handler/smtp-handler', ['--mode=mx'] + args,
+                    input=b'EHLO a.example\r\nMAIL FROM:<s@remote.example>\r\n'
+                          b'RCPT TO:<team@example.test>\r\nQUIT\r\n')
+        self.assertIn(b'250 2.1.5', r.stdout)
+        pop = old.run('pop3-handler/pop3-handler', args,
+                      input=f'USER carol\r\nPASS {PASSWORD}\r\nQUIT\r\n'.encode())
+        self.assertEqual(pop.stdout.count(b'+OK'), 4, pop.stdout)
+        r = old.run('queue/queue-runner', ['--once'] + args, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(harness.wait_for(lambda: len(sink.handler.messages) == 1, 30),
+                        old.log_text()[-3000:])
+        self.assertIn(b'queued before the move', sink.handler.messages[0]['content'])
+        self.assertEqual(p_rows(host, 'SELECT count(*) FROM queue_messages'), [(0,)])
+
+
+def p_rows(path, query):
+    con = sqlite3.connect(path)
+    try:
+        return con.execute(query).fetchall()
+    finally:
+        con.close()
 
 
 if __name__ == '__main__':
