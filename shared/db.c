@@ -29,7 +29,8 @@ static const char *const pg_text[SQL_COUNT] = {
 struct db_q {
 	sqlite3_stmt *st;
 	enum sql_id id;
-	int scanned;      /* nparams is known */
+	int scanned;      /* nparams and writes are known */
+	int writes;       /* an INSERT, UPDATE or DELETE */
 	int nparams;      /* the highest $N of its text */
 	int ran;          /* run since the last reset */
 	int row;          /* the current row, -1 before the first */
@@ -180,24 +181,42 @@ static int pg_ready(void)
 	return 0;
 }
 
+/* SQLite lets one writer in at a time, and postage's counts rely on it:
+ * the login throttle's check and its slot are one statement, a sending
+ * count is read and added to in one transaction. PostgreSQL's READ
+ * COMMITTED would let two hosts both see 19 of 20 checks taken and both
+ * take the 20th. So every write takes this lock first, in the same
+ * round trip, and holds it to its commit: one writer at a time across
+ * the hosts, as on one machine. A write is a few milliseconds at most. */
+#define PG_WRITE_LOCK "SELECT pg_advisory_xact_lock(1886352244)" /* "post" */
+
 static enum db_rc pg_step(struct db_q *q)
 {
 	last_pg = 1;
 	if (!q->ran) {
+		const char *before[2];
+		int nb = 0, rc;
+
 		if (pg_ready() < 0)
 			return DB_BUSY;
 		if (tx_kind && !pg_in) {
-			if (pg_simple("BEGIN", NULL) < 0)
-				return DB_BUSY;
-			pg_in = 1;
+			before[nb++] = "BEGIN";
+			if (tx_kind == 1)
+				before[nb++] = PG_WRITE_LOCK;
+		} else if (!tx_kind && q->writes) {
+			before[nb++] = PG_WRITE_LOCK; /* an implicit transaction */
 		}
 		q->ran = 1;
 		q->row = -1;
-		if (pgwire_exec(pg_text[q->id], q->nparams, q->val, q->len, q->fmt, &q->res) < 0) {
-			enum db_rc rc = pg_failure(&q->res);
+		rc = pgwire_exec_after(before, nb, pg_text[q->id], q->nparams, q->val, q->len, q->fmt,
+				       &q->res);
+		if (tx_kind && (pgwire_tx_status() == 'T' || pgwire_tx_status() == 'E'))
+			pg_in = 1;
+		if (rc < 0) {
+			enum db_rc r = pg_failure(&q->res);
 
 			pgwire_result_clear(&q->res);
-			return rc;
+			return r;
 		}
 		/* rows a write changed: "INSERT 0 n", "UPDATE n", "DELETE n" */
 		if (strncmp(q->res.tag, "SELECT", 6) != 0) {
@@ -453,6 +472,9 @@ static struct db_q *prepared(enum sql_id id)
 			if (n < 0)
 				return NULL;
 			q->nparams = n;
+			q->writes = strncmp(pg_text[id], "INSERT", 6) == 0 ||
+				    strncmp(pg_text[id], "UPDATE", 6) == 0 ||
+				    strncmp(pg_text[id], "DELETE", 6) == 0;
 			q->scanned = 1;
 		}
 		pg_reset(q);

@@ -813,7 +813,7 @@ char pgwire_tx_status(void)
 	return fd >= 0 ? txstatus : 0;
 }
 
-/* Parse, Bind, Execute, Sync of sql with its parameters, onto o. */
+/* Parse, Bind, Execute of sql with its parameters, onto o. */
 static void out_query(struct out *o, const char *sql, int n, const char *const *vals,
 		      const int *lens, const int *fmts)
 {
@@ -846,13 +846,17 @@ static void out_query(struct out *o, const char *sql, int n, const char *const *
 	out_str(o, "");
 	out_u32(o, 0);
 	out_end(o, at);
-	at = out_begin(o, 'S'); /* Sync */
-	out_end(o, at);
+}
+
+/* Sync: the end of what runs as one (implicit) transaction. */
+static void out_sync(struct out *o)
+{
+	out_end(o, out_begin(o, 'S'));
 }
 
 /* A statement's reply, up to its ReadyForQuery, into r. 0, or -1 (r
  * says why; a lost connection is closed). */
-static int read_reply(struct pgwire_result *r)
+static int read_reply(struct pgwire_result *r, int skip)
 {
 	char type;
 	size_t len;
@@ -861,6 +865,12 @@ static int read_reply(struct pgwire_result *r)
 	for (;;) {
 		if (read_message(&type, &len) < 0)
 			goto lost;
+		if (skip > 0 && type == 'D')
+			continue; /* a row of a statement sent ahead */
+		if (skip > 0 && type == 'C') {
+			skip--;
+			continue;
+		}
 		if (pgwire_feed(r, type, msg, len) < 0) {
 			/* a row beyond our bounds, or garbage: the rest of the
 			 * reply cannot be trusted to follow */
@@ -912,8 +922,10 @@ int pgwire_connect_start(const struct pgwire_target *t, const char *first, char 
 	out_str(&o, "postage");
 	out_bytes(&o, "", 1);
 	out_end(&o, at);
-	if (pending_ahead)
+	if (pending_ahead) {
 		out_query(&o, first, 0, NULL, NULL, NULL);
+		out_sync(&o);
+	}
 	if (o.bad || send_all(o.p, o.len) < 0) {
 		free(o.p);
 		snprintf(err, errlen, "cannot send the startup message");
@@ -953,7 +965,7 @@ int pgwire_connect_finish(struct pgwire_result *fr, char *err, size_t errlen)
 			pgwire_result_clear(fr);
 			deadline = now_ms() + PGWIRE_TIMEOUT_MS;
 			if (pending_ahead)
-				read_reply(fr);
+				read_reply(fr, 0);
 			else
 				pgwire_exec(pending_first, 0, NULL, NULL, NULL, fr);
 			if (fd < 0) {
@@ -1014,8 +1026,9 @@ int pgwire_connect(const struct pgwire_target *t, char *err, size_t errlen)
 	return pgwire_connect_finish(NULL, err, errlen);
 }
 
-int pgwire_exec(const char *sql, int n, const char *const *vals, const int *lens,
-		const int *fmts, struct pgwire_result *r)
+int pgwire_exec_after(const char *const *before, int nbefore, const char *sql, int n,
+		      const char *const *vals, const int *lens, const int *fmts,
+		      struct pgwire_result *r)
 {
 	struct out o = { 0 };
 
@@ -1025,7 +1038,10 @@ int pgwire_exec(const char *sql, int n, const char *const *vals, const int *lens
 		return -1;
 	}
 	deadline = now_ms() + PGWIRE_TIMEOUT_MS;
+	for (int i = 0; i < nbefore; i++)
+		out_query(&o, before[i], 0, NULL, NULL, NULL);
 	out_query(&o, sql, n, vals, lens, fmts);
+	out_sync(&o);
 	if (o.bad) {
 		free(o.p);
 		fail(r, "54000", "statement too long");
@@ -1038,5 +1054,11 @@ int pgwire_exec(const char *sql, int n, const char *const *vals, const int *lens
 		return -1;
 	}
 	free(o.p);
-	return read_reply(r);
+	return read_reply(r, nbefore);
+}
+
+int pgwire_exec(const char *sql, int n, const char *const *vals, const int *lens,
+		const int *fmts, struct pgwire_result *r)
+{
+	return pgwire_exec_after(NULL, 0, sql, n, vals, lens, fmts, r);
 }

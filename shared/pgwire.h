@@ -78,6 +78,14 @@ void pgwire_close(void);
 int pgwire_exec(const char *sql, int n, const char *const *vals, const int *lens,
 		const int *fmts, struct pgwire_result *r);
 
+/* The same, after the statements before[0..nbefore) (no parameters;
+ * their rows are dropped), all in one round trip and one transaction
+ * (an implicit one, unless a BEGIN is among them). A failure of any is
+ * the failure of all. */
+int pgwire_exec_after(const char *const *before, int nbefore, const char *sql, int n,
+		      const char *const *vals, const int *lens, const int *fmts,
+		      struct pgwire_result *r);
+
 void pgwire_result_clear(struct pgwire_result *r);
 void pgwire_result_free(struct pgwire_result *r);
 /* The cell's text (NULL for NULL) and length. */

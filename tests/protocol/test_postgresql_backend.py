@@ -386,6 +386,50 @@ class PostgreSQLBackendTest(unittest.TestCase):
         self.assertTrue(r.stdout.startswith(b'421'), r.stdout)
 
 
+    def test_throttle_holds_across_hosts_in_parallel(self):
+        """Forty wrong passwords at once from one address, half on each
+        host: no more than the throttle's 20 are checked, as on one
+        machine (every write takes PostgreSQL's lock for postage's
+        writers, so two hosts cannot both take the 20th slot)."""
+        import concurrent.futures
+        p = self.p
+        p.set('auth_failure_delay_ms', '0')
+        pop_b = p.serve('pop3-handler/pop3-handler', ['--host-db', p.host('b')])
+
+        def guess(i):
+            srv = self.pop_a if i % 2 else pop_b
+            s = socket.create_connection((srv.host, srv.port), timeout=60)
+            f = s.makefile('rwb')
+            f.readline()
+            f.write(b'USER alice\r\n')
+            f.flush()
+            f.readline()
+            f.write(f'PASS wrong-{i}\r\n'.encode())
+            f.flush()
+            reply = f.readline()
+            s.close()
+            return reply
+
+        # An administrator's transaction holds the table for two seconds,
+        # so the forty checks pile up and go at the same moment: without
+        # the writers' lock each would count the slots before any other
+        # took one.
+        import threading
+        holder = threading.Thread(target=self.pg.psql, args=(
+            'BEGIN; LOCK TABLE auth_pending IN EXCLUSIVE MODE; SELECT pg_sleep(2); COMMIT;',),
+            kwargs={'db': p.dbname})
+        holder.start()
+        time.sleep(0.3)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=40) as ex:
+            replies = list(ex.map(guess, range(40)))
+        holder.join()
+        throttled = [r for r in replies if r.startswith(b'-ERR [AUTH] Too many failed logins')]
+        checked = [r for r in replies if r not in throttled]
+        self.assertTrue(all(r.startswith(b'-ERR [AUTH]') for r in replies), replies)
+        self.assertLessEqual(len(checked), 20, replies)
+        self.assertGreaterEqual(len(throttled), 20, replies)
+        self.assertEqual(p.sql('SELECT failures FROM auth_failures'), [(str(len(checked)),)])
+
     def test_move_from_sqlite(self):
         from test_queue import Sink
         sink = Sink()
