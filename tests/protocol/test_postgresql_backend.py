@@ -56,6 +56,17 @@ def literal(v):
     return "'" + str(v).replace("'", "''") + "'"
 
 
+def pop_pass(f, login, password):
+    """USER and PASS on a POP3 session's file f, after its greeting: the
+    reply to PASS."""
+    f.write(f'USER {login}\r\n'.encode())
+    f.flush()
+    f.readline()
+    f.write(f'PASS {password}\r\n'.encode())
+    f.flush()
+    return f.readline()
+
+
 class PgPostage(Postage):
     """A postage installation whose shared tables are in database `name`
     of a PostgreSQL server; host files host-a.db, host-b.db."""
@@ -297,12 +308,7 @@ class PostgreSQLBackendTest(unittest.TestCase):
             f = s.makefile('rwb')
             greeting = f.readline()
             if greeting.startswith(b'+OK'):
-                f.write(b'USER alice\r\n')
-                f.flush()
-                f.readline()
-                f.write(f'PASS {PASSWORD}\r\n'.encode())
-                f.flush()
-                reply = f.readline()
+                reply = pop_pass(f, 'alice', PASSWORD)
             else:
                 reply = greeting
             self.assertTrue(reply.startswith(b'-ERR [SYS/TEMP]'), reply)
@@ -401,12 +407,7 @@ class PostgreSQLBackendTest(unittest.TestCase):
             s = socket.create_connection((srv.host, srv.port), timeout=60)
             f = s.makefile('rwb')
             f.readline()
-            f.write(b'USER alice\r\n')
-            f.flush()
-            f.readline()
-            f.write(f'PASS wrong-{i}\r\n'.encode())
-            f.flush()
-            reply = f.readline()
+            reply = pop_pass(f, 'alice', f'wrong-{i}')
             s.close()
             return reply
 
