@@ -92,9 +92,17 @@ static int set_param(struct pgwire_target *t, const char *k, size_t kn, const ch
 	if (kn == 6 && memcmp(k, "dbname", 6) == 0)
 		return decode(v, vn, t->dbname, sizeof(t->dbname));
 	if (kn == 15 && memcmp(k, "connect_timeout", 15) == 0) {
+		long sec;
+		char *end;
+
 		if (decode(v, vn, tmp, sizeof(tmp)) < 0)
 			return -1;
-		t->connect_timeout_ms = atoi(tmp) > 0 ? atoi(tmp) * 1000 : t->connect_timeout_ms;
+		sec = strtol(tmp, &end, 10);
+		if (end == tmp || *end || sec < 0)
+			return -1;
+		/* libpq: 0 waits for ever; here, at most an hour */
+		if (sec > 0)
+			t->connect_timeout_ms = (int)(sec > 3600 ? 3600 : sec) * 1000;
 		return 0;
 	}
 	if (kn == 16 && memcmp(k, "application_name", 16) == 0)
