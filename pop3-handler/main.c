@@ -16,6 +16,7 @@ int main(int argc, char **argv)
 {
 	static const struct option options[] = {
 		{ "db", required_argument, NULL, 'd' },
+		{ "host-db", required_argument, NULL, 'H' },
 		{ "tls", no_argument, NULL, 't' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -29,6 +30,9 @@ int main(int argc, char **argv)
 		switch (c) {
 		case 'd':
 			db_set_path(optarg);
+			break;
+		case 'H':
+			db_set_host_path(optarg);
 			break;
 		case 't':
 			session.implicit_tls = 1;

@@ -33,6 +33,7 @@ int main(int argc, char **argv)
 {
 	static const struct option options[] = {
 		{ "db", required_argument, NULL, 'd' },
+		{ "host-db", required_argument, NULL, 'H' },
 		{ "once", no_argument, NULL, 'o' },
 		{ "now", required_argument, NULL, 'n' },
 		{ NULL, 0, NULL, 0 },
@@ -47,6 +48,9 @@ int main(int argc, char **argv)
 		switch (c) {
 		case 'd':
 			db_set_path(optarg);
+			break;
+		case 'H':
+			db_set_host_path(optarg);
 			break;
 		case 'o':
 			opt.once = 1;

@@ -1,9 +1,16 @@
-/* The one SQLite database: opened on first use, version-checked, with a busy
- * timeout so an administrator's open sqlite3 session costs the client a 4xx,
- * never a 5xx. Every statement is one of the list in sql.h, prepared on
- * first use and kept; callers bind, step and read columns through the
- * functions below, so none of them includes <sqlite3.h> and another
- * engine could stand behind this header without changes in the callers. */
+/* The database: opened on first use, version-checked, with a busy timeout
+ * so an administrator's open sqlite3 session costs the client a 4xx, never
+ * a 5xx. Every statement is one of the list in sql.h, prepared on first
+ * use and kept; callers bind, step and read columns through the functions
+ * below, so none of them includes <sqlite3.h> or knows the engine.
+ *
+ * Two engines stand behind it. --db PATH: one SQLite file holds
+ * everything (the default, one machine). --db postgresql://...: the tables
+ * several hosts share are on PostgreSQL (sql-postgresql.h has their texts,
+ * pgwire.c speaks to it), and each host keeps its outbound queue, and the
+ * settings that differ per host, in its own SQLite file (--host-db, made
+ * on first use). A transaction spans both; it starts on each engine at
+ * its first statement there, and PostgreSQL commits first. */
 #ifndef POSTAGE_DB_H
 #define POSTAGE_DB_H
 
@@ -29,7 +36,9 @@ enum db_rc {
 };
 
 #define DB_SCHEMA_VERSION 4
+#define DB_SCHEMA_VERSION_TEXT "4"
 #define DB_DEFAULT_PATH "/var/lib/postage/postage.db"
+#define DB_DEFAULT_HOST_PATH "/var/lib/postage/host.db"
 
 enum db_status {
 	DB_OK = 0,
@@ -37,14 +46,20 @@ enum db_status {
 	DB_VERSION,   /* a user_version this program does not know */
 };
 
-/* --db PATH, else $POSTAGE_DB, else the default. */
+/* --db PATH or URI, else $POSTAGE_DB, else the default. */
 void db_set_path(const char *path);
 const char *db_path(void);
+/* With PostgreSQL: --host-db PATH, else $POSTAGE_HOST_DB, else the
+ * default. */
+void db_set_host_path(const char *path);
+const char *db_host_path(void);
+/* 1 when --db names PostgreSQL. */
+int db_is_postgresql(void);
 
 /* Opens (once) and checks the version; loads the settings. */
 enum db_status db_open(void);
-/* The SQLite handle, NULL unless open: for tests and tools only (they
- * include <sqlite3.h> themselves). */
+/* The SQLite handle (with PostgreSQL, the host file's), NULL unless open:
+ * for tests and tools only (they include <sqlite3.h> themselves). */
 struct sqlite3 *db_handle(void);
 
 /* Closes the database for good (its file descriptors too; the settings

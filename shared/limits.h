@@ -103,6 +103,24 @@
 /* WAL pages before a commit checkpoints (SQLite's default is 1000). */
 #define DB_WAL_AUTOCHECKPOINT_PAGES 32
 
+/* PostgreSQL (pgwire.c): a statement's whole round trip, and the connect
+ * unless the URI's connect_timeout says otherwise. Longer than Patroni's
+ * failover (ttl 30 s by default) would keep an SMTP client waiting past
+ * what it tolerates for a RCPT (RFC 5321 4.5.3.2: 5 minutes) only if a
+ * session met many; pgbouncer queues a client while no primary is there,
+ * so the bound is what turns a failover into a 4xx. */
+#define PGWIRE_TIMEOUT_MS (20 * 1000)
+/* One backend message, and one statement's rows in all (values and
+ * cells). The largest row postage reads is a settings value or a list
+ * member; a list's members come LIST_MEMBERS_MAX at a time. */
+#define PGWIRE_MESSAGE_MAX (1024 * 1024)
+#define PGWIRE_RESULT_MAX (16 * 1024 * 1024)
+/* SCRAM-SHA-256 iterations a server may ask for (PostgreSQL's default is
+ * 4096): a bound on what a wrong server can make a handler compute. */
+#define PGWIRE_SCRAM_ITERATIONS_MAX 100000
+/* Parameters of one statement (sql-postgresql.h has at most 7). */
+#define PGWIRE_PARAMS_MAX 8
+
 /* TLS handshake bound, then hang up. */
 #define TLS_HANDSHAKE_TIMEOUT_MS (60 * 1000)
 /* Renegotiations (TLS 1.2) a session survives, each refused with a

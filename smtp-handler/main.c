@@ -42,6 +42,7 @@ int main(int argc, char **argv)
 	static const struct option options[] = {
 		{ "mode", required_argument, NULL, 'm' },
 		{ "db", required_argument, NULL, 'd' },
+		{ "host-db", required_argument, NULL, 'H' },
 		{ NULL, 0, NULL, 0 },
 	};
 	enum smtp_mode mode = MODE_MX;
@@ -61,6 +62,9 @@ int main(int argc, char **argv)
 			break;
 		case 'd':
 			db_set_path(optarg);
+			break;
+		case 'H':
+			db_set_host_path(optarg);
 			break;
 		default:
 			log_event(LOG_ERR, "event=start result=usage");

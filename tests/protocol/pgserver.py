@@ -14,7 +14,12 @@ NOBODY = 'nobody'
 
 
 class PostgreSQL:
-    def __init__(self):
+    """password: the superuser postage's password, and then every local
+    connection must prove it (SCRAM-SHA-256), as in production; None:
+    trust."""
+
+    def __init__(self, password=None):
+        self.password = password
         if not os.path.exists(os.path.join(BIN, 'postgres')):
             raise RuntimeError(f'no PostgreSQL 15 in {BIN} (package postgresql-15; '
                                'scripts/test installs it)')
@@ -41,14 +46,41 @@ class PostgreSQL:
                 os.setuid(u.pw_uid)
             kw['preexec_fn'] = drop
         env = dict(os.environ, LC_ALL='C.UTF-8', HOME=self.dir, PGHOST=self.sock)
+        if self.password:
+            env['PGPASSWORD'] = self.password
         return subprocess.run(argv, env=env, capture_output=True, timeout=120, **kw)
 
+    def _opts(self):
+        return f"-c listen_addresses='' -c unix_socket_directories='{self.sock}' -c fsync=off"
+
+    def halt(self):
+        """Stops the server as a failover or a crash would (immediate
+        shutdown), keeping its data for resume()."""
+        r = self._run([os.path.join(BIN, 'pg_ctl'), '-D', self.data, '-m', 'immediate', '-w',
+                       'stop'])
+        if r.returncode != 0:
+            raise RuntimeError('pg_ctl stop failed: ' + r.stderr.decode(errors='replace'))
+
+    def resume(self):
+        r = self._run([os.path.join(BIN, 'pg_ctl'), '-D', self.data, '-w', '-t', '60',
+                       '-l', os.path.join(self.dir, 'log'), '-o', self._opts(), 'start'])
+        if r.returncode != 0:
+            raise RuntimeError('pg_ctl start failed: ' + r.stderr.decode(errors='replace'))
+
     def start(self):
+        auth = ['--auth=trust']
+        if self.password:
+            pwfile = os.path.join(self.dir, 'pwfile')
+            with open(pwfile, 'w') as f:
+                f.write(self.password + '\n')
+            if self.user:
+                os.chown(pwfile, self.user.pw_uid, self.user.pw_gid)
+            auth = ['--auth=scram-sha-256', '--pwfile=' + pwfile]
         r = self._run([os.path.join(BIN, 'initdb'), '-D', self.data, '-U', 'postage',
-                       '--auth=trust', '-E', 'UTF8', '--locale=C.UTF-8', '--no-sync'])
+                       *auth, '-E', 'UTF8', '--locale=C.UTF-8', '--no-sync'])
         if r.returncode != 0:
             raise RuntimeError('initdb failed: ' + r.stderr.decode(errors='replace'))
-        opts = f"-c listen_addresses='' -c unix_socket_directories='{self.sock}' -c fsync=off"
+        opts = self._opts()
         r = self._run([os.path.join(BIN, 'pg_ctl'), '-D', self.data, '-w', '-t', '60',
                        '-l', os.path.join(self.dir, 'log'), '-o', opts, 'start'])
         if r.returncode != 0:
