@@ -24,7 +24,8 @@ import threading
 import time
 
 SENDER = 'someone@client.test'    # mail from outside: any sender
-TIMEOUT = 30                      # seconds for a connection or a reply
+TIMEOUT = 30                      # seconds for a reply
+CONNECT_TIMEOUT = 5               # seconds for a TCP connection
 
 
 def out(*a):
@@ -74,8 +75,13 @@ def smtp_send(src, host, rcpt, data, sender=SENDER, timeout=TIMEOUT):
         s = smtplib.SMTP(local_hostname='client.test', timeout=timeout,
                          source_address=(src, 0))
         try:
+            # s.connect(), in two steps: no connection, or no greeting
+            s._host = host
+            s.sock = socket.create_connection((host, 25), min(timeout, CONNECT_TIMEOUT),
+                                              source_address=(src, 0))
+            s.sock.settimeout(timeout)
             stage = 'greeting'
-            code, msg = s.connect(host, 25)
+            code, msg = s.getreply()
             if code != 220:
                 return Attempt(classify(code), code, msg.decode(errors='replace'), stage)
             stage = 'EHLO'
@@ -92,7 +98,7 @@ def smtp_send(src, host, rcpt, data, sender=SENDER, timeout=TIMEOUT):
             if code != 354:
                 return Attempt(classify(code), code, msg.decode(errors='replace'), stage)
             stage = 'end of data'
-            s.send(smtplib._fix_eols(data).replace(b'\r\n.', b'\r\n..') + b'\r\n.\r\n')
+            s.send(data.replace(b'\r\n.', b'\r\n..') + b'\r\n.\r\n')
             code, msg = s.getreply()
             return Attempt(classify(code), code, msg.decode(errors='replace'), stage)
         finally:
@@ -123,8 +129,10 @@ class POP3From(poplib.POP3):
         super().__init__(host, 110, timeout)
 
     def _create_socket(self, timeout):
-        return socket.create_connection((self.host, self.port), timeout,
+        sock = socket.create_connection((self.host, self.port), CONNECT_TIMEOUT,
                                         source_address=(self.src, 0))
+        sock.settimeout(timeout)
+        return sock
 
 
 def pop_login(src, host, login, password):
@@ -296,6 +304,7 @@ def resume(a):
     hosts = a.to.split(',')
     t0 = time.time()
     results = {}
+    accepted = []
 
     def one(host):
         tries = []
@@ -306,6 +315,7 @@ def resume(a):
             tries.append(r)
             if r.outcome == '250':
                 results[host] = (time.time() - t0, tries)
+                accepted.append(mid)
                 return
             if r.outcome == '5xx':
                 break
@@ -317,6 +327,9 @@ def resume(a):
         t.start()
     for t in threads:
         t.join()
+    if a.ids_out:
+        with open(a.ids_out, 'w') as f:
+            f.write(''.join(m + '\n' for m in accepted))
     fails = []
     for h in hosts:
         took, tries = results[h]
@@ -337,45 +350,90 @@ def resume(a):
     return 0
 
 
+def pop_has(a):
+    """POP3 on a node lists every id of a file (within a time: a healed
+    node may see them a moment late)."""
+    with open(a.ids) as f:
+        want = [line.strip() for line in f if line.strip()]
+    t0 = time.time()
+    while True:
+        p, text = pop_login(a.src, a.pop, a.login, a.password)
+        ids = []
+        if p is not None:
+            try:
+                _, ids = pop_ids(p)
+            finally:
+                p.quit()
+        missing = [m for m in want if m not in ids]
+        if p is not None and not missing and want:
+            out(f'ok POP3 on {a.pop} lists the {len(want)} messages taken while it was cut off '
+                f'({time.time() - t0:.1f} s)')
+            return 0
+        if time.time() - t0 > a.within:
+            break
+        time.sleep(1)
+    if p is None:
+        out(f'FAILED POP3 login on {a.pop}: {text}')
+    elif not want:
+        out('FAILED no message was taken while the node was cut off')
+    else:
+        out(f'FAILED POP3 on {a.pop} lacks {missing} after {a.within:.0f} s')
+    return 1
+
+
 # --- many (check 4) --------------------------------------------------------------
 
 def many(a):
+    """--senders clients at once, each sending messages with unique ids
+    one after the other until the stop file appears, each message tried
+    on the next MX after a 4xx, no connection or no answer, until a 250."""
     hosts = a.to.split(',')
     accepted, ambiguous, refused, given_up = [], [], [], []
-    retried = 0
-    i = 0
+    stats = {'retried': 0, 'waits': []}
+    lock = threading.Lock()
     prog = open(a.progress, 'a')
-    while not os.path.exists(a.stop):
-        mid = f'{a.tag}-{i:04d}'
-        k = i % len(hosts)
-        t0 = time.time()
-        history = []
-        while True:
-            host = hosts[k]
-            r = smtp_send(a.src, host, a.rcpt, message(a.rcpt, mid), timeout=a.timeout)
-            history.append(f'{host} {r}')
-            if r.outcome == 'noanswer' and r.stage == 'end of data':
-                ambiguous.append(mid)
-            if r.outcome == '250':
-                accepted.append({'id': mid, 'host': host, 'at': time.time(),
-                                 'tries': len(history)})
-                prog.write(f'{mid} {host} {time.time():.3f}\n')
-                prog.flush()
-                break
-            if r.outcome == '5xx' or r.outcome.startswith('unexpected'):
-                refused.append({'id': mid, 'history': history})
-                break
-            if time.time() - t0 > a.give_up:
-                given_up.append({'id': mid, 'history': history})
-                break
-            # 4xx, no connection, no answer: the next MX
-            retried += 1
-            k = (k + 1) % len(hosts)
-            time.sleep(0.3)
-        if len(history) > 1:
-            out(f'{mid}: ' + ' | '.join(history))
-        i += 1
-        time.sleep(a.pause)
+
+    def sender(t):
+        i = 0
+        while not os.path.exists(a.stop):
+            mid = f'{a.tag}-{t}-{i:04d}'
+            k = (i + t) % len(hosts)
+            t0 = time.time()
+            history = []
+            while True:
+                host = hosts[k]
+                r = smtp_send(a.src, host, a.rcpt, message(a.rcpt, mid), timeout=a.timeout)
+                history.append(f'{host} {r}')
+                with lock:
+                    if r.outcome == 'noanswer' and r.stage == 'end of data':
+                        ambiguous.append(mid)
+                    if r.outcome == '250':
+                        accepted.append({'id': mid, 'host': host, 'at': time.time(),
+                                         'tries': len(history)})
+                        stats['waits'].append(time.time() - t0)
+                        prog.write(f'{mid} {host} {time.time():.3f}\n')
+                        prog.flush()
+                        break
+                    if r.outcome == '5xx' or r.outcome.startswith('unexpected'):
+                        refused.append({'id': mid, 'history': history})
+                        break
+                    if time.time() - t0 > a.give_up:
+                        given_up.append({'id': mid, 'history': history})
+                        break
+                    # 4xx, no connection, no answer: the next MX
+                    stats['retried'] += 1
+                k = (k + 1) % len(hosts)
+                time.sleep(0.3)
+            if len(history) > 1:
+                out(f'{mid}: ' + ' | '.join(history))
+            i += 1
+            time.sleep(a.pause)
+
+    threads = [threading.Thread(target=sender, args=(t,)) for t in range(a.senders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     prog.close()
     with open(a.out, 'w') as f:
         json.dump({'accepted': accepted, 'ambiguous': ambiguous, 'refused': refused,
@@ -390,7 +448,9 @@ def many(a):
     if fails:
         out('FAILED ' + '; '.join(fails))
         return 1
-    out(f'ok {len(accepted)} messages got a 250 ({retried} retries on the next MX'
+    longest = max(stats['waits'], default=0)
+    out(f'ok {len(accepted)} messages from {a.senders} senders got a 250 '
+        f'({stats["retried"]} retries on the next MX, the longest wait {longest:.1f} s'
         + (f', {len(ambiguous)} without an answer at the end of data' if ambiguous else '') + ')')
     return 0
 
@@ -498,12 +558,18 @@ def main():
         p.add_argument(o, required=True)
     p.add_argument('--within', type=float, required=True)
     p.add_argument('--label', default='')
+    p.add_argument('--ids-out')
+    p = sub.add_parser('pop-has')
+    for o in ('--src', '--pop', '--login', '--password', '--ids'):
+        p.add_argument(o, required=True)
+    p.add_argument('--within', type=float, required=True)
     p = sub.add_parser('many')
     for o in ('--src', '--to', '--rcpt', '--progress', '--stop', '--out', '--tag'):
         p.add_argument(o, required=True)
     p.add_argument('--timeout', type=float, default=TIMEOUT)
     p.add_argument('--give-up', type=float, default=120)
     p.add_argument('--pause', type=float, default=0.2)
+    p.add_argument('--senders', type=int, default=3)
     p = sub.add_parser('exactly-once')
     p.add_argument('--accepted', required=True)
     p.add_argument('--maildir', required=True)
@@ -516,7 +582,7 @@ def main():
     p.add_argument('path')
     a = ap.parse_args()
     fn = {'check1': check1, 'check2': check2, 'check3': check3, 'only-4xx': only_4xx,
-          'resume': resume, 'many': many, 'exactly-once': exactly_once,
+          'resume': resume, 'pop-has': pop_has, 'many': many, 'exactly-once': exactly_once,
           'flock-hold': flock_hold, 'flock-try': flock_try}[a.cmd]
     return fn(a)
 
