@@ -365,17 +365,30 @@ void address_format(const struct address *a, char *buf, size_t cap)
 
 int domain_is_local(const char *domain)
 {
-	struct db_q *st = db_stmt(SQL_DOMAIN_IS_LOCAL);
+	/* The last answer, kept for the process (a connection: the README's
+	 * "a change takes effect at the next connection"): a RCPT asks for
+	 * its domain more than once, and on PostgreSQL each asking is a
+	 * round trip. Not re-entered: no lookup happens in between. */
+	static char last[ADDRESS_DOMAIN_MAX + 1];
+	static int last_answer = -1;
+	struct db_q *st;
 	int rc;
 
+	if (last_answer >= 0 && strcmp(last, domain) == 0)
+		return last_answer;
+	st = db_stmt(SQL_DOMAIN_IS_LOCAL);
 	if (!st)
 		return -1;
 	db_bind_text(st, 1, domain);
 	rc = db_step(st);
 	db_reset(st);
-	if (rc == DB_ROW)
-		return 1;
-	return rc == DB_DONE ? 0 : -1;
+	if (rc != DB_ROW && rc != DB_DONE)
+		return -1;
+	if (strlen(domain) < sizeof(last)) {
+		memcpy(last, domain, strlen(domain) + 1);
+		last_answer = rc == DB_ROW;
+	}
+	return rc == DB_ROW;
 }
 
 /* Looks up the mailbox row of an address (exact match). 1 found, 0 not,
