@@ -990,6 +990,12 @@ int pgwire_connect_finish(struct pgwire_result *fr, char *err, size_t errlen)
 		case 0: /* AuthenticationOk */
 			break;
 		case 3: /* cleartext */
+			/* without TLS, only where nobody can listen in */
+			if (t->host[0] != '/') {
+				snprintf(err, errlen, "the server asks for the password in clear over "
+					 "TCP without TLS: refused");
+				goto bad;
+			}
 			if (send_password(t->password) < 0)
 				goto proto;
 			break;
